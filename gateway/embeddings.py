@@ -83,7 +83,7 @@ class Embedder:
             return hit
         future = asyncio.get_running_loop().create_future()
         self._pending.append((text, future))
-        if self._worker is None or self._worker.done():
+        if self._worker is None or self._worker.done() or self._worker.get_loop() is not future.get_loop():
             self._worker = asyncio.create_task(self._drain())
         return await future
 

@@ -1,0 +1,28 @@
+# Two commands on a fresh machine with Python 3.11: `make demo` and `make test`. Each sets itself up.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: demo test serve bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/gateway demo
+
+serve: $(STAMP)
+	$(VENV)/bin/gateway serve
+
+test: $(STAMP)
+	scripts/ensure-redis.sh
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	loadtests/run_bench.sh
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,38 @@
+"""Liveness, readiness and the Prometheus scrape endpoint."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Response:
+    """Ready unless draining. Redis and the embedding model are reported: the gateway serves without them."""
+    state = request.app.state
+    checks = {"embedding_model": state.embedder.name,
+              "routing": "embedding+features" if state.embedder.available else "features only (no embedding model)",
+              "redis": "not configured"}
+    if state.redis is not None:
+        try:
+            await state.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:  # the gateway fails open without Redis; say so, stay ready
+            checks["redis"] = f"unreachable ({type(exc).__name__}): cache and shared limits fail open"
+    status = "draining" if state.draining else "ready"
+    return Response(orjson.dumps({"status": status, "checks": checks}), status_code=503 if state.draining else 200,
+                    media_type="application/json")
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.exposition(),
+                    media_type="text/plain; version=0.0.4; charset=utf-8")

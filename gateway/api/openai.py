@@ -1,0 +1,95 @@
+"""The OpenAI-compatible HTTP surface: /v1/chat/completions, /v1/models, /v1/embeddings.
+
+This layer only turns HTTP into a ChatRequest and the pipeline's Answer or StreamAnswer back into HTTP.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from gateway.errors import BodyTooLarge, GatewayError, InvalidRequest
+from gateway.request import PRIORITIES, Answer, ChatRequest, parse_chat_body
+
+router = APIRouter()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    state = request.app.state
+    started = time.perf_counter()
+    try:
+        body = parse_chat_body(await read_body(request, state.max_body_bytes), state.max_body_bytes)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
+        options = body.get("stream_options")
+        req = ChatRequest(body=body, alias=body["model"], headers=headers, started=started,
+                          stream=body.get("stream") is True,
+                          include_usage=isinstance(options, dict) and options.get("include_usage") is True)
+        priority = headers.get("x-gateway-priority")
+        if priority:
+            if priority not in PRIORITIES:
+                raise InvalidRequest(f"x-gateway-priority must be one of {', '.join(PRIORITIES)}",
+                                     param="x-gateway-priority")
+            req.priority = priority
+        result = await state.pipeline.handle(req)
+    except GatewayError as exc:
+        return exc.to_response()
+    if isinstance(result, Answer):
+        return Response(result.body, status_code=result.status, headers=result.headers,
+                        media_type="application/json")
+    return StreamingResponse(result.chunks, headers={**result.headers, "cache-control": "no-cache"},
+                             media_type="text/event-stream")
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> Response:
+    state = request.app.state
+    try:
+        await state.auth.check({k.lower(): v for k, v in request.headers.items()})
+    except GatewayError as exc:
+        return exc.to_response()
+    return Response(state.models_body, media_type="application/json")
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request) -> Response:
+    """Passed through to the alias's deployments, in fallback order."""
+    state = request.app.state
+    try:
+        raw = await read_body(request, state.max_body_bytes)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"the request body is not valid JSON: {exc.msg}") from None
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            raise InvalidRequest("'model' is required and must be a string", param="model")
+        if not isinstance(body.get("input"), (str, list)):
+            raise InvalidRequest("'input' is required and must be a string or an array", param="input")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        req = ChatRequest(body=body, alias=body["model"], headers=headers)
+        req.key = await state.auth.check(headers)
+        state.router.require_model(req)
+        chain = state.config.chain(req.alias, "light")
+        answer = await state.dispatcher.complete(
+            req, chain, path="/embeddings",
+            body_for=lambda deployment: orjson.dumps({**body, "model": deployment.model}))
+    except GatewayError as exc:
+        return exc.to_response()
+    return Response(answer.body, status_code=answer.status, media_type="application/json",
+                    headers={"x-gateway-served-by": req.served_by or ""})

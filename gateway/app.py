@@ -1,0 +1,122 @@
+"""create_app(config): the FastAPI app. Every component is built once, in the lifespan, from the validated
+config and kept on app.state; nothing happens at import time, so tests build apps from config dicts.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+import orjson
+from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from gateway.api import admin, health, openai
+from gateway.auth import Authenticator
+from gateway.cache.disabled import DisabledCache
+from gateway.config import GatewayConfig
+from gateway.embeddings import Embedder
+from gateway.errors import GatewayError
+from gateway.metrics import Metrics
+from gateway.pipeline import NoLimits, Pipeline
+from gateway.pricing import Pricing
+from gateway.recorder import Recorder
+from gateway.routing.router import Router
+from gateway.upstream.client import make_transport
+from gateway.upstream.dispatcher import Dispatcher
+
+log = logging.getLogger("gateway")
+
+
+def _redis_client(config: GatewayConfig):
+    if not config.redis.url:
+        return None
+    import redis.asyncio as aioredis
+
+    timeout = config.redis.timeout_ms / 1000
+    return aioredis.from_url(config.redis.url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                             health_check_interval=0, max_connections=512)
+
+
+def _intent_detector(config: GatewayConfig, embedder: Embedder):
+    from gateway.intents import IntentDetector, IntentsConfig
+
+    return IntentDetector(IntentsConfig.model_validate(config.intents), embedder)
+
+
+def _difficulty_scorer(config: GatewayConfig):
+    if not any(route.difficulty_threshold is not None for route in config.models.values()):
+        return None
+    from gateway.routing.difficulty import DifficultyScorer, DifficultySettings
+
+    return DifficultyScorer.load(DifficultySettings.model_validate(config.difficulty))
+
+
+def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metrics: Metrics | None = None,
+               transport=None) -> FastAPI:
+    """`embedder`, `metrics` and `transport` may be given (tests share one embedding model between apps)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = app.state
+        state.config = config
+        state.max_body_bytes = config.server.max_body_bytes
+        state.draining = False
+        state.metrics = metrics or Metrics()
+        state.embedder = embedder or Embedder.load(enabled=True)
+        intents = _intent_detector(config, state.embedder)
+        state.router = Router(config, _difficulty_scorer(config), metrics=state.metrics)
+        # Pools last, once nothing else can fail.
+        state.redis = _redis_client(config)
+        state.transport = transport or make_transport(config.server.upstream_client, config.server.max_connections)
+        state.auth = Authenticator(config.auth, state.redis, config.redis.prefix)
+        state.dispatcher = Dispatcher(config, state.transport, state.metrics)
+        state.models_body = orjson.dumps({"object": "list", "data": [
+            {"id": alias, "object": "model", "created": 0, "owned_by": "gateway"} for alias in config.models]})
+        state.pipeline = Pipeline(
+            auth=state.auth, limits=NoLimits(), cache=DisabledCache(), embedder=state.embedder,
+            intents=intents, router=state.router,
+            dispatcher=state.dispatcher, recorder=Recorder(config, state.metrics, Pricing(config.pricing)))
+        log.info("gateway ready: %d models, %d deployments, upstream client %s, embedding model %s",
+                 len(config.models), len(config.deployments), config.server.upstream_client, state.embedder.name)
+        try:
+            yield
+        finally:
+            state.draining = True
+            if transport is None:
+                await state.transport.aclose()
+            if state.redis is not None:
+                await state.redis.aclose()
+            if embedder is None:
+                state.embedder.close()
+
+    app = FastAPI(title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(openai.router)
+    app.include_router(health.router)
+    app.include_router(admin.router)
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> Response:
+        return exc.to_response()
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": kind}}
+        return Response(orjson.dumps(body), status_code=exc.status_code, media_type="application/json")
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return GatewayError("the gateway hit an internal error; it has been logged").to_response()
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The uvicorn factory for `gateway serve` (each worker builds its own app from $GATEWAY_CONFIG)."""
+    from gateway.config import load_config
+
+    return create_app(load_config())

@@ -1,0 +1,98 @@
+"""Client keys: `Authorization: Bearer <key>` checked against sha256 hashes, never the keys themselves.
+
+Keys come from the config (auth.keys) and, when auth.redis_keys is on, from Redis hashes at
+`{prefix}keys:{sha256}` (fields: name, rpm, tpm, allow_force_tier) so keys can be added without a deploy;
+those are remembered for a short while so the hot path does not ask Redis every time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+from gateway.config import AuthConfig
+from gateway.errors import AuthenticationFailed, PermissionDenied
+
+log = logging.getLogger("gateway.auth")
+
+REDIS_KEY_TTL_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    name: str
+    rpm: int | None = None
+    tpm: int | None = None
+    allow_force_tier: bool = False
+
+
+OPEN_KEY = ClientKey(name="open", allow_force_tier=True)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def bearer(headers: dict[str, str]) -> str | None:
+    value = headers.get("authorization")
+    if value and value[:7].lower() == "bearer ":
+        return value[7:].strip() or None
+    return headers.get("api-key")  # Azure-style clients
+
+
+class Authenticator:
+    def __init__(self, config: AuthConfig, redis=None, prefix: str = "gw:") -> None:
+        self.open = config.open
+        self._keys = {k.sha256: ClientKey(k.name, k.rpm, k.tpm, k.allow_force_tier) for k in config.keys}
+        self._admin = config.admin_key_sha256
+        self._redis = redis if config.redis_keys else None
+        self._prefix = prefix
+        self._remembered: dict[str, tuple[float, ClientKey | None]] = {}
+
+    async def check(self, headers: dict[str, str]) -> ClientKey:
+        key = bearer(headers)
+        if key is None:
+            if self.open:
+                return OPEN_KEY
+            raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
+        digest = hash_key(key)
+        client = self._keys.get(digest) or await self._from_redis(digest)
+        if client is not None:
+            return client
+        if self.open:
+            return OPEN_KEY
+        raise AuthenticationFailed("invalid API key")
+
+    async def _from_redis(self, digest: str) -> ClientKey | None:
+        if self._redis is None:
+            return None
+        now = time.monotonic()
+        remembered = self._remembered.get(digest)
+        if remembered and remembered[0] > now:
+            return remembered[1]
+        try:
+            fields = await self._redis.hgetall(f"{self._prefix}keys:{digest}")
+        except Exception as exc:  # Redis away: keys we already know keep working
+            log.warning("could not read client keys from Redis: %s", exc)
+            return remembered[1] if remembered else None
+        client = None
+        if fields:
+            get = lambda name: (fields.get(name.encode()) or b"").decode() or None  # noqa: E731
+            client = ClientKey(name=get("name") or digest[:8], rpm=int(get("rpm")) if get("rpm") else None,
+                               tpm=int(get("tpm")) if get("tpm") else None,
+                               allow_force_tier=get("allow_force_tier") in ("1", "true"))
+        if len(self._remembered) > 10_000:
+            self._remembered.clear()
+        self._remembered[digest] = (now + REDIS_KEY_TTL_S, client)
+        return client
+
+    def check_admin(self, headers: dict[str, str]) -> None:
+        key = bearer(headers)
+        if self._admin is None:
+            if self.open:
+                return
+            raise PermissionDenied("the admin API is disabled: set auth.admin_key_sha256")
+        if key is None or hash_key(key) != self._admin:
+            raise AuthenticationFailed("invalid admin key")

@@ -1,0 +1,154 @@
+"""Errors, rendered in the OpenAI API's shape: {"error": {"message", "type", "param", "code"}}.
+
+    GatewayError                      500 api_error
+    ├── InvalidRequest                400 invalid_request_error
+    │   ├── BodyTooLarge              413
+    │   └── ModelNotFound             404 (code model_not_found)
+    ├── AuthenticationFailed          401 authentication_error
+    ├── PermissionDenied              403 permission_error
+    ├── RateLimited                   429 rate_limit_error, Retry-After
+    └── UpstreamError                 502 api_error (the upstream failed; nothing of it leaks)
+        ├── UpstreamConnectError      502 could not connect / connection dropped
+        ├── UpstreamTimeout           504
+        ├── UpstreamUnavailable       503 no deployment can take the request now (breakers, budgets)
+        └── UpstreamStatus            the upstream's own status; 4xx bodies pass through
+
+Each class has a low-cardinality `metric_label` for metrics. `retryable` says whether trying again (or
+another deployment) may help.
+"""
+
+from __future__ import annotations
+
+import orjson
+from starlette.responses import Response
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "api_error"
+    code: str | None = None
+    metric_label = "internal"
+    retryable = False
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> bytes:
+        return orjson.dumps({"error": {"message": self.message, "type": self.type,
+                                       "param": self.param, "code": self.code}})
+
+    def to_response(self) -> Response:
+        return Response(self.body(), status_code=self.status, headers=self.headers,
+                        media_type="application/json")
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    metric_label = "invalid_request"
+
+
+class BodyTooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
+    metric_label = "body_too_large"
+
+
+class ModelNotFound(InvalidRequest):
+    status = 404
+    code = "model_not_found"
+    metric_label = "model_not_found"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+    metric_label = "auth"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "permission_error"
+    metric_label = "permission"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    metric_label = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after_s = retry_after_s
+        self.headers.setdefault("retry-after", str(max(1, round(retry_after_s + 0.499))))
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    type = "api_error"
+    code = "upstream_error"
+    metric_label = "upstream"
+    retryable = True
+    deployment: str | None = None
+
+
+class UpstreamConnectError(UpstreamError):
+    metric_label = "upstream_connect"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+    metric_label = "upstream_timeout"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 503
+    code = "upstream_unavailable"
+    metric_label = "upstream_unavailable"
+
+
+class UpstreamStatus(UpstreamError):
+    """The upstream answered with an error status. 429 and 5xx are retryable; other 4xx are the caller's."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.upstream_body = body
+        self.upstream_headers = headers or {}
+        self.retryable = status == 429 or status >= 500
+        self.metric_label = f"upstream_{status // 100}xx" if status != 429 else "upstream_429"
+        super().__init__(f"the upstream answered {status}")
+
+    def to_response(self) -> Response:
+        if not self.retryable and _is_openai_error(self.upstream_body):
+            return Response(self.upstream_body, status_code=self.status, media_type="application/json")
+        if self.status == 429:
+            error = RateLimited("the upstream is rate limiting and no fallback could serve the request",
+                                retry_after_s=1.0)
+            return error.to_response()
+        message = (f"the upstream answered {self.status}" if not self.retryable
+                   else f"the upstream failed ({self.status}) and no fallback could serve the request")
+        status = self.status if not self.retryable else 502
+        return GatewayError.to_response(_Rendered(message, status, self.type, self.code))
+
+
+class _Rendered(GatewayError):
+    def __init__(self, message: str, status: int, type_: str, code: str | None) -> None:
+        super().__init__(message, code=code)
+        self.status, self.type = status, type_
+
+
+def _is_openai_error(body: bytes) -> bool:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("error"), dict)

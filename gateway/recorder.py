@@ -1,0 +1,48 @@
+"""The last step of the line: what one request cost and how long it took, into the metrics."""
+
+from __future__ import annotations
+
+from gateway.config import GatewayConfig
+from gateway.metrics import Metrics
+from gateway.pricing import Pricing
+from gateway.request import ChatRequest
+
+
+class Recorder:
+    def __init__(self, config: GatewayConfig, metrics: Metrics, pricing: Pricing) -> None:
+        self.metrics = metrics
+        self.pricing = pricing
+        self._price_keys = {name: d.pricing_key for name, d in config.deployments.items()}
+        self._aliases = frozenset(config.models)
+
+    def _model_label(self, req: ChatRequest) -> str:
+        return req.alias if req.alias in self._aliases else "unknown"
+
+    def record(self, req: ChatRequest) -> None:
+        m = self.metrics
+        model = self._model_label(req)
+        elapsed = req.elapsed()
+        m.requests.labels(model, req.intent, req.tier, req.cache_result, str(req.status)).inc()
+        m.request_duration.labels(model, req.intent, "true" if req.stream else "false").observe(elapsed)
+        m.overhead.labels(req.cache_result).observe(max(0.0, elapsed - req.upstream_seconds))
+        if req.ttft is not None:
+            m.ttft.labels(model, req.tier).observe(req.ttft)
+        usage = req.usage
+        if usage and req.served_by:
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+            m.tokens.labels(model, req.intent, "prompt").inc(prompt)
+            m.tokens.labels(model, req.intent, "completion").inc(completion)
+            cost = self.pricing.cost(self._price_keys[req.served_by], prompt, completion)
+            m.cost.labels(model, req.intent, req.served_by).inc(cost)
+
+    def record_cache_hit(self, req: ChatRequest, cached) -> None:
+        """`cached` carries the usage and the deployment of the answer it replays."""
+        self.metrics.cost_saved.labels(req.intent).inc(self.cost_of(cached.usage, cached.served_by))
+        self.record(req)
+
+    def cost_of(self, usage: dict | None, deployment: str | None) -> float:
+        if not usage or deployment not in self._price_keys:
+            return 0.0
+        return self.pricing.cost(self._price_keys[deployment], int(usage.get("prompt_tokens") or 0),
+                                 int(usage.get("completion_tokens") or 0))

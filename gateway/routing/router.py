@@ -1,0 +1,80 @@
+"""Which deployments serve a request: difficulty → tier → the tier's ordered chain of deployments.
+
+A request whose difficulty reaches the alias's threshold goes to the heavy tier. A key allowed to may
+force a tier with `x-gateway-tier: light|heavy`. A conversation that went heavy stays heavy for its next
+turns (sticky by `x-session-id`, else the body's `user`) when the alias says so.
+"""
+
+from __future__ import annotations
+
+import time
+
+from gateway.config import GatewayConfig
+from gateway.errors import InvalidRequest, ModelNotFound
+from gateway.request import ChatRequest
+
+STICKY_TTL_S = 1800.0
+TIERS = ("light", "heavy")
+
+
+class StickyTiers:
+    """Sessions that went heavy, in process, bounded. (Shared through Redis by the resilience layer's store.)"""
+
+    def __init__(self, ttl_s: float = STICKY_TTL_S, max_entries: int = 100_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._heavy: dict[str, float] = {}
+
+    def is_heavy(self, session: str) -> bool:
+        until = self._heavy.get(session)
+        return until is not None and until > time.monotonic()
+
+    def mark_heavy(self, session: str) -> None:
+        if len(self._heavy) >= self.max_entries:
+            now = time.monotonic()
+            self._heavy = {k: v for k, v in self._heavy.items() if v > now}
+            if len(self._heavy) >= self.max_entries:
+                self._heavy.clear()
+        self._heavy[session] = time.monotonic() + self.ttl_s
+
+
+class Router:
+    def __init__(self, config: GatewayConfig, scorer=None, sticky: StickyTiers | None = None, metrics=None) -> None:
+        self.config = config
+        self.scorer = scorer
+        self.sticky = sticky or StickyTiers()
+        self.metrics = metrics
+        self._chains = {(alias, tier): config.chain(alias, tier) for alias in config.models for tier in TIERS}
+
+    def require_model(self, req: ChatRequest) -> None:
+        if req.alias not in self.config.models:
+            raise ModelNotFound(f"the model '{req.alias}' does not exist; GET /v1/models lists the models",
+                                param="model")
+
+    def decide(self, req: ChatRequest):
+        route = self.config.models[req.alias]
+        req.tier = self._tier(req, route)
+        if self.metrics is not None:
+            self.metrics.route_decisions.labels(req.alias, req.tier).inc()
+            if req.difficulty is not None:
+                self.metrics.difficulty.labels(req.alias).observe(req.difficulty.score)
+        return self._chains[(req.alias, req.tier)]
+
+    def _tier(self, req: ChatRequest, route) -> str:
+        forced = req.headers.get("x-gateway-tier")
+        if forced and req.key is not None and req.key.allow_force_tier:
+            if forced not in TIERS:
+                raise InvalidRequest(f"x-gateway-tier must be one of {', '.join(TIERS)}", param="x-gateway-tier")
+            if forced == "light" or route.heavy:
+                return forced
+        if route.difficulty_threshold is None or self.scorer is None:
+            return "light"
+        req.difficulty = self.scorer.score(req.messages, req.vector)
+        session = req.headers.get("x-session-id") or req.body.get("user")
+        if route.sticky_heavy and isinstance(session, str) and session and self.sticky.is_heavy(session):
+            return "heavy"
+        if req.difficulty.score >= route.difficulty_threshold:
+            if route.sticky_heavy and isinstance(session, str) and session:
+                self.sticky.mark_heavy(session)
+            return "heavy"
+        return "light"

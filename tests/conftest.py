@@ -1,0 +1,152 @@
+"""Shared fixtures: real mock upstreams and a real gateway on real ports, the real openai SDK.
+
+    def test_x(gateway, client):            # gateway on the base config below, light + heavy mocks
+        client.chat.completions.create(...)
+    def test_y(start_gateway, light_mock):  # a gateway on a config of the test's own
+        gw = start_gateway(base_config(light_mock.url, ..., cache={"enabled": False}))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import openai
+import pytest
+import uvicorn
+
+from gateway.app import create_app
+from gateway.config import GatewayConfig, build_config
+from gateway.embeddings import Embedder
+from gateway.mock_upstream import MockServerThread, MockSettings
+
+LIGHT_MODEL = "light-model"
+HEAVY_MODEL = "heavy-model"
+BASE_MODEL = "base-model"
+TEST_KEY = "sk-test-0123456789"
+
+
+def base_config(light_url: str, heavy_url: str, **sections: Any) -> GatewayConfig:
+    """A config with `support` (light → base fallback, heavy tier) and `gpt-3.5-turbo` (light only)."""
+    from gateway.auth import hash_key
+
+    data: dict[str, Any] = {
+        "auth": {"keys": [{"name": "test", "sha256": hash_key(TEST_KEY), "allow_force_tier": True},
+                          {"name": "plain", "sha256": hash_key("sk-plain-0123456789")}]},
+        "deployments": {
+            "light": {"base_url": light_url, "model": LIGHT_MODEL, "timeout": {"connect": 1, "read": 5}},
+            "base": {"base_url": light_url, "model": BASE_MODEL, "timeout": {"connect": 1, "read": 5}},
+            "heavy": {"base_url": heavy_url, "model": HEAVY_MODEL, "timeout": {"connect": 1, "read": 5}},
+        },
+        "models": {
+            "support": {"deployments": ["light"], "fallbacks": ["base"], "heavy": ["heavy"],
+                        "difficulty_threshold": 0.5},
+            "gpt-3.5-turbo": {"deployments": ["light"]},
+        },
+        "pricing_file": "pricing.yaml",
+        "intents_file": "intents.yaml",
+    }
+    for name, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(name), dict):
+            data[name] = {**data[name], **value}
+        else:
+            data[name] = value
+    return build_config(data)
+
+
+class GatewayServer:
+    """The gateway app under uvicorn, in a thread of its own, on a free port."""
+
+    def __init__(self, config: GatewayConfig, embedder: Embedder | None = None, **app_kwargs: Any) -> None:
+        self.app = create_app(config, embedder=embedder, **app_kwargs)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning",
+                                                    access_log=False, loop="asyncio", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "GatewayServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.base_url = self.url + "/v1"
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    @property
+    def state(self):
+        return self.app.state
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return Embedder.load()
+
+
+@pytest.fixture
+def light_mock():
+    with MockServerThread(MockSettings(served_model=LIGHT_MODEL)) as mock:
+        yield mock
+
+
+@pytest.fixture
+def heavy_mock():
+    with MockServerThread(MockSettings(served_model=HEAVY_MODEL)) as mock:
+        yield mock
+
+
+@pytest.fixture
+def start_gateway(embedder):
+    servers: list[GatewayServer] = []
+
+    def start(config: GatewayConfig, **kwargs: Any) -> GatewayServer:
+        kwargs.setdefault("embedder", embedder)
+        server = GatewayServer(config, **kwargs).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in reversed(servers):
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def gateway(start_gateway, light_mock, heavy_mock) -> GatewayServer:
+    return start_gateway(base_config(light_mock.url, heavy_mock.url))
+
+
+@pytest.fixture
+def client(gateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
+
+
+@pytest.fixture
+def async_client(gateway) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=gateway.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll a condition with a deadline (never a fixed sleep to pass)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+async def async_wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval)
+    return predicate()
