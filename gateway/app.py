@@ -64,7 +64,7 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
         state.max_body_bytes = config.server.max_body_bytes
         state.draining = False
         state.metrics = metrics or Metrics()
-        state.embedder = embedder or Embedder.load(enabled=True)
+        state.embedder = embedder or Embedder.load(enabled=config.embedding.enabled)
         intents = _intent_detector(config, state.embedder)
         state.router = Router(config, _difficulty_scorer(config), metrics=state.metrics)
         # Pools last, once nothing else can fail.

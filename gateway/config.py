@@ -119,6 +119,10 @@ class ModelRoute(Section):
     sticky_heavy: bool = True  # a conversation that went heavy stays heavy
 
 
+class EmbeddingConfig(Section):
+    enabled: bool = True  # off: intents by keywords, difficulty by features, no semantic cache
+
+
 class CacheConfig(Section):
     enabled: bool = True
     max_temperature: float = Field(0.7, ge=0)  # above this an answer is too random to reuse
@@ -161,6 +165,7 @@ class GatewayConfig(Section):
     deployments: dict[str, Deployment]
     models: dict[str, ModelRoute]
     pricing: dict[str, Price] = {}
+    embedding: EmbeddingConfig = EmbeddingConfig()
     cache: CacheConfig = CacheConfig()
     resilience: ResilienceConfig = ResilienceConfig()
     intents: dict[str, Any] = {}  # validated by gateway.intents
