@@ -11,7 +11,7 @@
         ├── UpstreamConnectError      502 could not connect / connection dropped
         ├── UpstreamTimeout           504
         ├── UpstreamUnavailable       503 no deployment can take the request now (breakers, budgets)
-        └── UpstreamStatus            the upstream's own status; 4xx bodies pass through
+        └── UpstreamStatus            the upstream's own status; 4xx bodies pass through (401/403: 502)
 
 Each class has a low-cardinality `metric_label` for metrics. `retryable` says whether trying again (or
 another deployment) may help.
@@ -128,6 +128,12 @@ class UpstreamStatus(UpstreamError):
         super().__init__(f"the upstream answered {status}")
 
     def to_response(self) -> Response:
+        if self.status in (401, 403):  # the upstream refused the gateway's own key: not the caller's fault,
+            # and its body may echo part of that key ("Incorrect API key provided: sk-...abcd")
+            where = f" of deployment {self.deployment!r}" if self.deployment else ""
+            return GatewayError.to_response(_Rendered(
+                f"the upstream{where} refused the gateway's credentials ({self.status}); check its api_key_env",
+                502, self.type, "upstream_auth_failed"))
         if not self.retryable and _is_openai_error(self.upstream_body):
             return Response(self.upstream_body, status_code=self.status, media_type="application/json")
         if self.status == 429:
