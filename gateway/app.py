@@ -4,6 +4,7 @@ config and kept on app.state; nothing happens at import time, so tests build app
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -12,18 +13,21 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from gateway.api import admin, health, openai
+from gateway.api import admin, canary, health, openai
 from gateway.auth import Authenticator
 from gateway.cache.disabled import DisabledCache
 from gateway.config import GatewayConfig
 from gateway.embeddings import Embedder
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
-from gateway.pipeline import NoLimits, Pipeline
+from gateway.limits import KeyLimits
+from gateway.pipeline import Pipeline
 from gateway.pricing import Pricing
 from gateway.recorder import Recorder
+from gateway.routing.canary import CanaryState
 from gateway.routing.router import Router
 from gateway.upstream.client import make_transport
+from gateway.upstream.budget import make_windows
 from gateway.upstream.dispatcher import Dispatcher
 
 log = logging.getLogger("gateway")
@@ -43,6 +47,23 @@ def _intent_detector(config: GatewayConfig, embedder: Embedder):
     from gateway.intents import IntentDetector, IntentsConfig
 
     return IntentDetector(IntentsConfig.model_validate(config.intents), embedder)
+
+
+def _cache(config: GatewayConfig, intents, embedder: Embedder, redis, metrics: Metrics, recorder: Recorder):
+    """The intent cache (Redis when redis.url is set, in memory otherwise), or the pass-through when off."""
+    if not config.cache.enabled:
+        return DisabledCache()
+    from gateway.cache.service import build_cache
+
+    return build_cache(config, intents.config, redis, metrics, cost_of=recorder.cost_of,
+                       semantic=embedder.available)
+
+
+async def _keep_refreshed(canary: CanaryState, every_s: float = 0.5) -> None:
+    """Canary percentages set through another replica reach this one within a second."""
+    while True:
+        await canary.refresh()
+        await asyncio.sleep(every_s)
 
 
 def _difficulty_scorer(config: GatewayConfig):
@@ -66,24 +87,36 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
         state.metrics = metrics or Metrics()
         state.embedder = embedder or Embedder.load(enabled=config.embedding.enabled)
         intents = _intent_detector(config, state.embedder)
-        state.router = Router(config, _difficulty_scorer(config), metrics=state.metrics)
         # Pools last, once nothing else can fail.
         state.redis = _redis_client(config)
+        state.canary = CanaryState({alias: route.canary.percent for alias, route in config.models.items()
+                                    if route.canary is not None}, state.redis, config.redis.prefix,
+                                   metrics=state.metrics)
+        state.router = Router(config, _difficulty_scorer(config), metrics=state.metrics, canary=state.canary)
         state.transport = transport or make_transport(config.server.upstream_client, config.server.max_connections)
         state.auth = Authenticator(config.auth, state.redis, config.redis.prefix)
-        state.dispatcher = Dispatcher(config, state.transport, state.metrics)
+        state.dispatcher = Dispatcher(config, state.transport, state.metrics, redis=state.redis)
+        state.limits = KeyLimits(make_windows(state.redis, config.redis.prefix), state.metrics,
+                                 budget=state.dispatcher.budget)
         state.models_body = orjson.dumps({"object": "list", "data": [
             {"id": alias, "object": "model", "created": 0, "owned_by": "gateway"} for alias in config.models]})
+        recorder = Recorder(config, state.metrics, Pricing(config.pricing))
+        state.cache = _cache(config, intents, state.embedder, state.redis, state.metrics, recorder)
         state.pipeline = Pipeline(
-            auth=state.auth, limits=NoLimits(), cache=DisabledCache(), embedder=state.embedder,
+            auth=state.auth, limits=state.limits, cache=state.cache, embedder=state.embedder,
             intents=intents, router=state.router,
-            dispatcher=state.dispatcher, recorder=Recorder(config, state.metrics, Pricing(config.pricing)))
+            dispatcher=state.dispatcher, recorder=recorder)
         log.info("gateway ready: %d models, %d deployments, upstream client %s, embedding model %s",
                  len(config.models), len(config.deployments), config.server.upstream_client, state.embedder.name)
+        canary_refresh = asyncio.create_task(_keep_refreshed(state.canary)) if state.canary.percent else None
         try:
             yield
         finally:
             state.draining = True
+            if canary_refresh is not None:
+                canary_refresh.cancel()
+            if hasattr(state.cache, "close"):
+                await state.cache.close()
             if transport is None:
                 await state.transport.aclose()
             if state.redis is not None:
@@ -95,6 +128,7 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
     app.include_router(openai.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(canary.router)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> Response:

@@ -1,0 +1,344 @@
+"""The intent cache: the pipeline's `cache` step when `cache.enabled`.
+
+    lookup_exact(req)     controls, cacheability, exact key       sets req.cache_key, req.cache_result
+    lookup_semantic(req)  same intent + context, guarded match     sets req.cache_result (after the embedding)
+    store(req, parsed)    a complete, reusable answer only
+    store_stream(req, relay)
+    render(req, cached)   a fresh chat.completion (or SSE stream) from a stored answer, usage 0
+
+Policy (never cached): n > 1, tools or tool calls, temperature above cache.max_temperature, user messages
+with personal data unless the intent has allow_personal_data, non-cacheable intents, intent "other"
+semantically (exact only), upstream errors, finish_reason other than "stop", streams that did not finish.
+Semantic lookup also needs a single-turn conversation (system prompt + one user message): in a longer one
+the last message alone is not the question.
+
+Controls: `x-gateway-cache: bypass` (no lookup, no store), `Cache-Control: no-cache` (no lookup, store
+the fresh answer), `Cache-Control: no-store` (may be served from the cache, never stores this answer).
+Response header `x-gateway-cache`: hit-exact | hit-semantic | miss | bypass (uncacheable requests are
+"bypass" too) | off (disabled). Metrics: cache_requests{intent,result} with result one of those or
+"error" (the store failed: served fresh), cache_errors{operation}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import orjson
+
+from gateway.cache import keys
+from gateway.cache.semantic import find_match
+from gateway.cache.store import MemoryStore, RedisStore, StoreUnavailable, VectorRow
+from gateway.request import Answer, ChatRequest, StreamAnswer
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+    from gateway.intents import IntentsConfig
+    from gateway.metrics import Metrics
+
+__all__ = ["Cached", "IntentCache", "build_cache"]
+
+log = logging.getLogger("gateway.cache")
+
+OTHER = "other"
+STATS_FLUSH_S = 1.0
+STREAM_PIECES = 4
+_ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """A stored answer. `usage` and `served_by` are those of the upstream call that produced it."""
+
+    intent: str
+    model: str
+    message: dict[str, Any]
+    usage: dict[str, Any] | None
+    served_by: str | None
+    system_fingerprint: str | None = None
+    kind: str = "exact"
+
+    @classmethod
+    def decode(cls, blob: bytes, kind: str) -> "Cached":
+        data = orjson.loads(blob)
+        return cls(data["i"], data["m"], data["msg"], data.get("u"), data.get("s"), data.get("fp"), kind)
+
+    def encode(self, question: str) -> bytes:
+        return orjson.dumps({"i": self.intent, "m": self.model, "msg": self.message, "u": self.usage,
+                             "s": self.served_by, "fp": self.system_fingerprint, "q": question[:500],
+                             "t": int(time.time())})
+
+
+class IntentCache:
+    def __init__(self, config, intents: "IntentsConfig | None", store, metrics: "Metrics", *,
+                 cost_of: Callable[[dict | None, str | None], float] | None = None, semantic: bool = True,
+                 semantic_threshold: float | None = None) -> None:
+        self.config = config  # CacheConfig
+        self.intents = intents
+        self.backend = store
+        self.metrics = metrics
+        self.cost_of = cost_of or (lambda usage, deployment: 0.0)
+        self.semantic = semantic and config.semantic
+        self._threshold = semantic_threshold
+        self._labels = frozenset([s.name for s in intents.intents] if intents else []) | {OTHER}
+        self._failed: set[str] = set()  # request ids whose exact lookup failed (counted as "error")
+        self._pending: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self._flushed_at = time.monotonic()
+        self._flush_task: asyncio.Task | None = None
+
+    # ----------------------------------------------------------------------------------------- policy
+    def _spec(self, intent: str):
+        return self.intents.get(intent) if self.intents is not None and intent != OTHER else None
+
+    def threshold(self, intent: str) -> float:
+        """The intent's own semantic_threshold, else the intents file's default_semantic_threshold when it
+        sets one, else cache.semantic_threshold."""
+        spec = self._spec(intent)
+        if spec is not None and spec.semantic_threshold is not None:
+            return spec.semantic_threshold
+        if self._threshold is not None:
+            return self._threshold
+        if self.intents is not None and "default_semantic_threshold" in self.intents.model_fields_set:
+            return self.intents.default_semantic_threshold
+        return self.config.semantic_threshold
+
+    @property
+    def labels(self) -> frozenset[str]:
+        return self._labels
+
+    def _label(self, intent: str) -> str:
+        return intent if intent in self._labels else OTHER
+
+    def _personal_ok(self, req: ChatRequest, spec) -> bool:
+        if spec is not None and spec.allow_personal_data:
+            return True
+        return not any(keys.has_personal_data(text) for text in keys.user_texts(req))
+
+    def _semantic_ok(self, req: ChatRequest, spec) -> bool:
+        return (self.semantic and spec is not None and spec.cacheable and req.vector is not None
+                and keys.is_single_turn(req))
+
+    # ---------------------------------------------------------------------------------------- lookups
+    async def lookup_exact(self, req: ChatRequest) -> Cached | None:
+        lookup, store = keys.controls(req.headers)
+        if (not lookup and not store) or keys.uncacheable(req, self.config.max_temperature):
+            req.cache_result = "bypass"
+            return None
+        req.cache_key = keys.exact_key(req)
+        req.cache_result = "miss"
+        if not lookup:
+            return None
+        try:
+            blob = await self.backend.get(req.cache_key)
+        except StoreUnavailable as exc:
+            self._error("lookup", exc)
+            self._failed.add(req.request_id)
+            return None
+        if blob is None:
+            return None
+        cached = Cached.decode(blob, "exact")
+        return self._hit(req, cached, "hit-exact")
+
+    async def lookup_semantic(self, req: ChatRequest) -> Cached | None:
+        intent = self._label(req.intent)
+        if req.cache_result != "miss":
+            if req.cache_result == "bypass":
+                self._count(intent, "bypass")
+            return None
+        if req.request_id in self._failed:
+            self._failed.discard(req.request_id)
+            self._count(intent, "error")
+            return None
+        spec = self._spec(intent)
+        if not keys.controls(req.headers)[0] or not self._semantic_ok(req, spec) or not self._personal_ok(req, spec):
+            self._count(intent, "miss")
+            return None
+        context = keys.context_key(req)
+        try:
+            candidates = await self.backend.candidates(intent, context)
+            match = None if candidates is None else find_match(req.last_user_text, req.vector, candidates,
+                                                               threshold=self.threshold(intent))
+            blob = None if match is None else await self.backend.get(match.payload)
+        except StoreUnavailable as exc:
+            self._error("lookup_semantic", exc)
+            self._count(intent, "error")
+            return None
+        if blob is None:
+            if match is not None and isinstance(self.backend, RedisStore):
+                self.backend.forget(intent, context, match.payload)
+            self._count(intent, "miss")
+            return None
+        return self._hit(req, Cached.decode(blob, "semantic"), "hit-semantic")
+
+    def _hit(self, req: ChatRequest, cached: Cached, result: str) -> Cached:
+        req.cache_result = result
+        usage = cached.usage or {}
+        req.saved_tokens = int(usage.get("total_tokens") or 0)
+        intent = self._label(cached.intent)
+        self._count(intent, result, saved_tokens=req.saved_tokens,
+                    saved_usd=self.cost_of(cached.usage, cached.served_by))
+        if cached.intent != intent:
+            cached = Cached(intent, cached.model, cached.message, cached.usage, cached.served_by,
+                            cached.system_fingerprint, cached.kind)
+        return cached
+
+    # ----------------------------------------------------------------------------------------- stores
+    async def store(self, req: ChatRequest, parsed: Any) -> None:
+        try:
+            if not isinstance(parsed, dict) or parsed.get("error") is not None:
+                return
+            choices = parsed.get("choices")
+            if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+                return
+            choice = choices[0]
+            message = choice.get("message")
+            if choice.get("finish_reason") != "stop" or not isinstance(message, dict) \
+                    or not isinstance(message.get("content"), str) \
+                    or message.get("tool_calls") or message.get("function_call"):
+                return
+            await self._store(req, str(parsed.get("model") or req.alias), message, parsed.get("usage"),
+                              parsed.get("system_fingerprint"))
+        except Exception:  # never fail a request for the cache
+            log.exception("cache store failed")
+
+    async def store_stream(self, req: ChatRequest, relay) -> None:
+        try:
+            content = relay.content
+            if content is None or relay.finish_reason != "stop":
+                return
+            first = relay.first_chunk or {}
+            await self._store(req, str(first.get("model") or req.alias), {"role": "assistant", "content": content},
+                              relay.usage, first.get("system_fingerprint"))
+        except Exception:
+            log.exception("cache store failed")
+
+    async def _store(self, req: ChatRequest, model: str, message: dict, usage: Any, fingerprint: Any) -> None:
+        if req.cache_result != "miss" or req.cache_key is None or req.status != 200 \
+                or not keys.controls(req.headers)[1]:
+            return
+        intent = self._label(req.intent)
+        spec = self._spec(intent)
+        if (intent != OTHER and (spec is None or not spec.cacheable)) or not self._personal_ok(req, spec):
+            return
+        ttl = spec.ttl_s if spec is not None else self.config.default_ttl_s
+        row = None
+        if self._semantic_ok(req, spec):
+            row = VectorRow(intent, keys.context_key(req), req.last_user_text, req.vector)
+        cached = Cached(intent, model, {k: v for k, v in message.items() if k != "audio"},
+                        usage if isinstance(usage, dict) else None, req.served_by,
+                        fingerprint if isinstance(fingerprint, str) else None)
+        try:
+            await self.backend.put(req.cache_key, cached.encode(req.last_user_text), intent, ttl, row)
+        except StoreUnavailable as exc:
+            self._error("store", exc)
+
+    # ----------------------------------------------------------------------------------------- render
+    def render(self, req: ChatRequest, cached: Cached) -> Answer | StreamAnswer:
+        from gateway.pipeline import Pipeline  # the one place response headers are written
+
+        answer_id = "chatcmpl-" + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        headers = Pipeline.response_headers(req)
+        headers["x-gateway-saved-tokens"] = str(req.saved_tokens)
+        if req.stream:
+            return StreamAnswer(_replay(cached, answer_id, created, req.include_usage), headers)
+        body = {"id": answer_id, "object": "chat.completion", "created": created, "model": cached.model,
+                "choices": [{"index": 0, "message": cached.message, "logprobs": None, "finish_reason": "stop"}],
+                "usage": dict(_ZERO_USAGE), "system_fingerprint": cached.system_fingerprint}
+        return Answer(200, orjson.dumps(body), headers)
+
+    # ---------------------------------------------------------------------------------- stats & admin
+    def _count(self, intent: str, result: str, saved_tokens: int = 0, saved_usd: float = 0.0) -> None:
+        self.metrics.cache_requests.labels(intent, result).inc()
+        field = {"hit-exact": "hits_exact", "hit-semantic": "hits_semantic", "miss": "misses"}.get(result)
+        if field is None:
+            return
+        pending = self._pending[intent]
+        pending[field] += 1
+        if saved_tokens:
+            pending["saved_tokens"] += saved_tokens
+        if saved_usd:
+            pending["saved_usd"] += saved_usd
+        if time.monotonic() - self._flushed_at >= STATS_FLUSH_S and (
+                self._flush_task is None or self._flush_task.done()):
+            self._flush_task = asyncio.get_running_loop().create_task(self.flush_stats())
+
+    def _error(self, operation: str, exc: Exception) -> None:
+        self.metrics.cache_errors.labels(operation).inc()
+        log.debug("cache %s failed, served without the cache: %s", operation, exc)
+
+    async def flush_stats(self) -> None:
+        self._flushed_at = time.monotonic()
+        pending, self._pending = self._pending, defaultdict(lambda: defaultdict(float))
+        if not pending:
+            return
+        try:
+            await self.backend.count({intent: dict(fields) for intent, fields in pending.items()})
+        except StoreUnavailable as exc:  # counters are best effort: keep them for the next try
+            self._error("stats", exc)
+            for intent, fields in pending.items():
+                for name, value in fields.items():
+                    self._pending[intent][name] += value
+
+    async def stats(self) -> dict[str, Any]:
+        """Per intent: entries, vectors, hits (exact, semantic), misses, hit rate, saved tokens and cost."""
+        await self.flush_stats()
+        names = sorted(self._labels - {OTHER}) + [OTHER]
+        raw = await self.backend.stats(names)
+        return {"store": type(self.backend).__name__, "intents": {name: _summary(row) for name, row in raw.items()}}
+
+    async def flush(self, intent: str | None = None) -> int:
+        return await self.backend.flush(intent)
+
+    async def close(self) -> None:
+        if self._flush_task is not None and not self._flush_task.done():
+            await asyncio.gather(self._flush_task, return_exceptions=True)
+        await self.flush_stats()
+        await self.backend.close()
+
+
+def _summary(row: dict[str, float]) -> dict[str, Any]:
+    hits = int(row.get("hits_exact", 0)) + int(row.get("hits_semantic", 0))
+    misses = int(row.get("misses", 0))
+    return {"entries": int(row.get("entries", 0)), "vectors": int(row.get("vectors", 0)), "hits": hits,
+            "hits_exact": int(row.get("hits_exact", 0)), "hits_semantic": int(row.get("hits_semantic", 0)),
+            "misses": misses, "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
+            "stores": int(row.get("stores", 0)), "saved_tokens": int(row.get("saved_tokens", 0)),
+            "saved_usd": round(float(row.get("saved_usd", 0.0)), 6)}
+
+
+async def _replay(cached: Cached, answer_id: str, created: int, include_usage: bool):
+    head: dict[str, Any] = {"id": answer_id, "object": "chat.completion.chunk", "created": created,
+                            "model": cached.model, "system_fingerprint": cached.system_fingerprint}
+    if include_usage:
+        head["usage"] = None
+
+    def event(delta: dict, finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return b"data: " + orjson.dumps({**head, "choices": [choice]}) + b"\n\n"
+
+    content = cached.message.get("content") or ""
+    size = max(1, -(-len(content) // STREAM_PIECES))
+    events = [event({"role": "assistant", "content": ""})]
+    events += [event({"content": content[i:i + size]}) for i in range(0, len(content), size)]
+    events.append(event({}, "stop"))
+    if include_usage:
+        events.append(b"data: " + orjson.dumps({**head, "choices": [], "usage": dict(_ZERO_USAGE)}) + b"\n\n")
+    events.append(b"data: [DONE]\n\n")
+    yield b"".join(events)
+
+
+def build_cache(config: "GatewayConfig", intents: "IntentsConfig | None", redis, metrics: "Metrics", *,
+                cost_of=None, semantic: bool = True) -> IntentCache:
+    """RedisStore when a Redis client is given (redis.url set), MemoryStore otherwise."""
+    cache = config.cache
+    if redis is not None:
+        store = RedisStore(redis, config.redis.prefix, cache.max_entries_per_intent)
+    else:
+        store = MemoryStore(cache.max_entries_per_intent)
+    return IntentCache(cache, intents, store, metrics, cost_of=cost_of, semantic=semantic)
