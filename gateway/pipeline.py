@@ -88,6 +88,7 @@ class Pipeline:
             except orjson.JSONDecodeError:
                 raise UpstreamError("the upstream answered with a body that is not JSON") from None
             req.usage = parsed.get("usage") if isinstance(parsed, dict) else None
+            self.limits.settle(req)  # real token usage replaces the estimates (key limits, upstream budget)
             answer = Answer(upstream.status, upstream.body, self.response_headers(req))
             if future is not None:
                 future.set_result(answer)
@@ -127,6 +128,7 @@ class Pipeline:
             finally:
                 await stream.aclose()
                 req.ttft, req.usage = relay.ttft, relay.usage
+                self.limits.settle(req)
                 if not relay.finished and req.status == 200:
                     req.status = 499  # the client went away
                 if relay.content is not None:
@@ -149,4 +151,7 @@ class Pipeline:
 
 class NoLimits:
     async def admit(self, req: ChatRequest) -> None:
+        return None
+
+    def settle(self, req: ChatRequest) -> None:
         return None

@@ -1,23 +1,39 @@
 """Sending a request down its chain of deployments: the first that answers serves it.
 
-A deployment that fails in a way another might not (429, 5xx, timeout, refused or dropped connection)
-hands the request to the next one in the chain; any other 4xx is the caller's error and goes straight back.
+For each deployment of the chain, in order (the tier's deployments, then the base model, then heavy):
+
+    breaker.allow      skipped while its circuit is open; one probe when the cooldown is over
+    budget.acquire     skipped when its requests/tokens per minute would go over the provider's quota
+                       (batch keeps off the last `batch_reserve` of it, normal off the last `normal_reserve`)
+    policy.run         the call, retried on 429/5xx/timeouts/dropped connections with backoff and jitter,
+                       honouring Retry-After, within the request's deadline and the retry budget
+
+A deployment that still fails, or is skipped, hands the request to the next one; any other 4xx is the
+caller's error and goes straight back. When every deployment was skipped for its budget, the request
+waits for the earliest window to free if that fits in its deadline, except batch, which is shed
+(429 with Retry-After). Batch traffic of the light tier never spills onto the heavy tier's deployments.
+
 For a stream, moving on is only possible until the first byte: `open_stream` reads the first chunk before
-it returns, so a failure there is still a clean fallback.
+it returns, so a failure there is still a clean fallback; the deadline bounds that first chunk, the
+deployment's read timeout every chunk after it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import orjson
 
 from gateway.config import Deployment, GatewayConfig
-from gateway.errors import UpstreamError, UpstreamUnavailable
+from gateway.errors import RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.metrics import Metrics
 from gateway.request import ChatRequest
+from gateway.upstream.breaker import CircuitBreaker, Permit
+from gateway.upstream.budget import UpstreamBudget, estimate_tokens, make_windows
 from gateway.upstream.client import Transport, UpstreamAnswer, UpstreamStream
+from gateway.upstream.retry import RetryBudget, RetryPolicy
 
 Chain = Sequence[tuple[str, Deployment]]
 
@@ -38,61 +54,179 @@ def upstream_body(req: ChatRequest, deployment: Deployment) -> bytes:
     return orjson.dumps(body)
 
 
+class _Skip(UpstreamUnavailable):
+    """A deployment not tried (again): its circuit is open or its budget spent. Never retried."""
+
+    retryable = False
+
+    def __init__(self, message: str, reason: str, wait_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.reason, self.wait_s = reason, wait_s
+
+
 class Dispatcher:
-    def __init__(self, config: GatewayConfig, transport: Transport, metrics: Metrics) -> None:
+    def __init__(self, config: GatewayConfig, transport: Transport, metrics: Metrics, *, redis=None,
+                 prefix: str | None = None, breaker: CircuitBreaker | None = None,
+                 budget: UpstreamBudget | None = None, policy: RetryPolicy | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.config = config
         self.transport = transport
         self.metrics = metrics
+        prefix = config.redis.prefix if prefix is None else prefix
+        resilience = config.resilience
+        self.deadline_s = resilience.retry.deadline_s
+        self.breaker = breaker or CircuitBreaker(resilience.breaker, redis=redis, prefix=prefix, metrics=metrics)
+        self.budget = budget or UpstreamBudget(config, make_windows(redis, prefix))
+        self.policy = policy or RetryPolicy(resilience.retry, budget=RetryBudget(resilience.retry.budget_ratio),
+                                            sleep=sleep)
+        self.sleep = sleep
         self._headers = {name: upstream_headers(d) for name, d in config.deployments.items()}
+        # Deployments that only the heavy tier owns: batch requests of the light tier stay off them.
+        self._heavy_only = {alias: frozenset(route.heavy) - frozenset(route.deployments + route.fallbacks)
+                            for alias, route in config.models.items()}
 
     async def complete(self, req: ChatRequest, chain: Chain, path: str = "/chat/completions",
                        body_for=None) -> UpstreamAnswer:
         """`body_for(deployment)` builds the upstream body; by default the chat body for `req`."""
-        last_error: UpstreamError | None = None
-        for i, (name, deployment) in enumerate(chain):
-            started = time.perf_counter()
-            try:
-                body = upstream_body(req, deployment) if body_for is None else body_for(deployment)
-                answer = await self.transport.post(deployment.base_url + path, body, self._headers[name],
-                                                   deployment.timeout)
-            except UpstreamError as exc:
-                last_error = self._failed(exc, name, chain, i)
-                continue
-            finally:
-                req.upstream_seconds += time.perf_counter() - started
-            self._served(req, name, started)
-            return answer
-        raise last_error or UpstreamUnavailable("no deployment is configured for this model")
+
+        async def send(name: str, deployment: Deployment) -> UpstreamAnswer:
+            body = upstream_body(req, deployment) if body_for is None else body_for(deployment)
+            return await self.transport.post(deployment.base_url + path, body, self._headers[name],
+                                             deployment.timeout)
+
+        return await self._dispatch(req, chain, send)
 
     async def open_stream(self, req: ChatRequest, chain: Chain) -> tuple[UpstreamStream, bytes]:
         """Open a stream and read its first chunk; returns both."""
-        last_error: UpstreamError | None = None
-        for i, (name, deployment) in enumerate(chain):
-            started = time.perf_counter()
-            stream = None
-            try:
-                stream = await self.transport.open_stream(deployment.base_url + "/chat/completions",
-                                                          upstream_body(req, deployment), self._headers[name],
-                                                          deployment.timeout)
-                first = await anext(stream.chunks(), b"")
-            except UpstreamError as exc:
-                if stream is not None:
-                    await stream.aclose()
-                last_error = self._failed(exc, name, chain, i)
-                continue
-            finally:
-                req.upstream_seconds += time.perf_counter() - started
-            self._served(req, name, started)
-            return stream, first
-        raise last_error or UpstreamUnavailable("no deployment is configured for this model")
 
-    def _failed(self, exc: UpstreamError, name: str, chain: Chain, i: int) -> UpstreamError:
+        async def send(name: str, deployment: Deployment) -> tuple[UpstreamStream, bytes]:
+            stream = await self.transport.open_stream(deployment.base_url + "/chat/completions",
+                                                      upstream_body(req, deployment), self._headers[name],
+                                                      deployment.timeout)
+            try:
+                return stream, await anext(stream.chunks(), b"")
+            except BaseException:
+                await stream.aclose()
+                raise
+
+        return await self._dispatch(req, chain, send)
+
+    def chain_for(self, req: ChatRequest, chain: Chain) -> Chain:
+        heavy_only = self._heavy_only.get(req.alias)
+        if req.priority != "batch" or req.tier == "heavy" or not heavy_only:
+            return chain
+        return [(name, d) for name, d in chain if name not in heavy_only] or chain
+
+    async def _dispatch(self, req: ChatRequest, chain: Chain,
+                        send: Callable[[str, Deployment], Awaitable[Any]]) -> Any:
+        deadline = req.started + self.deadline_s
+        chain = self.chain_for(req, chain)
+        if not chain:
+            raise UpstreamUnavailable("no deployment is configured for this model")
+        tokens = estimate_tokens(req.body)
+        self.policy.budget.record_request()
+        last_error: UpstreamError | None = None
+        previous: str | None = None  # the deployment we are falling back from
+        while True:
+            waits: list[float] = []
+            for name, deployment in chain:
+                if time.perf_counter() >= deadline:
+                    break
+                permit = await self.breaker.allow(name, deployment.timeout.connect + deployment.timeout.read + 1)
+                if permit is None:
+                    previous = name
+                    continue
+                grant = await self.budget.acquire(name, deployment, req.priority, tokens)
+                if not grant.ok:
+                    await self.breaker.release(permit)
+                    waits.append(grant.wait_s)
+                    previous = name
+                    continue
+                self.budget.hold(req.request_id, name, deployment, grant, tokens)
+                if previous is not None:
+                    self.metrics.fallbacks.labels(previous, name).inc()
+                started = time.perf_counter()
+                try:
+                    result = await self.policy.run(
+                        self._attempts(req, name, deployment, permit, send, deadline, tokens),
+                        deadline=deadline, deployment=name, on_retry=self._on_retry)
+                except _Skip as skip:
+                    if skip.reason == "budget":
+                        waits.append(skip.wait_s)
+                    previous = name
+                    continue
+                except UpstreamError as exc:
+                    if not exc.retryable:
+                        raise
+                    last_error, previous = exc, name
+                    continue
+                finally:
+                    req.upstream_seconds += time.perf_counter() - started
+                self._served(req, name, started)
+                return result
+            if waits and last_error is None and req.priority != "batch":
+                fits = [w for w in waits if w >= 0]
+                if fits and time.perf_counter() + min(fits) < deadline:
+                    pause = max(min(fits), 0.01)
+                    await self.sleep(pause)
+                    req.upstream_seconds += pause
+                    continue
+            if waits and last_error is None:
+                self.metrics.rate_limited.labels("upstream_budget").inc()
+                fits = [w for w in waits if w >= 0]
+                raise RateLimited("the upstream request budget of this model is spent for now",
+                                  retry_after_s=min(fits) if fits else 60.0)
+            raise last_error or UpstreamUnavailable(
+                "no deployment can take the request now (circuits open or deadline reached)")
+
+    def _attempts(self, req: ChatRequest, name: str, deployment: Deployment, permit: Permit,
+                  send: Callable[[str, Deployment], Awaitable[Any]], deadline: float,
+                  tokens: int) -> Callable[[], Awaitable[Any]]:
+        """One call to `name` per invocation; the retry policy invokes it again for each retry."""
+        attempts = 0
+
+        async def attempt() -> Any:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:  # a retry: the circuit may have opened meanwhile, and it draws on the budget
+                if self.breaker.is_open(name):
+                    raise _Skip(f"the circuit of {name} opened", "breaker")
+                grant = await self.budget.acquire(name, deployment, req.priority, tokens)
+                if not grant.ok:
+                    raise _Skip(f"the budget of {name} is spent", "budget", grant.wait_s)
+                self.budget.hold(req.request_id, name, deployment, grant, tokens)
+            remaining = deadline - time.perf_counter()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(remaining):
+                    result = await send(name, deployment)
+            except TimeoutError:
+                await self.breaker.release(permit)  # the request's deadline, not the deployment's fault
+                exc = UpstreamTimeout("the request's deadline passed while waiting on the upstream")
+                self._failed(exc, name)
+                raise exc from None
+            except UpstreamError as exc:
+                self._failed(exc, name)
+                if exc.retryable:
+                    await self.breaker.failure(permit)
+                else:
+                    await self.breaker.release(permit)
+                raise
+            except BaseException:  # cancelled: the client went away
+                await self.breaker.release(permit)
+                raise
+            await self.breaker.success(permit)
+            return result
+
+        return attempt
+
+    def _failed(self, exc: UpstreamError, name: str) -> None:
         exc.deployment = name
         self.metrics.upstream_errors.labels(name, exc.metric_label).inc()
-        if not exc.retryable:
-            raise exc
-        if i + 1 < len(chain):
-            self.metrics.fallbacks.labels(name, chain[i + 1][0]).inc()
-        return exc
+
+    def _on_retry(self, deployment: str, reason: str, wait_s: float) -> None:
+        self.metrics.retries.labels(deployment, reason).inc()
 
     def _served(self, req: ChatRequest, name: str, started: float) -> None:
         req.served_by = name

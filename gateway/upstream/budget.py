@@ -1,0 +1,249 @@
+"""Requests and tokens per minute, counted over a sliding window: the upstream budgets of the deployments
+(Deployment.rpm/tpm, the provider's quota) and the per-key limits of gateway.limits both use it.
+
+    windows = make_windows(redis, prefix)                       # RedisWindows, or MemoryWindows alone
+    grant = await windows.take("budget:light", caps=(rpm, tpm), costs=(1, tokens))
+    grant.ok, grant.wait_s, grant.bucket                         # wait_s: until enough of the window frees
+    await windows.adjust("budget:light", grant.bucket, real_tokens - tokens)
+
+The window is 60 one-second buckets plus the current one; a request counts in the bucket of its second,
+and every bucket that overlaps the last minute counts, so the total over any 60 seconds never goes above
+the cap (at the price of up to a second of unused quota). In Redis one Lua script reads, trims, checks and
+adds atomically, on Redis's own clock, so every replica sharing the prefix draws on one budget. When
+Redis fails the counters go on in process (each replica then keeps to the whole budget on its own: the
+request is served, the failure logged).
+
+Tokens are estimated before the call (characters / 4 + max_tokens) and corrected with the real usage
+afterwards (`UpstreamBudget.settle`). Priorities keep a reserve: batch may not use the last
+`batch_reserve` of a budget, normal the last `normal_reserve`; critical may use all of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gateway.config import Deployment, GatewayConfig
+
+__all__ = ["Grant", "MemoryWindows", "RedisWindows", "UpstreamBudget", "estimate_tokens", "make_windows"]
+
+log = logging.getLogger("gateway.budget")
+
+DEFAULT_COMPLETION_TOKENS = 256  # assumed answer length when the request sets no max_tokens
+WINDOW_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    ok: bool
+    bucket: int = 0  # the bucket the costs went to (for adjust)
+    wait_s: float = 0.0  # when refused: seconds until it would fit; -1 when it never can (cost > cap)
+
+
+OPEN = Grant(True)
+
+
+def estimate_tokens(body: dict[str, Any]) -> int:
+    """Prompt characters / 4, plus the answer's allowance (max_tokens, else a default), times n."""
+    chars = 0
+    for message in body.get("messages") or ():
+        if isinstance(message, dict):
+            content = message.get("content")
+            if isinstance(content, str):
+                chars += len(content)
+            elif isinstance(content, list):
+                chars += sum(len(p.get("text", "")) for p in content if isinstance(p, dict)
+                             and isinstance(p.get("text"), str))
+    inputs = body.get("input")
+    if isinstance(inputs, str):
+        chars += len(inputs)
+    elif isinstance(inputs, list):
+        chars += sum(len(i) for i in inputs if isinstance(i, str))
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    completion = limit if isinstance(limit, int) else (0 if "input" in body else DEFAULT_COMPLETION_TOKENS)
+    n = body.get("n") if isinstance(body.get("n"), int) else 1
+    return max(1, chars // 4) + completion * n
+
+
+def _wait(buckets: dict[int, int], used: float, cost: float, cap: float, now: float, n: int, bucket_s: float) -> float:
+    """Seconds until the oldest buckets age out enough for `cost` to fit under `cap`."""
+    if cost > cap:
+        return -1.0
+    need, freed = used + cost - cap, 0
+    for bucket in sorted(buckets):
+        freed += buckets[bucket]
+        if freed >= need:
+            return max(0.0, (bucket + n) * bucket_s - now)
+    return -1.0
+
+
+class MemoryWindows:
+    """Sliding windows in this process; `clock` is injectable for tests."""
+
+    def __init__(self, *, window_s: float = WINDOW_S, bucket_s: float = 1.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.bucket_s = bucket_s
+        self.n = int(math.ceil(window_s / bucket_s)) + 1
+        self.clock = clock
+        self._counts: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
+
+    async def take(self, key: str, caps: tuple[float | None, float | None], costs: tuple[int, int]) -> Grant:
+        now = self.clock()
+        current = int(now // self.bucket_s)
+        windows = self._counts.setdefault(key, ({}, {}))
+        wait, ok = 0.0, True
+        for buckets, cap, cost in zip(windows, caps, costs):
+            for bucket in [b for b in buckets if b <= current - self.n]:
+                del buckets[bucket]
+            if cap is None:
+                continue
+            used = sum(buckets.values())
+            if used + cost > cap:
+                ok = False
+                w = _wait(buckets, used, cost, cap, now, self.n, self.bucket_s)
+                wait = -1.0 if (w < 0 or wait < 0) else max(wait, w)
+        if not ok:
+            return Grant(False, current, wait)
+        for buckets, cost in zip(windows, costs):
+            if cost:
+                buckets[current] = buckets.get(current, 0) + cost
+        return Grant(True, current)
+
+    async def adjust(self, key: str, bucket: int, tokens: int) -> None:
+        windows = self._counts.get(key)
+        if windows is not None and bucket in windows[1]:
+            windows[1][bucket] = max(0, windows[1][bucket] + tokens)
+
+    def used(self, key: str) -> tuple[int, int]:
+        windows = self._counts.get(key, ({}, {}))
+        return sum(windows[0].values()), sum(windows[1].values())
+
+
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local bucket_s, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local current = math.floor(now / bucket_s)
+local caps = {tonumber(ARGV[3]), tonumber(ARGV[4])}
+local costs = {tonumber(ARGV[5]), tonumber(ARGV[6])}
+local ok, wait = true, 0
+for i = 1, 2 do
+  local flat = redis.call('HGETALL', KEYS[i])
+  local used, buckets = 0, {}
+  for j = 1, #flat, 2 do
+    local b = tonumber(flat[j])
+    if b <= current - n then
+      redis.call('HDEL', KEYS[i], flat[j])
+    else
+      local c = tonumber(flat[j + 1])
+      used = used + c
+      table.insert(buckets, {b, c})
+    end
+  end
+  if caps[i] >= 0 and used + costs[i] > caps[i] then
+    ok = false
+    local w = -1
+    if costs[i] <= caps[i] then
+      table.sort(buckets, function(a, b) return a[1] < b[1] end)
+      local need, freed = used + costs[i] - caps[i], 0
+      for _, bc in ipairs(buckets) do
+        freed = freed + bc[2]
+        if freed >= need then w = math.max(0, (bc[1] + n) * bucket_s - now); break end
+      end
+    end
+    if w < 0 or wait < 0 then wait = -1 elseif w > wait then wait = w end
+  end
+end
+if not ok then return {0, tostring(current), tostring(wait)} end
+for i = 1, 2 do
+  if costs[i] > 0 then
+    redis.call('HINCRBY', KEYS[i], tostring(current), costs[i])
+    redis.call('PEXPIRE', KEYS[i], math.ceil((n + 1) * bucket_s * 1000))
+  end
+end
+return {1, tostring(current), '0'}
+"""
+
+_ADJUST = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) < 0 then redis.call('HSET', KEYS[1], ARGV[1], 0) end
+end
+return 0
+"""
+
+
+class RedisWindows:
+    """Sliding windows in Redis under `{prefix}win:{key}:r|t`, shared across replicas; in process when
+    Redis fails."""
+
+    def __init__(self, redis, prefix: str, *, window_s: float = WINDOW_S, bucket_s: float = 1.0) -> None:
+        self.local = MemoryWindows(window_s=window_s, bucket_s=bucket_s)
+        self.bucket_s, self.n = bucket_s, self.local.n
+        self._prefix = prefix
+        self._take = redis.register_script(_TAKE)
+        self._adjust = redis.register_script(_ADJUST)
+
+    def _keys(self, key: str) -> list[str]:
+        return [f"{self._prefix}win:{key}:r", f"{self._prefix}win:{key}:t"]
+
+    async def take(self, key: str, caps: tuple[float | None, float | None], costs: tuple[int, int]) -> Grant:
+        args = [self.bucket_s, self.n, *(-1 if c is None else c for c in caps), *costs]
+        try:
+            ok, bucket, wait = await self._take(keys=self._keys(key), args=args)
+        except Exception as exc:  # Redis away: keep counting in process, never fail the request
+            log.warning("budget %s: Redis failed (%s); counting in process", key, type(exc).__name__)
+            return await self.local.take(key, caps, costs)
+        return Grant(bool(ok), int(bucket), float(wait))
+
+    async def adjust(self, key: str, bucket: int, tokens: int) -> None:
+        try:
+            await self._adjust(keys=self._keys(key)[1:], args=[bucket, tokens])
+        except Exception as exc:
+            log.warning("budget %s: Redis failed on adjust (%s)", key, type(exc).__name__)
+
+
+def make_windows(redis=None, prefix: str = "gw:") -> MemoryWindows | RedisWindows:
+    return RedisWindows(redis, prefix) if redis is not None else MemoryWindows()
+
+
+class UpstreamBudget:
+    """The provider quotas of the deployments, with a reserve kept from lower priorities."""
+
+    def __init__(self, config: GatewayConfig, windows: MemoryWindows | RedisWindows) -> None:
+        self.windows = windows
+        res = config.resilience
+        self.shares = {"critical": 1.0, "normal": 1.0 - res.normal_reserve, "batch": 1.0 - res.batch_reserve}
+        self._held: dict[str, tuple[str, int, int]] = {}  # request id → (window key, bucket, estimate)
+
+    async def acquire(self, name: str, deployment: Deployment, priority: str, tokens: int) -> Grant:
+        if deployment.rpm is None and deployment.tpm is None:
+            return OPEN
+        share = self.shares.get(priority, self.shares["normal"])
+        caps = (None if deployment.rpm is None else deployment.rpm * share,
+                None if deployment.tpm is None else deployment.tpm * share)
+        return await self.windows.take(f"budget:{name}", caps, (1, tokens if deployment.tpm else 0))
+
+    def hold(self, request_id: str, name: str, deployment: Deployment, grant: Grant, tokens: int) -> None:
+        """Remember what was reserved, to correct it with the real usage in `settle`."""
+        if deployment.tpm is None or grant is OPEN:
+            return
+        if len(self._held) >= 50_000:  # requests that never settled (errors): drop the oldest
+            for key in list(self._held)[:10_000]:
+                del self._held[key]
+        self._held[request_id] = (f"budget:{name}", grant.bucket, tokens)
+
+    def holding(self, request_id: str) -> bool:
+        return request_id in self._held
+
+    async def settle(self, request_id: str, usage: dict | None) -> None:
+        held = self._held.pop(request_id, None)
+        if held is None or not usage:
+            return
+        key, bucket, estimate = held
+        real = int(usage.get("total_tokens") or 0) or (int(usage.get("prompt_tokens") or 0)
+                                                       + int(usage.get("completion_tokens") or 0))
+        if real and real != estimate:
+            await self.windows.adjust(key, bucket, real - estimate)

@@ -1,0 +1,156 @@
+"""Budget accounting: sliding windows (fake clock in memory, real Redis), priority reserves, settling
+token estimates with real usage, and per-key limits."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from gateway.auth import ClientKey
+from gateway.config import build_config
+from gateway.errors import RateLimited
+from gateway.limits import KeyLimits
+from gateway.request import ChatRequest
+from gateway.upstream.budget import MemoryWindows, RedisWindows, UpstreamBudget, estimate_tokens
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def config(**deployment):
+    return build_config({
+        "auth": {"open": True},
+        "deployments": {"d": {"base_url": "http://127.0.0.1:1", "model": "m", **deployment}},
+        "models": {"m": {"deployments": ["d"]}},
+        "resilience": {"batch_reserve": 0.3, "normal_reserve": 0.1},
+        "intents_file": "intents.yaml",
+    })
+
+
+@pytest.fixture
+async def redis_windows():
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url("redis://127.0.0.1:6379", socket_timeout=1)
+    prefix = f"gwtest:{uuid.uuid4().hex}:"
+    yield RedisWindows(client, prefix), client
+    keys = [k async for k in client.scan_iter(prefix + "*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def test_estimate_tokens():
+    body = {"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 50}
+    assert estimate_tokens(body) == 150
+    assert estimate_tokens({**body, "n": 2}) == 200
+    assert estimate_tokens({"messages": [{"role": "user", "content": [{"type": "text", "text": "y" * 40}]}]}) == 10 + 256
+    assert estimate_tokens({"input": ["a" * 40, "b" * 40]}) == 20
+
+
+async def test_window_caps_and_slides():
+    clock = Clock()
+    windows = MemoryWindows(clock=clock)
+    for _ in range(5):
+        assert (await windows.take("k", (5, None), (1, 0))).ok
+        clock.now += 1
+    refused = await windows.take("k", (5, None), (1, 0))
+    assert not refused.ok and refused.wait_s == pytest.approx(56.0)  # the first second leaves the window
+    clock.now += 55.9
+    assert not (await windows.take("k", (5, None), (1, 0))).ok
+    clock.now += 0.2
+    assert (await windows.take("k", (5, None), (1, 0))).ok
+
+
+async def test_tokens_cap_and_adjust():
+    clock = Clock()
+    windows = MemoryWindows(clock=clock)
+    grant = await windows.take("k", (None, 1000), (1, 800))
+    assert grant.ok
+    assert not (await windows.take("k", (None, 1000), (1, 300))).ok
+    await windows.adjust("k", grant.bucket, 100 - 800)  # the answer used 100 tokens, not 800
+    assert (await windows.take("k", (None, 1000), (1, 300))).ok
+    assert (await windows.take("k", (None, 1000), (1, 5000))).wait_s == -1  # never fits
+
+
+async def test_priority_reserves():
+    cfg = config(rpm=10)
+    budget = UpstreamBudget(cfg, MemoryWindows(clock=Clock()))
+    d = cfg.deployments["d"]
+    assert [(await budget.acquire("d", d, "batch", 1)).ok for _ in range(8)] == [True] * 7 + [False]
+    assert [(await budget.acquire("d", d, "normal", 1)).ok for _ in range(3)] == [True, True, False]
+    assert [(await budget.acquire("d", d, "critical", 1)).ok for _ in range(2)] == [True, False]
+
+
+async def test_settle_corrects_the_token_estimate():
+    cfg = config(tpm=1000)
+    windows = MemoryWindows(clock=Clock())
+    budget = UpstreamBudget(cfg, windows)
+    d = cfg.deployments["d"]
+    grant = await budget.acquire("d", d, "critical", 600)
+    budget.hold("r1", "d", d, grant, 600)
+    assert windows.used("budget:d") == (1, 600)
+    await budget.settle("r1", {"prompt_tokens": 20, "completion_tokens": 30, "total_tokens": 50})
+    assert windows.used("budget:d") == (1, 50)
+    assert not budget.holding("r1")
+
+
+async def test_redis_windows_are_shared_and_atomic(redis_windows):
+    import asyncio
+
+    windows, client = redis_windows
+    other = RedisWindows(client, windows._prefix)
+    grants = await asyncio.gather(*[(windows if i % 2 else other).take("k", (25, 10_000), (1, 100))
+                                    for i in range(60)])
+    assert sum(g.ok for g in grants) == 25
+    refused = next(g for g in grants if not g.ok)
+    assert 0 < refused.wait_s <= 61
+    ok = next(g for g in grants if g.ok)
+    await windows.adjust("k", ok.bucket, -50)
+    total = sum(int(v) for v in (await client.hgetall(windows._prefix + "win:k:t")).values())
+    assert total == 25 * 100 - 50
+
+
+async def test_redis_failure_counts_in_process():
+    class Broken:
+        def register_script(self, script):
+            async def run(*args, **kwargs):
+                raise ConnectionError("down")
+            return run
+
+    windows = RedisWindows(Broken(), "x:")
+    assert [(await windows.take("k", (2, None), (1, 0))).ok for _ in range(3)] == [True, True, False]
+
+
+def chat(key: ClientKey, content: str = "hello", **body) -> ChatRequest:
+    return ChatRequest(body={"model": "m", "messages": [{"role": "user", "content": content}], **body},
+                       alias="m", headers={}, key=key)
+
+
+async def test_key_limits_rpm_and_tpm():
+    limits = KeyLimits(MemoryWindows(clock=Clock()))
+    key = ClientKey("k", rpm=2)
+    await limits.admit(chat(key))
+    await limits.admit(chat(key))
+    with pytest.raises(RateLimited) as info:
+        await limits.admit(chat(key))
+    assert info.value.status == 429 and int(info.value.headers["retry-after"]) >= 1
+    await limits.admit(chat(ClientKey("unlimited")))
+
+    key = ClientKey("t", tpm=300)
+    req = chat(key, max_tokens=200)
+    await limits.admit(req)  # 201 estimated
+    with pytest.raises(RateLimited):
+        await limits.admit(chat(key, max_tokens=200))
+    req.usage = {"total_tokens": 20}
+    limits.settle(req)
+    await limits.drain()
+    await limits.admit(chat(key, max_tokens=200))
+    with pytest.raises(RateLimited, match="larger than"):
+        await limits.admit(chat(key, max_tokens=1000))
