@@ -137,6 +137,8 @@ class IntentCache:
             blob = await self.backend.get(req.cache_key)
         except StoreUnavailable as exc:
             self._error("lookup", exc)
+            if len(self._failed) > 10_000:  # a request that never reached lookup_semantic
+                self._failed.clear()
             self._failed.add(req.request_id)
             return None
         if blob is None:

@@ -312,7 +312,7 @@ class RedisStore:
                 nkey or self._p + "none", self._p + "s:" + intent, self._p + "seq"]
         args = [key, blob, ttl_ms, int(now * 1000), self.max_entries * EXACT_BOUND_FACTOR,
                 "1" if row else "0", packed, self.max_entries, self._p + "e:"]
-        await self._call(lambda: self._put(keys=keys, args=args))
+        await self._call(lambda: self._put(keys=keys, args=args, client=self.redis))
         if row is not None:
             mirror = self._mirrors.get((row.intent, row.context))
             if mirror is not None:  # our own store is visible to us at once
