@@ -1,0 +1,336 @@
+"""Training, evaluation and calibration of the difficulty scorer.
+
+    rows = read_rows("data/routing/prompts.jsonl")
+    info = train(rows, embedder=Embedder.load())            # writes gateway/routing/difficulty_model.json
+    scorer = DifficultyScorer.load(DifficultySettings())
+    evaluate(scorer, read_rows("data/routing/prompts_test.jsonl"), 0.5, embedder)
+
+Two L2-regularised logistic regressions are fitted by Newton's method (deterministic): features ‖ embedding,
+and features only (the fallback when no embedding model is installed). Regularisation strengths are chosen
+by repeated stratified k-fold cross-validation on the training rows (out-of-fold log-loss); the
+out-of-fold scores then pick each model's threshold (target hard recall), and the bias is shifted so that
+this threshold becomes 0.5. Standardisation is folded into the weights, so scoring is one dot product.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from gateway.routing.difficulty import (
+    DEFAULT_MODEL_PATH,
+    FEATURE_NAMES,
+    DifficultyScorer,
+    extract_features,
+    last_user_text,
+)
+
+__all__ = [
+    "DEFAULT_TRAIN_PATH",
+    "calibrate",
+    "cross_val_scores",
+    "evaluate",
+    "fit_logistic",
+    "metrics",
+    "read_rows",
+    "roc_auc",
+    "row_messages",
+    "score_rows",
+    "train",
+]
+
+DEFAULT_TRAIN_PATH = "data/routing/prompts.jsonl"
+# Strong L2 on purpose: our prompts separate almost perfectly, and the held-out traffic is written by others.
+FEATURE_LAMBDAS = (3.0, 10.0, 30.0)
+EMBEDDING_LAMBDAS = (100.0, 300.0, 1000.0)
+# Thresholds: "easy" (routine support) is a closed set we cover well, "hard" is open-ended, so each model's
+# threshold sits just above its out-of-fold easy scores (a new hard request need only look unlike routine
+# support), and never higher than what keeps the out-of-fold hard recall at TARGET_RECALL.
+TARGET_RECALL = 0.95
+TARGET_SPECIFICITY = {"features": 0.90, "model": 0.95}
+
+
+# --- data ----------------------------------------------------------------------------------------------
+
+def row_messages(row: dict) -> list[dict]:
+    if "messages" in row:
+        return row["messages"]
+    return [{"role": "user", "content": row["prompt"]}]
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """Rows of a JSONL file: {"prompt"|"messages", "label": "easy"|"hard"}. Bad lines raise with their number."""
+    rows = []
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row = orjson.loads(line)
+            if row.get("label") not in ("easy", "hard") or not ("prompt" in row or "messages" in row):
+                raise ValueError(f"{path}:{n}: need 'prompt' or 'messages' and label 'easy' or 'hard'")
+            rows.append(row)
+    return rows
+
+
+def _labels(rows: list[dict]) -> np.ndarray:
+    return np.array([1 if r["label"] == "hard" else 0 for r in rows], dtype=np.int8)
+
+
+def _feature_matrix(rows: list[dict]) -> np.ndarray:
+    return np.stack([extract_features(row_messages(r))[0] for r in rows])
+
+
+def _embed(rows: list[dict], embedder) -> np.ndarray:
+    return embedder.encode([last_user_text(row_messages(r)) for r in rows]).astype(np.float64)
+
+
+# --- metrics -------------------------------------------------------------------------------------------
+
+def roc_auc(scores, labels) -> float:
+    """Rank-based ROC AUC (Mann-Whitney U), ties counted half. NaN when one class is missing."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):  # average ranks over ties
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def metrics(scores, labels, threshold: float) -> dict:
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    heavy = s >= threshold
+    tp = int((heavy & y).sum())
+    fp = int((heavy & ~y).sum())
+    fn = int((~heavy & y).sum())
+    tn = int((~heavy & ~y).sum())
+    n = len(s)
+    return {
+        "n": n,
+        "threshold": float(threshold),
+        "accuracy": (tp + tn) / n if n else float("nan"),
+        "hard_precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "hard_recall": tp / (tp + fn) if tp + fn else float("nan"),
+        "auc": roc_auc(s, y),
+        "heavy_share": (tp + fp) / n if n else float("nan"),
+        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+    }
+
+
+def calibrate(scores, labels, target_recall: float | None = None,
+              target_heavy_share: float | None = None, *, target_specificity: float | None = None) -> float:
+    """A threshold (heavy when score >= threshold) from labelled scores.
+
+    target_recall: the highest threshold whose hard recall is at least the target. target_heavy_share: the
+    highest threshold that sends at least that share of requests heavy. target_specificity: the lowest
+    threshold that keeps at least that share of easy requests light. None of them: the threshold with the best
+    accuracy (ties go to the higher recall). A threshold sits halfway between the two scores it separates.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    if len(s) == 0:
+        raise ValueError("no scores to calibrate on")
+    targets = [t for t in (target_recall, target_heavy_share, target_specificity) if t is not None]
+    if len(targets) > 1:
+        raise ValueError("give one of target_recall, target_heavy_share, target_specificity")
+    if targets and not 0.0 < targets[0] <= 1.0:
+        raise ValueError("target must be in (0, 1]")
+    if target_recall is not None or target_heavy_share is not None:
+        target = targets[0]
+        pool = s[y] if target_recall is not None else s
+        if len(pool) == 0:
+            raise ValueError("no hard examples to calibrate recall on")
+        k = math.ceil(target * len(pool) - 1e-9)
+        cut = np.sort(pool)[::-1][k - 1]  # the k-th highest must stay heavy
+        below = s[s < cut]
+        return float((cut + below.max()) / 2.0) if len(below) else float(cut)
+    if target_specificity is not None:
+        easy = np.sort(s[~y])[::-1]
+        if len(easy) == 0:
+            raise ValueError("no easy examples to calibrate specificity on")
+        allowed = math.floor((1.0 - target_specificity) * len(easy) + 1e-9)  # easy ones that may go heavy
+        if allowed >= len(easy):
+            return float(s.min())
+        cut = easy[allowed]  # the highest easy score that must stay light
+        above = s[s > cut]
+        return float((cut + above.min()) / 2.0) if len(above) else float(np.nextafter(cut, np.inf))
+    values = np.unique(s)
+    candidates = np.concatenate([[values[0]], (values[1:] + values[:-1]) / 2.0, [values[-1] + 1e-9]])
+    best, best_key = float(candidates[0]), None
+    for t in candidates:
+        heavy = s >= t
+        key = (float((heavy == y).mean()), float((heavy & y).sum()))
+        if best_key is None or key > best_key:
+            best, best_key = float(t), key
+    return best
+
+
+# --- model fitting -------------------------------------------------------------------------------------
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, penalty: np.ndarray | float, iters: int = 50
+                 ) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression by Newton's method; the bias is not penalised.
+
+    Minimises sum(log-loss) + 0.5 * sum(penalty * w**2). Deterministic.
+    """
+    n, d = X.shape
+    A = np.hstack([X, np.ones((n, 1))])
+    lam = np.append(np.broadcast_to(np.asarray(penalty, dtype=np.float64), (d,)), 1e-8)
+    w = np.zeros(d + 1)
+    yf = y.astype(np.float64)
+    for _ in range(iters):
+        z = np.clip(A @ w, -35, 35)
+        p = 1.0 / (1.0 + np.exp(-z))
+        grad = A.T @ (p - yf) + lam * w
+        hess = (A * (p * (1 - p))[:, None]).T @ A + np.diag(lam)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w[:-1], float(w[-1])
+
+
+def _fit_raw(X: np.ndarray, y: np.ndarray, penalty: np.ndarray) -> tuple[np.ndarray, float]:
+    """Fit on standardised inputs and fold the standardisation into (coef, bias) on raw inputs."""
+    mean = X.mean(axis=0)
+    std = X.std(axis=0)
+    std[std < 1e-9] = 1.0
+    w, b = fit_logistic((X - mean) / std, y, penalty)
+    coef = w / std
+    return coef, b - float(coef @ mean)
+
+
+def _predict(coef: np.ndarray, bias: float, X: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(X @ coef + bias, -35, 35)))
+
+
+def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold index (0..k-1) of each row, classes spread evenly, shuffled by seed."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        rng.shuffle(idx)
+        fold[idx] = np.arange(len(idx)) % k
+    return fold
+
+
+def cross_val_scores(X: np.ndarray, y: np.ndarray, penalty: np.ndarray, k: int = 5, seed: int = 0
+                     ) -> np.ndarray:
+    """Out-of-fold probabilities of each row."""
+    out = np.empty(len(y))
+    fold = stratified_folds(y, k, seed)
+    for f in range(k):
+        test = fold == f
+        coef, bias = _fit_raw(X[~test], y[~test], penalty)
+        out[test] = _predict(coef, bias, X[test])
+    return out
+
+
+def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, 1e-9, 1 - 1e-9)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def _select(X: np.ndarray, y: np.ndarray, penalties: list[np.ndarray], seed: int, repeats: int = 2
+            ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """The penalty with the lowest repeated-CV log-loss, its out-of-fold scores (first repeat) and the table."""
+    table = []
+    best = None
+    for penalty in penalties:
+        runs = [cross_val_scores(X, y, penalty, seed=seed + r) for r in range(repeats)]
+        loss = float(np.mean([_log_loss(p, y) for p in runs]))
+        auc = float(np.mean([roc_auc(p, y) for p in runs]))
+        table.append({"penalty": sorted({float(v) for v in penalty}), "cv_log_loss": round(loss, 4),
+                      "cv_auc": round(auc, 4)})
+        if best is None or loss < best[0]:
+            best = (loss, penalty, runs[0])
+    return best[1], best[2], table
+
+
+def _round(values: np.ndarray, digits: int = 6) -> list[float]:
+    return [float(f"{v:.{digits}g}") for v in values]
+
+
+def train(rows: list[dict], embedder=None, out_path: str | Path | None = DEFAULT_MODEL_PATH, *, seed: int = 0,
+          target_recall: float = TARGET_RECALL) -> dict:
+    """Fit both models on `rows`, write the weights file (unless out_path is None) and return its dict."""
+    y = _labels(rows)
+    if y.min() == y.max():
+        raise ValueError("training rows need both labels")
+    F = _feature_matrix(rows)
+    nf = F.shape[1]
+
+    def shifted(bias, oof, method):
+        threshold = min(calibrate(oof, y, target_specificity=TARGET_SPECIFICITY[method]),
+                        calibrate(oof, y, target_recall=target_recall))
+        threshold = min(max(threshold, 1e-6), 1 - 1e-6)
+        return bias - math.log(threshold / (1 - threshold)), threshold, metrics(oof, y, threshold)
+
+    penalty, oof, table_f = _select(F, y, [np.full(nf, lam) for lam in FEATURE_LAMBDAS], seed)
+    coef_f, bias_f = _fit_raw(F, y, penalty)
+    bias_f, thr_f, cv_f = shifted(bias_f, oof, "features")
+    info = {
+        "trained_on": len(rows), "hard": int(y.sum()), "seed": seed, "target_recall": target_recall,
+        "target_specificity": TARGET_SPECIFICITY,
+        "features_model": {"cv": table_f, "chosen_penalty": float(penalty[0]), "oof_threshold": thr_f,
+                           "oof_metrics": cv_f},
+    }
+    model = {
+        "version": 1,
+        "feature_names": list(FEATURE_NAMES),
+        "feature_mean": _round(F.mean(axis=0)),
+        "features_model": {"coef": _round(coef_f), "bias": bias_f},
+        "embedding_model": None,
+    }
+    if embedder is not None and getattr(embedder, "available", False):
+        E = _embed(rows, embedder)
+        X = np.hstack([F, E])
+        penalties = [np.concatenate([np.full(nf, lf), np.full(E.shape[1], le)])
+                     for lf, le in product(FEATURE_LAMBDAS[:2], EMBEDDING_LAMBDAS)]
+        penalty, oof, table_e = _select(X, y, penalties, seed)
+        coef_e, bias_e = _fit_raw(X, y, penalty)
+        bias_e, thr_e, cv_e = shifted(bias_e, oof, "model")
+        model["embedding_model"] = {"coef": _round(coef_e), "bias": bias_e, "dim": int(E.shape[1])}
+        info["embedding_model"] = {"cv": table_e, "chosen_penalty": [float(penalty[0]), float(penalty[-1])],
+                                   "oof_threshold": thr_e, "oof_metrics": cv_e,
+                                   "embedder": getattr(embedder, "name", "?")}
+    model["info"] = info
+    if out_path is not None:
+        Path(out_path).write_bytes(orjson.dumps(model, option=orjson.OPT_INDENT_2))
+    return model
+
+
+# --- evaluation ----------------------------------------------------------------------------------------
+
+def score_rows(scorer: DifficultyScorer, rows: list[dict], embedder=None) -> tuple[np.ndarray, str]:
+    """Scores of rows (embedding the last user message when the scorer and the embedder allow) and the method."""
+    vectors = None
+    if scorer.uses_embedding and embedder is not None and getattr(embedder, "available", False):
+        vectors = embedder.encode([last_user_text(row_messages(r)) for r in rows])
+    results = [scorer.score(row_messages(r), None if vectors is None else vectors[i]) for i, r in enumerate(rows)]
+    methods = {d.method for d in results}
+    return np.array([d.score for d in results]), "+".join(sorted(methods))
+
+
+def evaluate(scorer: DifficultyScorer, rows: list[dict], threshold: float, embedder=None) -> dict:
+    """Accuracy, hard precision/recall, ROC AUC and heavy share of the scorer on labelled rows."""
+    scores, method = score_rows(scorer, rows, embedder)
+    result = metrics(scores, _labels(rows), threshold)
+    result["method"] = method
+    result["scores"] = scores.tolist()
+    return result
