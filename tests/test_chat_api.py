@@ -18,7 +18,8 @@ import orjson
 import pytest
 from aiohttp import ClientSession, web
 
-from tests.conftest import LIGHT_MODEL, TEST_KEY, base_config
+from gateway.mock_upstream import MockServerThread, MockSettings
+from tests.conftest import LIGHT_MODEL, TEST_KEY, GatewayServer, base_config
 
 AUTH = {"authorization": f"Bearer {TEST_KEY}"}
 HELLO = [{"role": "user", "content": "Where is my parcel?"}]
@@ -81,22 +82,29 @@ class RecordingUpstream:
         return self.requests[-1][3]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def light_mock():
+    with MockServerThread(MockSettings(served_model=LIGHT_MODEL)) as mock:
+        yield mock
+
+
+@pytest.fixture(scope="module")
 def recorder(light_mock):
     with RecordingUpstream(light_mock.url) as upstream:
         yield upstream
 
 
-@pytest.fixture
-def gw(start_gateway, recorder, heavy_mock):
-    """Cache off: every request must reach the upstream (these tests are about the core path)."""
-    return start_gateway(base_config(
-        recorder.url, heavy_mock.url, cache={"enabled": False},
-        deployments={"embed": {"base_url": recorder.url, "model": "text-embedding-3-small"}},
-        models={"text-embedding-3-small": {"deployments": ["embed"]}}))
+@pytest.fixture(scope="module")
+def gw(recorder, embedder):
+    """One gateway for the module (starts cost ~1 s). Cache off: every request must reach the upstream."""
+    config = base_config(recorder.url, recorder.url, cache={"enabled": False},
+                         deployments={"embed": {"base_url": recorder.url, "model": "text-embedding-3-small"}},
+                         models={"text-embedding-3-small": {"deployments": ["embed"]}})
+    with GatewayServer(config, embedder=embedder) as server:
+        yield server
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def sdk(gw) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
 

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from gateway.mock_upstream import MockServerThread, MockSettings
-from tests.conftest import LIGHT_MODEL, TEST_KEY, base_config
+from tests.conftest import LIGHT_MODEL, TEST_KEY, GatewayServer, base_config
 
 AUTH = {"authorization": f"Bearer {TEST_KEY}"}
 HELLO = [{"role": "user", "content": "Where is my parcel?"}]
@@ -39,11 +39,16 @@ def assert_openai_error(response: httpx.Response, status: int, type_: str, code:
     return error
 
 
-@pytest.fixture
-def gw(start_gateway, light_mock, heavy_mock, monkeypatch):
+@pytest.fixture(scope="module")
+def light_mock():
+    with MockServerThread(MockSettings(served_model=LIGHT_MODEL)) as mock:
+        yield mock
+
+
+@pytest.fixture(scope="module")
+def gw(light_mock, embedder):
     """Besides the base models: `dead` (a closed port, with an upstream key set) and one model per fault
     the mock injects through a deployment header."""
-    monkeypatch.setenv("DEAD_UPSTREAM_KEY", UPSTREAM_SECRET)
     deployments = {"dead": {"base_url": f"http://127.0.0.1:{closed_port()}/v1", "model": "dead-model",
                             "api_key_env": "DEAD_UPSTREAM_KEY", "timeout": {"connect": 1, "read": 2}}}
     models = {"dead": {"deployments": ["dead"]}}
@@ -51,8 +56,16 @@ def gw(start_gateway, light_mock, heavy_mock, monkeypatch):
         deployments[name] = {"base_url": light_mock.url, "model": LIGHT_MODEL, "headers": headers,
                              "timeout": {"connect": 1, "read": 0.5}}
         models[name] = {"deployments": [name]}
-    return start_gateway(base_config(light_mock.url, heavy_mock.url, cache={"enabled": False},
-                                     server={"max_body_bytes": 4096}, deployments=deployments, models=models))
+    config = base_config(light_mock.url, light_mock.url, cache={"enabled": False}, resilience=ONE_TRY,
+                         server={"max_body_bytes": 4096}, deployments=deployments, models=models)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DEAD_UPSTREAM_KEY", UPSTREAM_SECRET)  # read when the gateway starts
+        with GatewayServer(config, embedder=embedder) as server:  # one gateway for the module: starts cost ~1 s
+            yield server
+
+
+# One attempt, no breaker: these tests are about how one failure is rendered (retries and breakers have theirs).
+ONE_TRY = {"retry": {"attempts": 1}, "breaker": {"failures": 1000}}
 
 
 FAULTS = {
@@ -66,7 +79,7 @@ FAULTS = {
 }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def sdk(gw) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
 
@@ -201,7 +214,8 @@ def test_the_upstream_key_is_sent_upstream_and_never_shown(start_gateway, heavy_
         deployments = {"keyed": {"base_url": keyed.url, "model": LIGHT_MODEL, "api_key_env": "MOCK_UPSTREAM_KEY"},
                        "wrong-key": {"base_url": keyed.url, "model": LIGHT_MODEL,
                                      "headers": {"authorization": "Bearer sk-wrong"}}}
-        gw = start_gateway(base_config(keyed.url, heavy_mock.url, cache={"enabled": False}, deployments=deployments,
+        gw = start_gateway(base_config(keyed.url, heavy_mock.url, cache={"enabled": False}, resilience=ONE_TRY,
+                                       deployments=deployments,
                                        models={"keyed": {"deployments": ["keyed"]},
                                                "wrong-key": {"deployments": ["wrong-key"]}}))
         ok = post(gw, chat(model="keyed"))
