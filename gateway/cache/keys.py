@@ -80,9 +80,16 @@ def _digest(payload: Any) -> str:
     return hashlib.blake2b(orjson.dumps(payload, option=_OPT), digest_size=16).hexdigest()
 
 
+def _fields(body: dict[str, Any], leave_out: frozenset[str]) -> dict[str, Any]:
+    fields = {k: v for k, v in body.items() if k not in leave_out}
+    if fields.get("n") == 1:
+        del fields["n"]  # the default: `n: 1` and no n ask for the same answer
+    return fields
+
+
 def exact_key(req: ChatRequest) -> str:
     body = req.body
-    fields = {k: v for k, v in body.items() if k not in NOT_IN_KEY}
+    fields = _fields(body, NOT_IN_KEY)
     fields["model"] = req.alias
     fields["messages"] = [_message(m) for m in body["messages"]]
     return _digest({"v": 1, "tier": req.headers.get("x-gateway-tier"), "body": fields})
@@ -90,7 +97,7 @@ def exact_key(req: ChatRequest) -> str:
 
 def context_key(req: ChatRequest) -> str:
     """The semantic partition (beside the intent): alias, forced tier, system prompt, output-shaping params."""
-    fields = {k: v for k, v in req.body.items() if k not in NOT_IN_CONTEXT}
+    fields = _fields(req.body, NOT_IN_CONTEXT)
     fields["model"] = req.alias
     return _digest({"v": 1, "tier": req.headers.get("x-gateway-tier"), "system": req.system_prompt,
                     "body": fields})

@@ -60,6 +60,7 @@ def test_delivery_fields_do_not_change_the_key():
     plain = keys.exact_key(make())
     assert keys.exact_key(make(stream=True, stream_options={"include_usage": True}, user="u-1",
                                metadata={"a": "b"})) == plain
+    assert keys.exact_key(make(n=1)) == plain
 
 
 def test_alias_and_forced_tier_change_the_key():
