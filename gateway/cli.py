@@ -28,15 +28,37 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.workers
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    temp_metrics_dir = _prepare_multiproc_dir(workers)
+    logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        uvicorn.run("gateway.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    loop="uvloop", http="httptools", access_log=False, log_level=config.server.log_level,
+                    timeout_graceful_shutdown=config.server.shutdown_grace_s, lifespan="on")
+    finally:
+        if temp_metrics_dir:
+            import shutil
+
+            shutil.rmtree(temp_metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _prepare_multiproc_dir(workers: int) -> str | None:
+    """prometheus-client's multiprocess mode: PROMETHEUS_MULTIPROC_DIR must exist and start empty (files
+    left by an earlier run would be added to this run's counters). With several workers and no directory
+    given, use a temporary one; returns it so that it is removed on exit."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.remove(os.path.join(path, name))
+        return None
+    if workers > 1:
         import tempfile
 
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
-    logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run("gateway.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                loop="uvloop", http="httptools", access_log=False, log_level=config.server.log_level,
-                timeout_graceful_shutdown=config.server.shutdown_grace_s, lifespan="on")
-    return 0
+        return os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    return None
 
 
 def _demo(args: argparse.Namespace) -> int:
