@@ -23,8 +23,9 @@ ADMIN_KEY = "sk-admin-0123456789"
 INTENTS_FILE = Path(__file__).resolve().parents[2] / "config" / "intents.yaml"
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def prefix():
+    """Autouse: set up first, torn down last, after the gateways have written their last counters."""
     value = f"gwtest:{uuid.uuid4().hex[:12]}:"
     yield value
     client = redis.Redis.from_url(REDIS_URL)
