@@ -17,6 +17,7 @@ from gateway.api import admin, canary, health, openai
 from gateway.auth import Authenticator
 from gateway.cache.disabled import DisabledCache
 from gateway.config import GatewayConfig
+from gateway.disconnect import CancelOnDisconnect
 from gateway.embeddings import Embedder
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
@@ -125,6 +126,7 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
                 state.embedder.close()
 
     app = FastAPI(title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(CancelOnDisconnect)  # a client that goes away cancels its upstream call
     app.include_router(openai.router)
     app.include_router(health.router)
     app.include_router(admin.router)

@@ -81,6 +81,7 @@ class Dispatcher:
                                             sleep=sleep)
         self.sleep = sleep
         self._headers = {name: upstream_headers(d) for name, d in config.deployments.items()}
+        self._last_errors: dict[str, UpstreamError] = {}  # per deployment, to explain an open circuit
         # Deployments that only the heavy tier owns: batch requests of the light tier stay off them.
         self._heavy_only = {alias: frozenset(route.heavy) - frozenset(route.deployments + route.fallbacks)
                             for alias, route in config.models.items()}
@@ -127,6 +128,7 @@ class Dispatcher:
         self.policy.budget.record_request()
         last_error: UpstreamError | None = None
         previous: str | None = None  # the deployment we are falling back from
+        skipped: str | None = None  # the first deployment skipped for its open circuit
         while True:
             waits: list[float] = []
             for name, deployment in chain:
@@ -134,7 +136,7 @@ class Dispatcher:
                     break
                 permit = await self.breaker.allow(name, deployment.timeout.connect + deployment.timeout.read + 1)
                 if permit is None:
-                    previous = name
+                    previous, skipped = name, skipped or name
                     continue
                 grant = await self.budget.acquire(name, deployment, req.priority, tokens)
                 if not grant.ok:
@@ -176,8 +178,21 @@ class Dispatcher:
                 fits = [w for w in waits if w >= 0]
                 raise RateLimited("the upstream request budget of this model is spent for now",
                                   retry_after_s=min(fits) if fits else 60.0)
-            raise last_error or UpstreamUnavailable(
-                "no deployment can take the request now (circuits open or deadline reached)")
+            if last_error is None and skipped is not None:
+                raise self._circuit_open_error(skipped)
+            raise last_error or UpstreamUnavailable("no deployment can take the request now (deadline reached)")
+
+    def _circuit_open_error(self, name: str) -> UpstreamError:
+        """Every deployment's circuit is open: the client gets the error that opened it (the same status as
+        before it opened, only faster), or a 503 when another replica opened it."""
+        last = self._last_errors.get(name)
+        if last is None:
+            return UpstreamUnavailable(f"deployment {name} is failing: its circuit is open")
+        error = type(last).__new__(type(last))
+        error.__dict__.update(last.__dict__)
+        error.args = last.args
+        error.message = f"{last.message}; deployment {name} keeps failing, its circuit is open"
+        return error
 
     def _attempts(self, req: ChatRequest, name: str, deployment: Deployment, permit: Permit,
                   send: Callable[[str, Deployment], Awaitable[Any]], deadline: float,
@@ -223,6 +238,8 @@ class Dispatcher:
 
     def _failed(self, exc: UpstreamError, name: str) -> None:
         exc.deployment = name
+        if exc.retryable:
+            self._last_errors[name] = exc
         self.metrics.upstream_errors.labels(name, exc.metric_label).inc()
 
     def _on_retry(self, deployment: str, reason: str, wait_s: float) -> None:
