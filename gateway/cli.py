@@ -5,6 +5,7 @@
     gateway mock-upstream [...]           the built-in OpenAI-compatible upstream
     gateway config check [FILE]           validate a config and say what it would serve
     gateway keys hash KEY                 the sha256 to put in auth.keys
+    gateway canary get [MODEL] | set MODEL PERCENT   on a running gateway (admin API)
     gateway cache eval|stats|flush ...    the intent cache
     gateway route explain|eval|calibrate|train ...
 """
@@ -133,6 +134,30 @@ def _keys_hash(args: argparse.Namespace) -> int:
     return 0
 
 
+def _canary(args: argparse.Namespace) -> int:
+    """Talks to a running gateway's admin API, so every replica picks the change up (through Redis)."""
+    import httpx
+
+    headers = {"authorization": f"Bearer {args.admin_key}"} if args.admin_key else {}
+    url = f"{args.url.rstrip('/')}/admin/canary"
+    try:
+        if args.canary_command == "set":
+            response = httpx.put(f"{url}/{args.model}", json={"percent": args.percent}, headers=headers, timeout=10)
+        else:
+            response = httpx.get(url, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        print(f"could not reach the gateway at {args.url}: {exc}", file=sys.stderr)
+        return 1
+    data = response.json()
+    if response.status_code != 200:
+        print(f"error {response.status_code}: {data.get('error', {}).get('message', data)}", file=sys.stderr)
+        return 1
+    for alias, canary in data["models"].items():
+        if getattr(args, "model", None) in (None, alias):
+            print(f"{alias}: {canary['percent']:g}% to {', '.join(canary['deployments'])} (version {data['version']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="OpenAI-compatible inference gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     hash_ = keys.add_parser("hash", help="print the sha256 of a key, for auth.keys")
     hash_.add_argument("key")
     hash_.set_defaults(func=_keys_hash)
+
+    canary = sub.add_parser("canary", help="read or change canary percentages on a running gateway")
+    canary_sub = canary.add_subparsers(dest="canary_command", required=True)
+    for name, help_ in (("get", "show the canary percentages"), ("set", "change a model's canary percentage")):
+        command = canary_sub.add_parser(name, help=help_)
+        command.add_argument("--url", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080"))
+        command.add_argument("--admin-key", default=os.environ.get("GATEWAY_ADMIN_KEY"),
+                             help="default: $GATEWAY_ADMIN_KEY")
+        command.set_defaults(func=_canary)
+    canary_sub.choices["get"].add_argument("model", nargs="?")
+    canary_sub.choices["set"].add_argument("model")
+    canary_sub.choices["set"].add_argument("percent", type=float)
 
     import importlib
 

@@ -109,6 +109,13 @@ class Deployment(Section):
         return self.price_as or self.model
 
 
+class CanaryConfig(Section):
+    deployments: list[str] = Field(min_length=1)  # tried first by canary users, then the stable chain
+    percent: float = Field(0.0, ge=0, le=100)  # the value at start; changed at run time (admin API, CLI)
+    rollback_error_rate: float = Field(0.5, gt=0, le=1)  # over the last `rollback_window` canary requests
+    rollback_window: int = Field(50, ge=5)
+
+
 class ModelRoute(Section):
     """A public model alias: the deployments that serve it, by tier, in fallback order."""
 
@@ -117,6 +124,7 @@ class ModelRoute(Section):
     heavy: list[str] = []  # the heavy tier; also the last fallback of the light tier
     difficulty_threshold: float | None = Field(None, ge=0, le=1)  # None: never route by difficulty
     sticky_heavy: bool = True  # a conversation that went heavy stays heavy
+    canary: CanaryConfig | None = None  # a share of the light traffic tries these deployments first
 
 
 class EmbeddingConfig(Section):
@@ -175,8 +183,11 @@ class GatewayConfig(Section):
     @model_validator(mode="after")
     def _references(self) -> "GatewayConfig":
         for alias, route in self.models.items():
-            for field in ("deployments", "fallbacks", "heavy"):
-                for name in getattr(route, field):
+            names = {field: getattr(route, field) for field in ("deployments", "fallbacks", "heavy")}
+            if route.canary is not None:
+                names["canary.deployments"] = route.canary.deployments
+            for field, listed in names.items():
+                for name in listed:
                     if name not in self.deployments:
                         known = ", ".join(sorted(self.deployments))
                         raise ValueError(f"models.{alias}.{field}: unknown deployment {name!r} (known: {known})")
@@ -189,6 +200,8 @@ class GatewayConfig(Section):
         route = self.models[alias]
         if tier == "heavy":
             names = route.heavy + route.deployments + route.fallbacks
+        elif tier == "canary":
+            names = route.canary.deployments + route.deployments + route.fallbacks + route.heavy
         else:
             names = route.deployments + route.fallbacks + route.heavy
         return [(name, self.deployments[name]) for name in dict.fromkeys(names)]
@@ -197,19 +210,21 @@ class GatewayConfig(Section):
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand_env(value: Any) -> Any:
+def _expand_env(value: Any, environ: dict[str, str]) -> Any:
     if isinstance(value, str):
-        return _ENV_REF.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+        return _ENV_REF.sub(lambda m: environ.get(m.group(1)) or m.group(2) or "", value)
     if isinstance(value, dict):
-        return {k: _expand_env(v) for k, v in value.items()}
+        return {k: _expand_env(v, environ) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v) for v in value]
+        return [_expand_env(v, environ) for v in value]
     return value
 
 
 def _apply_env_overrides(data: dict, environ: dict[str, str]) -> None:
     for name, raw in environ.items():
-        if not name.startswith("GATEWAY_") or name in ("GATEWAY_CONFIG",):
+        # Only SECTION__FIELD names: GATEWAY_CONFIG, GATEWAY_ADMIN_KEY or a Kubernetes service link such
+        # as GATEWAY_PORT=tcp://... are not config fields.
+        if not name.startswith("GATEWAY_") or "__" not in name:
             continue
         path = name[len("GATEWAY_"):].lower().split("__")
         node = data
@@ -240,10 +255,11 @@ def _format_validation(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def build_config(data: dict, source: str = "<dict>", base_dir: Path | None = None) -> GatewayConfig:
+def build_config(data: dict, source: str = "<dict>", base_dir: Path | None = None,
+                 environ: dict[str, str] | None = None) -> GatewayConfig:
     """Validate a config mapping. `pricing_file` / `intents_file` (relative to base_dir) hold the whole
     `pricing` / `intents` section; keys given inline win over the file's."""
-    data = _expand_env(dict(data))
+    data = _expand_env(dict(data), os.environ if environ is None else environ)
     base_dir = base_dir or CONFIG_DIR
     for key, target in (("pricing_file", "pricing"), ("intents_file", "intents")):
         if key in data:
@@ -279,4 +295,4 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
     path = Path(path or environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG_PATH)
     data = _read_yaml(path)
     _apply_env_overrides(data, dict(environ))
-    return build_config(data, source=str(path), base_dir=path.parent)
+    return build_config(data, source=str(path), base_dir=path.parent, environ=environ)

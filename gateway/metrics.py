@@ -60,6 +60,12 @@ class Metrics:
                                     buckets=SCORE_BUCKETS, registry=r)
         self.circuit_open = Gauge("gateway_circuit_open", "1 while a deployment's breaker is open.",
                                   ["deployment"], registry=r, multiprocess_mode="max")
+        self.canary_percent = Gauge("gateway_canary_percent", "Share of light traffic sent to the canary.",
+                                    ["model"], registry=r, multiprocess_mode="mostrecent")
+        self.canary_requests = Counter("gateway_canary_requests", "Requests by variant and outcome.",
+                                       ["model", "variant", "outcome"], registry=r)
+        self.canary_rollbacks = Counter("gateway_canary_rollbacks", "Automatic canary rollbacks.", ["model"],
+                                        registry=r)
         self.in_flight = Gauge("gateway_in_flight_requests", "Requests being served.", registry=r,
                                multiprocess_mode="livesum")
 

@@ -6,7 +6,7 @@
     embedder.embed        last user message, once, shared below     sets req.vector (None: model absent)
     intents.detect        bounded label, `x-intent` header wins      sets req.intent
     cache.lookup_semantic same intent and system prompt, guarded     sets req.cache_result
-    router.decide         difficulty → tier → chain of deployments   sets req.difficulty, req.tier
+    router.decide         difficulty → tier → canary → chain         sets req.difficulty, req.tier, req.variant
     dispatcher            pooled upstream call, retries, fallbacks   sets req.served_by, req.upstream_seconds
     cache.store           only answers that may be reused
     recorder.record       latency, TTFT, tokens, cost per intent
@@ -18,6 +18,7 @@ StreamAnswer back into HTTP. A disabled feature stays in the line as a no-op.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import AsyncIterator
 
 import orjson
@@ -82,7 +83,7 @@ class Pipeline:
         if key is not None:
             future = self._in_flight[key] = asyncio.get_running_loop().create_future()
         try:
-            upstream = await self.dispatcher.complete(req, chain)
+            upstream = await self._observed(self.dispatcher.complete(req, chain), req)
             try:
                 parsed = orjson.loads(upstream.body)
             except orjson.JSONDecodeError:
@@ -105,20 +106,24 @@ class Pipeline:
         return answer
 
     async def _stream(self, req: ChatRequest, chain) -> StreamAnswer:
-        stream, first = await self.dispatcher.open_stream(req, chain)
+        stream, first = await self._observed(self.dispatcher.open_stream(req, chain), req)
         relay = StreamRelay(hide_usage=not req.include_usage, started=req.started,
                             collect=req.cache_result == "miss")
         headers = self.response_headers(req)
 
         async def relay_chunks() -> AsyncIterator[bytes]:
+            # Waits on the upstream and on the client are timed apart: the rest is the gateway's overhead.
+            chunks, chunk = stream.chunks(), first
             try:
-                out = relay.feed(first)
-                if out:
-                    yield out
-                async for chunk in stream.chunks():
+                while chunk is not None:
                     out = relay.feed(chunk)
                     if out:
+                        mark = time.perf_counter()
                         yield out
+                        req.client_seconds += time.perf_counter() - mark
+                    mark = time.perf_counter()
+                    chunk = await anext(chunks, None)
+                    req.upstream_seconds += time.perf_counter() - mark
                 tail = relay.flush()
                 if tail:
                     yield tail
@@ -137,6 +142,16 @@ class Pipeline:
 
         return StreamAnswer(relay_chunks(), headers)
 
+    async def _observed(self, call, req: ChatRequest):
+        """The upstream call, its outcome told to the router (a failing canary is rolled back)."""
+        try:
+            result = await call
+        except UpstreamError:
+            await self.router.observe(req, failed=True)
+            raise
+        await self.router.observe(req)
+        return result
+
     @staticmethod
     def response_headers(req: ChatRequest) -> dict[str, str]:
         headers = {"x-request-id": req.request_id, "x-gateway-intent": req.intent,
@@ -146,6 +161,8 @@ class Pipeline:
             headers["x-gateway-served-by"] = req.served_by
         if req.difficulty is not None:
             headers["x-gateway-difficulty"] = f"{req.difficulty.score:.3f}"
+        if req.variant != "stable":
+            headers["x-gateway-variant"] = req.variant
         return headers
 
 

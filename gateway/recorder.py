@@ -24,7 +24,7 @@ class Recorder:
         elapsed = req.elapsed()
         m.requests.labels(model, req.intent, req.tier, req.cache_result, str(req.status)).inc()
         m.request_duration.labels(model, req.intent, "true" if req.stream else "false").observe(elapsed)
-        m.overhead.labels(req.cache_result).observe(max(0.0, elapsed - req.upstream_seconds))
+        m.overhead.labels(req.cache_result).observe(max(0.0, elapsed - req.upstream_seconds - req.client_seconds))
         if req.ttft is not None:
             m.ttft.labels(model, req.tier).observe(req.ttft)
         usage = req.usage

@@ -41,8 +41,10 @@ class ChatRequest:
     saved_tokens: int = 0
     difficulty: Any = None  # routing.difficulty.Difficulty
     tier: str = "light"
+    variant: str = "stable"  # or "canary"
     served_by: str | None = None
-    upstream_seconds: float = 0.0
+    upstream_seconds: float = 0.0  # waiting on the upstream
+    client_seconds: float = 0.0  # waiting on the client to take stream chunks
     ttft: float | None = None
     usage: dict[str, Any] | None = None
     status: int = 200

@@ -27,6 +27,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsers
                           help="also require both questions to get the same configured intent")
     evaluate.add_argument("-v", "--verbose", action="store_true", help="list every false hit and miss")
     evaluate.set_defaults(func=run_eval)
+
+    from gateway.cache.commands import add_commands
+
+    add_commands(commands)  # stats, flush
     return commands
 
 

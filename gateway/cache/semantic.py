@@ -226,6 +226,8 @@ _NEGATIONS = [
     "nolonger",
     "not", "no", "never", "none", "nothing", "nobody", "without", "cannot", "unable", "neither", "nor",
     "ne", "n'", "pas", "jamais", "sans", "aucun*", "aucune*", "rien", "non", "nulle part", "impossible",
+    # verbs that negate what follows: "avoid getting a refund" is not "get a refund"
+    "avoid*", "prevent*", "fail", "failed", "fails", "evit*", "empech*",
 ]
 
 _NUMBER_WORDS = {

@@ -2,7 +2,8 @@
 
 A request whose difficulty reaches the alias's threshold goes to the heavy tier. A key allowed to may
 force a tier with `x-gateway-tier: light|heavy`. A conversation that went heavy stays heavy for its next
-turns (sticky by `x-session-id`, else the body's `user`) when the alias says so.
+turns (sticky by `x-session-id`, else the body's `user`) when the alias says so. Light traffic of an
+alias with a canary is split between the canary and the stable chain (routing/canary.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from gateway.config import GatewayConfig
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.request import ChatRequest
+from gateway.routing.canary import CanaryState, in_canary
 
 STICKY_TTL_S = 1800.0
 TIERS = ("light", "heavy")
@@ -39,12 +41,16 @@ class StickyTiers:
 
 
 class Router:
-    def __init__(self, config: GatewayConfig, scorer=None, sticky: StickyTiers | None = None, metrics=None) -> None:
+    def __init__(self, config: GatewayConfig, scorer=None, sticky: StickyTiers | None = None, metrics=None,
+                 canary: CanaryState | None = None) -> None:
         self.config = config
         self.scorer = scorer
         self.sticky = sticky or StickyTiers()
         self.metrics = metrics
+        self.canary = canary
         self._chains = {(alias, tier): config.chain(alias, tier) for alias in config.models for tier in TIERS}
+        self._chains.update({(alias, "canary"): config.chain(alias, "canary")
+                             for alias, route in config.models.items() if route.canary is not None})
 
     def require_model(self, req: ChatRequest) -> None:
         if req.alias not in self.config.models:
@@ -58,7 +64,24 @@ class Router:
             self.metrics.route_decisions.labels(req.alias, req.tier).inc()
             if req.difficulty is not None:
                 self.metrics.difficulty.labels(req.alias).observe(req.difficulty.score)
+        if req.tier == "light" and route.canary is not None and self.canary is not None:
+            # Sticky per user; a request that names no user is split at random.
+            user = req.headers.get("x-session-id") or req.body.get("user")
+            stable_id = user if isinstance(user, str) and user else req.request_id
+            if in_canary(stable_id, self.canary.get(req.alias), salt=req.alias):
+                req.variant = "canary"
+                return self._chains[(req.alias, "canary")]
         return self._chains[(req.alias, req.tier)]
+
+    async def observe(self, req: ChatRequest, failed: bool = False) -> None:
+        """After the upstream call: a canary request that had to fall back (or failed) counts against it."""
+        if req.variant != "canary":
+            return
+        canary = self.config.models[req.alias].canary
+        failed = failed or req.served_by not in canary.deployments
+        if self.metrics is not None:
+            self.metrics.canary_requests.labels(req.alias, "canary", "failed" if failed else "ok").inc()
+        await self.canary.observe(req.alias, failed, canary.rollback_window, canary.rollback_error_rate)
 
     def _tier(self, req: ChatRequest, route) -> str:
         forced = req.headers.get("x-gateway-tier")
