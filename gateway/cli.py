@@ -196,13 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     canary_sub.choices["set"].add_argument("model")
     canary_sub.choices["set"].add_argument("percent", type=float)
 
-    import importlib
+    from gateway import mock_upstream
+    from gateway.cache import cli as cache_cli
+    from gateway.routing import cli as route_cli
 
-    for name in ("gateway.mock_upstream", "gateway.cache.cli", "gateway.routing.cli"):
-        try:  # TODO(lead): plain imports once every module has landed
-            importlib.import_module(name).register_cli(sub)
-        except (ImportError, AttributeError):
-            pass
+    for module in (mock_upstream, cache_cli, route_cli):
+        module.register_cli(sub)
     return parser
 
 

@@ -276,11 +276,8 @@ def build_config(data: dict, source: str = "<dict>", base_dir: Path | None = Non
 
 def _validate_sections(config: GatewayConfig) -> None:
     """Sections owned by other modules are validated by them, here, so a bad one stops the start too."""
-    try:  # TODO(lead): plain imports once both modules have landed
-        from gateway.intents import IntentsConfig
-        from gateway.routing.difficulty import DifficultySettings
-    except ImportError:
-        return
+    from gateway.intents import IntentsConfig
+    from gateway.routing.difficulty import DifficultySettings
 
     for name, model, data in (("intents", IntentsConfig, config.intents),
                               ("difficulty", DifficultySettings, config.difficulty)):
