@@ -69,7 +69,7 @@ class IntentSpec(BaseModel):
 class IntentsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    intents: list[IntentSpec] = Field(min_length=1)
+    intents: list[IntentSpec] = []  # none configured: every request is "other"
     min_similarity: float = Field(default=0.45, ge=0.0, le=1.0)
     min_margin: float = Field(default=0.02, ge=0.0, le=1.0)
     default_semantic_threshold: float = Field(default=0.65, ge=0.0, le=1.0)
@@ -145,11 +145,11 @@ class IntentDetector:
         self._labels = tuple(self._names) + (OTHER,)
         self._known = frozenset(self._names)
         self._keywords = [
-            (spec.name, [(re.compile(r"(?<!\w)" + re.escape(k.lower())), len(k)) for k in spec.keywords])
+            (spec.name, [(k.lower(), re.compile(r"(?<!\w)" + re.escape(k.lower())), len(k)) for k in spec.keywords])
             for spec in config.intents
         ]
         self._matrix: np.ndarray | None = None
-        if embedder is not None and embedder.available:
+        if embedder is not None and embedder.available and self._names:
             self._build_matrix(embedder)
 
     def _build_matrix(self, embedder: "Embedder") -> None:
@@ -185,7 +185,7 @@ class IntentDetector:
             # an unknown header value is ignored: the label set stays bounded
         if vector is not None and self._matrix is not None:
             return self._by_vector(vector)
-        return self._by_keywords(text)
+        return self._by_keywords(text) if self._names else OTHER
 
     def scores(self, vector: np.ndarray) -> dict[str, float]:
         """Per-intent score (mean of centroid and best-example similarity); for diagnostics."""
@@ -211,7 +211,8 @@ class IntentDetector:
         lowered = text.lower()
         best_name, best_score, tie = OTHER, 0, False
         for name, patterns in self._keywords:
-            score = sum(weight for pattern, weight in patterns if pattern.search(lowered))
+            # the substring test first: a regex search per keyword per request was 16% of the CPU under load
+            score = sum(weight for word, pattern, weight in patterns if word in lowered and pattern.search(lowered))
             if score > best_score:
                 best_name, best_score, tie = name, score, False
             elif score and score == best_score:
