@@ -82,6 +82,7 @@ class Dispatcher:
         self.sleep = sleep
         self._headers = {name: upstream_headers(d) for name, d in config.deployments.items()}
         self._last_errors: dict[str, UpstreamError] = {}  # per deployment, to explain an open circuit
+        self._count_tokens = any(d.tpm for d in config.deployments.values())
         # Deployments that only the heavy tier owns: batch requests of the light tier stay off them.
         self._heavy_only = {alias: frozenset(route.heavy) - frozenset(route.deployments + route.fallbacks)
                             for alias, route in config.models.items()}
@@ -124,7 +125,7 @@ class Dispatcher:
         chain = self.chain_for(req, chain)
         if not chain:
             raise UpstreamUnavailable("no deployment is configured for this model")
-        tokens = estimate_tokens(req.body)
+        tokens = estimate_tokens(req.body) if self._count_tokens else 0
         self.policy.budget.record_request()
         last_error: UpstreamError | None = None
         previous: str | None = None  # the deployment we are falling back from

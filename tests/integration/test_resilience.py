@@ -307,14 +307,25 @@ async def test_client_disconnect_cancels_the_upstream_call(start_gateway, primar
     assert await async_wait_until(lambda: gw.state.transport.pool_stats()["in_use"] == 0, timeout=2)
 
 
+async def test_redis_down_never_fails_a_request(sdk, start_gateway, primary, backup):
+    """Budgets, breaker and key limits fall back to in-process state when Redis is unreachable."""
+    keys = [{"name": "limited", "sha256": hash_key(TEST_KEY), "rpm": 100, "tpm": 100_000}]
+    config = resilient_config(primary.url, backup.url, primary={"rpm": 50, "tpm": 100_000}, auth={"keys": keys},
+                              redis={"url": "redis://127.0.0.1:1", "prefix": "gwtest:down:", "timeout_ms": 100})
+    client = sdk(start_gateway(config))
+    for _ in range(3):
+        answer = await client.chat.completions.create(model="chat", messages=HELLO)
+        assert answer.model == "primary-model"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def test_sigterm_drains_in_flight_requests(tmp_path, primary, backup):
-    primary.configure(latency_ms=1500)
+def test_sigterm_drains_in_flight_requests_and_streams(tmp_path, primary, backup):
+    primary.configure(latency_ms=1500, tokens_per_second=10, chunks=10)  # a 1.5 s answer, a 2.5 s stream
     port = _free_port()
     config = {
         "server": {"host": "127.0.0.1", "port": port, "shutdown_grace_s": 10, "log_level": "warning"},
@@ -345,9 +356,15 @@ def test_sigterm_drains_in_flight_requests(tmp_path, primary, backup):
                            json={"model": "chat", "messages": HELLO}, timeout=15)
             result["status"], result["model"] = r.status_code, r.json().get("model")
 
-        thread = threading.Thread(target=slow)
-        thread.start()
-        assert wait_until(lambda: primary.stats()["in_flight"] == 1, timeout=5)
+        def slow_stream() -> None:
+            with httpx.stream("POST", url + "/v1/chat/completions", headers={"authorization": f"Bearer {TEST_KEY}"},
+                              json={"model": "chat", "messages": HELLO, "stream": True}, timeout=15) as r:
+                result["stream"] = b"".join(r.iter_bytes()).rstrip().endswith(b"data: [DONE]")
+
+        threads = [threading.Thread(target=slow), threading.Thread(target=slow_stream)]
+        for thread in threads:
+            thread.start()
+        assert wait_until(lambda: primary.stats()["in_flight"] == 2, timeout=5)
         proc.send_signal(signal.SIGTERM)
 
         def refused() -> bool:
@@ -360,8 +377,9 @@ def test_sigterm_drains_in_flight_requests(tmp_path, primary, backup):
                 return False
 
         assert wait_until(refused, timeout=2)  # new connections are refused while the slow one drains
-        thread.join(timeout=10)
-        assert result == {"status": 200, "model": "primary-model"}
+        for thread in threads:
+            thread.join(timeout=10)
+        assert result == {"status": 200, "model": "primary-model", "stream": True}
         # uvicorn re-raises the signal once it has shut down cleanly: exit by SIGTERM (143 in a shell)
         assert proc.wait(timeout=10) in (0, -signal.SIGTERM)
     finally:
