@@ -192,6 +192,7 @@ class Dispatcher:
         error = type(last).__new__(type(last))
         error.__dict__.update(last.__dict__)
         error.args = last.args
+        error.headers = dict(last.headers)
         error.message = f"{last.message}; deployment {name} keeps failing, its circuit is open"
         return error
 
