@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from contextlib import asynccontextmanager
 
 import orjson
 from fastapi import FastAPI, Request
+from prometheus_client import multiprocess
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -153,6 +155,8 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
                 await state.redis.aclose()
             if embedder is None:
                 state.embedder.close()
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                multiprocess.mark_process_dead(os.getpid())  # this worker's live gauges leave the totals
 
     app = GatewayApp(title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(CancelOnDisconnect)  # a client that goes away cancels its upstream call
