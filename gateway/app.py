@@ -98,12 +98,12 @@ class GatewayApp(FastAPI):
         await super().__call__(scope, receive, send)
 
     async def _chat(self, scope, receive, send) -> None:
+        in_flight = self.state.metrics.in_flight
+        in_flight.inc()
         try:
-            response = await openai.chat_completions(Request(scope, receive, send))
-        except Exception:
-            log.exception("unexpected error on POST /v1/chat/completions")
-            response = GatewayError("the gateway hit an internal error; it has been logged").to_response()
-        await response(scope, receive, send)
+            await openai.chat_completions(scope, receive, send)  # a stream is in flight until its last chunk
+        finally:
+            in_flight.dec()
 
 
 def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metrics: Metrics | None = None,

@@ -19,6 +19,26 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 SCORE_BUCKETS = tuple(i / 10 for i in range(1, 11))
 
 
+class _Memo:
+    """A labelled metric whose children are looked up once. prometheus-client's `labels()` checks and locks
+    on every call (a fifth of the pipeline's own CPU); labels here are bounded, so the dict is too."""
+
+    __slots__ = ("metric", "_children")
+
+    def __init__(self, metric) -> None:
+        self.metric = metric
+        self._children: dict[tuple, object] = {}
+
+    def labels(self, *values):
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+    def __getattr__(self, name: str):
+        return getattr(self.metric, name)
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -68,6 +88,10 @@ class Metrics:
                                         registry=r)
         self.in_flight = Gauge("gateway_in_flight_requests", "Requests being served.", registry=r,
                                multiprocess_mode="livesum")
+
+        for name, value in list(vars(self).items()):
+            if getattr(value, "_labelnames", None):
+                setattr(self, name, _Memo(value))
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

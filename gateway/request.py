@@ -5,8 +5,8 @@ Only the fields the gateway uses are validated; everything else is forwarded unt
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
@@ -31,7 +31,7 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False  # the client itself asked for the usage chunk of a stream
     started: float = field(default_factory=time.perf_counter)
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=lambda: os.urandom(16).hex())  # uuid4().hex costs 4x more
     key: "ClientKey | None" = None
     priority: str = "normal"
     intent: str = "other"

@@ -5,6 +5,7 @@ This layer only turns HTTP into a ChatRequest and the pipeline's Answer or Strea
 
 from __future__ import annotations
 
+import logging
 import time
 
 import orjson
@@ -15,6 +16,7 @@ from gateway.errors import BodyTooLarge, GatewayError, InvalidRequest
 from gateway.request import PRIORITIES, Answer, ChatRequest, parse_chat_body
 
 router = APIRouter()
+log = logging.getLogger("gateway")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -30,13 +32,35 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@router.post("/v1/chat/completions")
-async def chat_completions(request: Request) -> Response:
-    state = request.app.state
+async def _receive_body(headers: dict[str, str], receive, limit: int) -> bytes | None:
+    """The request body, or None when the client went away before sending it all."""
+    declared = headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the request body is over the limit of {limit} bytes")
+        if not message.get("more_body", False):
+            return b"".join(chunks) + chunk if chunks else chunk
+        chunks.append(chunk)
+
+
+async def chat_completions(scope, receive, send) -> None:
+    """POST /v1/chat/completions, as a plain ASGI app: the hottest path builds no Request or Response."""
+    state = scope["app"].state
     started = time.perf_counter()
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
     try:
-        body = parse_chat_body(await read_body(request, state.max_body_bytes), state.max_body_bytes)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
+        raw = await _receive_body(headers, receive, state.max_body_bytes)
+        if raw is None:
+            return  # nobody to answer
+        body = parse_chat_body(raw, state.max_body_bytes)
         options = body.get("stream_options")
         req = ChatRequest(body=body, alias=body["model"], headers=headers, started=started,
                           stream=body.get("stream") is True,
@@ -49,12 +73,31 @@ async def chat_completions(request: Request) -> Response:
             req.priority = priority
         result = await state.pipeline.handle(req)
     except GatewayError as exc:
-        return exc.to_response()
+        await exc.to_response()(scope, receive, send)
+        return
+    except Exception:
+        log.exception("unexpected error on POST /v1/chat/completions")
+        await GatewayError("the gateway hit an internal error; it has been logged").to_response()(scope, receive, send)
+        return
     if isinstance(result, Answer):
-        return Response(result.body, status_code=result.status, headers=result.headers,
-                        media_type="application/json")
-    return StreamingResponse(result.chunks, headers={**result.headers, "cache-control": "no-cache"},
-                             media_type="text/event-stream")
+        raw_headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(result.body))]
+        raw_headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in result.headers.items())
+        await send({"type": "http.response.start", "status": result.status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": result.body})
+        return
+    response = StreamingResponse(result.chunks, headers={**result.headers, "cache-control": "no-cache"},
+                                 media_type="text/event-stream")
+    await response(scope, receive, send)
+
+
+class _ChatCompletionsRoute:
+    """The route's endpoint, an ASGI app (GatewayApp calls `chat_completions` directly, past the router)."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        await chat_completions(scope, receive, send)
+
+
+router.add_route("/v1/chat/completions", _ChatCompletionsRoute(), methods=["POST"])
 
 
 @router.get("/v1/models")
