@@ -135,7 +135,6 @@ class CacheConfig(Section):
     enabled: bool = True
     max_temperature: float = Field(0.7, ge=0)  # above this an answer is too random to reuse
     semantic: bool = True
-    semantic_threshold: float = Field(0.86, ge=0, le=1)
     max_entries_per_intent: int = Field(2000, gt=0)
     default_ttl_s: int = Field(3600, gt=0)
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import orjson
 
 from gateway.cache import keys
-from gateway.cache.semantic import find_match
+from gateway.cache.semantic import DEFAULT_THRESHOLD, find_match
 from gateway.cache.store import MemoryStore, RedisStore, StoreUnavailable, VectorRow
 from gateway.request import Answer, ChatRequest, StreamAnswer
 
@@ -96,16 +96,16 @@ class IntentCache:
         return self.intents.get(intent) if self.intents is not None and intent != OTHER else None
 
     def threshold(self, intent: str) -> float:
-        """The intent's own semantic_threshold, else the intents file's default_semantic_threshold when it
-        sets one, else cache.semantic_threshold."""
+        """The intent's own semantic_threshold, else the intents file's default_semantic_threshold (what
+        `gateway cache eval` measures)."""
         spec = self._spec(intent)
         if spec is not None and spec.semantic_threshold is not None:
             return spec.semantic_threshold
         if self._threshold is not None:
             return self._threshold
-        if self.intents is not None and "default_semantic_threshold" in self.intents.model_fields_set:
+        if self.intents is not None:
             return self.intents.default_semantic_threshold
-        return self.config.semantic_threshold
+        return DEFAULT_THRESHOLD
 
     @property
     def labels(self) -> frozenset[str]:
