@@ -59,6 +59,43 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
+class _MapErrors:
+    """Turns a client library's timeouts and connection errors into the gateway's, in one place per library
+    and phase. Stateless, so one instance serves every call."""
+
+    __slots__ = ("timeouts", "connection", "timeout_message", "connection_message")
+
+    def __init__(self, timeouts: tuple, connection: tuple, timeout_message: str, connection_message: str) -> None:
+        self.timeouts, self.connection = timeouts, connection
+        self.timeout_message, self.connection_message = timeout_message, connection_message
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        if kind is None:
+            return False
+        cause = exc.__context__
+        if isinstance(cause, aiohttp.ClientError) and not isinstance(cause, asyncio.TimeoutError):
+            # httpx-aiohttp reports refused and dropped connections as httpx.ConnectTimeout
+            raise UpstreamConnectError(f"{self.connection_message} ({type(cause).__name__})") from exc
+        if issubclass(kind, self.timeouts):
+            raise UpstreamTimeout(self.timeout_message) from exc
+        if issubclass(kind, self.connection):
+            raise UpstreamConnectError(f"{self.connection_message} ({kind.__name__})") from exc
+        return False
+
+
+_AIOHTTP_CALL = _MapErrors((asyncio.TimeoutError,), (aiohttp.ClientError,),
+                           "the upstream did not answer in time", "could not reach the upstream")
+_AIOHTTP_STREAM = _MapErrors((asyncio.TimeoutError,), (aiohttp.ClientError,),
+                             "the upstream stalled mid-stream", "the upstream dropped the stream")
+_HTTPX_CALL = _MapErrors((httpx.TimeoutException,), (httpx.TransportError,),
+                         "the upstream did not answer in time", "could not reach the upstream")
+_HTTPX_STREAM = _MapErrors((httpx.TimeoutException,), (httpx.TransportError,),
+                           "the upstream stalled mid-stream", "the upstream dropped the stream")
+
+
 def _raise_for_status(status: int, body: bytes, headers: dict[str, str]) -> None:
     if status >= 400:
         raise UpstreamStatus(status, body, headers)
@@ -79,24 +116,15 @@ class AiohttpTransport:
         return timeout
 
     async def post(self, url, body, headers, timeouts) -> UpstreamAnswer:
-        try:
+        with _AIOHTTP_CALL:
             async with self._session.post(url, data=body, headers=headers, timeout=self._timeout(timeouts)) as r:
-                data = await r.read()
-                answer = UpstreamAnswer(r.status, dict(r.headers), data)
-        except asyncio.TimeoutError as exc:
-            raise UpstreamTimeout("the upstream did not answer in time") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamConnectError(f"could not reach the upstream ({type(exc).__name__})") from exc
+                answer = UpstreamAnswer(r.status, dict(r.headers), await r.read())
         _raise_for_status(answer.status, answer.body, answer.headers)
         return answer
 
     async def open_stream(self, url, body, headers, timeouts) -> UpstreamStream:
-        try:
+        with _AIOHTTP_CALL:
             response = await self._session.post(url, data=body, headers=headers, timeout=self._timeout(timeouts))
-        except asyncio.TimeoutError as exc:
-            raise UpstreamTimeout("the upstream did not answer in time") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamConnectError(f"could not reach the upstream ({type(exc).__name__})") from exc
         if response.status >= 400:
             try:
                 data = await response.read()
@@ -107,13 +135,9 @@ class AiohttpTransport:
             raise UpstreamStatus(response.status, data, dict(response.headers))
 
         async def chunks() -> AsyncIterator[bytes]:
-            try:
+            with _AIOHTTP_STREAM:
                 async for chunk in response.content.iter_any():
                     yield chunk
-            except asyncio.TimeoutError as exc:
-                raise UpstreamTimeout("the upstream stalled mid-stream") from exc
-            except aiohttp.ClientError as exc:
-                raise UpstreamConnectError("the upstream dropped the stream") from exc
 
         async def close() -> None:
             response.close() if not response.content.at_eof() else response.release()
@@ -145,12 +169,8 @@ class HttpxTransport:
         return httpx.Timeout(connect=timeouts.connect, read=timeouts.read, write=timeouts.read, pool=timeouts.connect)
 
     async def post(self, url, body, headers, timeouts) -> UpstreamAnswer:
-        try:
+        with _HTTPX_CALL:
             r = await self._client.post(url, content=body, headers=headers, timeout=self._timeout(timeouts))
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout("the upstream did not answer in time") from exc
-        except httpx.TransportError as exc:
-            raise UpstreamConnectError(f"could not reach the upstream ({type(exc).__name__})") from exc
         answer = UpstreamAnswer(r.status_code, dict(r.headers), r.content)
         _raise_for_status(answer.status, answer.body, answer.headers)
         return answer
@@ -158,25 +178,17 @@ class HttpxTransport:
     async def open_stream(self, url, body, headers, timeouts) -> UpstreamStream:
         request = self._client.build_request("POST", url, content=body, headers=headers,
                                              timeout=self._timeout(timeouts))
-        try:
+        with _HTTPX_CALL:
             response = await self._client.send(request, stream=True)
             if response.status_code >= 400:
                 data = await response.aread()
                 await response.aclose()
                 raise UpstreamStatus(response.status_code, data, dict(response.headers))
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout("the upstream did not answer in time") from exc
-        except httpx.TransportError as exc:
-            raise UpstreamConnectError(f"could not reach the upstream ({type(exc).__name__})") from exc
 
         async def chunks() -> AsyncIterator[bytes]:
-            try:
+            with _HTTPX_STREAM:
                 async for chunk in response.aiter_raw():
                     yield chunk
-            except httpx.TimeoutException as exc:
-                raise UpstreamTimeout("the upstream stalled mid-stream") from exc
-            except httpx.TransportError as exc:
-                raise UpstreamConnectError("the upstream dropped the stream") from exc
 
         return UpstreamStream(response.status_code, dict(response.headers), chunks(), response.aclose)
 
