@@ -1,8 +1,9 @@
 """Client keys: `Authorization: Bearer <key>` checked against sha256 hashes, never the keys themselves.
 
 Keys come from the config (auth.keys) and, when auth.redis_keys is on, from Redis hashes at
-`{prefix}keys:{sha256}` (fields: name, rpm, tpm, allow_force_tier) so keys can be added without a deploy;
-those are remembered for a short while so the hot path does not ask Redis every time.
+`{prefix}keys:{sha256}` (fields: name, rpm, tpm, allow_force_tier) so keys can be added and revoked without
+a deploy (`gateway keys create|revoke|list`); a replica remembers what it read (or that a key is unknown)
+for auth.redis_keys_ttl_s, so the hot path does not ask Redis every time.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from gateway.errors import AuthenticationFailed, PermissionDenied
 
 log = logging.getLogger("gateway.auth")
 
-REDIS_KEY_TTL_S = 30.0
-
 
 @dataclass(frozen=True, slots=True)
 class ClientKey:
@@ -29,6 +28,10 @@ class ClientKey:
 
 
 OPEN_KEY = ClientKey(name="open", allow_force_tier=True)
+
+
+def redis_key_name(prefix: str, digest: str) -> str:
+    return f"{prefix}keys:{digest}"
 
 
 def hash_key(key: str) -> str:
@@ -49,6 +52,7 @@ class Authenticator:
         self._admin = config.admin_key_sha256
         self._redis = redis if config.redis_keys else None
         self._prefix = prefix
+        self._ttl_s = config.redis_keys_ttl_s
         self._remembered: dict[str, tuple[float, ClientKey | None]] = {}
 
     async def check(self, headers: dict[str, str]) -> ClientKey:
@@ -73,7 +77,7 @@ class Authenticator:
         if remembered and remembered[0] > now:
             return remembered[1]
         try:
-            fields = await self._redis.hgetall(f"{self._prefix}keys:{digest}")
+            fields = await self._redis.hgetall(redis_key_name(self._prefix, digest))
         except Exception as exc:  # Redis away: keys we already know keep working
             log.warning("could not read client keys from Redis: %s", exc)
             return remembered[1] if remembered else None
@@ -85,7 +89,7 @@ class Authenticator:
                                allow_force_tier=get("allow_force_tier") in ("1", "true"))
         if len(self._remembered) > 10_000:
             self._remembered.clear()
-        self._remembered[digest] = (now + REDIS_KEY_TTL_S, client)
+        self._remembered[digest] = (now + self._ttl_s, client)
         return client
 
     def check_admin(self, headers: dict[str, str]) -> None:

@@ -5,6 +5,7 @@
     gateway mock-upstream [...]           the built-in OpenAI-compatible upstream
     gateway config check [FILE]           validate a config and say what it would serve
     gateway keys hash KEY                 the sha256 to put in auth.keys
+    gateway keys create NAME | revoke KEY | list    client keys kept in Redis (auth.redis_keys)
     gateway canary get [MODEL] | set MODEL PERCENT   on a running gateway (admin API)
     gateway cache eval|stats|flush ...    the intent cache
     gateway route explain|eval|calibrate|train ...
@@ -134,6 +135,60 @@ def _keys_hash(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redis_for_keys(args: argparse.Namespace):
+    """The config's Redis (sync client) and key prefix, for the key commands."""
+    import redis
+
+    from gateway.config import load_config
+
+    config = load_config(args.config)
+    if not config.redis.url:
+        raise SystemExit(f"{config.source}: redis.url is not set; keys in Redis need a shared Redis")
+    if not config.auth.redis_keys:
+        print(f"note: {config.source} has auth.redis_keys off: the gateway will not read these keys", file=sys.stderr)
+    return redis.Redis.from_url(config.redis.url, socket_timeout=5), config.redis.prefix
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    import secrets
+
+    from gateway.auth import hash_key, redis_key_name
+
+    client, prefix = _redis_for_keys(args)
+    key = "sk-gw-" + secrets.token_urlsafe(32)
+    fields = {"name": args.name, "allow_force_tier": "1" if args.allow_force_tier else "0"}
+    fields.update({name: str(value) for name, value in (("rpm", args.rpm), ("tpm", args.tpm)) if value})
+    client.hset(redis_key_name(prefix, hash_key(key)), mapping=fields)
+    print(key)
+    print(f"key '{args.name}' stored as its sha256; this is the only time it is shown", file=sys.stderr)
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    import re
+
+    from gateway.auth import hash_key, redis_key_name
+
+    client, prefix = _redis_for_keys(args)
+    digest = args.key if re.fullmatch(r"[0-9a-f]{64}", args.key) else hash_key(args.key)
+    if not client.delete(redis_key_name(prefix, digest)):
+        print("no such key in Redis", file=sys.stderr)
+        return 1
+    print(f"revoked {digest[:12]}… (replicas forget it within auth.redis_keys_ttl_s)")
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from gateway.auth import redis_key_name
+
+    client, prefix = _redis_for_keys(args)
+    for name in sorted(client.scan_iter(redis_key_name(prefix, "*"))):
+        fields = {k.decode(): v.decode() for k, v in client.hgetall(name).items()}
+        limits = ", ".join(f"{k} {fields[k]}" for k in ("rpm", "tpm") if k in fields) or "no limits"
+        print(f"{fields.get('name', '?'):24} {name.decode().rsplit(':', 1)[-1][:12]}…  {limits}")
+    return 0
+
+
 def _canary(args: argparse.Namespace) -> int:
     """Talks to a running gateway's admin API, so every replica picks the change up (through Redis)."""
     import httpx
@@ -183,6 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     hash_ = keys.add_parser("hash", help="print the sha256 of a key, for auth.keys")
     hash_.add_argument("key")
     hash_.set_defaults(func=_keys_hash)
+    create = keys.add_parser("create", help="make a new client key, stored (hashed) in the config's Redis")
+    create.add_argument("name")
+    create.add_argument("--rpm", type=int)
+    create.add_argument("--tpm", type=int)
+    create.add_argument("--allow-force-tier", action="store_true")
+    create.set_defaults(func=_keys_create)
+    revoke = keys.add_parser("revoke", help="delete a client key (the key or its sha256) from Redis")
+    revoke.add_argument("key")
+    revoke.set_defaults(func=_keys_revoke)
+    list_ = keys.add_parser("list", help="the client keys in Redis (names and hash prefixes)")
+    list_.set_defaults(func=_keys_list)
+    for command in (create, revoke, list_):
+        command.add_argument("--config", help="config file (default: $GATEWAY_CONFIG or config/gateway.yaml)")
 
     canary = sub.add_parser("canary", help="read or change canary percentages on a running gateway")
     canary_sub = canary.add_subparsers(dest="canary_command", required=True)

@@ -69,7 +69,8 @@ class AuthConfig(Section):
     open: bool = False  # accept any or no key; only for the demo and local use
     keys: list[ApiKey] = []
     admin_key_sha256: str | None = None
-    redis_keys: bool = False  # also accept keys stored in Redis under {prefix}keys:{sha256}
+    redis_keys: bool = False  # also accept keys stored in Redis under {prefix}keys:{sha256} (`gateway keys create`)
+    redis_keys_ttl_s: float = Field(10.0, gt=0)  # how long a replica remembers a Redis key (or its absence)
 
     @model_validator(mode="after")
     def _some_way_in(self) -> "AuthConfig":
