@@ -74,11 +74,15 @@ class Pipeline:
     async def _complete(self, req: ChatRequest, chain) -> Answer:
         key = req.cache_key if req.cache_result == "miss" else None
         if key is not None and key in self._in_flight:
-            answer = await asyncio.shield(self._in_flight[key])
-            req.served_by, req.usage = answer.headers.get("x-gateway-served-by"), None
-            req.cache_result = "coalesced"
-            self.recorder.record(req)
-            return Answer(answer.status, answer.body, dict(answer.headers))
+            try:
+                answer = await asyncio.shield(self._in_flight[key])
+            except _LeaderGone:
+                pass  # the request we waited on was cancelled (its client left): make our own call
+            else:
+                req.served_by, req.usage = answer.headers.get("x-gateway-served-by"), None
+                req.cache_result = "coalesced"
+                self.recorder.record(req)
+                return Answer(answer.status, answer.body, {**answer.headers, "x-request-id": req.request_id})
         future = None
         if key is not None:
             future = self._in_flight[key] = asyncio.get_running_loop().create_future()
@@ -96,7 +100,7 @@ class Pipeline:
                 await self.cache.store(req, parsed)
         except BaseException as exc:
             if future is not None and not future.done():
-                future.set_exception(exc if isinstance(exc, Exception) else UpstreamError("request cancelled"))
+                future.set_exception(exc if isinstance(exc, Exception) else _LeaderGone())
                 future.exception()  # retrieved: waiters re-raise it, nobody else needs to
             raise
         finally:
@@ -164,6 +168,10 @@ class Pipeline:
         if req.variant != "stable":
             headers["x-gateway-variant"] = req.variant
         return headers
+
+
+class _LeaderGone(Exception):
+    """The request that identical misses were waiting on was cancelled before it got an answer."""
 
 
 class NoLimits:

@@ -8,6 +8,7 @@ import socket
 import uuid
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 import redis
@@ -182,6 +183,28 @@ def test_identical_concurrent_misses_make_one_upstream_call(start_gateway, light
     answers = asyncio.run(burst())
     assert upstream_calls(light_mock) == 1
     assert len({a.choices[0].message.content for a in answers}) == 1
+
+
+def test_a_waiter_whose_leader_left_makes_its_own_call(start_gateway, light_mock, heavy_mock, prefix):
+    """Identical misses wait on the first one; if its client leaves (and cancels it), they still get answered."""
+    server = start_gateway(config(light_mock, heavy_mock, prefix))
+    light_mock.configure(latency_ms=600)
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "What are your opening hours?"}]}
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url, headers={"authorization": f"Bearer {TEST_KEY}"}) as http:
+            leader = asyncio.create_task(http.post("/v1/chat/completions", json=body, timeout=0.3))
+            while light_mock.stats()["in_flight"] < 1:  # the leader's call has reached the upstream
+                await asyncio.sleep(0.01)
+            follower = await http.post("/v1/chat/completions", json=body, timeout=10)
+            with pytest.raises(httpx.ReadTimeout):
+                await leader
+            return follower
+
+    follower = asyncio.run(scenario())
+    assert follower.status_code == 200, follower.text
+    assert follower.json()["model"] == LIGHT_MODEL
+    assert upstream_calls(light_mock) == 2
 
 
 def test_two_gateways_on_one_redis_share_entries(start_gateway, light_mock, heavy_mock, prefix):
