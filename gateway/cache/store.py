@@ -23,7 +23,6 @@ without touching Redis; the caller serves the request without the cache and coun
 
 from __future__ import annotations
 
-import asyncio
 import math
 import struct
 import time

@@ -299,7 +299,7 @@ def test_upstream_errors_and_cut_streams_are_not_cached(gw, light_mock, sync_red
 
     light_mock.reset()
     light_mock.configure(cut_stream_rate=1.0)
-    with pytest.raises(Exception):
+    with pytest.raises(openai.APIError):
         list(client.chat.completions.create(model=MODEL, stream=True,
                                             messages=[{"role": "user", "content": "Do you offer express delivery?"}]))
     light_mock.configure(cut_stream_rate=0.0)

@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from gateway.routing.canary import CanaryState, in_canary
@@ -61,7 +62,7 @@ async def test_redis_away_keeps_the_last_known_value(redis_client):
     state._redis = dead
     await state.refresh(force=True)
     assert state.get("support") == 40.0
-    with pytest.raises(Exception):
+    with pytest.raises(redis.exceptions.RedisError):
         await state.set("support", 5.0)  # not stored anywhere: nothing changes
     assert state.get("support") == 40.0
     await dead.aclose()

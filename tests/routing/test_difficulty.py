@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import re
@@ -124,7 +125,7 @@ def test_embedding_model_is_used_with_a_vector(scorer):
     result = scorer.score(user(SHORT_HARD), vector)
     assert result.method == "model"
     assert any(r.startswith("embedding classifier") for r in result.reasons)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         result.score = 0.0  # frozen
 
 
