@@ -34,13 +34,25 @@ class StreamRelay:
             self._tail = data
             return b""
         complete, self._tail = data[: end + 2], data[end + 2:]
-        if not self.hide_usage and not self.collect and self.ttft is not None and b'"usage":{' not in complete:
-            return complete  # the common case after the first token: nothing to look at
-        out = []
-        for event in complete.split(b"\n\n")[:-1]:
-            if self._keep(event):
-                out.append(event + b"\n\n")
-        return b"".join(out)
+        if self.collect:  # the content is wanted: look at every event
+            return b"".join(event + b"\n\n" for event in complete.split(b"\n\n")[:-1] if self._keep(event))
+        # Otherwise byte searches over the whole block: a fast upstream sends many events per read.
+        if self.ttft is None and (complete.count(b'"content":"') > complete.count(b'"content":""')
+                                  or b'"tool_calls"' in complete):
+            self.ttft = time.perf_counter() - self.started
+        if b"data: [DONE]" in complete:
+            self.finished = True
+        at = complete.find(b'"usage":{')
+        while at >= 0:
+            start = complete.rfind(b"\n\n", 0, at)
+            start = 0 if start < 0 else start + 2  # the event around this usage
+            stop = complete.find(b"\n\n", at) + 2
+            if self._keep(complete[start:stop - 2]):
+                at = complete.find(b'"usage":{', stop)
+            else:
+                complete = complete[:start] + complete[stop:]
+                at = complete.find(b'"usage":{', start)
+        return complete
 
     def flush(self) -> bytes:
         tail, self._tail = self._tail, b""

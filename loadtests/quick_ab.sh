@@ -6,7 +6,7 @@ set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd); BENCH=$REPO/loadtests/results/bench
 [ -f "$BENCH/floor_proxy.py" ] || { echo "run loadtests/run_bench.sh once first" >&2; exit 1; }
 R=${R:-2}; DUR=${DUR:-5s}
-wrk_run() { taskset -c 1 wrk -t1 -c50 -d"$DUR" --latency -s "$BENCH/chat.lua" "$1" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print "RPS", r, "p99", p}'; }
+wrk_run() { taskset -c 1 wrk -t1 -c50 -d"$DUR" --latency -s "$BENCH/${LUA:-chat.lua}" "$1" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print "RPS", r, "p99", p}'; }
 wait_up() { for _ in $(seq 1 80); do curl -s -o /dev/null -XPOST "$1" -H 'authorization: Bearer sk-bench' -d '{}' && return 0; sleep 0.25; done; return 1; }
 (cd "$BENCH" && CHUNKS=20 PORT=9100 exec taskset -c 1 node mock_upstream.js >/dev/null 2>&1) & MOCK=$!
 trap 'kill $MOCK $PID 2>/dev/null' EXIT; PID=""
