@@ -1,10 +1,10 @@
 """A client that goes away cancels its request, and with it the upstream call it was waiting on.
 
-uvicorn does not cancel a handler when its client disconnects: a non-streamed chat completion would keep
-its upstream call (and the provider's tokens) running to the end for nobody. This pure ASGI middleware
-watches the connection once the request body has been read; a disconnect before the response has started
-cancels the handler (the dispatcher's cancellation closes the upstream connection). Once the response
-has started, a stream notices the disconnect itself (Starlette's StreamingResponse) and closes upstream.
+uvicorn does not cancel a handler when its client disconnects: a chat completion would keep its upstream
+call (and the provider's tokens) running to the end for nobody, and its `send` keeps returning quietly.
+This pure ASGI middleware watches the connection once the request body has been read; a disconnect
+cancels the handler, whether it was waiting on the upstream or relaying a stream (the dispatcher's and the
+relay's cancellation close the upstream connection).
 
 Watching costs a task per request, about 8% of the gateway's CPU under load when every request has one.
 So the watch starts only for requests still running after `WATCH_AFTER_S`: the ones worth cancelling.
@@ -34,12 +34,12 @@ class CancelOnDisconnect:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         watcher: asyncio.Task | None = None
-        body_read = due = started = cancelled = False
+        body_read = due = cancelled = False
 
         async def watch() -> dict:
             nonlocal cancelled
             message = await receive()
-            if message["type"] == "http.disconnect" and not started:
+            if message["type"] == "http.disconnect":
                 cancelled = True
                 task.cancel()
             return message
@@ -47,7 +47,7 @@ class CancelOnDisconnect:
         def maybe_watch() -> None:
             nonlocal watcher, due
             due = True
-            if body_read and watcher is None and not started:
+            if body_read and watcher is None:
                 watcher = loop.create_task(watch())
 
         async def receive_wrapper() -> dict:
@@ -61,15 +61,9 @@ class CancelOnDisconnect:
                     maybe_watch()
             return message
 
-        async def send_wrapper(message: dict) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         timer = loop.call_later(self.watch_after_s, maybe_watch)
         try:
-            await self.app(scope, receive_wrapper, send_wrapper)
+            await self.app(scope, receive_wrapper, send)
         except asyncio.CancelledError:
             if cancelled and task.uncancel() == 0:
                 return  # our own cancel: the client is gone, there is nobody to answer

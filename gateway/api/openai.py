@@ -10,7 +10,7 @@ import time
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gateway.errors import BodyTooLarge, GatewayError, InvalidRequest
 from gateway.request import PRIORITIES, Answer, ChatRequest, parse_chat_body
@@ -85,9 +85,22 @@ async def chat_completions(scope, receive, send) -> None:
         await send({"type": "http.response.start", "status": result.status, "headers": raw_headers})
         await send({"type": "http.response.body", "body": result.body})
         return
-    response = StreamingResponse(result.chunks, headers={**result.headers, "cache-control": "no-cache"},
-                                 media_type="text/event-stream")
-    await response(scope, receive, send)
+    await _send_stream(result, send)
+
+
+async def _send_stream(result, send) -> None:
+    """Relay a stream as it comes. A client that leaves is noticed by CancelOnDisconnect, which cancels this
+    task; closing the chunk generator then closes the upstream call and records the request."""
+    raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+    raw_headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in result.headers.items())
+    chunks = result.chunks
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        await chunks.aclose()
 
 
 class _ChatCompletionsRoute:
