@@ -19,20 +19,7 @@ router = APIRouter()
 log = logging.getLogger("gateway")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"the request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _receive_body(headers: dict[str, str], receive, limit: int) -> bytes | None:
+async def receive_body(headers: dict[str, str], receive, limit: int) -> bytes | None:
     """The request body, or None when the client went away before sending it all."""
     declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -57,7 +44,7 @@ async def chat_completions(scope, receive, send) -> None:
     started = time.perf_counter()
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
     try:
-        raw = await _receive_body(headers, receive, state.max_body_bytes)
+        raw = await receive_body(headers, receive, state.max_body_bytes)
         if raw is None:
             return  # nobody to answer
         body = parse_chat_body(raw, state.max_body_bytes)
@@ -128,16 +115,16 @@ async def embeddings(request: Request) -> Response:
     """Passed through to the alias's deployments, in fallback order."""
     state = request.app.state
     try:
-        raw = await read_body(request, state.max_body_bytes)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        raw = await receive_body(headers, request.receive, state.max_body_bytes)
         try:
-            body = orjson.loads(raw)
+            body = orjson.loads(raw or b"")
         except orjson.JSONDecodeError as exc:
             raise InvalidRequest(f"the request body is not valid JSON: {exc.msg}") from None
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             raise InvalidRequest("'model' is required and must be a string", param="model")
         if not isinstance(body.get("input"), (str, list)):
             raise InvalidRequest("'input' is required and must be a string or an array", param="input")
-        headers = {k.lower(): v for k, v in request.headers.items()}
         req = ChatRequest(body=body, alias=body["model"], headers=headers)
         req.key = await state.auth.check(headers)
         state.router.require_model(req)
