@@ -137,6 +137,7 @@ class CacheConfig(Section):
     max_temperature: float = Field(0.7, ge=0)  # above this an answer is too random to reuse
     semantic: bool = True
     max_entries_per_intent: int = Field(2000, gt=0)
+    redis_timeout_ms: int = Field(10, gt=0)  # a cache lookup waits no longer on Redis, then serves without it
     default_ttl_s: int = Field(3600, gt=0)
 
 

@@ -340,7 +340,8 @@ def build_cache(config: "GatewayConfig", intents: "IntentsConfig | None", redis,
     """RedisStore when a Redis client is given (redis.url set), MemoryStore otherwise."""
     cache = config.cache
     if redis is not None:
-        store = RedisStore(redis, config.redis.prefix, cache.max_entries_per_intent)
+        store = RedisStore(redis, config.redis.prefix, cache.max_entries_per_intent,
+                           lookup_timeout_s=cache.redis_timeout_ms / 1000)
     else:
         store = MemoryStore(cache.max_entries_per_intent)
     return IntentCache(cache, intents, store, metrics, cost_of=cost_of, semantic=semantic)

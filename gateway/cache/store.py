@@ -16,13 +16,15 @@ bound, bumps the version. A semantic lookup reads only the partition's version (
 keeps a local mirror of the partition (a float32 matrix) and reloads it (one HGETALL) when the version has
 changed, at most once per `reload_s` (its own stores are added to its mirror at once).
 
-Fail open: a Redis error or timeout (socket timeout = redis.timeout_ms) raises `StoreUnavailable`, and
+Fail open: a Redis error or timeout raises `StoreUnavailable` (the two reads on a request's path, the exact
+GET and the partition's version, wait at most cache.redis_timeout_ms; the rest, redis.timeout_ms), and
 opens a short circuit (0.25 s, doubling to 5 s while failures go on) during which calls fail at once
 without touching Redis; the caller serves the request without the cache and counts the error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import struct
 import time
@@ -264,8 +266,10 @@ class RedisStore:
     """Shared by every replica. `redis` is a redis.asyncio client (socket timeout = redis.timeout_ms)."""
 
     def __init__(self, redis: Any, prefix: str = "gw:", max_entries_per_intent: int = 2000, *,
-                 reload_s: float = 1.0, backoff_s: float = 0.25, max_backoff_s: float = 5.0) -> None:
+                 lookup_timeout_s: float | None = None, reload_s: float = 1.0, backoff_s: float = 0.25,
+                 max_backoff_s: float = 5.0) -> None:
         self.redis = redis
+        self.lookup_timeout_s = lookup_timeout_s  # the two reads on a request's path; others: the socket's
         self.max_entries = max_entries_per_intent
         self.reload_s = reload_s
         self._p = prefix + "c:"
@@ -276,11 +280,15 @@ class RedisStore:
         self._open_until = 0.0
 
     # ------------------------------------------------------------------------------------ fail open
-    async def _call(self, make: Callable[[], Awaitable[Any]]) -> Any:
+    async def _call(self, make: Callable[[], Awaitable[Any]], timeout_s: float | None = None) -> Any:
         if self._open_until and time.monotonic() < self._open_until:
             raise StoreUnavailable("redis circuit open: not trying before the backoff ends")
         try:
-            result = await make()
+            if timeout_s is None:
+                result = await make()
+            else:
+                async with asyncio.timeout(timeout_s):
+                    result = await make()
         except Exception as exc:  # redis errors, timeouts, connection refused: all fail open
             self._failures += 1
             backoff = min(self._max_backoff_s, self._backoff_s * 2 ** (self._failures - 1))
@@ -296,7 +304,7 @@ class RedisStore:
 
     # ----------------------------------------------------------------------------------- the protocol
     async def get(self, key: str) -> bytes | None:
-        return await self._call(lambda: self.redis.get(self._p + "e:" + key))
+        return await self._call(lambda: self.redis.get(self._p + "e:" + key), self.lookup_timeout_s)
 
     def _partition_keys(self, intent: str, context: str) -> tuple[str, str, str]:
         tail = f"{intent}:{context}"
@@ -320,7 +328,7 @@ class RedisStore:
 
     async def candidates(self, intent: str, context: str) -> Candidates | None:
         vkey, _, nkey = self._partition_keys(intent, context)
-        version = await self._call(lambda: self.redis.get(nkey))
+        version = await self._call(lambda: self.redis.get(nkey), self.lookup_timeout_s)
         mirror = self._mirrors.get((intent, context))
         now = time.monotonic()
         if mirror is not None and (mirror.version == version or now - mirror.loaded_at < self.reload_s):

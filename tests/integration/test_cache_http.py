@@ -349,7 +349,7 @@ def test_a_slow_redis_times_out_and_fails_open(start_gateway, light_mock, heavy_
         server = start_gateway(config(light_mock, heavy_mock, prefix, url=url))
         headers, answer = ask(sdk(server), "How do I get a refund?")
         assert headers["x-gateway-cache"] == "miss" and answer.choices[0].message.content
-        assert float(headers["x-gateway-overhead-ms"]) < 1000
+        assert float(headers["x-gateway-overhead-ms"]) < 250  # cache.redis_timeout_ms (10), then the breaker
         assert metric(server, "gateway_cache_errors_total", {"operation": "lookup"}) == 1
     finally:
         silent.close()
