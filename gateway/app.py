@@ -29,7 +29,7 @@ from gateway.pipeline import Pipeline
 from gateway.pricing import Pricing
 from gateway.recorder import Recorder
 from gateway.routing.canary import CanaryState
-from gateway.routing.router import Router
+from gateway.routing.router import Router, StickyTiers
 from gateway.upstream.client import make_transport
 from gateway.upstream.budget import make_windows
 from gateway.upstream.dispatcher import Dispatcher
@@ -125,7 +125,9 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
         state.canary = CanaryState({alias: route.canary.percent for alias, route in config.models.items()
                                     if route.canary is not None}, state.redis, config.redis.prefix,
                                    metrics=state.metrics)
-        state.router = Router(config, _difficulty_scorer(config), metrics=state.metrics, canary=state.canary)
+        state.router = Router(config, _difficulty_scorer(config), metrics=state.metrics, canary=state.canary,
+                              sticky=StickyTiers(state.redis, config.redis.prefix,
+                                                 timeout_s=config.cache.redis_timeout_ms / 1000))
         state.transport = transport or make_transport(config.server.upstream_client, config.server.max_connections)
         state.auth = Authenticator(config.auth, state.redis, config.redis.prefix)
         state.dispatcher = Dispatcher(config, state.transport, state.metrics, redis=state.redis)

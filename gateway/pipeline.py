@@ -66,7 +66,7 @@ class Pipeline:
             self.recorder.record_cache_hit(req, cached)
             return self.cache.render(req, cached)
 
-        chain = self.router.decide(req)
+        chain = await self.router.decide(req)
         if req.stream:
             return await self._stream(req, chain)
         return await self._complete(req, chain)

@@ -8,6 +8,8 @@ alias with a canary is split between the canary and the stable chain (routing/ca
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 
 from gateway.config import GatewayConfig
@@ -15,29 +17,60 @@ from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.request import ChatRequest
 from gateway.routing.canary import CanaryState, in_canary
 
+log = logging.getLogger("gateway.routing")
+
 STICKY_TTL_S = 1800.0
 TIERS = ("light", "heavy")
 
 
 class StickyTiers:
-    """Sessions that went heavy, in process, bounded. (Shared through Redis by the resilience layer's store.)"""
+    """Conversations that went heavy, per alias: in this process (bounded), and in Redis when configured so
+    that the next turn finds them whichever replica it reaches. Redis slower than `timeout_s`, or away,
+    counts as "not known heavy": the turn is routed on its own difficulty."""
 
-    def __init__(self, ttl_s: float = STICKY_TTL_S, max_entries: int = 100_000) -> None:
+    def __init__(self, redis=None, prefix: str = "gw:", ttl_s: float = STICKY_TTL_S, timeout_s: float = 0.01,
+                 max_entries: int = 100_000) -> None:
+        self.redis = redis
+        self.prefix = prefix + "sticky:"
         self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
         self.max_entries = max_entries
         self._heavy: dict[str, float] = {}
 
-    def is_heavy(self, session: str) -> bool:
-        until = self._heavy.get(session)
-        return until is not None and until > time.monotonic()
+    async def is_heavy(self, alias: str, session: str) -> bool:
+        key = f"{alias}:{session}"
+        until = self._heavy.get(key)
+        if until is not None and until > time.monotonic():
+            return True
+        if self.redis is None:
+            return False
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                found = await self.redis.exists(self.prefix + key)
+        except Exception as exc:
+            log.debug("sticky tiers: Redis unavailable (%s)", type(exc).__name__)
+            return False
+        if found:
+            self._remember(key)
+        return bool(found)
 
-    def mark_heavy(self, session: str) -> None:
+    async def mark_heavy(self, alias: str, session: str) -> None:
+        key = f"{alias}:{session}"
+        self._remember(key)
+        if self.redis is not None:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await self.redis.set(self.prefix + key, b"1", ex=int(self.ttl_s))
+            except Exception as exc:
+                log.debug("sticky tiers: Redis unavailable (%s)", type(exc).__name__)
+
+    def _remember(self, key: str) -> None:
         if len(self._heavy) >= self.max_entries:
             now = time.monotonic()
             self._heavy = {k: v for k, v in self._heavy.items() if v > now}
             if len(self._heavy) >= self.max_entries:
                 self._heavy.clear()
-        self._heavy[session] = time.monotonic() + self.ttl_s
+        self._heavy[key] = time.monotonic() + self.ttl_s
 
 
 class Router:
@@ -57,9 +90,9 @@ class Router:
             raise ModelNotFound(f"the model '{req.alias}' does not exist; GET /v1/models lists the models",
                                 param="model")
 
-    def decide(self, req: ChatRequest):
+    async def decide(self, req: ChatRequest):
         route = self.config.models[req.alias]
-        req.tier = self._tier(req, route)
+        req.tier = await self._tier(req, route)
         if self.metrics is not None:
             self.metrics.route_decisions.labels(req.alias, req.tier).inc()
             if req.difficulty is not None:
@@ -83,7 +116,7 @@ class Router:
             self.metrics.canary_requests.labels(req.alias, "canary", "failed" if failed else "ok").inc()
         await self.canary.observe(req.alias, failed, canary.rollback_window, canary.rollback_error_rate)
 
-    def _tier(self, req: ChatRequest, route) -> str:
+    async def _tier(self, req: ChatRequest, route) -> str:
         forced = req.headers.get("x-gateway-tier")
         if forced and req.key is not None and req.key.allow_force_tier:
             if forced not in TIERS:
@@ -94,10 +127,11 @@ class Router:
             return "light"
         req.difficulty = self.scorer.score(req.messages, req.vector)
         session = req.headers.get("x-session-id") or req.body.get("user")
-        if route.sticky_heavy and isinstance(session, str) and session and self.sticky.is_heavy(session):
-            return "heavy"
+        sticky = route.sticky_heavy and isinstance(session, str) and session
         if req.difficulty.score >= route.difficulty_threshold:
-            if route.sticky_heavy and isinstance(session, str) and session:
-                self.sticky.mark_heavy(session)
+            if sticky:
+                await self.sticky.mark_heavy(req.alias, session)
+            return "heavy"
+        if sticky and await self.sticky.is_heavy(req.alias, session):
             return "heavy"
         return "light"

@@ -78,3 +78,26 @@ def test_route_explain_prints_score_tier_and_reasons(capsys):
     assert cli_main(["route", "explain", HARD]) == 0
     out = capsys.readouterr().out
     assert "heavy" in out and "legal" in out.lower()
+
+
+def test_stickiness_is_shared_by_replicas_through_redis(start_gateway, light_mock, heavy_mock):
+    import uuid
+
+    import redis
+
+    prefix = f"gwtest:{uuid.uuid4().hex}:"
+    config = base_config(light_mock.url, heavy_mock.url,
+                         redis={"url": "redis://127.0.0.1:6379/15", "prefix": prefix})
+    first, second = start_gateway(config), start_gateway(config)
+    try:
+        one = openai.OpenAI(base_url=first.base_url, api_key=TEST_KEY, max_retries=0)
+        two = openai.OpenAI(base_url=second.base_url, api_key=TEST_KEY, max_retries=0)
+        assert ask(one, HARD, **{"x-session-id": "conv-7"})[0].model == HEAVY_MODEL
+        answer, headers = ask(two, EASY, **{"x-session-id": "conv-7"})  # the other replica
+        assert answer.model == HEAVY_MODEL and headers["x-gateway-tier"] == "heavy"
+        assert ask(two, EASY, **{"x-session-id": "conv-8"})[0].model == LIGHT_MODEL
+    finally:
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+        client.close()
