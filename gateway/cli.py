@@ -9,6 +9,7 @@
     gateway canary get [MODEL] | set MODEL PERCENT   on a running gateway (admin API)
     gateway cache eval|stats|flush ...    the intent cache
     gateway route explain|eval|calibrate|train ...
+    gateway report [--url URL]            latency, cost per intent, hit rate, heavy share of a running gateway
 """
 
 from __future__ import annotations
@@ -264,11 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     canary_sub.choices["set"].add_argument("model")
     canary_sub.choices["set"].add_argument("percent", type=float)
 
-    from gateway import mock_upstream
+    from gateway import mock_upstream, report
     from gateway.cache import cli as cache_cli
     from gateway.routing import cli as route_cli
 
-    for module in (mock_upstream, cache_cli, route_cli):
+    for module in (mock_upstream, cache_cli, route_cli, report):
         module.register_cli(sub)
     return parser
 
