@@ -55,10 +55,7 @@ class ChatRequest:
 
     @property
     def last_user_text(self) -> str:
-        for message in reversed(self.body["messages"]):
-            if message.get("role") == "user":
-                return content_text(message.get("content"))
-        return ""
+        return last_user_text(self.body["messages"])
 
     @property
     def system_prompt(self) -> str:
@@ -89,6 +86,14 @@ def content_text(content: Any) -> str:
     if isinstance(content, list):
         return " ".join(part.get("text", "") for part in content
                         if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str))
+    return ""
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    """Text of the last user message (the one the embedding is computed on), or "" if none."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return content_text(message.get("content"))
     return ""
 
 

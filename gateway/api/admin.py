@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway.cache.store import StoreUnavailable
+from gateway.api import request_headers
 from gateway.errors import GatewayError, InvalidRequest
 
 router = APIRouter(prefix="/admin")
@@ -26,7 +27,7 @@ def _unavailable(exc: Exception) -> Response:
 
 
 async def _admin(request: Request) -> None:
-    request.app.state.auth.check_admin({k.lower(): v for k, v in request.headers.items()})
+    request.app.state.auth.check_admin(request_headers(request))
 
 
 @router.get("/cache/stats")

@@ -10,13 +10,10 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from gateway.api import request_headers
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound
 
 router = APIRouter(prefix="/admin/canary")
-
-
-def _headers(request: Request) -> dict[str, str]:
-    return {k.lower(): v for k, v in request.headers.items()}
 
 
 def _view(state) -> bytes:
@@ -30,7 +27,7 @@ def _view(state) -> bytes:
 async def get_canary(request: Request) -> Response:
     state = request.app.state
     try:
-        state.auth.check_admin(_headers(request))
+        state.auth.check_admin(request_headers(request))
         await state.canary.refresh(force=True)
     except GatewayError as exc:
         return exc.to_response()
@@ -41,7 +38,7 @@ async def get_canary(request: Request) -> Response:
 async def set_canary(alias: str, request: Request) -> Response:
     state = request.app.state
     try:
-        state.auth.check_admin(_headers(request))
+        state.auth.check_admin(request_headers(request))
         if alias not in state.canary.percent:
             raise ModelNotFound(f"the model '{alias}' has no canary configured", param="alias")
         try:

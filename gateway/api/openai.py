@@ -12,6 +12,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from gateway.api import request_headers
 from gateway.errors import BodyTooLarge, GatewayError, InvalidRequest
 from gateway.request import PRIORITIES, Answer, ChatRequest, parse_chat_body
 
@@ -104,7 +105,7 @@ router.add_route("/v1/chat/completions", _ChatCompletionsRoute(), methods=["POST
 async def list_models(request: Request) -> Response:
     state = request.app.state
     try:
-        await state.auth.check({k.lower(): v for k, v in request.headers.items()})
+        await state.auth.check(request_headers(request))
     except GatewayError as exc:
         return exc.to_response()
     return Response(state.models_body, media_type="application/json")
@@ -115,7 +116,7 @@ async def embeddings(request: Request) -> Response:
     """Passed through to the alias's deployments, in fallback order."""
     state = request.app.state
     try:
-        headers = {k.lower(): v for k, v in request.headers.items()}
+        headers = request_headers(request)
         raw = await receive_body(headers, request.receive, state.max_body_bytes)
         try:
             body = orjson.loads(raw or b"")

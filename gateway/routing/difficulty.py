@@ -29,6 +29,8 @@ import numpy as np
 import orjson
 from pydantic import BaseModel
 
+from gateway.request import content_text, last_user_text
+
 __all__ = [
     "DEFAULT_MODEL_PATH",
     "FEATURE_NAMES",
@@ -68,22 +70,6 @@ def tier_for(score: float, threshold: float) -> Literal["light", "heavy"]:
 
 # --- text of a conversation -------------------------------------------------------------------------
 
-def _content_text(content) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
-def last_user_text(messages: list[dict]) -> str:
-    """Text of the last user message (the one the embedding is computed on), or "" if none."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return _content_text(message.get("content"))
-    return ""
-
-
 def conversation_text(messages: list[dict]) -> tuple[str, list[str], int]:
     """(last user text, up to 4 earlier user/assistant texts, number of user turns). System text is
     ignored: it is the deployment's, not the request's."""
@@ -94,8 +80,8 @@ def conversation_text(messages: list[dict]) -> tuple[str, list[str], int]:
             break
     if last_index < 0:
         return "", [], 0
-    last = _content_text(messages[last_index].get("content"))
-    earlier = [_content_text(m.get("content")) for m in messages[:last_index]
+    last = content_text(messages[last_index].get("content"))
+    earlier = [content_text(m.get("content")) for m in messages[:last_index]
                if m.get("role") in ("user", "assistant")]
     turns = sum(1 for m in messages if m.get("role") == "user")
     return last, earlier[-_CONTEXT_MESSAGES:], turns
