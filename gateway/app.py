@@ -22,7 +22,7 @@ from gateway.cache.disabled import DisabledCache
 from gateway.config import GatewayConfig
 from gateway.disconnect import CancelOnDisconnect
 from gateway.embeddings import Embedder
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, error_response
 from gateway.metrics import Metrics
 from gateway.limits import KeyLimits
 from gateway.pipeline import Pipeline
@@ -180,8 +180,7 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
     async def http_error(request: Request, exc: HTTPException) -> Response:
         kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
         message = f"{request.method} {request.url.path}: {exc.detail}"
-        body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": kind}}
-        return Response(orjson.dumps(body), status_code=exc.status_code, media_type="application/json")
+        return error_response(exc.status_code, message, "invalid_request_error", kind)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> Response:

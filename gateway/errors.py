@@ -131,9 +131,9 @@ class UpstreamStatus(UpstreamError):
         if self.status in (401, 403):  # the upstream refused the gateway's own key: not the caller's fault,
             # and its body may echo part of that key ("Incorrect API key provided: sk-...abcd")
             where = f" of deployment {self.deployment!r}" if self.deployment else ""
-            return GatewayError.to_response(_Rendered(
-                f"the upstream{where} refused the gateway's credentials ({self.status}); check its api_key_env",
-                502, self.type, "upstream_auth_failed"))
+            return error_response(
+                502, f"the upstream{where} refused the gateway's credentials ({self.status}); check its api_key_env",
+                self.type, "upstream_auth_failed")
         if not self.retryable and _is_openai_error(self.upstream_body):
             return Response(self.upstream_body, status_code=self.status, media_type="application/json")
         if self.status == 429:
@@ -143,13 +143,13 @@ class UpstreamStatus(UpstreamError):
         message = (f"the upstream answered {self.status}" if not self.retryable
                    else f"the upstream failed ({self.status}) and no fallback could serve the request")
         status = self.status if not self.retryable else 502
-        return GatewayError.to_response(_Rendered(message, status, self.type, self.code))
+        return error_response(status, message, self.type, self.code)
 
 
-class _Rendered(GatewayError):
-    def __init__(self, message: str, status: int, type_: str, code: str | None) -> None:
-        super().__init__(message, code=code)
-        self.status, self.type = status, type_
+def error_response(status: int, message: str, type_: str = "api_error", code: str | None = None) -> Response:
+    """An OpenAI-shaped error with any status (the classes above cover the usual ones)."""
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 def _is_openai_error(body: bytes) -> bool:
