@@ -1,9 +1,10 @@
 """The gateway's configuration: pydantic models of config/gateway.yaml, validated once at start.
 
 `load_config(path)` reads YAML, expands `${VAR}` / `${VAR:-default}` in strings, applies `GATEWAY_*`
-environment overrides (`GATEWAY_SERVER__PORT=9000` sets server.port), reads the pricing and intents files
-named in it (relative to the config file), and validates. Any error raises `ConfigError` naming the file
-and the dotted path of the bad field.
+environment overrides (`GATEWAY_SERVER__PORT=9000` sets server.port; strings unless the field's type says
+otherwise), reads the pricing and intents files named in it (relative to the config file), and validates.
+Any error raises `ConfigError` naming the file and the dotted path of the bad field, or the environment
+variable it came from, with the nearest field name for a misspelt one (gateway.config_source).
 """
 
 from __future__ import annotations
@@ -12,16 +13,14 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.config_source import ConfigError, apply_env_overrides, describe_validation, read_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "gateway.yaml"
-
-
-class ConfigError(Exception):
-    """A configuration that cannot start the gateway; the message names the file and the field."""
 
 
 class Section(BaseModel):
@@ -39,6 +38,37 @@ class ServerConfig(Section):
     log_level: str = "info"
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+
+
+def check_http_url(value: str) -> str:
+    """An http(s) URL with a host and a valid port, or ValueError saying what is wrong."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        raise ValueError(f"not an http(s) URL: {value!r} (expected e.g. https://api.openai.com/v1)")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"not a valid port in {value!r}") from None
+    return value
+
+
+def check_redis_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in REDIS_SCHEMES or (parts.scheme != "unix" and not parts.hostname) \
+            or (parts.scheme == "unix" and not parts.path):
+        raise ValueError(f"not a Redis URL: {value!r} (expected redis://HOST:PORT/DB, rediss:// for TLS, "
+                         "or unix:///path/to/socket)")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"not a valid port in {value!r}") from None
+    db = parts.path.strip("/")
+    if parts.scheme in ("redis", "rediss") and db and not db.isdigit():
+        raise ValueError(f"the database in {value!r} must be a number (redis://HOST:PORT/0)")
+    return value
+
+
 class RedisConfig(Section):
     url: str | None = None  # None or empty: in-memory stores (single process)
     prefix: str = "gw:"
@@ -46,8 +76,8 @@ class RedisConfig(Section):
 
     @field_validator("url")
     @classmethod
-    def _empty_is_none(cls, value: str | None) -> str | None:
-        return value or None
+    def _url(cls, value: str | None) -> str | None:
+        return check_redis_url(value) if value else None
 
 
 class ApiKey(Section):
@@ -72,6 +102,13 @@ class AuthConfig(Section):
     redis_keys: bool = False  # also accept keys stored in Redis under {prefix}keys:{sha256} (`gateway keys create`)
     redis_keys_ttl_s: float = Field(10.0, gt=0)  # how long a replica remembers a Redis key (or its absence)
 
+    @field_validator("admin_key_sha256")
+    @classmethod
+    def _admin_hex(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError("must be the 64-character lowercase hex sha256 of the admin key (gateway keys hash KEY)")
+        return value
+
     @model_validator(mode="after")
     def _some_way_in(self) -> "AuthConfig":
         if not self.open and not self.keys and not self.redis_keys:
@@ -84,22 +121,83 @@ class Timeouts(Section):
     read: float = Field(60.0, gt=0)  # between bytes; for a stream, between chunks
 
 
+class UpstreamKey(Section):
+    """One upstream API key, read from its source at start and again every `keys_refresh_s` (a rotated
+    secret is picked up without a restart)."""
+
+    id: str | None = None  # in logs and budget names; default: the variable or file name (never the key)
+    env: str | None = None  # an environment variable holding the key
+    file: str | None = None  # a file holding it (a mounted secret); one key per line: several keys
+    rpm: int | None = Field(None, gt=0)  # this key's own provider quota (default: the deployment's)
+    tpm: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "UpstreamKey":
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of env (a variable name) or file (a path)")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.id or self.env or Path(self.file).name
+
+
+AZURE_DEPLOYMENT_PATH = re.compile(r"^(?P<base>.*?)/openai/deployments/(?P<name>[^/?]+)(/.*)?$")
+
+
 class Deployment(Section):
-    base_url: str
+    provider: Literal["openai", "azure"] = "openai"  # openai: any OpenAI-compatible server (vLLM, Together...)
+    base_url: str  # openai: up to /v1; azure: https://RESOURCE.openai.azure.com (or a deployment URL)
     model: str  # the upstream's model name
+    azure_deployment: str | None = None  # azure: the deployment name in the URL (default: model)
+    api_version: str = "2024-10-21"  # azure: the api-version query parameter
     api_key_env: str | None = None  # name of the env var holding the upstream key
+    api_keys: list[UpstreamKey] = []  # several keys, each with its own quota; 401/403 sets a key aside
+    keys_refresh_s: float = Field(10.0, gt=0)  # how often keys are read again from their env var or file
+    key_aside_s: float = Field(300.0, gt=0)  # a refused key is tried again after this (or once it changes)
     headers: dict[str, str] = {}
     timeout: Timeouts = Timeouts()
     rpm: int | None = Field(None, gt=0)  # provider quota: the gateway stays under it
     tpm: int | None = Field(None, gt=0)
     price_as: str | None = None  # pricing-table entry, when it differs from `model`
 
+    @model_validator(mode="before")
+    @classmethod
+    def _azure_url(cls, data: Any) -> Any:
+        """An Azure deployment URL as pasted from the portal (…/openai/deployments/NAME/…?api-version=V)
+        fills azure_deployment and api_version; any other provider is told to set provider: azure."""
+        if not isinstance(data, dict) or not isinstance(data.get("base_url"), str):
+            return data
+        parts = urlsplit(data["base_url"])
+        match = AZURE_DEPLOYMENT_PATH.match(parts.path)
+        if data.get("provider", "openai") != "azure":
+            if match or "api-version" in parts.query:
+                raise ValueError(f"base_url {data['base_url']!r} is an Azure deployment URL: set provider: azure")
+            return data
+        data = dict(data)
+        data["base_url"] = parts._replace(path=match.group("base") if match else parts.path, query="").geturl()
+        if match:
+            data.setdefault("azure_deployment", match.group("name"))
+        version = parse_qs(parts.query).get("api-version")
+        if version:
+            data.setdefault("api_version", version[0])
+        return data
+
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"https?://[^/]+", value):
-            raise ValueError(f"not an http(s) URL: {value!r}")
+        check_http_url(value)
+        if urlsplit(value).query:
+            raise ValueError(f"base_url {value!r} has a query string: put parameters in headers or api_version")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> "Deployment":
+        names = [key.name for key in self.api_keys] + ([self.api_key_env] if self.api_key_env else [])
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"api_keys: the key id {repeated[0]!r} is used twice (set `id` to tell them apart)")
+        return self
 
     @property
     def api_key(self) -> str | None:
@@ -221,43 +319,8 @@ def _expand_env(value: Any, environ: dict[str, str]) -> Any:
     return value
 
 
-def _apply_env_overrides(data: dict, environ: dict[str, str]) -> None:
-    for name, raw in environ.items():
-        # Only SECTION__FIELD names: GATEWAY_CONFIG, GATEWAY_ADMIN_KEY or a Kubernetes service link such
-        # as GATEWAY_PORT=tcp://... are not config fields.
-        if not name.startswith("GATEWAY_") or "__" not in name:
-            continue
-        path = name[len("GATEWAY_"):].lower().split("__")
-        node = data
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"environment {name}: {'.'.join(path)} is not a section")
-        node[path[-1]] = yaml.safe_load(raw) if raw else None
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
-    return data
-
-
-def _format_validation(source: str, exc: ValidationError) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"  {where}: {error['msg']}")
-    return "\n".join(lines)
-
-
 def build_config(data: dict, source: str = "<dict>", base_dir: Path | None = None,
-                 environ: dict[str, str] | None = None) -> GatewayConfig:
+                 environ: dict[str, str] | None = None, overrides: dict | None = None) -> GatewayConfig:
     """Validate a config mapping. `pricing_file` / `intents_file` (relative to base_dir) hold the whole
     `pricing` / `intents` section; keys given inline win over the file's."""
     data = _expand_env(dict(data), os.environ if environ is None else environ)
@@ -265,17 +328,17 @@ def build_config(data: dict, source: str = "<dict>", base_dir: Path | None = Non
     for key, target in (("pricing_file", "pricing"), ("intents_file", "intents")):
         if key in data:
             file = base_dir / data.pop(key)
-            loaded = _read_yaml(file)
+            loaded = read_yaml(file)
             data[target] = {**loaded, **data.get(target, {})}
     try:
         config = GatewayConfig.model_validate({**data, "source": source})
     except ValidationError as exc:
-        raise ConfigError(_format_validation(source, exc)) from None
-    _validate_sections(config)
+        raise ConfigError(describe_validation(source, exc, GatewayConfig, overrides)) from None
+    _validate_sections(config, overrides)
     return config
 
 
-def _validate_sections(config: GatewayConfig) -> None:
+def _validate_sections(config: GatewayConfig, overrides: dict | None = None) -> None:
     """Sections owned by other modules are validated by them, here, so a bad one stops the start too."""
     from gateway.intents import IntentsConfig
     from gateway.routing.difficulty import DifficultySettings
@@ -285,12 +348,12 @@ def _validate_sections(config: GatewayConfig) -> None:
         try:
             model.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(_format_validation(f"{config.source} ({name})", exc)) from None
+            raise ConfigError(describe_validation(config.source, exc, model, overrides, prefix=(name,))) from None
 
 
 def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> GatewayConfig:
     environ = os.environ if environ is None else environ
     path = Path(path or environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG_PATH)
-    data = _read_yaml(path)
-    _apply_env_overrides(data, dict(environ))
-    return build_config(data, source=str(path), base_dir=path.parent, environ=environ)
+    data = read_yaml(path)
+    overrides = apply_env_overrides(data, environ, GatewayConfig)
+    return build_config(data, source=str(path), base_dir=path.parent, environ=environ, overrides=overrides)

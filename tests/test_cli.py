@@ -58,7 +58,7 @@ def test_config_check_accepts_a_small_config(tmp_path, capsys):
 @pytest.mark.parametrize("old,new,field,words", [
     ("upstream_client: aiohttp", "upstream_client: curl", "server.upstream_client", "aiohttp"),
     ("port: 8080", "port: eighty", "server.port", "integer"),
-    ("port: 8080", "prot: 8080", "server.prot", "Extra inputs"),
+    ("port: 8080", "prot: 8080", "server.prot", "unknown field 'prot' (did you mean 'port'?)"),
     ('base_url: "http://127.0.0.1:9100/v1"', 'base_url: "127.0.0.1:9100"', "deployments.primary.base_url", "URL"),
     ("deployments: [primary]", "deployments: [primry]", "models.gpt-3.5-turbo.deployments", "primry"),
     ('sha256: "', 'sha256: "abc', "auth.keys.0.sha256", "sha256"),
