@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import orjson
 
+from gateway.bounds import clip
 from gateway.errors import BodyTooLarge, InvalidRequest
 
 if TYPE_CHECKING:
@@ -55,7 +56,8 @@ class ChatRequest:
 
     @property
     def last_user_text(self) -> str:
-        return last_user_text(self.body["messages"])
+        """The question the embedding, intents and cache guards see: clipped to bounds.TEXT_LIMIT."""
+        return clip(last_user_text(self.body["messages"]))
 
     @property
     def system_prompt(self) -> str:

@@ -3,7 +3,8 @@
     exact_key(req)        hash of everything that changes the answer (alias, forced tier, messages, params)
     context_key(req)      the semantic partition: the same minus the user's words, temperature, top_p, seed
     controls(headers)     (lookup, store) from `Cache-Control` and `x-gateway-cache`
-    uncacheable(req, t)   why a request may not use the cache (n > 1, tools, temperature), or None
+    uncacheable(req, t)   why a request may not use the cache (n > 1, tools, temperature, user text over
+                          bounds.CACHE_TEXT_LIMIT), or None
     has_personal_data(s)  e-mail, phone number, order id / reference, long digit run
 
 The canonical form is orjson with sorted keys, hashed with blake2b (128 bits). User messages are
@@ -21,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from gateway.bounds import CACHE_TEXT_LIMIT
 from gateway.request import ChatRequest, content_text
 
 __all__ = ["NOT_IN_KEY", "exact_key", "context_key", "controls", "uncacheable", "has_personal_data",
@@ -36,15 +38,17 @@ _CODE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]*`", re.S)
 _SPACE = re.compile(r"\s+")
 _OPT = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
+# Every pattern here runs in linear time (tests/test_bounds.py): a pattern that may start anywhere inside a
+# run it then scans to its end (`[\w.+-]+@` without a lookbehind) costs quadratic time; 64 KiB of "y" took 20 s.
 # Personal data: e-mail, phone number (8+ digits with separators), long digit run (5+), order id / reference
 # written as `#123`, `n°123`, `order 1234`, or a token mixing letters and 3+ digits (A12B34, FR-4821X).
 _PERSONAL = re.compile(
-    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+    r"(?<![\w.+-])[\w.+-]++@[\w-]++(?:\.[\w-]++)+"
     r"|(?<![\w])\+?\d(?:[\s.()-]?\d){7,}(?![\w])"
     r"|\d{5,}"
     r"|(?:#|\bn[°o]\.?\s?)\s?\d{3,}"
     r"|\b(?:order|commande|invoice|facture|ticket|tracking|colis|parcel|package)\s*(?:id|number|no\.?|n°|#)?\s*:?\s*#?\d{3,}"
-    r"|\b(?=[a-z0-9-]*\d[a-z0-9-]*\d[a-z0-9-]*\d)(?=[a-z0-9-]*[a-z])[a-z0-9]+(?:-[a-z0-9]+)*\b",
+    r"|(?<![\w-])(?=[a-z0-9-]*\d[a-z0-9-]*\d[a-z0-9-]*\d)(?=[a-z0-9-]*[a-z])[a-z0-9]+(?:-[a-z0-9]+)*\b",
     re.I)
 _SAFE_CODES = re.compile(r"^(?:\d{3,4}(?:p|k|hz|mb|gb|go|ko|mo|mah|mm|cm|km|kg|ml)|[a-z]\d{3}[a-z]?)$", re.I)
 
@@ -140,10 +144,17 @@ def uncacheable(req: ChatRequest, max_temperature: float) -> str | None:
     temperature = body.get("temperature")
     if temperature is not None and temperature > max_temperature:
         return "temperature"
+    if sum(len(text) for text in user_texts(req)) > CACHE_TEXT_LIMIT:
+        return "too_long"
     return None
 
 
+_HINT = re.compile(r"[\d@]")  # every personal-data pattern needs a digit or an @: prose without one is clean
+
+
 def has_personal_data(text: str) -> bool:
+    if not _HINT.search(text):
+        return False
     for match in _PERSONAL.finditer(text):
         if not _SAFE_CODES.match(match.group(0)):
             return True

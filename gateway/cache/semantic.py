@@ -131,12 +131,11 @@ _KNOWN_RX = re.compile(r"(?<![\w])(" + "|".join(
 
 _TOKEN = re.compile(r"[\w][\w'-]*|[€$£%]")
 _RAW_WORD = re.compile(r"[^\W\d_][\w'-]*|\d[\w-]*")
-_SENTENCE_START = re.compile(r"(?:^|[.!?:;\n]\s*|[\"«(]\s*)$")
 _ORDINAL = r"(?:st|nd|rd|th|er|ere|eme|e|re)"
 _NUMBER = re.compile(r"(?<![\w.,])(\d+(?:[.,]\d+)*)" + _ORDINAL + r"?(?![\w])")
-_CODE = re.compile(r"(?<![\w])#?(?!\d+" + _ORDINAL + r"(?![\w]))"
+_CODE = re.compile(r"(?<![\w-])#?(?!\d+" + _ORDINAL + r"(?![\w]))"
                    r"((?=[\w-]*\d)(?=[\w-]*[a-z])[a-z0-9]+(?:[-_/][a-z0-9]+)*|\d{5,})(?![\w])")
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]++@[\w-]++(?:\.[\w-]++)+")
 _URL = re.compile(r"https?://\S+|www\.\S+")
 _PHONE = re.compile(r"(?<![\w])(?:\+\d{1,3}[\s.-]?)?(?:\d[\s.-]?){9,12}\d(?![\w])")
 
@@ -239,7 +238,7 @@ def _names(raw: str, scrubbed: str) -> list[str]:
     known_spans = {name for _, name in found}
     for match in _RAW_WORD.finditer(raw):
         word = match.group(0)
-        if not word[0].isupper() or _SENTENCE_START.search(raw[:match.start()]):
+        if not word[0].isupper() or _sentence_start(raw, match.start()):
             continue
         key = _fold(word).strip("'-")
         if key in NOT_NAMES or key in DATE_WORDS or (len(key) > 1 and key in UNITS):
@@ -249,6 +248,18 @@ def _names(raw: str, scrubbed: str) -> list[str]:
             found.append((match.start(), key))
     found.sort()
     return [name for _, name in found]
+
+
+def _sentence_start(raw: str, start: int) -> bool:
+    """Whether the word at `start` opens the text or a sentence: only spaces between it and `.!?:;`, a
+    newline, a quote or a parenthesis. Looks back over the spaces only (a regex over the whole prefix cost
+    quadratic time in the number of capitalised words)."""
+    i = start
+    while i > 0 and raw[i - 1].isspace() and raw[i - 1] != "\n":
+        i -= 1
+    if i == 0:
+        return start == 0
+    return raw[i - 1] in '.!?:;\n"«('
 
 
 def _is_content(token: str) -> bool:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
+from gateway.bounds import LOOP_TEXT_LIMIT, TEXT_LIMIT, off_loop
 from gateway.cache import keys
 from gateway.cache.semantic import DEFAULT_THRESHOLD, find_match
 from gateway.cache.store import MemoryStore, RedisStore, StoreUnavailable, VectorRow
@@ -114,14 +115,18 @@ class IntentCache:
     def _label(self, intent: str) -> str:
         return intent if intent in self._labels else OTHER
 
-    def _personal_ok(self, req: ChatRequest, spec) -> bool:
+    async def _personal_ok(self, req: ChatRequest, spec) -> bool:
         if spec is not None and spec.allow_personal_data:
             return True
-        return not any(keys.has_personal_data(text) for text in keys.user_texts(req))
+        texts = keys.user_texts(req)
+        if sum(len(text) for text in texts) <= LOOP_TEXT_LIMIT:
+            return not any(keys.has_personal_data(text) for text in texts)
+        return not await off_loop(lambda: any(keys.has_personal_data(text) for text in texts))
 
     def _semantic_ok(self, req: ChatRequest, spec) -> bool:
+        """A clipped question (bounds.clip) is not the whole question: exact cache only."""
         return (self.semantic and spec is not None and spec.cacheable and req.vector is not None
-                and keys.is_single_turn(req))
+                and keys.is_single_turn(req) and len(req.last_user_text) <= TEXT_LIMIT)
 
     # ---------------------------------------------------------------------------------------- lookups
     async def lookup_exact(self, req: ChatRequest) -> Cached | None:
@@ -157,14 +162,22 @@ class IntentCache:
             self._count(intent, "error")
             return None
         spec = self._spec(intent)
-        if not keys.controls(req.headers)[0] or not self._semantic_ok(req, spec) or not self._personal_ok(req, spec):
+        if not keys.controls(req.headers)[0] or not self._semantic_ok(req, spec) \
+                or not await self._personal_ok(req, spec):
             self._count(intent, "miss")
             return None
         context = keys.context_key(req)
         try:
             candidates = await self.backend.candidates(intent, context)
-            match = None if candidates is None else find_match(req.last_user_text, req.vector, candidates,
-                                                               threshold=self.threshold(intent))
+            match = None
+            if candidates is not None:
+                text, threshold = req.last_user_text, self.threshold(intent)
+
+                def match_one():
+                    return find_match(text, req.vector, candidates, threshold=threshold)
+
+                # the guards' features cost ~1 ms per 100 characters: a long question is matched off the loop
+                match = await off_loop(match_one) if len(text) > LOOP_TEXT_LIMIT else match_one()
             blob = None if match is None else await self.backend.get(match.payload)
         except StoreUnavailable as exc:
             self._error("lookup_semantic", exc)
@@ -225,7 +238,7 @@ class IntentCache:
             return
         intent = self._label(req.intent)
         spec = self._spec(intent)
-        if (intent != OTHER and (spec is None or not spec.cacheable)) or not self._personal_ok(req, spec):
+        if (intent != OTHER and (spec is None or not spec.cacheable)) or not await self._personal_ok(req, spec):
             return
         ttl = spec.ttl_s if spec is not None else self.config.default_ttl_s
         row = None

@@ -29,6 +29,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel
 
+from gateway.bounds import clip
 from gateway.request import content_text, last_user_text
 
 __all__ = [
@@ -45,8 +46,7 @@ __all__ = [
 
 DEFAULT_MODEL_PATH = str(Path(__file__).with_name("difficulty_model.json"))
 
-# Long pastes are scanned partly: the head and the tail carry the question and the trace.
-_SCAN_CHARS = 3000
+# Long pastes are scanned partly (bounds.clip): the head and the tail carry the question and the trace.
 _CONTEXT_MESSAGES = 4
 _CONTEXT_CHARS = 1500
 
@@ -127,14 +127,14 @@ def _rx(pattern: str, flags: int = 0) -> re.Pattern:
 # Patterns on the original text (case matters: CamelCase errors, code).
 _CODE_FENCE = _rx(r"```|~~~")
 _CODE = _rx(
-    r"^\s{4,}\S|^\t+\S"                              # indented lines
-    r"|\bdef \w+\(|\bfunction\b\s*\w*\s*\(|=>|^\s*return\b|\b(?:const|let|var)\s+\w+\s*=|\bimport \w+"
+    r"^[^\S\n]{4,}\S|^\t+\S"                              # indented lines
+    r"|\bdef \w+\(|\bfunction\b\s*\w*\s*\(|=>|^[^\S\n]*return\b|\b(?:const|let|var)\s+\w+\s*=|\bimport \w+"
     r"|\bclass \w+[:({]|\bSELECT\b[\s\S]{1,200}?\bFROM\b|\bWHERE\b|\bGROUP BY\b|console\.\w+\("
     r"|[;{}]\s*$|\b\w+\.\w+\([^)]*\)|\b\w+\[\w*\]\s*=|\bnull\b|\bNone\b|\bself\b|\bawait\b|`[^`\n]{2,60}`",
     re.M,
 )
 _TRACE = _rx(
-    r"\bTraceback\b|\b[A-Z]\w*(?:Error|Exception)\b|^\s+at [\w.$<>]+\(|File \"[^\"]+\", line \d+"
+    r"\bTraceback\b|\b[A-Z]\w*(?:Error|Exception)\b|^[^\S\n]+at [\w.$<>]+\(|File \"[^\"]+\", line \d+"
     r"|\bFatal error\b|\bsegmentation fault\b|\bpanic:|\bline \d+, in\b|\.(?:java|py|js|ts|swift|go|rb):\d+",
     re.M,
 )
@@ -271,13 +271,6 @@ _HARD_GROUPS = ("code", "stack_trace", "maths_notation", "maths_words", "reasoni
                 "finance", "technical")
 
 
-def _scan(text: str) -> str:
-    if len(text) <= _SCAN_CHARS:
-        return text
-    half = _SCAN_CHARS // 2
-    return text[:half] + "\n" + text[-half:]
-
-
 def _count(rx: re.Pattern, text: str) -> int:
     return sum(1 for _ in rx.finditer(text))
 
@@ -300,7 +293,7 @@ def _hard_counts(text: str, lower: str) -> dict[str, int]:
 def extract_features(messages: list[dict]) -> tuple[np.ndarray, dict[str, int]]:
     """Feature vector (order of FEATURE_NAMES, float64) and the raw counts behind it (for reasons)."""
     last, earlier, turns = conversation_text(messages)
-    text = _scan(last)
+    text = clip(last)
     lower = text.lower()
     counts = _hard_counts(text, lower)
     fence = 1 if _CODE_FENCE.search(text) else 0

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 
+from gateway.bounds import LOOP_TEXT_LIMIT, off_loop
 from gateway.config import GatewayConfig
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.request import ChatRequest
@@ -125,7 +126,10 @@ class Router:
                 return forced
         if route.difficulty_threshold is None or self.scorer is None:
             return "light"
-        req.difficulty = self.scorer.score(req.messages, req.vector)
+        if len(req.last_user_text) > LOOP_TEXT_LIMIT:  # ~1 ms per 100 characters of regex features
+            req.difficulty = await off_loop(self.scorer.score, req.messages, req.vector)
+        else:
+            req.difficulty = self.scorer.score(req.messages, req.vector)
         session = req.headers.get("x-session-id") or req.body.get("user")
         sticky = route.sticky_heavy and isinstance(session, str) and session
         if req.difficulty.score >= route.difficulty_threshold:
