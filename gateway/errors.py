@@ -11,6 +11,7 @@
         ├── UpstreamConnectError      502 could not connect / connection dropped
         ├── UpstreamTimeout           504
         ├── UpstreamUnavailable       503 no deployment can take the request now (breakers, budgets)
+        │   └── UpstreamSkipped       a deployment not tried: circuit open, budget (or every key's) spent
         └── UpstreamStatus            the upstream's own status; 4xx bodies pass through (401/403: 502)
 
 Each class has a low-cardinality `metric_label` for metrics. `retryable` says whether trying again (or
@@ -114,6 +115,17 @@ class UpstreamUnavailable(UpstreamError):
     status = 503
     code = "upstream_unavailable"
     metric_label = "upstream_unavailable"
+
+
+class UpstreamSkipped(UpstreamUnavailable):
+    """A deployment not tried (again): its circuit is open, its budget or every one of its keys' quotas is
+    spent. Never retried; the dispatcher moves on (and may wait `wait_s` for a budget)."""
+
+    retryable = False
+
+    def __init__(self, message: str, reason: str, wait_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.reason, self.wait_s = reason, wait_s
 
 
 class UpstreamStatus(UpstreamError):

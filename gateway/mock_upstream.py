@@ -4,6 +4,12 @@ Endpoints: ``POST /v1/chat/completions`` (JSON or SSE, tools, json response_form
 ``GET /v1/models``, ``POST /v1/embeddings``; control: ``GET /mock/stats``, ``POST /mock/reset``,
 ``GET|POST /mock/config`` (partial update of :class:`MockSettings`).
 
+Azure OpenAI, as Azure serves it: ``POST /openai/deployments/{name}/chat/completions?api-version=V`` (and
+``/embeddings``) with an ``api-key`` header (``Authorization: Bearer`` is refused), a 404
+DeploymentNotFound for a name not in ``azure_deployments`` (when set), and Azure's error shapes
+(``{"error": {"code": "429", "message": "... Please retry after N seconds ..."}}`` with ``retry-after``
+and ``x-ratelimit-remaining-*`` headers).
+
 Faults, decided once per chat/embeddings request, first match wins:
 
 1. per-request headers: ``x-mock-drop: 1``, ``x-mock-status: 429``, ``x-mock-hang-s: 5``,
@@ -54,6 +60,8 @@ _ERRORS = {  # status -> (message, type, code), worded as the OpenAI API words t
 class MockSettings:
     served_model: str | None = None  # answers carry this model name; else the request's model
     api_key: str | None = None  # when set, "Authorization: Bearer <api_key>" is required
+    accepted_keys: tuple[str, ...] = ()  # more keys that work (set at run time to revoke one)
+    azure_deployments: tuple[str, ...] = ()  # Azure deployment names served (empty: any)
     latency_ms: float = 0.0  # wait before answering (time to first byte)
     tokens_per_second: float = 0.0  # stream pacing; 0 = as fast as possible
     chunks: int = 20  # content chunks per stream
@@ -88,7 +96,8 @@ class _Dropped(Exception):
 def _new_stats(in_flight: int = 0) -> dict[str, Any]:
     counters = ("requests chat_requests embedding_requests streams_started streams_completed streams_cancelled "
                 "streams_cut requests_cancelled dropped").split()
-    return {**dict.fromkeys(counters, 0), "in_flight": in_flight, "status_counts": {}, "last_authorization": None}
+    return {**dict.fromkeys(counters, 0), "in_flight": in_flight, "status_counts": {}, "last_authorization": None,
+            "last_api_key": None, "last_path": None}
 
 
 class _State:
@@ -108,6 +117,8 @@ class _State:
             default = getattr(MockSettings, name)
             if isinstance(default, float) and type(value) is int:
                 value = float(value)
+            elif isinstance(default, tuple) and isinstance(value, list):
+                value = tuple(value)
             elif default is not None and name != "fail_status" and type(value) is not type(default):
                 raise ValueError(f"{name} must be a {type(default).__name__}")
             clean[name] = value
@@ -196,18 +207,67 @@ async def _apply_fault(request: web.Request, fault: _Fault | None) -> web.Respon
     return None
 
 
+def _key_refused(request: web.Request, s: MockSettings, azure: bool) -> bool:
+    keys = set(s.accepted_keys) | ({s.api_key} if s.api_key else set())
+    if not keys:
+        return False
+    if azure:
+        return request.headers.get("api-key") not in keys
+    return request.headers.get("Authorization") not in {f"Bearer {key}" for key in keys}
+
+
+def _azure_refusal(request: web.Request, s: MockSettings) -> web.Response | None:
+    if "api-version" not in request.query:
+        return _error(404, "Resource not found")
+    deployment = request.match_info.get("deployment")
+    if s.azure_deployments and deployment not in s.azure_deployments:
+        return _json({"error": {"code": "DeploymentNotFound", "message": (
+            "The API deployment for this resource does not exist. If you created the deployment within the "
+            "last 5 minutes, please wait a moment and try again.")}}, 404)
+    return None
+
+
+def _azure_shaped(response: web.Response, api_version: str) -> web.Response:
+    """An error of the OpenAI shape rewritten as Azure words it, with Azure's rate-limit headers."""
+    try:
+        error = orjson.loads(response.body)["error"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return response
+    if "type" not in error:  # already Azure's
+        return response
+    status, headers = response.status, None
+    message, code = error["message"], error.get("code") or str(status)
+    if status == 401:
+        message, code = ("Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
+                         "provide a valid key for an active subscription and use a correct regional API "
+                         "endpoint for your resource."), "401"
+    elif status == 429:
+        wait = response.headers.get("Retry-After", "1")
+        message, code = (f"Requests to the ChatCompletions_Create Operation under Azure OpenAI API version "
+                         f"{api_version} have exceeded call rate limit of your current OpenAI S0 pricing tier. "
+                         f"Please retry after {wait} seconds. Please go here: https://aka.ms/oai/quotaincrease "
+                         "if you would like to further increase the default rate limit."), "429"
+        headers = {"retry-after": wait, "x-ratelimit-remaining-requests": "0", "x-ratelimit-remaining-tokens": "0"}
+    return _json({"error": {"code": code, "message": message}}, status, headers)
+
+
 @web.middleware
 async def _accounting(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Counts /v1 requests, checks the API key and turns _Dropped into a closed connection."""
-    if not request.path.startswith("/v1/"):
+    """Counts API requests, checks the API key and turns _Dropped into a closed connection."""
+    azure = request.path.startswith("/openai/")
+    if not (request.path.startswith("/v1/") or azure):
         return await handler(request)
     state = request.app[_STATE]
-    state.stats["requests"] += 1
-    state.stats["in_flight"] += 1
-    state.stats["last_authorization"] = authorization = request.headers.get("Authorization")
+    stats = state.stats
+    stats["requests"] += 1
+    stats["in_flight"] += 1
+    stats["last_authorization"] = request.headers.get("Authorization")
+    stats["last_api_key"], stats["last_path"] = request.headers.get("api-key"), request.path_qs
     try:
-        key = state.settings.api_key
-        response = _error(401) if key and authorization != f"Bearer {key}" else await handler(request)
+        refusal = _azure_refusal(request, state.settings) if azure else None
+        if refusal is None and _key_refused(request, state.settings, azure):
+            refusal = _error(401)
+        response = refusal or await handler(request)
     except _Dropped:
         state.stats["dropped"] += 1
         if request.transport is not None:
@@ -217,7 +277,9 @@ async def _accounting(request: web.Request, handler: Any) -> web.StreamResponse:
         state.stats["requests_cancelled"] += 1
         raise
     finally:
-        state.stats["in_flight"] -= 1
+        state.stats["in_flight"] -= 1  # state.stats, not stats: a reset meanwhile carries in_flight over
+    if azure and response.status >= 400 and isinstance(response, web.Response):
+        response = _azure_shaped(response, request.query.get("api-version", ""))
     counts = state.stats["status_counts"]
     counts[str(response.status)] = counts.get(str(response.status), 0) + 1
     return response
@@ -457,6 +519,8 @@ def create_app(settings: MockSettings | None = None) -> web.Application:
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_post("/v1/embeddings", _embeddings)
     app.router.add_get("/v1/models", _models)
+    app.router.add_post("/openai/deployments/{deployment}/chat/completions", _chat)
+    app.router.add_post("/openai/deployments/{deployment}/embeddings", _embeddings)
     app.router.add_get("/mock/stats", _stats)
     app.router.add_post("/mock/reset", _reset)
     app.router.add_route("*", "/mock/config", _config)

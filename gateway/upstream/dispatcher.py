@@ -28,22 +28,16 @@ import orjson
 
 from gateway.config import Deployment, GatewayConfig
 from gateway.errors import RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import UpstreamSkipped as _Skip
 from gateway.metrics import Metrics
 from gateway.request import ChatRequest
 from gateway.upstream.breaker import CircuitBreaker, Permit
 from gateway.upstream.budget import UpstreamBudget, estimate_tokens, make_windows
 from gateway.upstream.client import Transport, UpstreamAnswer, UpstreamStream
+from gateway.upstream.providers import Upstream
 from gateway.upstream.retry import RetryBudget, RetryPolicy
 
 Chain = Sequence[tuple[str, Deployment]]
-
-
-def upstream_headers(deployment: Deployment) -> dict[str, str]:
-    headers = {"content-type": "application/json", "accept": "application/json"}
-    if deployment.api_key:
-        headers["authorization"] = f"Bearer {deployment.api_key}"
-    headers.update(deployment.headers)
-    return headers
 
 
 def upstream_body(req: ChatRequest, deployment: Deployment) -> bytes:
@@ -83,16 +77,6 @@ async def _within(seconds: float, call: Awaitable[Any]) -> Any:
         timer.cancel()
 
 
-class _Skip(UpstreamUnavailable):
-    """A deployment not tried (again): its circuit is open or its budget spent. Never retried."""
-
-    retryable = False
-
-    def __init__(self, message: str, reason: str, wait_s: float = 0.0) -> None:
-        super().__init__(message)
-        self.reason, self.wait_s = reason, wait_s
-
-
 class Dispatcher:
     def __init__(self, config: GatewayConfig, transport: Transport, metrics: Metrics, *, redis=None,
                  prefix: str | None = None, breaker: CircuitBreaker | None = None,
@@ -109,7 +93,8 @@ class Dispatcher:
         self.policy = policy or RetryPolicy(resilience.retry, budget=RetryBudget(resilience.retry.budget_ratio),
                                             sleep=sleep)
         self.sleep = sleep
-        self._headers = {name: upstream_headers(d) for name, d in config.deployments.items()}
+        # URLs, headers and keys of each deployment, by provider (openai, azure), computed once
+        self.upstreams = {name: Upstream(name, d, transport, self.budget) for name, d in config.deployments.items()}
         self._last_errors: dict[str, UpstreamError] = {}  # per deployment, to explain an open circuit
         self._count_tokens = any(d.tpm for d in config.deployments.values())
         # Deployments that only the heavy tier owns: batch requests of the light tier stay off them.
@@ -122,8 +107,7 @@ class Dispatcher:
 
         async def send(name: str, deployment: Deployment) -> UpstreamAnswer:
             body = upstream_body(req, deployment) if body_for is None else body_for(deployment)
-            return await self.transport.post(deployment.base_url + path, body, self._headers[name],
-                                             deployment.timeout)
+            return await self.upstreams[name].post(path, body, req)
 
         return await self._dispatch(req, chain, send)
 
@@ -131,9 +115,7 @@ class Dispatcher:
         """Open a stream and read its first chunk; returns both."""
 
         async def send(name: str, deployment: Deployment) -> tuple[UpstreamStream, bytes]:
-            stream = await self.transport.open_stream(deployment.base_url + "/chat/completions",
-                                                      upstream_body(req, deployment), self._headers[name],
-                                                      deployment.timeout)
+            stream = await self.upstreams[name].open_stream(upstream_body(req, deployment), req)
             try:
                 return stream, await anext(stream.chunks(), b"")
             except BaseException:
@@ -251,6 +233,9 @@ class Dispatcher:
                 exc = UpstreamTimeout("the request's deadline passed while waiting on the upstream")
                 self._failed(exc, name)
                 raise exc from None
+            except _Skip:  # every key of the deployment has spent its own quota: not the deployment's fault
+                await self.breaker.release(permit)
+                raise
             except UpstreamError as exc:
                 self._failed(exc, name)
                 if exc.retryable:
