@@ -23,6 +23,7 @@ from gateway.config import GatewayConfig
 from gateway.disconnect import CancelOnDisconnect
 from gateway.embeddings import Embedder
 from gateway.errors import GatewayError, error_response
+from gateway.gauges import GaugeRefresher
 from gateway.metrics import Metrics
 from gateway.limits import KeyLimits
 from gateway.pipeline import Pipeline
@@ -35,6 +36,8 @@ from gateway.upstream.budget import make_windows
 from gateway.upstream.dispatcher import Dispatcher
 
 log = logging.getLogger("gateway")
+
+GAUGES_EVERY_S = 5.0  # shared-state gauges (circuits, quotas, Redis): the scrape interval of deploy/prometheus.yml
 
 
 def _redis_client(config: GatewayConfig):
@@ -141,6 +144,9 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
             auth=state.auth, limits=state.limits, cache=state.cache, embedder=state.embedder,
             intents=intents, router=state.router,
             dispatcher=state.dispatcher, recorder=recorder)
+        state.metrics.prime(config, [spec.name for spec in intents.config.intents])
+        state.gauges = GaugeRefresher(config, state.metrics, state.dispatcher.breaker, state.dispatcher.budget,
+                                      state.redis)
         # Everything built so far lives as long as the app: keep it out of the collector's way, so that
         # full collections under load walk only per-request garbage (shorter pauses, a lower p99).
         gc.collect()
@@ -148,12 +154,14 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
         log.info("gateway ready: %d models, %d deployments, upstream client %s, embedding model %s",
                  len(config.models), len(config.deployments), config.server.upstream_client, state.embedder.name)
         canary_refresh = asyncio.create_task(_keep_refreshed(state.canary)) if state.canary.percent else None
+        gauge_refresh = asyncio.create_task(state.gauges.run(GAUGES_EVERY_S))
         try:
             yield
         finally:
             state.draining = True
             if canary_refresh is not None:
                 canary_refresh.cancel()
+            gauge_refresh.cancel()
             if hasattr(state.cache, "close"):
                 await state.cache.close()
             if transport is None:

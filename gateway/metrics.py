@@ -3,6 +3,10 @@
 Labels are bounded: intent from the configured set, model (public alias) and deployment from config,
 tier, cache result, status class. Never user text.
 
+`prime(config, intents)` creates every counter child an alert or panel reads at 0 when the app starts:
+`increase()` of a counter whose first sample is already 1 is 0, so a first rollback or a first 5xx would
+go unseen. Gauges of shared state (circuits, quotas, Redis) are refreshed by gateway/gauges.py.
+
 With several uvicorn workers set PROMETHEUS_MULTIPROC_DIR: prometheus-client's multiprocess mode then
 aggregates every worker's samples at /metrics.
 """
@@ -10,13 +14,22 @@ aggregates every worker's samples at /metrics.
 from __future__ import annotations
 
 import os
+import platform
+from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
 from prometheus_client.metrics import MetricWrapperBase
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
+OVERHEAD_BUCKETS = LATENCY_BUCKETS  # the gateway's own time can reach seconds (CPU starved, Redis slow)
+REDIS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+CACHE_RESULTS = ("hit-exact", "hit-semantic", "miss", "coalesced", "bypass", "off")
+STATUS_CLASSES = ("2xx", "4xx", "5xx")
+VARIANTS = ("stable", "canary")
+DEPLOYMENT_STATES = {"closed": 0, "half-open": 1, "open": 2}  # gateway_deployment_state values
+UPSTREAM_ERRORS = ("upstream", "upstream_connect", "upstream_timeout", "upstream_unavailable", "upstream_429",
+                   "upstream_4xx", "upstream_5xx")
 SCORE_BUCKETS = tuple(i / 10 for i in range(1, 11))
 
 
@@ -47,14 +60,17 @@ class Metrics:
         self.requests = Counter("gateway_requests", "Chat requests answered, by outcome.",
                                 ["model", "intent", "tier", "cache", "status"], registry=r)
         self.request_duration = Histogram("gateway_request_duration_seconds",
-                                          "Time from request to last byte.", ["model", "intent", "stream"],
-                                          buckets=LATENCY_BUCKETS, registry=r)
+                                          "Time from request to last byte (client errors, 4xx, not timed).",
+                                          ["model", "intent", "stream", "cache"], buckets=LATENCY_BUCKETS,
+                                          registry=r)
+        self.errors = Counter("gateway_errors", "Requests answered with an error, by status class.",
+                              ["model", "intent", "status_class"], registry=r)
         self.upstream_duration = Histogram("gateway_upstream_duration_seconds",
                                            "Time waiting on the upstream, per deployment.",
                                            ["deployment"], buckets=LATENCY_BUCKETS, registry=r)
         self.overhead = Histogram("gateway_overhead_seconds",
                                   "Time spent in the gateway itself (request time minus upstream wait).",
-                                  ["cache"], buckets=OVERHEAD_BUCKETS, registry=r)
+                                  ["model", "cache"], buckets=OVERHEAD_BUCKETS, registry=r)
         self.ttft = Histogram("gateway_time_to_first_token_seconds", "Time to the first content token of a stream.",
                               ["model", "tier"], buckets=LATENCY_BUCKETS, registry=r)
         self.tokens = Counter("gateway_tokens", "Tokens, by kind (prompt, completion).",
@@ -83,16 +99,77 @@ class Metrics:
                                   ["deployment"], registry=r, multiprocess_mode="max")
         self.canary_percent = Gauge("gateway_canary_percent", "Share of light traffic sent to the canary.",
                                     ["model"], registry=r, multiprocess_mode="mostrecent")
-        self.canary_requests = Counter("gateway_canary_requests", "Requests by variant and outcome.",
+        self.canary_requests = Counter("gateway_canary_requests",
+                                       "Light requests of a model with a canary, by variant and outcome "
+                                       "(failed: the variant's own deployments did not answer).",
                                        ["model", "variant", "outcome"], registry=r)
+        self.variant_duration = Histogram("gateway_variant_duration_seconds",
+                                          "Request time of the light requests of a model with a canary, by variant.",
+                                          ["model", "variant"], buckets=LATENCY_BUCKETS, registry=r)
         self.canary_rollbacks = Counter("gateway_canary_rollbacks", "Automatic canary rollbacks.", ["model"],
                                         registry=r)
         self.in_flight = Gauge("gateway_in_flight_requests", "Requests being served.", registry=r,
                                multiprocess_mode="livesum")
+        self.deployment_state = Gauge("gateway_deployment_state",
+                                      "Breaker state of each deployment, read from the shared state: "
+                                      "0 closed, 1 half-open, 2 open.", ["deployment"], registry=r,
+                                      multiprocess_mode="max")
+        self.quota_remaining = Gauge("gateway_upstream_quota_remaining",
+                                     "What is left of a deployment's provider quota in the current minute.",
+                                     ["deployment", "kind"], registry=r, multiprocess_mode="min")
+        self.redis_up = Gauge("gateway_redis_up", "1 when the last Redis health check answered.", registry=r,
+                              multiprocess_mode="min")
+        self.redis_ping = Histogram("gateway_redis_ping_seconds", "Round trip of the periodic Redis health check.",
+                                    buckets=REDIS_BUCKETS, registry=r)
+        self.redis_failures = Counter("gateway_redis_health_failures", "Redis health checks that failed.",
+                                      registry=r)
+        self.build_info = Gauge("gateway_build_info", "Always 1: the version that runs.", ["version", "python"],
+                                registry=r, multiprocess_mode="max")
+        self.process_cpu = Gauge("gateway_process_cpu_seconds", "CPU time used by the gateway's processes.",
+                                 registry=r, multiprocess_mode="livesum")
+        self.process_memory = Gauge("gateway_process_resident_memory_bytes", "Resident memory of the processes.",
+                                    registry=r, multiprocess_mode="livesum")
+        self.process_fds = Gauge("gateway_process_open_fds", "Open file descriptors of the processes.",
+                                 registry=r, multiprocess_mode="livesum")
+        self.workers = Gauge("gateway_workers", "Live worker processes.", registry=r, multiprocess_mode="livesum")
+        self.workers.set(1)
+        self.build_info.labels(_version(), platform.python_version()).set(1)
 
         for name, value in list(vars(self).items()):
             if getattr(value, "_labelnames", None):
                 setattr(self, name, _Memo(value))
+
+    def prime(self, config, intents: list[str]) -> None:
+        """Create at 0 every counter child an alert or panel reads, for every bounded label value."""
+        models = list(config.models)
+        intents = [*intents, "other"]
+        for model in models:
+            for tier in ("light", "heavy"):
+                self.route_decisions.labels(model, tier)
+            for intent in intents:
+                for status_class in STATUS_CLASSES[1:]:
+                    self.errors.labels(model, intent, status_class)
+        for alias, route in config.models.items():
+            if route.canary is None:
+                continue
+            self.canary_rollbacks.labels(alias)
+            for variant in VARIANTS:
+                self.variant_duration.labels(alias, variant)
+                for outcome in ("ok", "failed"):
+                    self.canary_requests.labels(alias, variant, outcome)
+        for intent in intents:
+            self.cost_saved.labels(intent)
+            for result in CACHE_RESULTS[:4]:
+                self.cache_requests.labels(intent, result)
+        for operation in ("lookup", "lookup_semantic", "store"):
+            self.cache_errors.labels(operation)
+        for scope in ("key", "upstream_budget"):
+            self.rate_limited.labels(scope)
+        for name in config.deployments:
+            for error in UPSTREAM_ERRORS:
+                self.upstream_errors.labels(name, error)
+            self.circuit_open.labels(name).set(0)
+            self.deployment_state.labels(name).set(0)
 
     def collectors(self) -> list:
         """Every metric object of the gateway (unwrapped)."""
@@ -104,3 +181,10 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("gateway")
+    except metadata.PackageNotFoundError:
+        return "unknown"

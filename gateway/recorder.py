@@ -14,6 +14,7 @@ class Recorder:
         self.pricing = pricing
         self._price_keys = {name: d.pricing_key for name, d in config.deployments.items()}
         self._aliases = frozenset(config.models)
+        self._with_canary = frozenset(alias for alias, route in config.models.items() if route.canary is not None)
 
     def _model_label(self, req: ChatRequest) -> str:
         return req.alias if req.alias in self._aliases else "unknown"
@@ -23,8 +24,14 @@ class Recorder:
         model = self._model_label(req)
         elapsed = req.elapsed()
         m.requests.labels(model, req.intent, req.tier, req.cache_result, str(req.status)).inc()
-        m.request_duration.labels(model, req.intent, "true" if req.stream else "false").observe(elapsed)
-        m.overhead.labels(req.cache_result).observe(max(0.0, elapsed - req.upstream_seconds - req.client_seconds))
+        if req.status >= 400:
+            m.errors.labels(model, req.intent, f"{req.status // 100}xx").inc()
+        if not 400 <= req.status < 500:  # refused requests (auth, limits, bad input) would pull latency down
+            m.request_duration.labels(model, req.intent, "true" if req.stream else "false",
+                                      req.cache_result).observe(elapsed)
+            if model in self._with_canary and req.tier == "light" and req.cache_result in ("miss", "bypass", "off"):
+                m.variant_duration.labels(model, req.variant).observe(elapsed)
+        m.overhead.labels(model, req.cache_result).observe(max(0.0, elapsed - req.upstream_seconds - req.client_seconds))
         if req.ttft is not None:
             m.ttft.labels(model, req.tier).observe(req.ttft)
         usage = req.usage

@@ -71,21 +71,24 @@ def render(text: str) -> str:
                      f"   p99 {ms(quantile(data, name, 0.99)):>10}")
 
     per_intent = by(data, "gateway_requests_total", "intent")
+    served: dict[str, float] = defaultdict(float)
     cost = by(data, "gateway_cost_usd_total", "intent")
     saved = by(data, "gateway_cost_saved_usd_total", "intent")
     hits: dict[str, float] = defaultdict(float)
     looked: dict[str, float] = defaultdict(float)
     for labels, value in data.get("gateway_requests_total", ()):
-        if labels.get("cache") not in ("off", "bypass"):
+        if labels.get("status", "").startswith("2"):
+            served[labels["intent"]] += value
+        if labels.get("cache") not in ("off", "bypass"):  # the dashboard's hit rate: coalesced answers are hits
             looked[labels["intent"]] += value
-            if labels.get("cache", "").startswith("hit-"):
+            if labels.get("cache", "").startswith("hit-") or labels.get("cache") == "coalesced":
                 hits[labels["intent"]] += value
     lines.append("")
     lines.append(f"{'intent':20} {'requests':>9} {'cost USD':>11} {'USD/request':>12} {'hit rate':>9} {'saved USD':>10}")
     for intent in sorted(per_intent, key=lambda i: -per_intent[i]):
-        n = per_intent[intent]  # cost per request counts the cache's free answers too, as the dashboard does
+        n, ok = per_intent[intent], served[intent]  # cost per served request (cache hits included), as the dashboard
         rate = f"{hits[intent] / looked[intent]:.0%}" if looked[intent] else "-"
-        lines.append(f"{intent:20} {n:9.0f} {cost[intent]:11.6f} {cost[intent] / n if n else 0:12.8f} "
+        lines.append(f"{intent:20} {n:9.0f} {cost[intent]:11.6f} {cost[intent] / ok if ok else 0:12.8f} "
                      f"{rate:>9} {saved[intent]:10.6f}")
 
     tiers = by(data, "gateway_route_decisions_total", "tier")

@@ -215,6 +215,9 @@ def test_label_values_the_queries_rely_on(exported):
     assert any(labels["status"] == "200" for labels in samples["gateway_requests_total"])
 
 
+TARGET_LABELS = {"instance", "job"}  # added by Prometheus to every scraped series
+
+
 def test_queries_use_only_labels_the_metrics_have():
     defined = _defined_metrics()
     problems = []
@@ -227,12 +230,12 @@ def test_queries_use_only_labels_the_metrics_have():
         for labels, argument in _grouping_clauses(expr):
             for name in _METRIC.findall(argument):
                 for label in labels:
-                    if name in defined and label not in defined[name][1]:
+                    if name in defined and label not in defined[name][1] and label not in TARGET_LABELS:
                         problems.append(f"{where}: `by ({', '.join(labels)})` over {name}, which has no {label!r}")
         for name, label in _LABEL_VALUES.findall(expr):
             if name in defined and label not in defined[name][1]:
                 problems.append(f"{where}: label_values of {name}, which has no {label!r}")
-        known = {label for name in metrics for label in defined[name][1]}
+        known = {label for name in metrics for label in defined[name][1]} | TARGET_LABELS
         for label in _LEGEND_LABEL.findall(legend):
             if label not in known:
                 problems.append(f"{where}: legend {{{{{label}}}}} is no label of {sorted(set(metrics))}")
@@ -334,7 +337,7 @@ def test_dashboard_variables_and_required_panels():
     for needle in ("gateway_time_to_first_token_seconds_bucket", "gateway_overhead_seconds_bucket", "by (kind)",
                    "gateway_cost_saved_usd_total", 'tier="heavy"', "gateway_difficulty_score_bucket", "by (reason)",
                    "gateway_fallbacks_total", "gateway_rate_limited_total", "gateway_circuit_open",
-                   "gateway_in_flight_requests", 'cache=~"hit-.*"'):
+                   "gateway_in_flight_requests", 'cache=~"hit-.*|coalesced"'):
         assert needle in joined, needle
 
 
@@ -354,9 +357,9 @@ def test_alert_rules_are_complete():
         return any(all(n in e for n in needles) for e in exprs.values())
 
     assert covered("histogram_quantile(0.95", "gateway_request_duration_seconds_bucket"), "high p95 latency"
-    assert covered('gateway_requests_total{status=~"5.."}'), "error ratio"
+    assert covered('gateway_errors_total{status_class="5xx"}', "gateway_requests_total"), "error ratio"
     assert covered("gateway_circuit_open"), "circuit open"
-    assert covered('cache=~"hit-.*"'), "cache hit-rate collapse"
+    assert covered('cache=~"hit-.*|coalesced"'), "cache hit-rate collapse (coalesced answers are hits)"
     assert covered("gateway_cost_usd_total", "*3600"), "cost per hour over budget"
 
 
@@ -659,7 +662,7 @@ def test_metrics_of_several_workers_add_up(tmp_path):
         from gateway.metrics import Metrics
         m = Metrics()
         m.requests.labels("support", "refund", "light", "miss", "200").inc()
-        m.request_duration.labels("support", "refund", "false").observe(0.2)
+        m.request_duration.labels("support", "refund", "false", "miss").observe(0.2)
         m.in_flight.inc()
         m.circuit_open.labels("ft-primary").set(1)
     """)
@@ -673,6 +676,6 @@ def test_metrics_of_several_workers_add_up(tmp_path):
     lines = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in out.splitlines()
              if line and not line.startswith("#")}
     assert lines['gateway_requests_total{cache="miss",intent="refund",model="support",status="200",tier="light"}'] == 2
-    assert lines['gateway_request_duration_seconds_count{intent="refund",model="support",stream="false"}'] == 2
+    assert lines['gateway_request_duration_seconds_count{cache="miss",intent="refund",model="support",stream="false"}'] == 2
     assert lines['gateway_circuit_open{deployment="ft-primary"}'] == 1  # max, not one series per pid
     assert all("pid" not in labels for series in samples.values() for labels in series)

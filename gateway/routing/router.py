@@ -109,13 +109,16 @@ class Router:
 
     async def observe(self, req: ChatRequest, failed: bool = False) -> None:
         """After the upstream call: a canary request that had to fall back (or failed) counts against it."""
-        if req.variant != "canary":
+        route = self.config.models[req.alias]
+        canary = route.canary
+        if canary is None or req.tier != "light":
             return
-        canary = self.config.models[req.alias].canary
-        failed = failed or req.served_by not in canary.deployments
+        # Stable light requests are counted too, so that panels compare the canary with what it replaces.
+        failed = failed or req.served_by not in (canary.deployments if req.variant == "canary" else route.deployments)
         if self.metrics is not None:
-            self.metrics.canary_requests.labels(req.alias, "canary", "failed" if failed else "ok").inc()
-        await self.canary.observe(req.alias, failed, canary.rollback_window, canary.rollback_error_rate)
+            self.metrics.canary_requests.labels(req.alias, req.variant, "failed" if failed else "ok").inc()
+        if req.variant == "canary":
+            await self.canary.observe(req.alias, failed, canary.rollback_window, canary.rollback_error_rate)
 
     async def _tier(self, req: ChatRequest, route) -> str:
         forced = req.headers.get("x-gateway-tier")

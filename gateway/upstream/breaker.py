@@ -162,7 +162,7 @@ class CircuitBreaker:
         before = self._seen.get(name, (0.0, 0.0))[1]
         self._seen[name] = (now, open_until)
         if self.metrics is not None and bool(before) != bool(open_until):
-            self.metrics.circuit_open.labels(name).set(1 if open_until else 0)
+            self.metrics.circuit_open.labels(name).set(1 if open_until > now else 0)
 
     def is_open(self, name: str) -> bool:
         """This replica's latest view, without I/O: open (or half-open) right now."""
@@ -173,6 +173,12 @@ class CircuitBreaker:
         if not open_until:
             return "closed"
         return "open" if open_until > self.clock() else "half-open"
+
+    async def refresh(self, name: str) -> str:
+        """Re-read the shared state of `name` (the metrics' gauges, even for a deployment nobody calls)."""
+        now = self.clock()
+        self._note(name, now, await self._call("open_until", name, now))
+        return self.state(name)
 
     async def allow(self, name: str, probe_ttl_s: float = 30.0) -> Permit | None:
         now = self.clock()

@@ -121,6 +121,12 @@ class MemoryWindows:
         windows = self._counts.get(key, ({}, {}))
         return sum(windows[0].values()), sum(windows[1].values())
 
+    async def current(self, key: str) -> tuple[int, int]:
+        """Requests and tokens counted in the window that ends now."""
+        oldest = int(self.clock() // self.bucket_s) - self.n
+        windows = self._counts.get(key, ({}, {}))
+        return tuple(sum(c for b, c in buckets.items() if b > oldest) for buckets in windows)  # type: ignore[return-value]
+
 
 _TAKE = """
 local t = redis.call('TIME')
@@ -183,6 +189,7 @@ class RedisWindows:
         self.local = MemoryWindows(window_s=window_s, bucket_s=bucket_s)
         self.bucket_s, self.n = bucket_s, self.local.n
         self._prefix = prefix
+        self._redis = redis
         self._take = redis.register_script(_TAKE)
         self._adjust = redis.register_script(_ADJUST)
 
@@ -197,6 +204,15 @@ class RedisWindows:
             log.warning("budget %s: Redis failed (%s); counting in process", key, type(exc).__name__)
             return await self.local.take(key, caps, costs)
         return Grant(bool(ok), int(bucket), float(wait))
+
+    async def current(self, key: str) -> tuple[int, int]:
+        """Requests and tokens counted in the window that ends now (this process's count when Redis fails)."""
+        oldest = int(time.time() // self.bucket_s) - self.n
+        try:
+            flat = [await self._redis.hgetall(k) for k in self._keys(key)]
+        except Exception:
+            return await self.local.current(key)
+        return tuple(sum(int(c) for b, c in buckets.items() if int(b) > oldest) for buckets in flat)  # type: ignore[return-value]
 
     async def adjust(self, key: str, bucket: int, tokens: int) -> None:
         try:
@@ -225,6 +241,14 @@ class UpstreamBudget:
         caps = (None if deployment.rpm is None else deployment.rpm * share,
                 None if deployment.tpm is None else deployment.tpm * share)
         return await self.windows.take(f"budget:{name}", caps, (1, tokens if deployment.tpm else 0))
+
+    async def remaining(self, name: str, deployment: Deployment) -> tuple[float | None, float | None]:
+        """Requests and tokens left of the provider's quota this minute (None where it sets none)."""
+        if deployment.rpm is None and deployment.tpm is None:
+            return None, None
+        requests, tokens = await self.windows.current(f"budget:{name}")
+        return (None if deployment.rpm is None else max(0.0, deployment.rpm - requests),
+                None if deployment.tpm is None else max(0.0, deployment.tpm - tokens))
 
     def hold(self, request_id: str, name: str, deployment: Deployment, grant: Grant, tokens: int) -> None:
         """Remember what was reserved, to correct it with the real usage in `settle`."""
