@@ -1,9 +1,11 @@
 """Client keys: `Authorization: Bearer <key>` checked against sha256 hashes, never the keys themselves.
 
 Keys come from the config (auth.keys) and, when auth.redis_keys is on, from Redis hashes at
-`{prefix}keys:{sha256}` (fields: name, rpm, tpm, allow_force_tier) so keys can be added and revoked without
-a deploy (`gateway keys create|revoke|list`); a replica remembers what it read (or that a key is unknown)
-for auth.redis_keys_ttl_s, so the hot path does not ask Redis every time.
+`{prefix}keys:{sha256}` (fields: id, name, rpm, tpm, allow_force_tier) so keys can be added, rotated and
+revoked without a deploy (`gateway keys create|rotate|revoke|list`, gateway.client_keys); a replica
+remembers what it read (or that a key is unknown) for auth.redis_keys_ttl_s, so the hot path does not ask
+Redis every time. Each key has an id (a config key: its name, unique in the config): limits are counted
+per id, so two keys never share counters and a rotated key keeps its own.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ class ClientKey:
     rpm: int | None = None
     tpm: int | None = None
     allow_force_tier: bool = False
+    id: str = ""  # what limits are counted by; "" means the name
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", self.name)
 
 
 OPEN_KEY = ClientKey(name="open", allow_force_tier=True)
@@ -84,7 +91,8 @@ class Authenticator:
         client = None
         if fields:
             get = lambda name: (fields.get(name.encode()) or b"").decode() or None  # noqa: E731
-            client = ClientKey(name=get("name") or digest[:8], rpm=int(get("rpm")) if get("rpm") else None,
+            client = ClientKey(name=get("name") or digest[:8], id=get("id") or digest[:12],
+                               rpm=int(get("rpm")) if get("rpm") else None,
                                tpm=int(get("tpm")) if get("tpm") else None,
                                allow_force_tier=get("allow_force_tier") in ("1", "true"))
         if len(self._remembered) > 10_000:

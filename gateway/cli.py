@@ -5,7 +5,8 @@
     gateway mock-upstream [...]           the built-in OpenAI-compatible upstream
     gateway config check [FILE]           validate a config and say what it would serve
     gateway keys hash KEY                 the sha256 to put in auth.keys
-    gateway keys create NAME | revoke KEY | list    client keys kept in Redis (auth.redis_keys)
+    gateway keys create NAME | rotate NAME [--grace 1h] | revoke NAME|ID|PREFIX | list
+                                          client keys kept in Redis (auth.redis_keys)
     gateway canary get [MODEL] | set MODEL PERCENT   on a running gateway (admin API)
     gateway cache eval|stats|flush ...    the intent cache
     gateway route explain|eval|calibrate|train ...
@@ -136,10 +137,11 @@ def _keys_hash(args: argparse.Namespace) -> int:
     return 0
 
 
-def _redis_for_keys(args: argparse.Namespace):
-    """The config's Redis (sync client) and key prefix, for the key commands."""
+def _key_store(args: argparse.Namespace):
+    """The config's Redis (sync client) as a KeyStore, for the key commands."""
     import redis
 
+    from gateway.client_keys import KeyStore
     from gateway.config import load_config
 
     config = load_config(args.config)
@@ -147,47 +149,56 @@ def _redis_for_keys(args: argparse.Namespace):
         raise SystemExit(f"{config.source}: redis.url is not set; keys in Redis need a shared Redis")
     if not config.auth.redis_keys:
         print(f"note: {config.source} has auth.redis_keys off: the gateway will not read these keys", file=sys.stderr)
-    return redis.Redis.from_url(config.redis.url, socket_timeout=5), config.redis.prefix
+    return KeyStore(redis.Redis.from_url(config.redis.url, socket_timeout=5), config.redis.prefix)
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    import secrets
-
-    from gateway.auth import hash_key, redis_key_name
-
-    client, prefix = _redis_for_keys(args)
-    key = "sk-gw-" + secrets.token_urlsafe(32)
-    fields = {"name": args.name, "allow_force_tier": "1" if args.allow_force_tier else "0"}
-    fields.update({name: str(value) for name, value in (("rpm", args.rpm), ("tpm", args.tpm)) if value})
-    client.hset(redis_key_name(prefix, hash_key(key)), mapping=fields)
+    key, record = _key_store(args).create(args.name, rpm=args.rpm, tpm=args.tpm,
+                                           allow_force_tier=args.allow_force_tier)
     print(key)
-    print(f"key '{args.name}' stored as its sha256; this is the only time it is shown", file=sys.stderr)
+    print(f"key '{record.name}' (id {record.id}, {record.prefix}…) stored as its sha256; this is the only time "
+          "it is shown", file=sys.stderr)
     return 0
 
 
 def _keys_revoke(args: argparse.Namespace) -> int:
-    import re
+    revoked = _key_store(args).revoke(args.key)
+    for record in revoked:
+        print(f"revoked {record.name} (id {record.id}, {record.prefix}…)")
+    print("replicas forget revoked keys within auth.redis_keys_ttl_s", file=sys.stderr)
+    return 0
 
-    from gateway.auth import hash_key, redis_key_name
 
-    client, prefix = _redis_for_keys(args)
-    digest = args.key if re.fullmatch(r"[0-9a-f]{64}", args.key) else hash_key(args.key)
-    if not client.delete(redis_key_name(prefix, digest)):
-        print("no such key in Redis", file=sys.stderr)
-        return 1
-    print(f"revoked {digest[:12]}… (replicas forget it within auth.redis_keys_ttl_s)")
+def _keys_rotate(args: argparse.Namespace) -> int:
+    from gateway.upstream.retry import parse_duration
+
+    grace = parse_duration(args.grace)
+    if grace is None:
+        print(f"--grace {args.grace!r}: expected a duration such as 1h, 30m, 90s or 0", file=sys.stderr)
+        return 2
+    key, record, old = _key_store(args).rotate(args.name, grace)
+    print(key)
+    until = "stop working now" if grace == 0 else f"keep working for {args.grace}"
+    print(f"key '{record.name}' (id {record.id}) rotated: new secret {record.prefix}…; the old one(s) "
+          f"({', '.join(r.prefix + '…' for r in old)}) {until}. The new key is shown only this once.", file=sys.stderr)
     return 0
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    from gateway.auth import redis_key_name
-
-    client, prefix = _redis_for_keys(args)
-    for name in sorted(client.scan_iter(redis_key_name(prefix, "*"))):
-        fields = {k.decode(): v.decode() for k, v in client.hgetall(name).items()}
-        limits = ", ".join(f"{k} {fields[k]}" for k in ("rpm", "tpm") if k in fields) or "no limits"
-        print(f"{fields.get('name', '?'):24} {name.decode().rsplit(':', 1)[-1][:12]}…  {limits}")
+    records = _key_store(args).records()
+    if not records:
+        print("no client keys in Redis", file=sys.stderr)
+    for r in records:
+        limits = ", ".join(f"{k} {v}" for k, v in (("rpm", r.rpm), ("tpm", r.tpm)) if v) or "no limits"
+        expiry = f"  rotated out, works {_duration(r.expires_in_s)} more" if r.expires_in_s else ""
+        print(f"{r.name:24} {r.id:16} {r.prefix}…  {limits}{expiry}")
     return 0
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 60:.0f}m" if seconds >= 60 else f"{seconds:.0f}s"
 
 
 def _canary(args: argparse.Namespace) -> int:
@@ -245,12 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tpm", type=int)
     create.add_argument("--allow-force-tier", action="store_true")
     create.set_defaults(func=_keys_create)
-    revoke = keys.add_parser("revoke", help="delete a client key (the key or its sha256) from Redis")
-    revoke.add_argument("key")
+    revoke = keys.add_parser("revoke", help="delete a client key from Redis: by name, id, the hash prefix "
+                                            "`keys list` shows, the key itself or its sha256")
+    revoke.add_argument("key", help="name, id, listed hash prefix (6+ characters), key or sha256")
     revoke.set_defaults(func=_keys_revoke)
-    list_ = keys.add_parser("list", help="the client keys in Redis (names and hash prefixes)")
+    rotate = keys.add_parser("rotate", help="give a key a new secret; the old one works until the grace ends")
+    rotate.add_argument("name", help="the key's name or id")
+    rotate.add_argument("--grace", default="1h", help="how long the old secret keeps working (1h, 30m, 0; "
+                                                      "default 1h)")
+    rotate.set_defaults(func=_keys_rotate)
+    list_ = keys.add_parser("list", help="the client keys in Redis (names, ids, hash prefixes, limits)")
     list_.set_defaults(func=_keys_list)
-    for command in (create, revoke, list_):
+    for command in (create, revoke, rotate, list_):
         command.add_argument("--config", help="config file (default: $GATEWAY_CONFIG or config/gateway.yaml)")
 
     canary = sub.add_parser("canary", help="read or change canary percentages on a running gateway")
@@ -276,11 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from gateway.client_keys import KeyStoreError
     from gateway.config import ConfigError
 
     try:
         return args.func(args) or 0
-    except ConfigError as exc:
+    except (ConfigError, KeyStoreError) as exc:
         print(exc, file=sys.stderr)
         return 2
     except KeyboardInterrupt:

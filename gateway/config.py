@@ -110,6 +110,15 @@ class AuthConfig(Section):
         return value
 
     @model_validator(mode="after")
+    def _unique_names(self) -> "AuthConfig":
+        names = [key.name for key in self.keys]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"keys: the name {repeated[0]!r} is used by several keys; names must be unique "
+                             "(limits are counted per key)")
+        return self
+
+    @model_validator(mode="after")
     def _some_way_in(self) -> "AuthConfig":
         if not self.open and not self.keys and not self.redis_keys:
             raise ValueError("no client keys configured: add auth.keys, set auth.redis_keys, or set auth.open: true")

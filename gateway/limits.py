@@ -38,7 +38,7 @@ class KeyLimits:
         if key is None or (key.rpm is None and key.tpm is None):
             return
         tokens = estimate_tokens(req.body) if key.tpm else 0
-        window = f"key:{key.name}"
+        window = f"key:{key.id}"  # per key, not per name
         grant = await self.windows.take(window, (key.rpm, key.tpm), (1, tokens))
         if not grant.ok:
             if self.metrics is not None:

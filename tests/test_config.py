@@ -121,3 +121,11 @@ def test_config_check_names_a_bad_override(config_file, monkeypatch, capsys):
     monkeypatch.setenv("GATEWAY_SERVER__PROT", "9000")
     assert main(["config", "check", str(config_file)]) == 1
     assert "GATEWAY_SERVER__PROT" in capsys.readouterr().err
+
+
+def test_client_key_names_are_unique(config_file):
+    digest = hash_key("sk-ci")
+    config_file.write_text(GOOD.replace('auth: {keys: [{name: ci, sha256: "%s"}]}' % digest,
+                                        'auth: {keys: [{name: ci, sha256: "%s"}, {name: ci, sha256: "%s"}]}'
+                                        % (digest, hash_key("sk-other"))))
+    assert "auth: keys: the name 'ci' is used by several keys" in error_of(config_file)
