@@ -19,6 +19,7 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	scripts/ensure-redis.sh
+	scripts/ensure-prometheus.sh || echo 'no promtool/prometheus: the rule and panel tests will skip'
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)
