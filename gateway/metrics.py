@@ -144,8 +144,14 @@ class Metrics:
         models = list(config.models)
         intents = [*intents, "other"]
         for model in models:
+            tiers = ("light", "heavy") if config.models[model].heavy else ("light",)
             for tier in ("light", "heavy"):
                 self.route_decisions.labels(model, tier)
+            for tier in tiers:
+                self.ttft.labels(model, tier)
+                for intent in intents:  # the answered series (rates of the others come from gateway_errors)
+                    for cache in CACHE_RESULTS[:5]:
+                        self.requests.labels(model, intent, tier, cache, "200")
             for intent in intents:
                 for status_class in STATUS_CLASSES[1:]:
                     self.errors.labels(model, intent, status_class)

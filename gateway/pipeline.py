@@ -44,7 +44,7 @@ class Pipeline:
         try:
             return await self._handle(req)
         except GatewayError as exc:
-            req.status = exc.status
+            req.status = exc.client_status
             self.recorder.record(req)
             raise
 
