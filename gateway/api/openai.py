@@ -8,13 +8,13 @@ from __future__ import annotations
 import logging
 import time
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway.api import request_headers
 from gateway.errors import BodyTooLarge, GatewayError, InvalidRequest
-from gateway.request import PRIORITIES, Answer, ChatRequest, parse_chat_body
+from gateway.request import PRIORITIES, Answer, ChatRequest, parse_chat_body, parse_embeddings_body
+from gateway.verbatim import encode
 
 router = APIRouter()
 log = logging.getLogger("gateway")
@@ -118,21 +118,14 @@ async def embeddings(request: Request) -> Response:
     try:
         headers = request_headers(request)
         raw = await receive_body(headers, request.receive, state.max_body_bytes)
-        try:
-            body = orjson.loads(raw or b"")
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"the request body is not valid JSON: {exc.msg}") from None
-        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-            raise InvalidRequest("'model' is required and must be a string", param="model")
-        if not isinstance(body.get("input"), (str, list)):
-            raise InvalidRequest("'input' is required and must be a string or an array", param="input")
+        body = parse_embeddings_body(raw or b"")
         req = ChatRequest(body=body, alias=body["model"], headers=headers)
         req.key = await state.auth.check(headers)
         state.router.require_model(req)
         chain = state.config.chain(req.alias, "light")
         answer = await state.dispatcher.complete(
             req, chain, path="/embeddings",
-            body_for=lambda deployment: orjson.dumps({**body, "model": deployment.model}))
+            body_for=lambda deployment: encode(body, {"model": deployment.model}))
     except GatewayError as exc:
         return exc.to_response()
     return Response(answer.body, status_code=answer.status, media_type="application/json",

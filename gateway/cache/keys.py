@@ -4,7 +4,7 @@
     context_key(req)      the semantic partition: the same minus the user's words, temperature, top_p, seed
     controls(headers)     (lookup, store) from `Cache-Control` and `x-gateway-cache`
     uncacheable(req, t)   why a request may not use the cache (n > 1, tools, temperature, user text over
-                          bounds.CACHE_TEXT_LIMIT), or None
+                          bounds.CACHE_TEXT_LIMIT, numbers of 19+ digits), or None
     has_personal_data(s)  e-mail, phone number, order id / reference, long digit run
 
 The canonical form is orjson with sorted keys, hashed with blake2b (128 bits). User messages are
@@ -24,6 +24,7 @@ import orjson
 
 from gateway.bounds import CACHE_TEXT_LIMIT
 from gateway.request import ChatRequest, content_text
+from gateway.verbatim import needs_verbatim
 
 __all__ = ["NOT_IN_KEY", "exact_key", "context_key", "controls", "uncacheable", "has_personal_data",
            "normalise_user_text", "is_single_turn"]
@@ -146,6 +147,8 @@ def uncacheable(req: ChatRequest, max_temperature: float) -> str | None:
         return "temperature"
     if sum(len(text) for text in user_texts(req)) > CACHE_TEXT_LIMIT:
         return "too_long"
+    if needs_verbatim(body):
+        return "verbatim"  # a number orjson would round: the key, a re-serialisation, could pair two
     return None
 
 

@@ -134,7 +134,11 @@ class IntentCache:
         if (not lookup and not store) or keys.uncacheable(req, self.config.max_temperature):
             req.cache_result = "bypass"
             return None
-        req.cache_key = keys.exact_key(req)
+        try:
+            req.cache_key = keys.exact_key(req)
+        except TypeError:  # nested deeper than orjson writes (254 levels): forwarded, never cached
+            req.cache_result = "bypass"
+            return None
         req.cache_result = "miss"
         if not lookup:
             return None

@@ -24,8 +24,6 @@ import asyncio
 import time
 from typing import Any, Awaitable, Callable, Sequence
 
-import orjson
-
 from gateway.config import Deployment, GatewayConfig
 from gateway.errors import RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.errors import UpstreamSkipped as _Skip
@@ -36,16 +34,17 @@ from gateway.upstream.budget import UpstreamBudget, estimate_tokens, make_window
 from gateway.upstream.client import Transport, UpstreamAnswer, UpstreamStream
 from gateway.upstream.providers import Upstream
 from gateway.upstream.retry import RetryBudget, RetryPolicy
+from gateway.verbatim import encode
 
 Chain = Sequence[tuple[str, Deployment]]
 
 
 def upstream_body(req: ChatRequest, deployment: Deployment) -> bytes:
-    body = {**req.body, "model": deployment.model}
+    changes: dict[str, Any] = {"model": deployment.model}
     if req.stream:
         # Ask for usage even when the client did not; the relay hides that chunk from such a client.
-        body["stream_options"] = {**(req.body.get("stream_options") or {}), "include_usage": True}
-    return orjson.dumps(body)
+        changes["stream_options"] = {**(req.body.get("stream_options") or {}), "include_usage": True}
+    return encode(req.body, changes)  # the client's bytes where re-serialising would change them
 
 
 class _Expiry:

@@ -1,0 +1,123 @@
+"""Hostile probes through real HTTP: no body makes a 500. What OpenAI would refuse gets its 400 with `param`;
+what it accepts reaches the upstream exactly (big integers, deep nesting)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.conftest import TEST_KEY, base_config
+from tests.recording_upstream import RecordingUpstream
+
+AUTH = {"authorization": f"Bearer {TEST_KEY}"}
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    with RecordingUpstream() as up:
+        yield up
+
+
+@pytest.fixture(scope="module")
+def gw(upstream, embedder):
+    from tests.conftest import GatewayServer
+
+    with GatewayServer(base_config(upstream.url, upstream.url), embedder=embedder) as server:
+        yield server
+
+
+def post(gw, body, path="/chat/completions", headers: dict | None = None) -> httpx.Response:
+    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return httpx.post(gw.base_url + path, content=content, timeout=30,
+                      headers={**AUTH, "content-type": "application/json", **(headers or {})})
+
+
+def assert_400(response: httpx.Response, param: str) -> None:
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param, error
+
+
+@pytest.mark.parametrize("role", [{}, [], ["user"], 1, None, True, "robot"])
+def test_a_role_that_is_not_a_known_string_is_a_400(gw, role):
+    assert_400(post(gw, {"model": "support", "messages": [{"role": role, "content": "hi"}]}), "messages[0].role")
+
+
+@pytest.mark.parametrize("content, param", [
+    ([{"type": "text", "text": 5}], "messages[0].content[0].text"),
+    ([{"type": "text", "text": {"a": 1}}], "messages[0].content[0].text"),
+    ([{"type": "text"}], "messages[0].content[0].text"),
+    (["hi"], "messages[0].content[0]"),
+    ([{"text": "hi"}], "messages[0].content[0].type"),
+    ([{"type": "image_url", "image_url": "x"}], "messages[0].content[0].image_url"),
+    ({"type": "text", "text": "hi"}, "messages[0].content"),
+])
+def test_bad_content_parts_are_a_400(gw, content, param):
+    assert_400(post(gw, {"model": "support", "messages": [{"role": "user", "content": content}]}), param)
+
+
+def test_big_integers_reach_the_upstream_exactly(gw, upstream):
+    raw = ('{"model": "support", "seed": 99999999999999999999999, "temperature": 0, '
+           '"messages": [{"role": "user", "content": "hi"}]}')
+    response = post(gw, raw)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-gateway-cache"] == "bypass"
+    sent = upstream.bodies[-1]
+    assert b'"seed": 99999999999999999999999' in sent and b"1e+23" not in sent
+    assert json.loads(sent)["model"] != "support"  # the deployment's model replaced the alias
+
+
+@pytest.mark.parametrize("headers", [{}, {"x-gateway-cache": "bypass"}])
+@pytest.mark.parametrize("stream", [False, True])
+def test_nesting_1000_deep_is_forwarded(gw, upstream, headers, stream):
+    deep = "[" * 1000 + "]" * 1000
+    raw = ('{"model": "support", "stream": %s, "metadata": {"deep": %s}, "messages": [{"role": "user", '
+           '"content": "hi"}]}' % ("true" if stream else "false", deep))
+    response = post(gw, raw, headers=headers)
+    assert response.status_code == 200, response.text
+    assert deep.encode() in upstream.bodies[-1]
+    if stream:
+        assert b"data: [DONE]" in response.content
+
+
+def test_nesting_beyond_what_json_parsers_read_is_a_400(gw):
+    deep = "[" * 5000 + "]" * 5000
+    response = post(gw, '{"model": "support", "messages": %s}' % deep)
+    assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"model": "support", "input": 5}, "input"),
+    ({"model": "support", "input": {"a": 1}}, "input"),
+    ({"model": "support", "input": []}, "input"),
+    ({"model": "support", "input": ""}, "input"),
+    ({"model": "support", "input": [1, "a"]}, "input"),
+    ({"model": "support", "input": [[1, 2], [-1]]}, "input"),
+    ({"model": "support", "input": ["a"] * 2049}, "input"),
+    ({"model": "support", "input": "hi", "dimensions": 74_601_598_333_297}, "dimensions"),
+    ({"model": "support", "input": "hi", "dimensions": 0}, "dimensions"),
+    ({"model": "support", "input": "hi", "dimensions": "8"}, "dimensions"),
+    ({"model": "support", "input": "hi", "encoding_format": "utf8"}, "encoding_format"),
+    ({"model": 5, "input": "hi"}, "model"),
+])
+def test_embedding_inputs_openai_refuses_are_a_400(gw, body, param):
+    assert_400(post(gw, body, path="/embeddings"), param)
+
+
+@pytest.mark.parametrize("value", ["hi", ["a", "b"], [1, 2, 3], [[1, 2], [3]]])
+def test_embedding_inputs_openai_accepts_are_forwarded(gw, upstream, value):
+    response = post(gw, {"model": "support", "input": value, "dimensions": 256}, path="/embeddings")
+    assert response.status_code == 200, response.text
+    assert json.loads(upstream.bodies[-1])["input"] == value
+
+
+@pytest.mark.parametrize("raw", [b"", b"null", b"[]", b"\xff\xfe", b'{"model": "support"', b"1" * 400,
+                                 b'{"model": "support", "messages": [{"role": "user", "content": "\\ud800"}]}'])
+@pytest.mark.parametrize("path", ["/chat/completions", "/embeddings"])
+def test_malformed_bodies_are_a_4xx(gw, raw, path):
+    response = post(gw, raw, path=path)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["error"]["type"] == "invalid_request_error"
