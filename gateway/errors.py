@@ -3,7 +3,8 @@
     GatewayError                      500 api_error
     ├── InvalidRequest                400 invalid_request_error
     │   ├── BodyTooLarge              413
-    │   └── ModelNotFound             404 (code model_not_found)
+    │   ├── ModelNotFound             404 (code model_not_found)
+    │   └── UpstreamRejected          400 two deployments failed the same way on this request
     ├── AuthenticationFailed          401 authentication_error
     ├── PermissionDenied              403 permission_error
     ├── RateLimited                   429 rate_limit_error, Retry-After
@@ -19,6 +20,8 @@ another deployment) may help.
 """
 
 from __future__ import annotations
+
+import re
 
 import orjson
 from starlette.responses import Response
@@ -70,6 +73,23 @@ class ModelNotFound(InvalidRequest):
     status = 404
     code = "model_not_found"
     metric_label = "model_not_found"
+
+
+class UpstreamRejected(InvalidRequest):
+    """Two deployments failed on this request the same way (a 500 on a field the upstream chokes on): the
+    request's fault, not theirs. A 4xx, so that SDKs do not send it again (they retry 5xx)."""
+
+    code = "upstream_rejected_request"
+    metric_label = "upstream_rejected"
+
+    @classmethod
+    def rebuilt(cls, exc: "UpstreamStatus", deployments: tuple[str, ...]) -> "UpstreamRejected":
+        """The upstream's error, rebuilt: only its message, shortened, with anything like a key masked."""
+        error = upstream_error(exc.upstream_body) or {}
+        said = error.get("message")
+        said = f": {_KEYLIKE.sub('[redacted]', said)[:300]}" if isinstance(said, str) and said else ""
+        return cls(f"deployments {' and '.join(deployments)} both failed on this request with {exc.status}{said}; "
+                   "it was not sent further: the same request will fail again")
 
 
 class AuthenticationFailed(GatewayError):
@@ -167,6 +187,19 @@ def error_response(status: int, message: str, type_: str = "api_error", code: st
     """An OpenAI-shaped error with any status (the classes above cover the usual ones)."""
     body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+_KEYLIKE = re.compile(r"\b(?:sk|pk|rk|key|api)[-_][A-Za-z0-9_-]{6,}|\bBearer\s+\S+", re.I)
+
+
+def upstream_error(body: bytes) -> dict | None:
+    """The `error` object of an OpenAI-shaped error body, or None."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    return error if isinstance(error, dict) else None
 
 
 def _is_openai_error(body: bytes) -> bool:

@@ -121,3 +121,64 @@ def test_malformed_bodies_are_a_4xx(gw, raw, path):
     response = post(gw, raw, path=path)
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+# -------------------------------------------------------------------------------------- the breaker case
+
+def poison_config(url: str, **breaker):
+    """Model `chat` on three deployments of one upstream, one try each, breakers that open after 3 failures."""
+    timeout = {"connect": 1, "read": 5}
+    deployments = {name: {"base_url": url, "model": f"{name}-model", "timeout": timeout} for name in ("a", "b", "c")}
+    return base_config(url, url, deployments=deployments,
+                       models={"chat": {"deployments": ["a"], "fallbacks": ["b", "c"]}},
+                       resilience={"retry": {"attempts": 1, "deadline_s": 10},
+                                   "breaker": {"failures": 3, "window_s": 30, "cooldown_s": 30, **breaker}},
+                       cache={"enabled": False}, embedding={"enabled": False})
+
+
+def test_a_request_that_fails_the_same_way_twice_is_its_own_fault(start_gateway):
+    with RecordingUpstream() as up:
+        up.answer = lambda body: (500, {"error": {"message": "bad field sk-abcdef123456 in request", "type":
+                                                  "server_error", "param": None, "code": None}}) \
+            if "poison" in json.dumps(body) else (200, None)
+        gw = start_gateway(poison_config(up.url))
+        poison = {"model": "chat", "messages": [{"role": "user", "content": "poison"}]}
+        for _ in range(3):
+            calls = len(up.bodies)
+            response = post(gw, poison)
+            assert_400(response, None)
+            error = response.json()["error"]
+            assert error["code"] == "upstream_rejected_request"
+            assert "a and b both failed" in error["message"] and "bad field" in error["message"]
+            assert "sk-abcdef" not in response.text
+            assert len(up.bodies) - calls == 2  # two deployments, not the whole chain
+        breaker = gw.state.dispatcher.breaker
+        assert [breaker.state(name) for name in "abc"] == ["closed"] * 3
+        ok = post(gw, {"model": "chat", "messages": HI})
+        assert ok.status_code == 200 and ok.headers["x-gateway-served-by"] == "a"
+
+
+def test_a_deployment_that_fails_where_another_serves_is_still_counted(start_gateway):
+    with RecordingUpstream() as up:
+        up.answer = lambda body: (500, {"error": {"message": "boom", "type": "server_error"}}) \
+            if body.get("model") == "a-model" else (200, None)
+        gw = start_gateway(poison_config(up.url))
+        for _ in range(3):
+            response = post(gw, {"model": "chat", "messages": HI})
+            assert response.status_code == 200 and response.headers["x-gateway-served-by"] == "b"
+        assert gw.state.dispatcher.breaker.state("a") == "open"
+
+
+def test_an_open_circuit_says_so_and_not_deadline(start_gateway):
+    with RecordingUpstream() as up:
+        up.answer = lambda body: (503, {"error": {"message": "overloaded", "type": "server_error"}})
+        gw = start_gateway(poison_config(up.url))
+        for _ in range(3):
+            assert post(gw, {"model": "chat", "messages": HI}).status_code == 502  # each deployment fails once
+        calls = len(up.bodies)
+        response = post(gw, {"model": "chat", "messages": HI})
+        assert len(up.bodies) == calls  # nobody called
+        assert response.status_code == 503 and int(response.headers["retry-after"]) >= 1
+        error = response.json()["error"]
+        assert error["code"] == "circuit_open" and "circuit of a is open" in error["message"]
+        assert "no deployment was called" in error["message"] and "deadline" not in error["message"]

@@ -168,6 +168,10 @@ class CircuitBreaker:
         """This replica's latest view, without I/O: open (or half-open) right now."""
         return self._seen.get(name, (0.0, 0.0))[1] > 0.0
 
+    def open_for_s(self, name: str) -> float:
+        """Seconds until the next probe of an open circuit (this replica's view), 0 when closed."""
+        return max(0.0, self._seen.get(name, (0.0, 0.0))[1] - self.clock())
+
     def state(self, name: str) -> str:
         open_until = self._seen.get(name, (0.0, 0.0))[1]
         if not open_until:

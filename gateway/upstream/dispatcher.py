@@ -9,7 +9,11 @@ For each deployment of the chain, in order (the tier's deployments, then the bas
                        honouring Retry-After, within the request's deadline and the retry budget
 
 A deployment that still fails, or is skipped, hands the request to the next one; any other 4xx is the
-caller's error and goes straight back. When every deployment was skipped for its budget, the request
+caller's error and goes straight back. So is a request that fails the same way (same status, same error)
+on two deployments with an error other than 429/502/503/504 (a 500 on a field the upstream chokes on): no
+further deployment is tried, no breaker counts those failures (they are counted only once another
+deployment served the request, or the chain ran out), and the client gets a 400 with the upstream's
+error rebuilt (UpstreamRejected). Before, three such requests opened every circuit of the chain. When every deployment was skipped for its budget, the request
 waits for the earliest window to free if that fits in its deadline, except batch, which is shed
 (429 with Retry-After). Batch traffic of the light tier never spills onto the heavy tier's deployments.
 
@@ -25,7 +29,8 @@ import time
 from typing import Any, Awaitable, Callable, Sequence
 
 from gateway.config import Deployment, GatewayConfig
-from gateway.errors import RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import (RateLimited, UpstreamError, UpstreamRejected, UpstreamStatus, UpstreamTimeout,
+                            UpstreamUnavailable, upstream_error)
 from gateway.errors import UpstreamSkipped as _Skip
 from gateway.metrics import Metrics
 from gateway.request import ChatRequest
@@ -140,6 +145,7 @@ class Dispatcher:
         last_error: UpstreamError | None = None
         previous: str | None = None  # the deployment we are falling back from
         skipped: str | None = None  # the first deployment skipped for its open circuit
+        suspects = _Suspects()  # failures that may be the request's own fault: not yet counted
         while True:
             waits: list[float] = []
             for name, deployment in chain:
@@ -161,7 +167,7 @@ class Dispatcher:
                 started = time.perf_counter()
                 try:
                     result = await self.policy.run(
-                        self._attempts(req, name, deployment, permit, send, deadline, tokens),
+                        self._attempts(req, name, deployment, permit, send, deadline, tokens, suspects),
                         deadline=deadline, deployment=name, on_retry=self._on_retry)
                 except _Skip as skip:
                     if skip.reason == "budget":
@@ -170,11 +176,17 @@ class Dispatcher:
                     continue
                 except UpstreamError as exc:
                     if not exc.retryable:
+                        await self._settle(suspects)
                         raise
+                    rejected = suspects.same_elsewhere(exc, name)
+                    if rejected is not None:
+                        await self._settle(suspects, counted=False)
+                        raise rejected from exc
                     last_error, previous = exc, name
                     continue
                 finally:
                     req.upstream_seconds += time.perf_counter() - started
+                await self._settle(suspects)
                 self._served(req, name, started)
                 return result
             if waits and last_error is None and req.priority != "batch":
@@ -184,6 +196,7 @@ class Dispatcher:
                     await self.sleep(pause)
                     req.upstream_seconds += pause
                     continue
+            await self._settle(suspects)
             if waits and last_error is None:
                 self.metrics.rate_limited.labels("upstream_budget").inc()
                 fits = [w for w in waits if w >= 0]
@@ -191,24 +204,35 @@ class Dispatcher:
                                   retry_after_s=min(fits) if fits else 60.0)
             if last_error is None and skipped is not None:
                 raise self._circuit_open_error(skipped)
-            raise last_error or UpstreamUnavailable("no deployment can take the request now (deadline reached)")
+            if last_error is not None:
+                raise last_error
+            if time.perf_counter() >= deadline:
+                raise UpstreamTimeout(f"the request's deadline ({self.deadline_s:g} s) passed before any "
+                                      "deployment was called")
+            raise UpstreamUnavailable("no deployment can take the request now")
 
     def _circuit_open_error(self, name: str) -> UpstreamError:
-        """Every deployment's circuit is open: the client gets the error that opened it (the same status as
-        before it opened, only faster), or a 503 when another replica opened it."""
+        """No deployment was called: the circuits are open. Says so, with the error that opened the first
+        one and when it will be tried again (Retry-After)."""
         last = self._last_errors.get(name)
-        if last is None:
-            return UpstreamUnavailable(f"deployment {name} is failing: its circuit is open")
-        error = type(last).__new__(type(last))
-        error.__dict__.update(last.__dict__)
-        error.args = last.args
-        error.headers = dict(last.headers)
-        error.message = f"{last.message}; deployment {name} keeps failing, its circuit is open"
-        return error
+        cause = f" after repeated failures (last: {last.metric_label.replace('_', ' ')})" if last else ""
+        wait_s = max(1.0, self.breaker.open_for_s(name))
+        return UpstreamUnavailable(
+            f"no deployment was called: the circuit of {name} is open{cause}, and no other deployment of this "
+            f"model could take the request; it will be tried again in about {wait_s:.0f} s",
+            code="circuit_open", headers={"retry-after": str(round(wait_s + 0.499))})
+
+    async def _settle(self, suspects: _Suspects, counted: bool = True) -> None:
+        """Count (or forget, when the request was at fault) the failures held back from the breakers."""
+        for permit in suspects.take():
+            if counted:
+                await self.breaker.failure(permit)
+            else:
+                await self.breaker.release(permit)
 
     def _attempts(self, req: ChatRequest, name: str, deployment: Deployment, permit: Permit,
                   send: Callable[[str, Deployment], Awaitable[Any]], deadline: float,
-                  tokens: int) -> Callable[[], Awaitable[Any]]:
+                  tokens: int, suspects: _Suspects) -> Callable[[], Awaitable[Any]]:
         """One call to `name` per invocation; the retry policy invokes it again for each retry."""
         attempts = 0
 
@@ -237,7 +261,9 @@ class Dispatcher:
                 raise
             except UpstreamError as exc:
                 self._failed(exc, name)
-                if exc.retryable:
+                if _may_be_the_request(exc):
+                    suspects.hold(permit)  # counted once the dispatch knows whose fault it was
+                elif exc.retryable:
                     await self.breaker.failure(permit)
                 else:
                     await self.breaker.release(permit)
@@ -262,3 +288,43 @@ class Dispatcher:
     def _served(self, req: ChatRequest, name: str, started: float) -> None:
         req.served_by = name
         self.metrics.upstream_duration.labels(name).observe(time.perf_counter() - started)
+
+
+def _may_be_the_request(exc: UpstreamError) -> bool:
+    """An error status that a bad request can cause: 5xx other than the gateway-ish 502/503/504."""
+    return isinstance(exc, UpstreamStatus) and exc.status >= 500 and exc.status not in (502, 503, 504)
+
+
+class _Suspects:
+    """One dispatch's failures that may be the request's fault: their breaker permits, held back, and the
+    way each deployment failed."""
+
+    __slots__ = ("permits", "ways")
+
+    def __init__(self) -> None:
+        self.permits: list[Permit] = []
+        self.ways: dict[str, tuple] = {}  # deployment -> (status, error type, code, message)
+
+    def hold(self, permit: Permit) -> None:
+        self.permits.append(permit)
+
+    def take(self) -> list[Permit]:
+        permits, self.permits = self.permits, []
+        return permits
+
+    def same_elsewhere(self, exc: UpstreamError, name: str) -> UpstreamRejected | None:
+        """The rejection to send when `exc` from `name` repeats how another deployment failed, else None."""
+        if not _may_be_the_request(exc):
+            return None
+        way = _way(exc)
+        for other, seen in self.ways.items():
+            if seen == way and other != name:
+                return UpstreamRejected.rebuilt(exc, (other, name))
+        self.ways[name] = way
+        return None
+
+
+def _way(exc: UpstreamStatus) -> tuple:
+    error = upstream_error(exc.upstream_body)
+    return (exc.status, error.get("type"), error.get("code"), error.get("message")) if error else \
+        (exc.status, exc.upstream_body[:500])
