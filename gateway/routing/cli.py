@@ -3,7 +3,9 @@
     gateway route explain "PROMPT" [--threshold T]      score, tier (light/heavy) and reasons
     gateway route eval FILE.jsonl [--threshold T]       accuracy, hard precision/recall, AUC, heavy share, cost
     gateway route calibrate FILE.jsonl [--target-recall R | --target-heavy-share S]
-    gateway route train [FILE.jsonl] [--out PATH]       refit both models, write the weights file
+    gateway route train [FILE.jsonl ...] [--output PATH | --overwrite]
+                                                        refit both models; writes ./difficulty_model.new.json
+                                                        unless told where (--overwrite: the shipped weights)
 
 Every command takes `--config FILE` (default: $GATEWAY_CONFIG or config/gateway.yaml when it loads) and
 `--model ALIAS` (default "support"): the default threshold is that alias's `difficulty_threshold`, and prices
@@ -20,6 +22,7 @@ from typing import Callable
 DEFAULT_THRESHOLD = 0.5
 PROMPT_TOKENS_PER_CHAR = 0.25  # ~4 characters a token
 COMPLETION_TOKENS = 150  # a typical support answer
+NEW_WEIGHTS = "difficulty_model.new.json"
 # USD per million tokens (input, output) when no config is at hand: config/pricing.yaml's figures for the
 # fine-tuned gpt-3.5 (light) and gpt-4o (heavy).
 DEFAULT_LIGHT_PRICE = (3.00, 6.00)
@@ -56,8 +59,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsers
     calibrate.set_defaults(func=run_calibrate)
 
     train = commands.add_parser("train", parents=[common], help="refit the scorer and write its weights")
-    train.add_argument("file", nargs="?", metavar="FILE.jsonl")
-    train.add_argument("--out", help="weights file to write (default: the shipped one)")
+    train.add_argument("files", nargs="*", metavar="FILE.jsonl", help="labelled prompts (default: the shipped "
+                       "training files)")
+    train.add_argument("--output", "--out", dest="output",
+                       help=f"weights file to write (default: {NEW_WEIGHTS}; the shipped weights are left alone)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="write over the shipped weights (or over an existing --output file)")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=run_train)
     return commands
@@ -222,14 +229,22 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from gateway.embeddings import Embedder
     from gateway.routing.difficulty import DEFAULT_MODEL_PATH
-    from gateway.routing.train import DEFAULT_TRAIN_PATH, train
+    from gateway.routing.train import DEFAULT_TRAIN_PATHS, train
 
-    rows = _read(args.file or DEFAULT_TRAIN_PATH)
+    out = args.output or (DEFAULT_MODEL_PATH if args.overwrite else NEW_WEIGHTS)
+    if Path(out).exists() and not args.overwrite:
+        print(f"error: {out} exists; give --overwrite to replace it, or another --output", file=sys.stderr)
+        return 2
+    files = args.files or list(DEFAULT_TRAIN_PATHS)
+    rows = [row for path in files for row in _read(path)]
+    print(f"training on {', '.join(files)}", flush=True)
     embedder = Embedder.load(enabled=not args.no_embedding)
-    out = args.out or DEFAULT_MODEL_PATH
-    model = train(rows, embedder if embedder.available else None, out, seed=args.seed)
+    model = train(rows, embedder if embedder.available else None, out, seed=args.seed,
+                  progress=lambda line: print(f"  {line}", flush=True))
     info = model["info"]
     print(f"trained on {info['trained_on']} prompts ({info['hard']} hard), seed {info['seed']}")
     for name in ("features_model", "embedding_model"):
@@ -240,5 +255,6 @@ def run_train(args: argparse.Namespace) -> int:
         m = part["oof_metrics"]
         print(f"{name}: penalty {part['chosen_penalty']}, out-of-fold accuracy {m['accuracy']:.3f} "
               f"hard_recall {m['hard_recall']:.3f} auc {m['auc']:.3f}, threshold {part['oof_threshold']:.3f} -> 0.5")
-    print(f"wrote {out}")
+    if out != DEFAULT_MODEL_PATH:
+        print(f"to use it: difficulty.model_path: {Path(out).resolve()} (config), or --overwrite to ship it")
     return 0

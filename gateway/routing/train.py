@@ -1,7 +1,7 @@
 """Training, evaluation and calibration of the difficulty scorer.
 
-    rows = read_rows("data/routing/prompts.jsonl")
-    info = train(rows, embedder=Embedder.load())            # writes gateway/routing/difficulty_model.json
+    rows = [row for path in DEFAULT_TRAIN_PATHS for row in read_rows(path)]
+    info = train(rows, embedder=Embedder.load(), out_path="my_model.json", progress=print)
     scorer = DifficultyScorer.load(DifficultySettings())
     evaluate(scorer, read_rows("data/routing/prompts_test.jsonl"), 0.5, embedder)
 
@@ -22,7 +22,6 @@ import numpy as np
 import orjson
 
 from gateway.routing.difficulty import (
-    DEFAULT_MODEL_PATH,
     FEATURE_NAMES,
     DifficultyScorer,
     extract_features,
@@ -30,7 +29,7 @@ from gateway.routing.difficulty import (
 )
 
 __all__ = [
-    "DEFAULT_TRAIN_PATH",
+    "DEFAULT_TRAIN_PATHS",
     "calibrate",
     "cross_val_scores",
     "evaluate",
@@ -43,15 +42,16 @@ __all__ = [
     "train",
 ]
 
-DEFAULT_TRAIN_PATH = "data/routing/prompts.jsonl"
+# The ordinary prompts, varied ones (easy with digits and legal words, hard in casual wording), and the dev half
+# of the adversarial pairs (same words, other difficulty). The test half and the held-out sets stay out.
+DEFAULT_TRAIN_PATHS = ("data/routing/prompts.jsonl", "data/routing/prompts_varied.jsonl",
+                       "data/routing/adversarial_dev.jsonl")
 # Strong L2 on purpose: our prompts separate almost perfectly, and the held-out traffic is written by others.
 FEATURE_LAMBDAS = (3.0, 10.0, 30.0)
 EMBEDDING_LAMBDAS = (100.0, 300.0, 1000.0)
-# Thresholds: "easy" (routine support) is a closed set we cover well, "hard" is open-ended, so each model's
-# threshold sits just above its out-of-fold easy scores (a new hard request need only look unlike routine
-# support), and never higher than what keeps the out-of-fold hard recall at TARGET_RECALL.
+# Thresholds: each model's is the one with the best out-of-fold accuracy among those that keep the out-of-fold
+# hard recall at TARGET_RECALL (a hard request sent light costs quality, an easy one sent heavy only money).
 TARGET_RECALL = 0.95
-TARGET_SPECIFICITY = {"features": 0.90, "model": 0.95}
 
 
 # --- data ----------------------------------------------------------------------------------------------
@@ -179,6 +179,23 @@ def calibrate(scores, labels, target_recall: float | None = None,
     return best
 
 
+def best_accuracy_threshold(scores, labels, min_recall: float) -> float:
+    """The threshold with the best accuracy among those whose hard recall is at least min_recall (ties: the
+    higher recall); the min_recall threshold itself when none does better."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    floor = calibrate(s, y, target_recall=min_recall)
+    values = np.unique(s[s <= floor])
+    candidates = np.concatenate([(values[1:] + values[:-1]) / 2.0, [floor]]) if len(values) > 1 else [floor]
+    best, best_key = floor, None
+    for t in candidates:
+        heavy = s >= t
+        key = (float((heavy == y).mean()), float((heavy & y).sum()), float(t))
+        if best_key is None or key > best_key:
+            best, best_key = float(t), key
+    return best
+
+
 # --- model fitting -------------------------------------------------------------------------------------
 
 def fit_logistic(X: np.ndarray, y: np.ndarray, penalty: np.ndarray | float, iters: int = 50
@@ -246,19 +263,22 @@ def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def _select(X: np.ndarray, y: np.ndarray, penalties: list[np.ndarray], seed: int, repeats: int = 2
-            ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """The penalty with the lowest repeated-CV log-loss, its out-of-fold scores (first repeat) and the table."""
+def _select(X: np.ndarray, y: np.ndarray, penalties: list[np.ndarray], seed: int, repeats: int = 2,
+            progress=None, label: str = "") -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """The penalty with the lowest repeated-CV log-loss, its out-of-fold scores (mean of the repeats), the table."""
     table = []
     best = None
-    for penalty in penalties:
+    for n, penalty in enumerate(penalties, 1):
         runs = [cross_val_scores(X, y, penalty, seed=seed + r) for r in range(repeats)]
         loss = float(np.mean([_log_loss(p, y) for p in runs]))
         auc = float(np.mean([roc_auc(p, y) for p in runs]))
         table.append({"penalty": sorted({float(v) for v in penalty}), "cv_log_loss": round(loss, 4),
                       "cv_auc": round(auc, 4)})
+        if progress is not None:
+            progress(f"{label}: penalty {n}/{len(penalties)} {table[-1]['penalty']}: cross-validated log-loss "
+                     f"{loss:.4f}, AUC {auc:.4f}")
         if best is None or loss < best[0]:
-            best = (loss, penalty, runs[0])
+            best = (loss, penalty, np.mean(runs, axis=0))
     return best[1], best[2], table
 
 
@@ -266,27 +286,29 @@ def _round(values: np.ndarray, digits: int = 6) -> list[float]:
     return [float(f"{v:.{digits}g}") for v in values]
 
 
-def train(rows: list[dict], embedder=None, out_path: str | Path | None = DEFAULT_MODEL_PATH, *, seed: int = 0,
-          target_recall: float = TARGET_RECALL) -> dict:
-    """Fit both models on `rows`, write the weights file (unless out_path is None) and return its dict."""
+def train(rows: list[dict], embedder=None, out_path: str | Path | None = None, *, seed: int = 0,
+          target_recall: float = TARGET_RECALL, progress=None) -> dict:
+    """Fit both models on `rows`, write the weights file (when out_path is given) and return its dict.
+    `progress(line)`, when given, hears about each stage."""
     y = _labels(rows)
     if y.min() == y.max():
         raise ValueError("training rows need both labels")
+    say = progress or (lambda line: None)
+    say(f"features of {len(rows)} prompts ({int(y.sum())} hard)")
     F = _feature_matrix(rows)
     nf = F.shape[1]
 
     def shifted(bias, oof, method):
-        threshold = min(calibrate(oof, y, target_specificity=TARGET_SPECIFICITY[method]),
-                        calibrate(oof, y, target_recall=target_recall))
+        threshold = best_accuracy_threshold(oof, y, min_recall=target_recall)
         threshold = min(max(threshold, 1e-6), 1 - 1e-6)
         return bias - math.log(threshold / (1 - threshold)), threshold, metrics(oof, y, threshold)
 
-    penalty, oof, table_f = _select(F, y, [np.full(nf, lam) for lam in FEATURE_LAMBDAS], seed)
+    penalty, oof, table_f = _select(F, y, [np.full(nf, lam) for lam in FEATURE_LAMBDAS], seed,
+                                    progress=say, label="features model")
     coef_f, bias_f = _fit_raw(F, y, penalty)
     bias_f, thr_f, cv_f = shifted(bias_f, oof, "features")
     info = {
         "trained_on": len(rows), "hard": int(y.sum()), "seed": seed, "target_recall": target_recall,
-        "target_specificity": TARGET_SPECIFICITY,
         "features_model": {"cv": table_f, "chosen_penalty": float(penalty[0]), "oof_threshold": thr_f,
                            "oof_metrics": cv_f},
     }
@@ -298,11 +320,12 @@ def train(rows: list[dict], embedder=None, out_path: str | Path | None = DEFAULT
         "embedding_model": None,
     }
     if embedder is not None and getattr(embedder, "available", False):
+        say(f"embedding {len(rows)} prompts with {getattr(embedder, 'name', '?')}")
         E = _embed(rows, embedder)
         X = np.hstack([F, E])
         penalties = [np.concatenate([np.full(nf, lf), np.full(E.shape[1], le)])
                      for lf, le in product(FEATURE_LAMBDAS[:2], EMBEDDING_LAMBDAS)]
-        penalty, oof, table_e = _select(X, y, penalties, seed)
+        penalty, oof, table_e = _select(X, y, penalties, seed, progress=say, label="embedding model")
         coef_e, bias_e = _fit_raw(X, y, penalty)
         bias_e, thr_e, cv_e = shifted(bias_e, oof, "model")
         model["embedding_model"] = {"coef": _round(coef_e), "bias": bias_e, "dim": int(E.shape[1])}
@@ -312,6 +335,7 @@ def train(rows: list[dict], embedder=None, out_path: str | Path | None = DEFAULT
     model["info"] = info
     if out_path is not None:
         Path(out_path).write_bytes(orjson.dumps(model, option=orjson.OPT_INDENT_2))
+        say(f"wrote {out_path}")
     return model
 
 
