@@ -149,6 +149,32 @@ def routed_cost_ratio(prompt_tokens: list[int], heavy: list[bool], light_cost: C
     return routed, all_heavy, (routed / all_heavy if all_heavy else float("nan"))
 
 
+def cost_per_1000(prompt_tokens: list[int], heavy: list[bool], light_cost: CostFn, heavy_cost: CostFn,
+                  completion_tokens: int = COMPLETION_TOKENS) -> dict[str, float]:
+    """USD per 1,000 requests of this mix: all light, all heavy, and routed as `heavy` says."""
+    n = len(prompt_tokens)
+    if n == 0:
+        return {"all_light": 0.0, "all_heavy": 0.0, "routed": 0.0}
+    light = [light_cost(p, completion_tokens) for p in prompt_tokens]
+    heavy_prices = [heavy_cost(p, completion_tokens) for p in prompt_tokens]
+    routed = [hp if h else lp for lp, hp, h in zip(light, heavy_prices, heavy)]
+    return {"all_light": 1000 * sum(light) / n, "all_heavy": 1000 * sum(heavy_prices) / n,
+            "routed": 1000 * sum(routed) / n}
+
+
+def _print_cost_table(rows, heavy: list[bool], m: dict, ctx: "_Context") -> None:
+    from gateway.routing.difficulty import last_user_text
+    from gateway.routing.train import row_messages
+
+    tokens = [estimate_tokens(last_user_text(row_messages(r))) for r in rows]
+    cost = cost_per_1000(tokens, heavy, ctx.light_cost, ctx.heavy_cost)
+    print(f"cost per 1,000 requests ({ctx.light_name} / {ctx.heavy_name}, ~chars/4 in, {COMPLETION_TOKENS} out):")
+    print(f"  all light  {cost['all_light']:8.4f} USD  hard recall 0.000")
+    print(f"  all heavy  {cost['all_heavy']:8.4f} USD  hard recall 1.000")
+    print(f"  routed     {cost['routed']:8.4f} USD  hard recall {m['hard_recall']:.3f}  heavy share "
+          f"{m['heavy_share']:.3f}  ({cost['routed'] / cost['all_heavy']:.2f} of all heavy)")
+
+
 # --- commands ------------------------------------------------------------------------------------------
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -161,8 +187,15 @@ def run_explain(args: argparse.Namespace) -> int:
     result = scorer.score([{"role": "user", "content": args.prompt}], vector)
     print(f"score {result.score:.3f}  tier {tier_for(result.score, threshold)}  (threshold {threshold:g}, "
           f"method {result.method})")
+    print("signals that decided (share of the log-odds against an average request; + pushes heavy):")
+    shown = [(label, c) for label, c in result.signals if abs(c) >= 0.05][:10]
+    for label, c in shown:
+        print(f"  {c:+6.2f}  {label}")
+    if not shown:
+        print("  none stands out: an average request")
     for reason in result.reasons:
-        print(f"  - {reason}")
+        if reason.startswith(("embedding classifier", "features-only")):
+            print(f"  ({reason})")
     return 0
 
 
@@ -198,6 +231,7 @@ def run_eval(args: argparse.Namespace) -> int:
           f"(tp {result['tp']} fp {result['fp']} fn {result['fn']} tn {result['tn']})")
     print(f"cost {routed:.4f} USD routed vs {all_heavy:.4f} all heavy ({ctx.light_name} / {ctx.heavy_name}, "
           f"~chars/4 in, {COMPLETION_TOKENS} out): ratio {ratio:.3f}")
+    _print_cost_table(rows, heavy, result, ctx)
     print(f"accuracy {result['accuracy']:.3f} hard_recall {result['hard_recall']:.3f} auc {result['auc']:.3f} "
           f"heavy_share {result['heavy_share']:.3f}")
     return 0
@@ -223,7 +257,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
             "best accuracy")
     print(f"{len(rows)} prompts, method {method}, {goal}")
     print(f"at this threshold: accuracy {m['accuracy']:.3f} hard_recall {m['hard_recall']:.3f} "
-          f"heavy_share {m['heavy_share']:.3f}")
+          f"expected heavy share {m['heavy_share']:.3f}")
+    _print_cost_table(rows, [s >= threshold for s in scores], m, ctx)
+    print(f"set models.{args.model}.difficulty_threshold: {threshold:.4f}")
     print(f"threshold {threshold:.4f}")
     return 0
 

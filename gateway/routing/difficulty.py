@@ -57,6 +57,8 @@ class Difficulty:
     score: float  # in [0, 1]; heavy when score >= threshold
     reasons: tuple[str, ...]
     method: Literal["model", "features"]
+    # (signal, its share of the log-odds against an average request), largest first: what decided.
+    signals: tuple[tuple[str, float], ...] = ()
 
 
 def tier_for(score: float, threshold: float) -> Literal["light", "heavy"]:
@@ -66,12 +68,10 @@ def tier_for(score: float, threshold: float) -> Literal["light", "heavy"]:
 
 # --- reasons -------------------------------------------------------------------------------------------
 
-def _reasons(counts: dict[str, int], contributions: np.ndarray) -> list[str]:
+def _signals(counts: dict[str, int], contributions: np.ndarray) -> list[tuple[float, str]]:
     fired = []
     for i, name in enumerate(FEATURE_NAMES):
         c = float(contributions[i])
-        if abs(c) < 0.15:
-            continue
         if name == "constraints" and counts["constraints"]:
             label = f"{counts['constraints']} constraints"
         elif name == "log_chars":
@@ -80,9 +80,12 @@ def _reasons(counts: dict[str, int], contributions: np.ndarray) -> list[str]:
             label = REASON_LABELS[name]
         else:
             continue
-        fired.append((c, label if c > 0 else label + " (easier)"))
-    fired.sort(key=lambda x: -abs(x[0]))
-    return [label for _, label in fired[:5]]
+        fired.append((c, label))
+    return fired
+
+
+def _reasons(fired: list[tuple[float, str]]) -> list[str]:
+    return [label if c > 0 else label + " (easier)" for c, label in fired[:5]]
 
 
 # --- scorer --------------------------------------------------------------------------------------------
@@ -108,7 +111,8 @@ class DifficultyScorer:
     """Scores a conversation. Build with `load`; `score` is pure and thread-safe."""
 
     def __init__(self, features_model: _Linear, embedding_model: _Linear | None, feature_mean: np.ndarray,
-                 *, use_embedding: bool = True, info: dict | None = None) -> None:
+                 *, use_embedding: bool = True, info: dict | None = None,
+                 embedding_mean: np.ndarray | None = None) -> None:
         n = len(FEATURE_NAMES)
         if features_model.coef.shape != (n,):
             raise ValueError(f"features model has {features_model.coef.shape[0]} weights, expected {n}")
@@ -117,6 +121,9 @@ class DifficultyScorer:
         if self._embedding is not None:
             self._emb_feat = self._embedding.coef[:n]
             self._emb_vec = self._embedding.coef[n:].astype(np.float32)
+            # The vector's share of the log-odds is measured against the training mean (weights files without
+            # one: against zero).
+            self._emb_offset = float(self._emb_vec @ embedding_mean) if embedding_mean is not None else 0.0
         self._mean = feature_mean
         self.info = info or {}
 
@@ -137,6 +144,8 @@ class DifficultyScorer:
             np.asarray(data["feature_mean"], dtype=np.float64),
             use_embedding=settings.use_embedding,
             info=data.get("info", {}),
+            embedding_mean=(np.asarray(embedding["mean"], dtype=np.float32)
+                            if embedding and embedding.get("mean") else None),
         )
 
     @property
@@ -152,10 +161,12 @@ class DifficultyScorer:
         extra = []
         if self._embedding is not None and vector is not None and np.shape(vector) == self._emb_vec.shape:
             contributions = self._emb_feat * (x - self._mean)
-            z = float(self._emb_feat @ x) + float(self._emb_vec @ vector) + self._embedding.bias
+            meaning = float(self._emb_vec @ vector)
+            z = float(self._emb_feat @ x) + meaning + self._embedding.bias
             method = "model"
             p = _sigmoid(z)
             extra.append(f"embedding classifier {p:.2f}")
+            fired = _signals(counts, contributions) + [(meaning - self._emb_offset, "sentence meaning (embedding)")]
         else:
             contributions = self._features.coef * (x - self._mean)
             z = float(self._features.coef @ x) + self._features.bias
@@ -168,4 +179,7 @@ class DifficultyScorer:
             else:
                 why = f"embedding of shape {np.shape(vector)} ignored"
             extra.append(f"features-only model {p:.2f} ({why})")
-        return Difficulty(score=p, reasons=tuple(_reasons(counts, contributions) + extra), method=method)
+            fired = _signals(counts, contributions)
+        fired.sort(key=lambda x: -abs(x[0]))
+        return Difficulty(score=p, reasons=tuple(_reasons([f for f in fired if abs(f[0]) >= 0.15]) + extra),
+                          method=method, signals=tuple((label, round(c, 3)) for c, label in fired))

@@ -328,7 +328,8 @@ def train(rows: list[dict], embedder=None, out_path: str | Path | None = None, *
         penalty, oof, table_e = _select(X, y, penalties, seed, progress=say, label="embedding model")
         coef_e, bias_e = _fit_raw(X, y, penalty)
         bias_e, thr_e, cv_e = shifted(bias_e, oof, "model")
-        model["embedding_model"] = {"coef": _round(coef_e), "bias": bias_e, "dim": int(E.shape[1])}
+        model["embedding_model"] = {"coef": _round(coef_e), "bias": bias_e, "dim": int(E.shape[1]),
+                                    "mean": _round(E.mean(axis=0), 4)}
         info["embedding_model"] = {"cv": table_e, "chosen_penalty": [float(penalty[0]), float(penalty[-1])],
                                    "oof_threshold": thr_e, "oof_metrics": cv_e,
                                    "embedder": getattr(embedder, "name", "?")}

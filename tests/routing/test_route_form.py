@@ -1,0 +1,103 @@
+"""Difficulty: the form-of-task features, same words with other difficulty, signals, cost, train/calibrate CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+import pytest
+
+from gateway.routing.cli import cost_per_1000, register_cli
+from gateway.routing.difficulty import DEFAULT_MODEL_PATH, DifficultyScorer, DifficultySettings, extract_features
+from tests.routing.test_difficulty import LONG_EASY, SHORT_HARD, SHORT_MATHS, toy_rows
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def counts(text: str) -> dict[str, int]:
+    return extract_features(user(text))[1]
+
+
+@pytest.fixture(scope="module")
+def scorer() -> DifficultyScorer:
+    return DifficultyScorer.load(DifficultySettings())
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_form_features_read_the_task_not_the_words():
+    lookup = counts("Do you sell SQL or Java programming books?")
+    assert lookup["lookup"] >= 1 and lookup["judgement"] == 0
+    arithmetic = counts("Calculate the total: 2 items at €10")
+    assert arithmetic["arithmetic"] >= 1 and arithmetic["amount_from_numbers"] == 0
+    assert counts("Please translate to French: 'Delivery within 5 business days.'")["transform"] >= 1
+    casual = counts("my parcel went to the neighbour and now he says he never got it, who is responsible?")
+    assert casual["judgement"] >= 1 and casual["complications"] >= 1
+    assert counts("my plan renews on the 31st, what happens in february?")["date_reasoning"] >= 1
+    amount = counts("Items were 40, 25 and 15 euros, shipping 6, free above 60. How much should I get back?")
+    assert amount["amount_from_numbers"] >= 2
+
+
+def test_same_words_other_difficulty(scorer):
+    pairs = [("What's 20% of 80?",
+              "If prices went up 20% and then we gave a 20% discount, is the final price back to the original?"),
+             ("Livrez-vous en Suisse ?",
+              "Je vends depuis la France à un particulier suisse : dois-je facturer la TVA française, suisse, ou rien ?")]
+    for easy, hard in pairs:
+        assert scorer.score(user(easy)).score < 0.5 <= scorer.score(user(hard)).score
+
+
+def test_signals_say_what_decided(scorer):
+    result = scorer.score(user("who is responsible if the courier lost it but the neighbour signed?"))
+    assert result.signals and all(isinstance(c, float) for _, c in result.signals)
+    magnitudes = [abs(c) for _, c in result.signals]
+    assert magnitudes == sorted(magnitudes, reverse=True)
+    assert "asks for judgement on a case" in dict(result.signals)
+
+
+def test_cost_per_1000():
+    light = lambda p, c: 0.001  # noqa: E731
+    heavy = lambda p, c: 0.004  # noqa: E731
+    cost = cost_per_1000([10, 10, 10, 10], [True, False, False, False], light, heavy)
+    assert cost == pytest.approx({"all_light": 1.0, "all_heavy": 4.0, "routed": 1.75})
+
+
+def test_cli_train_leaves_the_shipped_weights_alone(tmp_path, capsys, monkeypatch):
+    with open(DEFAULT_MODEL_PATH, "rb") as f:
+        shipped = f.read()
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in toy_rows()) + "\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli(["route", "train", str(data), "--no-embedding"]) == 0
+    out = capsys.readouterr().out
+    assert "features model: penalty 1/3" in out and "difficulty_model.new.json" in out
+    assert (tmp_path / "difficulty_model.new.json").exists()
+    with open(DEFAULT_MODEL_PATH, "rb") as f:
+        assert f.read() == shipped
+    assert cli(["route", "train", str(data), "--no-embedding"]) == 2  # exists: needs --overwrite
+    assert cli(["route", "train", str(data), "--no-embedding", "--output", str(tmp_path / "m.json")]) == 0
+    trained = DifficultyScorer.load(DifficultySettings(model_path=str(tmp_path / "m.json")))
+    assert trained.score(user("Where is my order 77777?")).score < 0.5
+
+
+def test_cli_calibrate_reports_share_and_cost(tmp_path, capsys):
+    path = tmp_path / "p.jsonl"
+    rows = [{"prompt": LONG_EASY, "label": "easy"}, {"prompt": SHORT_HARD, "label": "hard"},
+            {"prompt": "Where is my order 55102?", "label": "easy"}, {"prompt": SHORT_MATHS, "label": "hard"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert cli(["route", "calibrate", str(path), "--target-recall", "1.0", "--no-embedding"]) == 0
+    out = capsys.readouterr().out
+    assert "expected heavy share 0.500" in out and "hard_recall 1.000" in out
+    assert re.search(r"all light +[\d.]+ USD", out) and re.search(r"routed +[\d.]+ USD +hard recall 1.000", out)
+    threshold = float(out.strip().splitlines()[-1].split()[-1])
+    assert 0.0 < threshold < 1.0
+    assert cli(["route", "explain", SHORT_HARD, "--no-embedding"]) == 0
+    assert "signals that decided" in capsys.readouterr().out
