@@ -1,5 +1,7 @@
 # Two commands on a fresh machine with Python 3.11: `make demo` and `make test`. Each sets itself up.
+# `make demo PORT=8090` serves the demo on another port.
 PYTHON ?= python3
+PORT ?= 8080
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
@@ -12,7 +14,7 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)
-	$(VENV)/bin/gateway demo
+	$(VENV)/bin/gateway demo --port $(PORT)
 
 serve: $(STAMP)
 	$(VENV)/bin/gateway serve

@@ -66,23 +66,37 @@ def _prepare_multiproc_dir(workers: int) -> str | None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import socket
+
     import uvicorn
 
     from gateway.app import create_app
     from gateway.config import load_config
     from gateway.mock_upstream import MockServerThread, MockSettings
 
+    # Take the port first: a busy one fails here, before anything says "listening".
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", args.port))
+    except OSError as exc:
+        sock.close()
+        print(f"gateway demo: cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}; "
+              "choose another port: gateway demo --port N (or make demo PORT=N)", file=sys.stderr)
+        return 1
+    port = sock.getsockname()[1]
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     light = MockServerThread(MockSettings(served_model="ft:gpt-3.5-turbo-0125:acme:support:v3", latency_ms=40,
                                           tokens_per_second=200))
     heavy = MockServerThread(MockSettings(served_model="gpt-4o", latency_ms=120, tokens_per_second=80))
-    with light, heavy:
+    with sock, light, heavy:
         env = {"LIGHT_URL": light.url, "HEAVY_URL": heavy.url, "GATEWAY_REDIS__URL": "", "GATEWAY_AUTH__OPEN": "true"}
         config = load_config(args.config, environ={**os.environ, **env})
-        url = f"http://127.0.0.1:{args.port}"
+        url = f"http://127.0.0.1:{port}"
         print(DEMO_HELP.format(url=url, light=light.url, heavy=heavy.url), flush=True)
-        uvicorn.run(create_app(config), host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
-                    access_log=False, log_level="warning")
+        server = uvicorn.Server(uvicorn.Config(create_app(config), loop="uvloop", http="httptools",
+                                               access_log=False, log_level="warning"))
+        server.run(sockets=[sock])
     return 0
 
 
@@ -119,15 +133,30 @@ def _config_check(args: argparse.Namespace) -> int:
         tiers = f"light {route.deployments + route.fallbacks}" + (f", heavy {route.heavy}" if route.heavy else "")
         threshold = "" if route.difficulty_threshold is None else f", heavy above difficulty {route.difficulty_threshold}"
         print(f"  model {alias}: {tiers}{threshold}")
+    from gateway.upstream.providers import make_provider
+
     for name, deployment in config.deployments.items():
-        notes = []
-        if deployment.api_key_env and not deployment.api_key:
-            notes.append(f"env {deployment.api_key_env} is not set")
+        notes = _key_problems(deployment)
         if not pricing.known(deployment.pricing_key):
             notes.append(f"no price for {deployment.pricing_key!r}: its cost counts as 0")
-        print(f"  deployment {name}: {deployment.base_url} ({deployment.model})" + (f"  warning: {'; '.join(notes)}" if notes else ""))
+        keys = len(deployment.api_keys) + bool(deployment.api_key_env)
+        url = make_provider(deployment).url("/chat/completions")
+        print(f"  deployment {name}: {deployment.provider} POST {url} (model {deployment.model}, "
+              f"{keys or 'no'} key source{'s' * (keys != 1)})" + (f"  warning: {'; '.join(notes)}" if notes else ""))
     print(f"  redis: {config.redis.url or 'none (in-memory stores)'}; auth: {'OPEN' if config.auth.open else f'{len(config.auth.keys)} keys'}")
     return 0
+
+
+def _key_problems(deployment) -> list[str]:
+    """Key sources that give no key now (named, never the key's value)."""
+    problems = []
+    variables = [deployment.api_key_env] if deployment.api_key_env else []
+    variables += [source.env for source in deployment.api_keys if source.env]
+    problems += [f"env {variable} is not set" for variable in variables if not os.environ.get(variable)]
+    for source in deployment.api_keys:
+        if source.file and not os.access(source.file, os.R_OK):
+            problems.append(f"key file {source.file} cannot be read")
+    return problems
 
 
 def _keys_hash(args: argparse.Namespace) -> int:
@@ -225,8 +254,18 @@ def _canary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gateway")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="OpenAI-compatible inference gateway")
+    parser.add_argument("--version", action="version", version=f"gateway {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
@@ -292,14 +331,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Every failure ends in one line on stderr and an exit status, never a traceback (GATEWAY_DEBUG=1
+    shows it), including a closed pipe (`gateway cache stats --json | head`)."""
     from gateway.client_keys import KeyStoreError
     from gateway.config import ConfigError
 
     try:
-        return args.func(args) or 0
+        args = build_parser().parse_args(argv)
+        status = args.func(args) or 0
+        sys.stdout.flush()  # a reader that went away shows up here, not at exit
+        return status
     except (ConfigError, KeyStoreError) as exc:
         print(exc, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 141
+    except Exception as exc:
+        if os.environ.get("GATEWAY_DEBUG"):
+            raise
+        print(f"error: {_explain(exc)} (GATEWAY_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _explain(exc: Exception) -> str:
+    try:
+        import redis
+    except ImportError:  # pragma: no cover
+        redis = None
+    if redis is not None and isinstance(exc, redis.exceptions.ConnectionError):
+        return f"cannot reach Redis: {exc}"
+    if redis is not None and isinstance(exc, redis.exceptions.RedisError):
+        return f"Redis: {exc}"
+    return f"{type(exc).__name__}: {exc}"

@@ -38,7 +38,7 @@ class ServerConfig(Section):
     log_level: str = "info"
 
 
-REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster")
 
 
 def check_http_url(value: str) -> str:

@@ -34,6 +34,7 @@ import dataclasses
 import math
 import random
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -611,25 +612,94 @@ class MockServerThread:
         self.stop()
 
 
+def _rate(text: str) -> float:
+    value = _non_negative(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate in [0, 1] (0.05 means 5% of requests)")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+_CLI_OPTIONS = (  # (setting, type, help)
+    ("served_model", str, "the model name answers carry (default: the request's model)"),
+    ("api_key", str, "require this key (Authorization: Bearer KEY; api-key: KEY on the Azure paths); "
+                     "never printed"),
+    ("seed", int, "seed of the random faults, for reproducible runs"),
+    ("chunks", _positive_int, "content chunks per stream (default 20)"),
+    ("latency_ms", _non_negative, "wait before answering, in ms (default 0)"),
+    ("tokens_per_second", _non_negative, "stream pacing; 0 streams as fast as possible (default 0)"),
+    ("fail_rate_429", _rate, "share of requests answered 429, in [0, 1] (default 0)"),
+    ("fail_rate_500", _rate, "share of requests answered 500, in [0, 1] (default 0)"),
+    ("fail_rate_timeout", _rate, "share of requests that hang for --hang-s, in [0, 1] (default 0)"),
+    ("fail_rate_drop", _rate, "share of requests whose connection is closed unanswered, in [0, 1] (default 0)"),
+    ("cut_stream_rate", _rate, "share of streams cut midway, in [0, 1] (default 0)"),
+    ("retry_after_s", _non_negative, "the Retry-After of injected 429s, in seconds (default 1)"),
+    ("hang_s", _non_negative, "how long a 'timeout' fault hangs, in seconds (default 30)"),
+)
+
+
+def _describe(settings: MockSettings) -> str:
+    """The settings that differ from the defaults, without the API key."""
+    changed = [f"{f.name}={getattr(settings, f.name)!r}" for f in dataclasses.fields(MockSettings)
+               if f.name != "api_key" and getattr(settings, f.name) != f.default]
+    if settings.api_key:
+        changed.append("API key required")
+    return ", ".join(changed) or "defaults"
+
+
 def _run_cli(args: argparse.Namespace) -> int:
     names = [f.name for f in dataclasses.fields(MockSettings)]
     settings = MockSettings(**{name: getattr(args, name) for name in names if hasattr(args, name)})
-    print(f"mock upstream on http://{args.host}:{args.port}/v1 ({settings})", flush=True)
+    failing = settings.fail_rate_429 + settings.fail_rate_500 + settings.fail_rate_timeout + settings.fail_rate_drop
+    if failing > 1:
+        print(f"mock-upstream: the fail rates add up to {failing:g}, more than 1", file=sys.stderr)
+        return 2
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        sock.close()
+        print(f"mock-upstream: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    port = sock.getsockname()[1]
+    print(f"mock upstream on http://{args.host}:{port}/v1 ({_describe(settings)})", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
-        web.run_app(create_app(settings), host=args.host, port=args.port, access_log=None, print=None,
-                    handler_cancellation=True, loop=_new_loop())
+        web.run_app(create_app(settings), sock=sock, access_log=None, print=None, handler_cancellation=True,
+                    loop=_new_loop())
     return 0
 
 
 def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     """Adds the ``mock-upstream`` subcommand; the caller then runs ``args.func(args)``."""
-    parser = subparsers.add_parser("mock-upstream", help="run the built-in OpenAI-compatible mock upstream")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9100)
-    for name, kind in (("served_model", str), ("api_key", str), ("seed", int), ("chunks", int),
-                       ("latency_ms", float), ("tokens_per_second", float), ("fail_rate_429", float),
-                       ("fail_rate_500", float), ("fail_rate_timeout", float), ("fail_rate_drop", float),
-                       ("retry_after_s", float)):
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(MockSettings, name))
+    parser = subparsers.add_parser(
+        "mock-upstream", help="run the built-in OpenAI-compatible mock upstream (also Azure's paths)",
+        description="An OpenAI-compatible fake upstream with latency and fault injection: /v1/chat/completions, "
+                    "/v1/embeddings, /v1/models, and Azure's /openai/deployments/NAME/... paths.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=9100, help="port to listen on; 0 picks a free one (default 9100)")
+    for name, kind, help_ in _CLI_OPTIONS:
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(MockSettings, name), help=help_)
     parser.set_defaults(func=_run_cli)
     return parser

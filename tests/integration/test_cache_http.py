@@ -409,6 +409,8 @@ def test_cli_stats_and_flush(gw, prefix, tmp_path, capsys):
     out = capsys.readouterr().out
     refund = next(line for line in out.splitlines() if line.startswith("refund"))
     assert refund.split()[1:4] == ["1", "1", "1"]  # entries, vectors, hits
-    assert run_flush(parser.parse_args(["flush", "--intent", "refund", "--config", str(cfg)])) == 0
+    assert run_flush(parser.parse_args(["flush", "--intent", "refund", "--config", str(cfg)])) == 1
+    assert "without confirmation: add --yes" in capsys.readouterr().err  # stdin is not a terminal here
+    assert run_flush(parser.parse_args(["flush", "--intent", "refund", "--config", str(cfg), "--yes"])) == 0
     assert "flushed 1" in capsys.readouterr().out
     assert ask(client, "How do I get a refund?")[0]["x-gateway-cache"] == "miss"
