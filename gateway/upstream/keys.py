@@ -41,14 +41,12 @@ class LiveKey:
     tpm: int | None = None
     aside_until: float = 0.0
     fingerprint: str = field(default="")
+    limited: bool = field(default=False)  # has its own quota
 
     def __post_init__(self) -> None:
         if self.secret and not self.fingerprint:
             self.fingerprint = hashlib.sha256(self.secret.encode()).hexdigest()[:8]
-
-    @property
-    def limited(self) -> bool:
-        return self.rpm is not None or self.tpm is not None
+        self.limited = self.rpm is not None or self.tpm is not None
 
     def __str__(self) -> str:
         return f"{self.id} (sha256 {self.fingerprint}…)" if self.secret else self.id

@@ -137,42 +137,48 @@ class Upstream:
         return self.urls.get(path) or self.provider.url(path)
 
     async def post(self, path: str, body: bytes, req=None) -> UpstreamAnswer:
-        url, timeout = self.url(path), self.deployment.timeout
-        return await self._with_keys(lambda key: self.transport.post(url, body, key.headers, timeout), url, req)
+        url = self.urls.get(path) or self.provider.url(path)
+        key = self.keys.pick()
+        if key.limited:
+            key = await self._key_with_room(req, [key] + self.keys.candidates(after=key))
+        try:  # the hot path: one dict lookup, one pick, the call
+            return await self.transport.post(url, body, key.headers, self.deployment.timeout)
+        except UpstreamStatus as error:
+            send = lambda other: self.transport.post(url, body, other.headers, self.deployment.timeout)  # noqa: E731
+            return await self._refused_key(error, key, send, url, req)
 
     async def open_stream(self, body: bytes, req=None) -> UpstreamStream:
-        url, timeout = self.urls["/chat/completions"], self.deployment.timeout
-        return await self._with_keys(lambda key: self.transport.open_stream(url, body, key.headers, timeout),
-                                     url, req)
-
-    async def _with_keys(self, send: Callable[[LiveKey], Awaitable[Any]], url: str, req) -> Any:
+        url = self.urls["/chat/completions"]
         key = self.keys.pick()
         if key.limited:
             key = await self._key_with_room(req, [key] + self.keys.candidates(after=key))
         try:
-            return await send(key)
+            return await self.transport.open_stream(url, body, key.headers, self.deployment.timeout)
         except UpstreamStatus as error:
-            if error.status not in (401, 403):
-                self._refused(error, url)
-                raise
-            last = error
-        # the key was refused: set it aside, the request goes again at once with the next ones
-        self.keys.set_aside(key, last.status)
-        for other in self.keys.candidates(after=key):
-            if other.limited:
-                grant = await self._acquire(req, other)
-                if not grant.ok:
-                    continue
+            send = lambda other: self.transport.open_stream(url, body, other.headers, self.deployment.timeout)  # noqa: E731
+            return await self._refused_key(error, key, send, url, req)
+
+    async def _refused_key(self, error: UpstreamStatus, key: LiveKey, send: Callable[[LiveKey], Awaitable[Any]],
+                           url: str, req) -> Any:
+        """After an error status: a key refused (401/403) is set aside and the request goes again at once
+        with the next keys; any other status goes back (normalised, logged when it is a 404)."""
+        while error.status in (401, 403):
+            self.keys.set_aside(key, error.status)
+            key = await self._next_key(req, key)
+            if key is None:
+                break
             try:
-                return await send(other)
-            except UpstreamStatus as error:
-                if error.status not in (401, 403):
-                    self._refused(error, url)
-                    raise
-                self.keys.set_aside(other, error.status)
-                last = error
-        self._refused(last, url)
-        raise last
+                return await send(key)
+            except UpstreamStatus as again:
+                error = again
+        self._refused(error, url)
+        raise error
+
+    async def _next_key(self, req, after: LiveKey) -> LiveKey | None:
+        for other in self.keys.candidates(after=after):
+            if not other.limited or (await self._acquire(req, other)).ok:
+                return other
+        return None
 
     async def _acquire(self, req, key: LiveKey):
         tokens = estimate_tokens(req.body) if key.tpm and req is not None else 0
