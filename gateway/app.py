@@ -30,6 +30,7 @@ from gateway.pipeline import Pipeline
 from gateway.pricing import Pricing
 from gateway.recorder import Recorder
 from gateway.routing.canary import CanaryState
+from gateway.routing.cascade import Cascade
 from gateway.routing.router import Router, StickyTiers
 from gateway.upstream.client import make_transport
 from gateway.upstream.budget import make_windows
@@ -71,6 +72,10 @@ async def _keep_refreshed(canary: CanaryState, every_s: float = 0.5) -> None:
     while True:
         await canary.refresh()
         await asyncio.sleep(every_s)
+
+
+def _cascade_on(config: GatewayConfig) -> bool:
+    return any(route.cascade is not None and route.cascade.enabled for route in config.models.values())
 
 
 def _difficulty_scorer(config: GatewayConfig):
@@ -143,7 +148,8 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
         state.pipeline = Pipeline(
             auth=state.auth, limits=state.limits, cache=state.cache, embedder=state.embedder,
             intents=intents, router=state.router,
-            dispatcher=state.dispatcher, recorder=recorder)
+            dispatcher=state.dispatcher, recorder=recorder,
+            cascade=Cascade(config, state.metrics, recorder) if _cascade_on(config) else None)
         state.metrics.prime(config, [spec.name for spec in intents.config.intents])
         state.gauges = GaugeRefresher(config, state.metrics, state.dispatcher.breaker, state.dispatcher.budget,
                                       state.redis)

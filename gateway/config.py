@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.config_source import ConfigError, apply_env_overrides, describe_validation, read_yaml
+from gateway.routing.cascade import CascadeConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "gateway.yaml"
@@ -233,6 +234,7 @@ class ModelRoute(Section):
     difficulty_threshold: float | None = Field(None, ge=0, le=1)  # None: never route by difficulty
     sticky_heavy: bool = True  # a conversation that went heavy stays heavy
     canary: CanaryConfig | None = None  # a share of the light traffic tries these deployments first
+    cascade: CascadeConfig | None = None  # answer the uncertain band light first, heavy if it could not cope
 
 
 class EmbeddingConfig(Section):

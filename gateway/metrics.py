@@ -108,6 +108,15 @@ class Metrics:
                                           ["model", "variant"], buckets=LATENCY_BUCKETS, registry=r)
         self.canary_rollbacks = Counter("gateway_canary_rollbacks", "Automatic canary rollbacks.", ["model"],
                                         registry=r)
+        # Cascade (routing/cascade.py): uncertain-band requests answered light first, by outcome and reason.
+        self.cascade = Counter("gateway_cascade", "Cascade requests: kept light or escalated to heavy.",
+                               ["model", "outcome", "reason"], registry=r)
+        self.cascade_added_seconds = Histogram("gateway_cascade_added_seconds",
+                                               "Time of the light attempt added to escalated requests.", ["model"],
+                                               buckets=LATENCY_BUCKETS, registry=r)
+        self.cascade_light_cost = Counter("gateway_cascade_light_cost_usd",
+                                          "What the light attempts of escalated requests cost.", ["model"],
+                                          registry=r)
         self.in_flight = Gauge("gateway_in_flight_requests", "Requests being served.", registry=r,
                                multiprocess_mode="livesum")
         self.deployment_state = Gauge("gateway_deployment_state",

@@ -29,7 +29,8 @@ from gateway.sse import StreamRelay, error_event
 
 
 class Pipeline:
-    def __init__(self, *, auth, limits, cache, embedder, intents, router, dispatcher, recorder) -> None:
+    def __init__(self, *, auth, limits, cache, embedder, intents, router, dispatcher, recorder,
+                 cascade=None) -> None:
         self.auth = auth
         self.limits = limits
         self.cache = cache
@@ -38,6 +39,7 @@ class Pipeline:
         self.router = router
         self.dispatcher = dispatcher
         self.recorder = recorder
+        self.cascade = cascade  # routing/cascade.py: light first for the uncertain band, None: off
         self._in_flight: dict[str, asyncio.Future] = {}  # identical cache misses wait on one upstream call
 
     async def handle(self, req: ChatRequest) -> Answer | StreamAnswer:
@@ -87,7 +89,8 @@ class Pipeline:
         if key is not None:
             future = self._in_flight[key] = asyncio.get_running_loop().create_future()
         try:
-            upstream = await self._observed(self.dispatcher.complete(req, chain), req)
+            call = lambda chain: self._observed(self.dispatcher.complete(req, chain), req)  # noqa: E731
+            upstream = await (self.cascade.complete(req, chain, call) if self.cascade else call(chain))
             try:
                 parsed = orjson.loads(upstream.body)
             except orjson.JSONDecodeError:
