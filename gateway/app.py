@@ -194,7 +194,9 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
     async def http_error(request: Request, exc: HTTPException) -> Response:
         kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
         message = f"{request.method} {request.url.path}: {exc.detail}"
-        return error_response(exc.status_code, message, "invalid_request_error", kind)
+        response = error_response(exc.status_code, message, "invalid_request_error", kind)
+        response.headers.update(exc.headers or {})  # Allow on a 405 (RFC 9110 15.5.6)
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> Response:

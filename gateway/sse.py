@@ -35,7 +35,15 @@ class StreamRelay:
             return b""
         complete, self._tail = data[: end + 2], data[end + 2:]
         if self.collect:  # the content is wanted: look at every event
-            return b"".join(event + b"\n\n" for event in complete.split(b"\n\n")[:-1] if self._keep(event))
+            kept = b"".join(event + b"\n\n" for event in complete.split(b"\n\n")[:-1] if self._keep(event))
+            if self.hide_usage and b'"usage":null' in kept:
+                kept = kept.replace(b',"usage":null', b"").replace(b'"usage":null,', b"")
+            return kept
+        if self.hide_usage and b'"usage":null' in complete:
+            # Asked for on the client's behalf: OpenAI then puts "usage":null in every chunk; without the
+            # ask it sends none, and neither does the cache's replay. (Inside a JSON string a quote is
+            # escaped, so these bytes are always the field itself.)
+            complete = complete.replace(b',"usage":null', b"").replace(b'"usage":null,', b"")
         # Otherwise byte searches over the whole block: a fast upstream sends many events per read.
         if self.ttft is None and (complete.count(b'"content":"') > complete.count(b'"content":""')
                                   or b'"tool_calls"' in complete):

@@ -182,3 +182,15 @@ def test_an_open_circuit_says_so_and_not_deadline(start_gateway):
         error = response.json()["error"]
         assert error["code"] == "circuit_open" and "circuit of a is open" in error["message"]
         assert "no deployment was called" in error["message"] and "deadline" not in error["message"]
+
+
+def test_405_says_which_methods_are_allowed(gw):
+    response = httpx.get(gw.base_url + "/chat/completions", headers=AUTH)
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_logprobs_requests_are_not_cached(gw):
+    body = {"model": "support", "messages": [{"role": "user", "content": "How do I reset my password?"}],
+            "logprobs": True, "top_logprobs": 2, "temperature": 0}
+    assert post(gw, body).headers["x-gateway-cache"] == "bypass"

@@ -71,3 +71,21 @@ def test_the_first_token_is_not_the_empty_role_chunk():
     assert relay.ttft is None
     relay.feed(WORDS[0])
     assert relay.ttft is not None
+
+
+OPENAI_STYLE = STREAM.replace(b'"choices":[{', b'"usage":null,"choices":[{').replace(
+    b'"finish_reason":"stop"}]}', b'"finish_reason":"stop"}],"usage":null}')
+
+
+@pytest.mark.parametrize("how", ["whole", "per event", "slivers"])
+@pytest.mark.parametrize("collect", [False, True])
+def test_usage_null_is_dropped_when_the_client_did_not_ask(how, collect):
+    """OpenAI puts "usage":null in every chunk once include_usage is asked; a client that did not ask gets
+    chunks without it, as OpenAI sends them then and as the cache replays them."""
+    assert OPENAI_STYLE.count(b'"usage":null') == 6  # both forms: ,"usage":null and "usage":null,
+    _, hidden = relay_all(cuts(OPENAI_STYLE)[how], hide_usage=True, collect=collect)
+    assert b'"usage"' not in hidden
+    for event in hidden.split(b"\n\n")[:-2]:
+        assert "choices" in orjson.loads(event[6:])
+    _, shown = relay_all(cuts(OPENAI_STYLE)[how], hide_usage=False, collect=collect)
+    assert shown == OPENAI_STYLE

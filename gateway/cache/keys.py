@@ -4,7 +4,7 @@
     context_key(req)      the semantic partition: the same minus the user's words, temperature, top_p, seed
     controls(headers)     (lookup, store) from `Cache-Control` and `x-gateway-cache`
     uncacheable(req, t)   why a request may not use the cache (n > 1, tools, temperature, user text over
-                          bounds.CACHE_TEXT_LIMIT, numbers of 19+ digits), or None
+                          bounds.CACHE_TEXT_LIMIT, numbers of 19+ digits, logprobs), or None
     has_personal_data(s)  e-mail, phone number, order id / reference, long digit run
 
 The canonical form is orjson with sorted keys, hashed with blake2b (128 bits). User messages are
@@ -142,6 +142,8 @@ def uncacheable(req: ChatRequest, max_temperature: float) -> str | None:
         return "n"
     if body.get("tools") or body.get("functions"):
         return "tools"
+    if body.get("logprobs") or body.get("top_logprobs"):
+        return "logprobs"  # a cached answer keeps the text, not the token probabilities
     temperature = body.get("temperature")
     if temperature is not None and temperature > max_temperature:
         return "temperature"
