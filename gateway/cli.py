@@ -32,6 +32,11 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.workers
+    busy = _cannot_listen(host, port)
+    if busy:
+        print(f"gateway serve: cannot listen on {host}:{port}: {busy}; choose another with --port N "
+              "(or server.port, GATEWAY_SERVER__PORT)", file=sys.stderr)
+        return 1
     temp_metrics_dir = _prepare_multiproc_dir(workers)
     logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -44,6 +49,26 @@ def _serve(args: argparse.Namespace) -> int:
 
             shutil.rmtree(temp_metrics_dir, ignore_errors=True)
     return 0
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the address cannot be bound, checked before anything starts (uvicorn would say "ready" first)."""
+    import socket
+
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return str(exc)
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def _prepare_multiproc_dir(workers: int) -> str | None:
@@ -85,6 +110,8 @@ def _demo(args: argparse.Namespace) -> int:
               "choose another port: gateway demo --port N (or make demo PORT=N)", file=sys.stderr)
         return 1
     port = sock.getsockname()[1]
+    for variable in ("LIGHT_API_KEY", "HEAVY_API_KEY"):  # the mocks take any key; the demo config names these
+        os.environ.setdefault(variable, "demo-upstream-key")
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     light = MockServerThread(MockSettings(served_model="ft:gpt-3.5-turbo-0125:acme:support:v3", latency_ms=40,
                                           tokens_per_second=200))

@@ -336,11 +336,13 @@ def build_config(data: dict, source: str = "<dict>", base_dir: Path | None = Non
     `pricing` / `intents` section; keys given inline win over the file's."""
     data = _expand_env(dict(data), os.environ if environ is None else environ)
     base_dir = base_dir or CONFIG_DIR
+    overrides = dict(overrides or {})
     for key, target in (("pricing_file", "pricing"), ("intents_file", "intents")):
         if key in data:
             file = base_dir / data.pop(key)
             loaded = read_yaml(file)
             data[target] = {**loaded, **data.get(target, {})}
+            overrides.setdefault((target,), f"file {file}")
     try:
         config = GatewayConfig.model_validate({**data, "source": source})
     except ValidationError as exc:

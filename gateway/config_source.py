@@ -3,8 +3,8 @@ overrides, and messages that name the source of a bad value (the file and the do
 environment variable) with the nearest field name when one is misspelt.
 
     data = read_yaml(path)                                   # ConfigError for a missing/dir/bad file
-    overrides = apply_env_overrides(data, environ, GatewayConfig)   # {("server", "port"): "GATEWAY_SERVER__PORT"}
-    describe_validation(source, exc, GatewayConfig, overrides)       # the lines of a ConfigError
+    origins = apply_env_overrides(data, environ, GatewayConfig)   # {("server", "port"): "environment GATEWAY_..."}
+    describe_validation(source, exc, GatewayConfig, origins)         # the lines of a ConfigError
 
 An override is a string unless the field's type says otherwise: `GATEWAY_REDIS__PREFIX=gw:prod:` is the
 string "gw:prod:" (YAML would read a mapping), numbers and booleans are converted by the field's own
@@ -121,7 +121,8 @@ def _parse_override(annotation: Any, raw: str) -> Any:
 
 
 def apply_env_overrides(data: dict, environ: typing.Mapping[str, str], root: type[BaseModel]) -> dict[Path_, str]:
-    """`GATEWAY_SECTION__FIELD=value` sets data["section"]["field"]; returns {path: variable} for messages."""
+    """`GATEWAY_SECTION__FIELD=value` sets data["section"]["field"]; returns {path: "environment VARIABLE"},
+    where each value came from, for messages."""
     applied: dict[Path_, str] = {}
     for name, raw in sorted(environ.items()):
         # Only SECTION__FIELD names: GATEWAY_CONFIG, GATEWAY_ADMIN_KEY or a Kubernetes service link such
@@ -146,21 +147,21 @@ def apply_env_overrides(data: dict, environ: typing.Mapping[str, str], root: typ
             if not isinstance(node, dict):
                 raise ConfigError(f"environment {name}: {'.'.join(path[:-1])} is not a section in the file")
         node[path[-1]] = value
-        applied[path] = name
+        applied[path] = f"environment {name}"
     return applied
 
 
-def _origin(loc: Path_, overrides: dict[Path_, str]) -> str | None:
+def _origin(loc: Path_, origins: dict[Path_, str]) -> str | None:
     for length in range(len(loc), 0, -1):
-        if loc[:length] in overrides:
-            return overrides[loc[:length]]
+        if loc[:length] in origins:
+            return origins[loc[:length]]
     return None
 
 
 def describe_validation(source: str, exc: ValidationError, root: type[BaseModel],
-                        overrides: dict[Path_, str] | None = None, prefix: Path_ = ()) -> str:
-    """One line per error: the dotted field, where its value came from when not the file, and the message
-    (an unknown field gets the nearest known name)."""
+                        origins: dict[Path_, str] | None = None, prefix: Path_ = ()) -> str:
+    """One line per error: the dotted field, where its value came from when not `source` (an environment
+    variable, an included file), and the message (an unknown field gets the nearest known name)."""
     lines = [f"{source}: invalid configuration"]
     for error in exc.errors():
         loc = tuple(str(part) for part in error["loc"])
@@ -170,8 +171,8 @@ def describe_validation(source: str, exc: ValidationError, root: type[BaseModel]
             parent = model_at(root, loc[:-1])
             fields = _fields(parent) if _is_model(parent) else {}
             message = f"unknown field {loc[-1]!r}{suggest(loc[-1], fields)}"
-        variable = _origin(prefix + loc, overrides or {})
-        if variable:
-            where += f" (from environment {variable})"
+        origin = _origin(prefix + loc, origins or {})
+        if origin:
+            where += f" (from {origin})"
         lines.append(f"  {where}: {message}")
     return "\n".join(lines)

@@ -510,7 +510,9 @@ async def _config(request: web.Request) -> web.Response:
             state.configure(body)
         except ValueError as exc:
             return _error(400, str(exc))
-    return _json(dataclasses.asdict(state.settings))
+    shown = dataclasses.asdict(state.settings)
+    shown.update(api_key="***" if shown["api_key"] else None, accepted_keys=["***"] * len(shown["accepted_keys"]))
+    return _json(shown)  # keys never leave the mock
 
 
 def create_app(settings: MockSettings | None = None) -> web.Application:

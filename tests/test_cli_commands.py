@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import openai
 
 from gateway.auth import hash_key
@@ -72,6 +73,9 @@ def test_mock_upstream_never_prints_its_key():
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = process.stdout.readline()
+        url = line.split()[3].removesuffix("/v1")
+        shown = httpx.get(url + "/mock/config", timeout=10).json()
+        assert shown["api_key"] == "***" and shown["served_model"] == "m"
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -99,3 +103,13 @@ def test_cache_stats_and_flush_against_a_running_gateway(start_gateway, light_mo
 
     assert main(["cache", "stats", "--url", gw.url, "--admin-key", "sk-wrong"]) == 1
     assert "error 401" in capsys.readouterr().err
+
+
+def test_serve_on_a_busy_port_fails_before_saying_it_is_ready():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = gateway_cli("serve", "--port", str(port))
+    assert done.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "gateway ready" not in done.stderr and "Traceback" not in done.stderr

@@ -129,3 +129,12 @@ def test_client_key_names_are_unique(config_file):
                                         'auth: {keys: [{name: ci, sha256: "%s"}, {name: ci, sha256: "%s"}]}'
                                         % (digest, hash_key("sk-other"))))
     assert "auth: keys: the name 'ci' is used by several keys" in error_of(config_file)
+
+
+def test_an_error_in_the_intents_file_names_that_file(tmp_path):
+    intents = tmp_path / "intents.yaml"
+    intents.write_text((CONFIG_DIR / "intents.yaml").read_text() + "\nthreshhold: 0.8\n")
+    config_file = tmp_path / "gateway.yaml"
+    config_file.write_text(GOOD.replace(str(CONFIG_DIR / "intents.yaml"), "intents.yaml"))
+    message = error_of(config_file)
+    assert f"intents.threshhold (from file {intents}): unknown field 'threshhold'" in message
