@@ -86,7 +86,9 @@ def test_stickiness_is_shared_by_replicas_through_redis(start_gateway, light_moc
     import redis
 
     prefix = f"gwtest:{uuid.uuid4().hex}:"
-    config = base_config(light_mock.url, heavy_mock.url,
+    # Redis waits are bounded by cache.redis_timeout_ms (10 ms): on a loaded machine a first call (connect)
+    # can take longer and the turn is then routed on its own, which is what production wants, not this test.
+    config = base_config(light_mock.url, heavy_mock.url, cache={"redis_timeout_ms": 2000},
                          redis={"url": "redis://127.0.0.1:6379/15", "prefix": prefix})
     first, second = start_gateway(config), start_gateway(config)
     try:
