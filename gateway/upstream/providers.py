@@ -182,8 +182,13 @@ class Upstream:
 
     async def _acquire(self, req, key: LiveKey):
         tokens = estimate_tokens(req.body) if key.tpm and req is not None else 0
-        priority = getattr(req, "priority", "normal")
-        return await self.budget.acquire(f"{self.name}:{key.id}", key, priority, tokens)
+        window = f"{self.name}:{key.id}"
+        grant = await self.budget.acquire(window, key, getattr(req, "priority", "normal"), tokens)
+        if grant.ok and tokens and self.deployment.tpm is None:
+            # the real usage corrects the estimate (the budget holds one reservation per request: the
+            # deployment's own when it has a tpm too)
+            self.budget.hold(req.request_id, window, key, grant, tokens)
+        return grant
 
     async def _key_with_room(self, req, keys: list[LiveKey]) -> LiveKey:
         """The first key whose own quota has room; every key spent: skip this deployment for now."""

@@ -190,3 +190,25 @@ async def test_each_key_has_its_own_quota():
             assert caught.value.reason == "budget" and caught.value.wait_s > 0
         finally:
             await upstream.transport.aclose()
+
+
+async def test_a_keys_token_estimate_is_corrected_by_the_real_usage():
+    from gateway.request import ChatRequest
+
+    with MockServerThread(MockSettings(accepted_keys=("sk-a",))) as mock:
+        deployment = {"base_url": mock.url, "model": "m", "api_keys": [{"env": "KEY_A", "tpm": 100_000}]}
+        config = build_config({"auth": {"open": True}, "deployments": {"d": deployment},
+                               "models": {"m": {"deployments": ["d"]}}})
+        windows = MemoryWindows()
+        budget = UpstreamBudget(config, windows)
+        upstream = await upstream_for(mock, deployment, budget, environ={"KEY_A": "sk-a"})
+        req = ChatRequest(body={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 500},
+                          alias="m", headers={})
+        try:
+            answer = await upstream.post("/chat/completions", CHAT, req)
+            assert windows.used("budget:d:KEY_A") == (1, 501)  # the estimate: 1 prompt token + max_tokens
+            await budget.settle(req.request_id, orjson.loads(answer.body)["usage"])
+            real = orjson.loads(answer.body)["usage"]["total_tokens"]
+            assert windows.used("budget:d:KEY_A") == (1, real) and real < 501
+        finally:
+            await upstream.transport.aclose()
