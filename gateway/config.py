@@ -217,6 +217,11 @@ class Deployment(Section):
     def pricing_key(self) -> str:
         return self.price_as or self.model
 
+    @property
+    def stream_usage(self) -> bool:
+        """Whether streams may ask for usage (stream_options): Azure only knows it since 2024-09-01."""
+        return self.provider != "azure" or self.api_version >= "2024-09-01"
+
 
 class CanaryConfig(Section):
     deployments: list[str] = Field(min_length=1)  # tried first by canary users, then the stable chain

@@ -136,6 +136,7 @@ class _State:
 
 
 _STATE = web.AppKey("mock_state", _State)
+AZURE_STREAM_OPTIONS_SINCE = "2024-09-01"  # older api-versions refuse stream_options
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -351,6 +352,9 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     if not isinstance(n, int) or not 1 <= n <= 128:
         return _error(400, "'n' must be an integer between 1 and 128.", "n")
     stream = body.get("stream") is True
+    version = request.query.get("api-version")
+    if version is not None and "stream_options" in body and version < AZURE_STREAM_OPTIONS_SINCE:
+        return _error(400, "Unrecognized request argument supplied: stream_options", "stream_options")
     chunks = max(1, int(request.headers.get("x-mock-chunks", s.chunks)))
     fault = _decide_fault(state, request.headers, stream, chunks)
     state.stats["streams_started"] += stream
@@ -418,6 +422,11 @@ async def _stream(request: web.Request, state: _State, fault: _Fault | None, bod
                                            "Cache-Control": "no-cache"})
     try:
         await response.prepare(request)
+        if request.path.startswith("/openai/"):  # Azure opens a stream with its prompt filter results
+            await response.write(b"data: " + orjson.dumps({"choices": [], "created": 0, "id": "", "model": "",
+                                                            "object": "", "prompt_filter_results": [
+                                                                {"prompt_index": 0, "content_filter_results": {}}]})
+                                 + b"\n\n")
         if tool is None:
             await response.write(event({"role": "assistant", "content": "", "refusal": None}))
         else:

@@ -46,7 +46,7 @@ Chain = Sequence[tuple[str, Deployment]]
 
 def upstream_body(req: ChatRequest, deployment: Deployment) -> bytes:
     changes: dict[str, Any] = {"model": deployment.model}
-    if req.stream:
+    if req.stream and deployment.stream_usage:
         # Ask for usage even when the client did not; the relay hides that chunk from such a client.
         changes["stream_options"] = {**(req.body.get("stream_options") or {}), "include_usage": True}
     return encode(req.body, changes)  # the client's bytes where re-serialising would change them

@@ -48,20 +48,26 @@ def sdk(gw) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
 
 
+@pytest.mark.parametrize("version", ["2024-06-01", "2024-10-21"])  # before and after Azure knew stream_options
 def test_azure_through_the_gateway_non_stream_and_stream(start_gateway, light_mock, heavy_mock, azure_mock,
-                                                         monkeypatch):
+                                                         monkeypatch, version):
     monkeypatch.setenv("AZURE_TEST_KEY", AZURE_KEY)
-    client = sdk(azure_gateway(start_gateway, light_mock, heavy_mock, azure_mock))
+    client = sdk(azure_gateway(start_gateway, light_mock, heavy_mock, azure_mock, api_version=version))
     answer = client.chat.completions.create(model="azure", messages=HELLO)
     assert answer.choices[0].message.content and answer.model == "gpt-4o-2024-08-06"
     stats = azure_mock.stats()
-    assert stats["last_path"] == "/openai/deployments/prod-4o/chat/completions?api-version=2024-06-01"
+    assert stats["last_path"] == f"/openai/deployments/prod-4o/chat/completions?api-version={version}"
     assert stats["last_api_key"] == AZURE_KEY and stats["last_authorization"] is None
 
     chunks = list(client.chat.completions.create(model="azure", messages=HELLO, stream=True))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == answer.choices[0].message.content
+    assert all(c.usage is None for c in chunks)  # not asked for: not shown
     assert azure_mock.stats()["status_counts"] == {"200": 2}
+    if version >= "2024-09-01":
+        chunks = list(client.chat.completions.create(model="azure", messages=HELLO, stream=True,
+                                                     stream_options={"include_usage": True}))
+        assert chunks[-1].usage.total_tokens > 0
 
 
 def test_azure_429_is_retried_after_the_wait_azure_asks_for(start_gateway, light_mock, heavy_mock, azure_mock,
