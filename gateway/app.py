@@ -126,7 +126,7 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
         state.max_body_bytes = config.server.max_body_bytes
         state.draining = False
         state.metrics = metrics or Metrics()
-        state.embedder = embedder or Embedder.load(enabled=config.embedding.enabled)
+        state.embedder = embedder or Embedder.load(enabled=config.embedding.enabled, model=config.embedding.model)
         intents = _intent_detector(config, state.embedder)
         # Pools last, once nothing else can fail.
         state.redis = _redis_client(config)

