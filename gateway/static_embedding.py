@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CONTINUATION", "DEFAULT_PATH", "StaticModel", "WORD"]
+__all__ = ["CONTINUATION", "DEFAULT_PATH", "NUMBER", "StaticModel", "WORD"]
 
 DEFAULT_PATH = Path(__file__).with_name("static_model.npz")
 CONTINUATION = "##"
+NUMBER = "<number>"  # every run of digits: an order number must not outweigh the question's words
 WORD = re.compile(r"[^\W_]+")
 _MAX_PIECE = 16
 _MEMO_SIZE = 50_000
@@ -34,6 +35,8 @@ class StaticModel:
         self.dims = int(self.table.shape[1])
         self.info = info
         self._split: dict[str, tuple[int, ...]] = {}  # out-of-table word → its pieces' rows
+        number = self.index.get(NUMBER)
+        self._number = () if number is None else (number,)
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_PATH) -> "StaticModel":
@@ -55,6 +58,9 @@ class StaticModel:
             row = index.get(word)
             if row is not None:
                 rows.append(row)
+                continue
+            if word.isdigit():
+                rows.extend(self._number)
                 continue
             pieces = split.get(word)
             if pieces is None:

@@ -11,7 +11,8 @@
 3. The vectors are centred and reduced by PCA (the common direction every word shares carries no meaning).
 4. Each row is weighted by SIF, a / (a + p(word)), p being the word's English or French frequency (for a
    piece: the probability sentencepiece gives it), so "the", "de", "my" weigh little and "refund" much.
-5. Rows are stored int8 with a scale per row. A sentence is the normalised sum of its words' rows.
+5. Every number is one entry (the numbers' mean vector, weighted by their total frequency).
+6. Rows are stored int8 with a scale per row. A sentence is the normalised sum of its words' rows.
 
 Nothing here runs at serve time; nothing is downloaded at serve time: the table ships inside the package.
 """
@@ -30,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.static_embedding import CONTINUATION, WORD, StaticModel  # noqa: E402
+from gateway.static_embedding import CONTINUATION, NUMBER, WORD, StaticModel  # noqa: E402
 
 LATIN = re.compile(r"^[a-z0-9àâäçéèêëîïôöùûüÿœæ]+$")
 
@@ -124,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         raw = embed_all(texts)
         if args.raw_cache:
             np.savez(args.raw_cache, names=np.array(names), raw=raw, p=np.array(probabilities))
+    # every number is one entry, NUMBER: the mean of the numbers' vectors, as frequent as all of them together
+    # (an order number must not outweigh the question's words, and "48213" has no meaning of its own)
+    digits = [i for i, n in enumerate(names) if n.isdigit()]
+    keep = [i for i, n in enumerate(names) if not n.isdigit()]
+    raw = np.vstack([raw[keep], raw[digits].mean(axis=0, keepdims=True)])
+    number_p = float(sum(probabilities[i] for i in digits))
+    names = [names[i] for i in keep] + [NUMBER]
+    probabilities = [probabilities[i] for i in keep] + [number_p]
     is_word = np.array([not n.startswith(CONTINUATION) for n in names])
     rows = distil(raw, probabilities, is_word, dims=args.dims, sif_a=args.sif_a)
     q, scale = quantise(rows)

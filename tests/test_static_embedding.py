@@ -84,3 +84,10 @@ def test_the_build_script_never_replaces_a_table_by_default(tmp_path):
     finally:
         sys.argv = argv
     assert exit_info.value.code == 2 and existing.read_bytes() == b"keep me"
+
+
+def test_every_number_is_one_light_entry(model):
+    assert "48213" not in model.index and "10" not in model.index
+    assert model.rows_of("order 48213") == model.rows_of("order 10") == [model.index["order"], model.index["<number>"]]
+    order, with_number = model.encode(["Where is my order?", "Where is my order 48213?"])
+    assert order @ with_number > 0.95  # an order number does not drown the question

@@ -251,10 +251,9 @@ class IntentCache:
         cached = Cached(intent, model, {k: v for k, v in message.items() if k != "audio"},
                         usage if isinstance(usage, dict) else None, req.served_by,
                         fingerprint if isinstance(fingerprint, str) else None)
-        try:
-            await self.backend.put(req.cache_key, cached.encode(req.last_user_text), intent, ttl, row)
-        except StoreUnavailable as exc:
-            self._error("store", exc)
+        # off the response path (a bounded background write); this replica sees the entry at once
+        await self.backend.put_later(req.cache_key, cached.encode(req.last_user_text), intent, ttl, row,
+                                     on_error=lambda exc: self._error("store", exc))
 
     # ----------------------------------------------------------------------------------------- render
     def render(self, req: ChatRequest, cached: Cached) -> Answer | StreamAnswer:

@@ -12,9 +12,13 @@ Redis layout (plain Redis 7, no modules; `p` is redis.prefix):
     {p}c:seq                 STRING  global sequence (never flushed, so a re-created partition gets new versions)
 
 One `put` is one round trip: a Lua script writes the answer, indexes it, drops what expired or is past the
-bound, bumps the version. A semantic lookup reads only the partition's version (one GET); each replica
-keeps a local mirror of the partition (a float32 matrix) and reloads it (one HGETALL) when the version has
-changed, at most once per `reload_s` (its own stores are added to its mirror at once).
+bound, bumps the version. On a request's path the cache uses `put_later`: the same write as a background
+task, so the answer goes back without waiting for it; the entry is visible to this replica's own lookups at
+once (a dict of writes in flight, the mirror), and past `max_pending` writes in flight the caller waits for
+the oldest (bounded). Each replica keeps a local mirror of a partition (a float32 matrix) and checks the
+partition's version (one GET) at most once per `reload_s`, reloading it (one HGETALL) when the version has
+changed: a miss's only Redis round trip is then its exact GET (its own stores reach its mirror at once; a
+partition found empty is remembered as empty until the next check).
 
 Fail open: a Redis error or timeout raises `StoreUnavailable` (the two reads on a request's path, the exact
 GET and the partition's version, wait at most cache.redis_timeout_ms; the rest, redis.timeout_ms), and
@@ -60,6 +64,10 @@ class CacheStore(Protocol):
     async def get(self, key: str) -> bytes | None: ...
 
     async def put(self, key: str, blob: bytes, intent: str, ttl_s: int, row: VectorRow | None) -> None: ...
+
+    async def put_later(self, key: str, blob: bytes, intent: str, ttl_s: int, row: VectorRow | None,
+                        on_error: Callable[[StoreUnavailable], None] | None = None) -> None:
+        """`put` off the caller's path where the store allows it; errors go to `on_error`."""
 
     async def candidates(self, intent: str, context: str) -> Candidates | None:
         """The live questions of a partition; payloads are entry keys."""
@@ -190,6 +198,10 @@ class MemoryStore:
             mirror.discard(key)
             mirror.add(key, row.text, row.vector, expiry, self.max_entries)
 
+    async def put_later(self, key: str, blob: bytes, intent: str, ttl_s: int, row: VectorRow | None,
+                        on_error: Callable[[StoreUnavailable], None] | None = None) -> None:
+        await self.put(key, blob, intent, ttl_s, row)  # no I/O: nothing to move off the path
+
     async def candidates(self, intent: str, context: str) -> Candidates | None:
         mirror = self._partitions.get((intent, context))
         return mirror.candidates(time.time()) if mirror is not None else None
@@ -267,7 +279,7 @@ class RedisStore:
 
     def __init__(self, redis: Any, prefix: str = "gw:", max_entries_per_intent: int = 2000, *,
                  lookup_timeout_s: float | None = None, reload_s: float = 1.0, backoff_s: float = 0.25,
-                 max_backoff_s: float = 5.0) -> None:
+                 max_backoff_s: float = 5.0, max_pending: int = 256) -> None:
         self.redis = redis
         self.lookup_timeout_s = lookup_timeout_s  # the two reads on a request's path; others: the socket's
         self.max_entries = max_entries_per_intent
@@ -278,6 +290,10 @@ class RedisStore:
         self._backoff_s, self._max_backoff_s = backoff_s, max_backoff_s
         self._failures = 0
         self._open_until = 0.0
+        self.max_pending = max_pending
+        self._connected = False
+        self._writing: dict[str, bytes] = {}  # entry key -> answer, while its put_later is in flight
+        self._writes: dict[asyncio.Task, None] = {}  # in flight, oldest first
 
     # ------------------------------------------------------------------------------------ fail open
     async def _call(self, make: Callable[[], Awaitable[Any]], timeout_s: float | None = None) -> Any:
@@ -304,7 +320,14 @@ class RedisStore:
 
     # ----------------------------------------------------------------------------------- the protocol
     async def get(self, key: str) -> bytes | None:
-        return await self._call(lambda: self.redis.get(self._p + "e:" + key), self.lookup_timeout_s)
+        writing = self._writing.get(key)
+        if writing is not None:
+            return writing
+        # the first read opens the connection: it may take longer than a lookup is allowed on a busy host
+        timeout_s = self.lookup_timeout_s if self._connected else None
+        blob = await self._call(lambda: self.redis.get(self._p + "e:" + key), timeout_s)
+        self._connected = True
+        return blob
 
     def _partition_keys(self, intent: str, context: str) -> tuple[str, str, str]:
         tail = f"{intent}:{context}"
@@ -320,27 +343,57 @@ class RedisStore:
         args = [key, blob, ttl_ms, int(now * 1000), self.max_entries * EXACT_BOUND_FACTOR,
                 "1" if row else "0", packed, self.max_entries, self._p + "e:"]
         await self._call(lambda: self._put(keys=keys, args=args, client=self.redis))
+        self._mirror_own(key, row, now + ttl_s)
+
+    def _mirror_own(self, key: str, row: VectorRow | None, expiry: float) -> None:
         if row is not None:
             mirror = self._mirrors.get((row.intent, row.context))
             if mirror is not None:  # our own store is visible to us at once
                 mirror.discard(key)
-                mirror.add(key, row.text, row.vector, now + ttl_s, self.max_entries)
+                mirror.add(key, row.text, row.vector, expiry, self.max_entries)
+
+    async def put_later(self, key: str, blob: bytes, intent: str, ttl_s: int, row: VectorRow | None,
+                        on_error: Callable[[StoreUnavailable], None] | None = None) -> None:
+        self._writing[key] = blob
+        self._mirror_own(key, row, time.time() + ttl_s)
+        task = asyncio.get_running_loop().create_task(self._write(key, blob, intent, ttl_s, row, on_error))
+        self._writes[task] = None
+        task.add_done_callback(self._writes.pop)
+        if len(self._writes) > self.max_pending:  # bounded: the caller waits for the oldest write
+            await asyncio.wait([next(iter(self._writes))])
+
+    async def _write(self, key: str, blob: bytes, intent: str, ttl_s: int, row: VectorRow | None,
+                     on_error: Callable[[StoreUnavailable], None] | None) -> None:
+        try:
+            await self.put(key, blob, intent, ttl_s, row)
+        except StoreUnavailable as exc:
+            if on_error is not None:
+                on_error(exc)
+        finally:
+            if self._writing.get(key) is blob:
+                del self._writing[key]
+
+    async def drain(self) -> None:
+        """Wait for the writes in flight (shutdown, tests)."""
+        while self._writes:
+            await asyncio.wait(list(self._writes))
 
     async def candidates(self, intent: str, context: str) -> Candidates | None:
-        vkey, _, nkey = self._partition_keys(intent, context)
-        version = await self._call(lambda: self.redis.get(nkey), self.lookup_timeout_s)
         mirror = self._mirrors.get((intent, context))
         now = time.monotonic()
-        if mirror is not None and (mirror.version == version or now - mirror.loaded_at < self.reload_s):
+        if mirror is not None and now - mirror.loaded_at < self.reload_s:
+            return mirror.candidates(time.time())  # checked lately: no round trip
+        vkey, _, nkey = self._partition_keys(intent, context)
+        version = await self._call(lambda: self.redis.get(nkey), self.lookup_timeout_s)
+        if mirror is not None and mirror.version == version:
+            mirror.loaded_at = now
             return mirror.candidates(time.time())
-        if version is None:
-            self._mirrors.pop((intent, context), None)
-            return None
-        raw = await self._call(lambda: self.redis.hgetall(vkey))
-        rows = sorted((_unpack(packed) + (key.decode(),) for key, packed in raw.items()), key=lambda r: r[0])
-        mirror = _Mirror(version)
-        for expiry, text, vector, key in rows:
-            mirror.add(key, text, vector, expiry, self.max_entries)
+        mirror = _Mirror(version)  # an absent partition is remembered empty until the next check
+        if version is not None:
+            raw = await self._call(lambda: self.redis.hgetall(vkey))
+            rows = sorted((_unpack(packed) + (key.decode(),) for key, packed in raw.items()), key=lambda r: r[0])
+            for expiry, text, vector, key in rows:
+                mirror.add(key, text, vector, expiry, self.max_entries)
         if len(self._mirrors) > 4096:
             self._mirrors.clear()
         self._mirrors[(intent, context)] = mirror
@@ -390,6 +443,8 @@ class RedisStore:
         return await self._call(read)
 
     async def flush(self, intent: str | None = None) -> int:
+        await self.drain()  # a write still in flight would outlive the flush
+
         async def run() -> int:
             removed = 0
             if intent is None:
@@ -421,7 +476,7 @@ class RedisStore:
         return removed
 
     async def close(self) -> None:
-        return None  # the client belongs to the app, which closes it
+        await self.drain()  # the client belongs to the app, which closes it
 
 
 def _glob(prefix: str) -> str:

