@@ -10,14 +10,16 @@
 # `git worktree` in loadtests/results/old, started from there with this .venv). The proxy under test is
 # pinned to CPU 0, the Node mock and wrk to CPU 1, like run_bench.sh. The gateway config is
 # bench_every_feature.yaml (Redis, cache, embedding, intents, routing, canary) with a fresh Redis prefix for
-# each start, deleted afterwards; the body is unique_questions.lua. Prints RPS and p99 per round, the
-# medians, each gateway's median ratio to the floor, and the gateway's cache outcomes from /metrics.
+# each start, deleted afterwards; the body is unique_questions.lua. Prints RPS, p50, p99 and the proxy
+# process's CPU time per request (/proc utime + stime over the measured run: steadier than RPS on a shared
+# machine) per round, the medians, each one's ratio to the floor, and the gateway's cache outcomes.
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 SRC=${BENCH_SRC:-$REPO/../shared/bench}
+[ -f "$SRC/floor_proxy.py" ] || SRC=$REPO/../../shared/bench  # a worktree in /work/wt/NAME
 WORK=$REPO/loadtests/results/bench
 mkdir -p "$WORK"
-cp "$SRC"/{floor_proxy.py,mock_upstream.js} "$WORK"/
+cp "$SRC"/{floor_proxy.py,mock_upstream.js} "$WORK"/ || { echo "no harness at $SRC (set BENCH_SRC)" >&2; exit 1; }
 cp "$REPO/loadtests/unique_questions.lua" "$WORK"/
 R=${R:-3}; DUR=${DUR:-10s}; CONNS=${CONNS:-50}; VARIANTS=${VARIANTS:-static}; OLD=${OLD:-}
 OUT=$WORK/every_feature_$(date +%Y%m%d-%H%M%S).txt
@@ -29,8 +31,14 @@ if [ -n "$OLD" ]; then
   git -C "$REPO" worktree add --detach "$OLDDIR" "$OLD" >/dev/null 2>&1 || { echo "cannot check out $OLD" >&2; exit 1; }
 fi
 
-wrk_run() { taskset -c 1 wrk -t1 -c"$CONNS" -d"$DUR" --latency -s "$WORK/unique_questions.lua" "$1" \
-  | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} / 50%/ {m=$2} END {print r, m, p}'; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # utime + stime of the proxy, in clock ticks
+HZ=$(getconf CLK_TCK)
+wrk_run() {  # $1 url, $2 pid of the proxy: RPS, p50, p99, CPU ms per request (of the proxy process)
+  local before after; before=$(cpu_ticks "$2")
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"$DUR" --latency -s "$WORK/unique_questions.lua" "$1" > "$WORK/wrk.out"
+  after=$(cpu_ticks "$2")
+  awk -v ticks=$((after - before)) -v hz="$HZ" '/Requests\/sec/ {r=$2} / 99%/ {p=$2} / 50%/ {m=$2}
+    / requests in / {n=$1} END {printf "%s %s %s %.3f", r, m, p, (n ? ticks * 1000 / hz / n : 0)}' "$WORK/wrk.out"; }
 wait_up() { for _ in $(seq 1 120); do curl -s -o /dev/null -XPOST "$1" -H 'authorization: Bearer sk-bench' -d '{}' && return 0; sleep 0.25; done; return 1; }
 cache_outcomes() { curl -s "http://127.0.0.1:4200/metrics" | awk '/^gateway_cache_requests_total\{/ {
   match($0, /result="[^"]*"/); r = substr($0, RSTART + 8, RLENGTH - 9); n[r] += $NF } END {
@@ -44,8 +52,8 @@ run_floor() {
   (cd "$WORK" && CLIENT=aiohttp UPSTREAM=http://127.0.0.1:9100 exec taskset -c 0 "$REPO/.venv/bin/uvicorn" floor_proxy:app \
     --port 4100 --loop uvloop --http httptools --no-access-log --log-level warning) >/dev/null 2>&1 & PID=$!
   wait_up http://127.0.0.1:4100$URL_PATH || echo "floor did not start" >&2
-  wrk_run http://127.0.0.1:4100$URL_PATH >/dev/null  # warm-up, same length
-  echo "$1 floor $(wrk_run http://127.0.0.1:4100$URL_PATH)" | tee -a "$OUT"
+  wrk_run http://127.0.0.1:4100$URL_PATH $PID >/dev/null  # warm-up, same length
+  echo "$1 floor $(wrk_run http://127.0.0.1:4100$URL_PATH $PID)" | tee -a "$OUT"
   kill $PID; wait $PID 2>/dev/null
 }
 
@@ -54,19 +62,21 @@ run_gateway() {  # $1 round, $2 label, $3 directory to start from, $4 extra env
   (cd "$3" && exec env GATEWAY_REDIS__PREFIX="$prefix" $4 taskset -c 0 "$REPO/.venv/bin/python" -m gateway serve \
     --config "$REPO/loadtests/bench_every_feature.yaml" --port 4200) >"$WORK/gateway_$2.log" 2>&1 & PID=$!
   wait_up http://127.0.0.1:4200$URL_PATH || { echo "gateway $2 did not start:" >&2; tail -5 "$WORK/gateway_$2.log" >&2; }
-  wrk_run http://127.0.0.1:4200$URL_PATH >/dev/null
-  echo "$1 $2 $(wrk_run http://127.0.0.1:4200$URL_PATH) $(cache_outcomes)" | tee -a "$OUT"
+  wrk_run http://127.0.0.1:4200$URL_PATH $PID >/dev/null
+  echo "$1 $2 $(wrk_run http://127.0.0.1:4200$URL_PATH $PID) $(cache_outcomes)" | tee -a "$OUT"
   kill $PID; wait $PID 2>/dev/null
   redis-cli --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli del >/dev/null
 }
 
-echo "round config RPS p50 p99 [cache outcomes, warm-up included]" | tee "$OUT"
+echo "round config RPS p50 p99 cpu_ms_per_request [cache outcomes, warm-up included]" | tee "$OUT"
 for r in $(seq 1 "$R"); do
   run_floor "$r"
   for v in $VARIANTS; do run_gateway "$r" "$v" "$REPO" "GATEWAY_EMBEDDING__MODEL=$v"; done
   [ -n "$OLD" ] && run_gateway "$r" old "$OLDDIR" ""
 done
-awk 'NR > 1 { rps[$2] = rps[$2] " " $3 } END {
-  for (c in rps) { n = split(rps[c], v, " "); asort(v); med[c] = v[int((n + 1) / 2)] }
-  for (c in med) printf "median %-8s %8.0f RPS   x%.2f the floor\n", c, med[c], med[c] / med["floor"] }' "$OUT" | sort
+awk 'function median(list,   v, n) { n = split(list, v, " "); asort(v); return v[int((n + 1) / 2)] }
+  NR > 1 { rps[$2] = rps[$2] " " $3; cpu[$2] = cpu[$2] " " $6 } END {
+  for (c in rps) { r[c] = median(rps[c]); m[c] = median(cpu[c]) }
+  for (c in r) printf "median %-8s %8.0f RPS  x%.2f the floor   CPU %.3f ms a request (floor + %.3f ms)\n",
+    c, r[c], r[c] / r["floor"], m[c], m[c] - m["floor"] }' "$OUT" | sort
 echo "(rounds in $OUT)"
