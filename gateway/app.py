@@ -16,14 +16,16 @@ from prometheus_client import multiprocess
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from gateway.api import admin, canary, health, openai
+from gateway.api import admin, canary, health, openai, render
 from gateway.auth import Authenticator
 from gateway.cache.disabled import DisabledCache
 from gateway.config import GatewayConfig
 from gateway.disconnect import CancelOnDisconnect
 from gateway.embeddings import Embedder
-from gateway.errors import GatewayError, error_response
 from gateway.gauges import GaugeRefresher
+from gateway.context import RequestContext
+from gateway.errors import GatewayError
+from gateway.logs import AccessLog, RequestLog
 from gateway.metrics import Metrics
 from gateway.limits import KeyLimits
 from gateway.pipeline import Pipeline
@@ -39,6 +41,8 @@ from gateway.upstream.dispatcher import Dispatcher
 log = logging.getLogger("gateway")
 
 GAUGES_EVERY_S = 5.0  # shared-state gauges (circuits, quotas, Redis): the scrape interval of deploy/prometheus.yml
+
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: no access line
 
 
 def _redis_client(config: GatewayConfig):
@@ -87,30 +91,41 @@ def _difficulty_scorer(config: GatewayConfig):
 
 
 class GatewayApp(FastAPI):
-    """FastAPI with one pure-ASGI fast path: POST /v1/chat/completions goes to its handler through the app's
-    own (pure ASGI) middleware only, past FastAPI's routing and exception layers (~15% of a request's CPU
-    under load, loadtests/README.md). The handler renders its own errors; anything unexpected gets the same
-    logged 500 as `unexpected_error` below."""
+    """FastAPI with pure-ASGI fast paths: the OpenAI routes (api/openai.py ROUTES) go to their handlers
+    through the app's own (pure ASGI) middleware only, past FastAPI's routing and exception layers (~15% of
+    a request's CPU under load, loadtests/README.md). They render their own errors.
 
-    _chat_stack = None
+    Every other HTTP request (admin, health, not found) goes through FastAPI, and through `Pipeline.run` as
+    well: the same request id, overhead header and access line (probes and /metrics excepted)."""
+
+    _fast_stack = None
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/v1/chat/completions" and scope["method"] == "POST":
-            if self._chat_stack is None:
-                stack = self._chat
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        if (scope["method"], scope["path"]) in openai.ROUTES:
+            if self._fast_stack is None:
+                stack = self._fast
                 for cls, args, kwargs in reversed(self.user_middleware):
                     stack = cls(stack, *args, **kwargs)
-                self._chat_stack = stack
-            scope["app"] = self
-            await self._chat_stack(scope, receive, send)
+                self._fast_stack = stack
+            await self._fast_stack(scope, receive, send)
             return
-        await super().__call__(scope, receive, send)
+        pipeline = getattr(self.state, "pipeline", None)
+        if pipeline is None:  # not started (no lifespan)
+            await super().__call__(scope, receive, send)
+            return
+        path = scope["path"]
+        ctx = RequestContext.start(openai.scope_headers(scope), "probe" if path in QUIET_PATHS else "http", path)
+        await pipeline.run(ctx, lambda: FastAPI.__call__(self, scope, receive, render.stamp(ctx, send)))
 
-    async def _chat(self, scope, receive, send) -> None:
+    async def _fast(self, scope, receive, send) -> None:
         in_flight = self.state.metrics.in_flight
         in_flight.inc()
-        try:
-            await openai.chat_completions(scope, receive, send)  # a stream is in flight until its last chunk
+        try:  # a stream is in flight until its last chunk
+            await openai.ROUTES[(scope["method"], scope["path"])](scope, receive, send)
         finally:
             in_flight.dec()
 
@@ -139,8 +154,7 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
         state.transport = transport or make_transport(config.server.upstream_client, config.server.max_connections)
         state.auth = Authenticator(config.auth, state.redis, config.redis.prefix)
         state.dispatcher = Dispatcher(config, state.transport, state.metrics, redis=state.redis)
-        state.limits = KeyLimits(make_windows(state.redis, config.redis.prefix), state.metrics,
-                                 budget=state.dispatcher.budget)
+        state.limits = KeyLimits(make_windows(state.redis, config.redis.prefix), state.metrics)
         state.models_body = orjson.dumps({"object": "list", "data": [
             {"id": alias, "object": "model", "created": 0, "owned_by": "gateway"} for alias in config.models]})
         recorder = Recorder(config, state.metrics, Pricing(config.pricing))
@@ -149,7 +163,8 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
             auth=state.auth, limits=state.limits, cache=state.cache, embedder=state.embedder,
             intents=intents, router=state.router,
             dispatcher=state.dispatcher, recorder=recorder,
-            cascade=Cascade(config, state.metrics, recorder) if _cascade_on(config) else None)
+            cascade=Cascade(config, state.metrics, recorder) if _cascade_on(config) else None,
+            access_log=AccessLog(config.server.access_log), request_log=RequestLog(config.server.request_log))
         state.metrics.prime(config, [spec.name for spec in intents.config.intents])
         state.gauges = GaugeRefresher(config, state.metrics, state.dispatcher.breaker, state.dispatcher.budget,
                                       state.redis)
@@ -168,6 +183,7 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
             if canary_refresh is not None:
                 canary_refresh.cancel()
             gauge_refresh.cancel()
+            await state.pipeline.background.drain()  # holds still settling
             if hasattr(state.cache, "close"):
                 await state.cache.close()
             if transport is None:
@@ -188,20 +204,21 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> Response:
-        return exc.to_response()
+        return render.error_response(exc)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
         message = f"{request.method} {request.url.path}: {exc.detail}"
-        response = error_response(exc.status_code, message, "invalid_request_error", kind)
+        response = render.error_response(status=exc.status_code, message=message, type_="invalid_request_error",
+                                         code=kind)
         response.headers.update(exc.headers or {})  # Allow on a 405 (RFC 9110 15.5.6)
         return response
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return GatewayError("the gateway hit an internal error; it has been logged").to_response()
+        return render.error_response(GatewayError("the gateway hit an internal error; it has been logged"))
 
     return app
 

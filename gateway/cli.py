@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
 import os
 import sys
 
@@ -25,6 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.config import load_config
+    from gateway.logs import dict_config
 
     if args.config:
         os.environ["GATEWAY_CONFIG"] = str(args.config)
@@ -38,10 +40,12 @@ def _serve(args: argparse.Namespace) -> int:
               "(or server.port, GATEWAY_SERVER__PORT)", file=sys.stderr)
         return 1
     temp_metrics_dir = _prepare_multiproc_dir(workers)
-    logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+    log_config = dict_config(config.server.log_level, config.server.log_format)
+    logging.config.dictConfig(log_config)
+    try:  # uvicorn applies log_config in every worker: the same format with --workers N
         uvicorn.run("gateway.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    loop="uvloop", http="httptools", access_log=False, log_level=config.server.log_level,
+                    loop="uvloop", http="httptools", access_log=False, log_config=log_config,
+                    log_level=config.server.log_level,
                     timeout_graceful_shutdown=config.server.shutdown_grace_s, lifespan="on")
     finally:
         if temp_metrics_dir:
@@ -97,6 +101,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     from gateway.app import create_app
     from gateway.config import load_config
+    from gateway.logs import dict_config
     from gateway.mock_upstream import MockServerThread, MockSettings
 
     # Take the port first: a busy one fails here, before anything says "listening".
@@ -112,7 +117,7 @@ def _demo(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     for variable in ("LIGHT_API_KEY", "HEAVY_API_KEY"):  # the mocks take any key; the demo config names these
         os.environ.setdefault(variable, "demo-upstream-key")
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.config.dictConfig(dict_config("info"))
     light = MockServerThread(MockSettings(served_model="ft:gpt-3.5-turbo-0125:acme:support:v3", latency_ms=40,
                                           tokens_per_second=200))
     heavy = MockServerThread(MockSettings(served_model="gpt-4o", latency_ms=120, tokens_per_second=80))
@@ -122,7 +127,7 @@ def _demo(args: argparse.Namespace) -> int:
         url = f"http://127.0.0.1:{port}"
         print(DEMO_HELP.format(url=url, light=light.url, heavy=heavy.url), flush=True)
         server = uvicorn.Server(uvicorn.Config(create_app(config), loop="uvloop", http="httptools",
-                                               access_log=False, log_level="warning"))
+                                               access_log=False, log_config=None, log_level="warning"))
         server.run(sockets=[sock])
     return 0
 

@@ -37,6 +37,9 @@ class ServerConfig(Section):
     max_connections: int = Field(1000, gt=0)
     shutdown_grace_s: float = Field(20.0, ge=0)
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
+    access_log: bool = True  # one line per request on gateway.access (no message content)
+    request_log: bool = False  # opt-in: messages and answers, personal data redacted, on gateway.requests
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster")

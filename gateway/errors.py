@@ -16,7 +16,8 @@
         └── UpstreamStatus            the upstream's own status; 4xx bodies pass through (401/403: 502)
 
 Each class has a low-cardinality `metric_label` for metrics. `retryable` says whether trying again (or
-another deployment) may help.
+another deployment) may help. What the client receives for each (status, JSON) is written in one place,
+api/render.py's `error_answer`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import re
 
 import orjson
-from starlette.responses import Response
 
 
 class GatewayError(Exception):
@@ -47,14 +47,6 @@ class GatewayError(Exception):
         return orjson.dumps({"error": {"message": self.message, "type": self.type,
                                        "param": self.param, "code": self.code}})
 
-    def to_response(self) -> Response:
-        return Response(self.body(), status_code=self.status, headers=self.headers,
-                        media_type="application/json")
-
-    @property
-    def client_status(self) -> int:
-        """The status the client gets, which the metrics record: UpstreamStatus answers 502 for an upstream 500."""
-        return self.to_response().status_code
 
 
 class InvalidRequest(GatewayError):
@@ -164,30 +156,6 @@ class UpstreamStatus(UpstreamError):
         self.metric_label = f"upstream_{status // 100}xx" if status != 429 else "upstream_429"
         super().__init__(f"the upstream answered {status}")
 
-    def to_response(self) -> Response:
-        if self.status in (401, 403):  # the upstream refused the gateway's own key: not the caller's fault,
-            # and its body may echo part of that key ("Incorrect API key provided: sk-...abcd")
-            where = f" of deployment {self.deployment!r}" if self.deployment else ""
-            return error_response(
-                502, f"the upstream{where} refused the gateway's credentials ({self.status}); check its api_key_env",
-                self.type, "upstream_auth_failed")
-        if not self.retryable and _is_openai_error(self.upstream_body):
-            return Response(self.upstream_body, status_code=self.status, media_type="application/json")
-        if self.status == 429:
-            error = RateLimited("the upstream is rate limiting and no fallback could serve the request",
-                                retry_after_s=1.0)
-            return error.to_response()
-        message = (f"the upstream answered {self.status}" if not self.retryable
-                   else f"the upstream failed ({self.status}) and no fallback could serve the request")
-        status = self.status if not self.retryable else 502
-        return error_response(status, message, self.type, self.code)
-
-
-def error_response(status: int, message: str, type_: str = "api_error", code: str | None = None) -> Response:
-    """An OpenAI-shaped error with any status (the classes above cover the usual ones)."""
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
 
 _KEYLIKE = re.compile(r"\b(?:sk|pk|rk|key|api)[-_][A-Za-z0-9_-]{6,}|\bBearer\s+\S+", re.I)
 
@@ -200,11 +168,3 @@ def upstream_error(body: bytes) -> dict | None:
         return None
     error = data.get("error") if isinstance(data, dict) else None
     return error if isinstance(error, dict) else None
-
-
-def _is_openai_error(body: bytes) -> bool:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(data, dict) and isinstance(data.get("error"), dict)

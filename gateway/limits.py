@@ -2,36 +2,26 @@
 windows as the upstream budgets (gateway.upstream.budget), shared across replicas through Redis when
 configured, in process otherwise.
 
-    limits = KeyLimits(windows, metrics, budget=dispatcher.budget)
+    limits = KeyLimits(windows, metrics)
     await limits.admit(req)    # raises RateLimited (429 rate_limit_error, Retry-After) when over
-    limits.settle(req)         # after the answer: real token usage replaces the estimate (key and upstream)
 
-`admit` counts one request and the request's token estimate; `settle` does not wait on Redis: the
-correction runs in the background so the answer leaves at once.
+`admit` counts one request and the request's token estimate, held on the request (`req.hold`): the
+pipeline settles it to the real usage when the request ends (gateway.context.settle_holds).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 from gateway.errors import RateLimited
 from gateway.request import ChatRequest
-from gateway.upstream.budget import MemoryWindows, RedisWindows, UpstreamBudget, estimate_tokens
+from gateway.upstream.budget import MemoryWindows, RedisWindows, estimate_tokens
 
 __all__ = ["KeyLimits"]
 
-log = logging.getLogger("gateway.limits")
-
 
 class KeyLimits:
-    def __init__(self, windows: MemoryWindows | RedisWindows, metrics=None,
-                 budget: UpstreamBudget | None = None) -> None:
+    def __init__(self, windows: MemoryWindows | RedisWindows, metrics=None) -> None:
         self.windows = windows
         self.metrics = metrics
-        self.budget = budget
-        self._held: dict[str, tuple[str, int, int]] = {}  # request id → (window key, bucket, estimate)
-        self._tasks: set[asyncio.Task] = set()
 
     async def admit(self, req: ChatRequest) -> None:
         key = req.key
@@ -50,33 +40,4 @@ class KeyLimits:
                               f"{key.tpm or '-'} tokens per minute); retry in {grant.wait_s:.1f}s",
                               retry_after_s=grant.wait_s)
         if key.tpm:
-            if len(self._held) >= 50_000:
-                for stale in list(self._held)[:10_000]:
-                    del self._held[stale]
-            self._held[req.request_id] = (window, grant.bucket, tokens)
-
-    def settle(self, req: ChatRequest) -> None:
-        """Replace token estimates by the real usage, in the background. Call once the usage is known."""
-        held = self._held.pop(req.request_id, None)
-        if held is None and (self.budget is None or not self.budget.holding(req.request_id)):
-            return
-        task = asyncio.get_running_loop().create_task(self._settle(req.request_id, req.usage, held))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _settle(self, request_id: str, usage: dict | None, held: tuple[str, int, int] | None) -> None:
-        try:
-            if self.budget is not None:
-                await self.budget.settle(request_id, usage)
-            if held is not None and usage:
-                window, bucket, estimate = held
-                real = int(usage.get("total_tokens") or 0)
-                if real and real != estimate:
-                    await self.windows.adjust(window, bucket, real - estimate)
-        except Exception:  # accounting must never break serving
-            log.exception("could not settle the token usage of %s", request_id)
-
-    async def drain(self) -> None:
-        """Wait for pending corrections (tests, shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            req.hold(self.windows, window, grant.bucket, tokens)

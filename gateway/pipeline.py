@@ -1,36 +1,57 @@
-"""One chat request, one straight line. Each step is a component built once in the app's lifespan:
+"""One request, one straight line. Each step is a component built once in the app's lifespan (their types:
+gateway/steps.py), and each reads and annotates the request's context (gateway/context.py):
 
-    auth.check            key → ClientKey                            sets req.key
-    limits.admit          per-key requests/tokens per minute         429 rate_limit_error when over
-    cache.lookup_exact    hash of everything that changes the answer sets req.cache_key, req.cache_result
-    embedder.embed        last user message, once, shared below     sets req.vector (None: model absent)
-    intents.detect        bounded label, `x-intent` header wins      sets req.intent
-    cache.lookup_semantic same intent and system prompt, guarded     sets req.cache_result
-    router.decide         difficulty → tier → canary → chain         sets req.difficulty, req.tier, req.variant
-    dispatcher            pooled upstream call, retries, fallbacks   sets req.served_by, req.upstream_seconds
+    auth.check            key → ClientKey                            sets ctx.key
+    limits.admit          per-key requests/tokens per minute         429 rate_limit_error; holds tokens
+    cache.lookup_exact    hash of everything that changes the answer sets ctx.cache_key, ctx.cache_result
+    embedder.embed        last user message, once, shared below     sets ctx.vector (None: model absent)
+    intents.detect        bounded label, `x-intent` header wins      sets ctx.intent
+    cache.lookup_semantic same intent and system prompt, guarded     sets ctx.cache_result
+    router.decide         difficulty → tier → canary → chain         sets ctx.difficulty, ctx.tier, ctx.variant
+    cascade               optional: the uncertain band answered light first, escalated to heavy if it falls short
+    dispatcher            pooled upstream call, retries, fallbacks   sets ctx.served_by, ctx.upstream_seconds;
+                                                                     holds upstream budget tokens
     cache.store           only answers that may be reused
-    recorder.record       latency, TTFT, tokens, cost per intent
 
-The steps know nothing of HTTP: api/openai.py turns HTTP into a ChatRequest and an Answer or
-StreamAnswer back into HTTP. A disabled feature stays in the line as a no-op.
+Every entry point (chat, a stream, a cache hit, embeddings, an error raised before or inside the line, an
+unexpected exception, a client gone) runs inside `run(ctx, call)`, whose one `finally` ends the request:
+settles its holds to the real usage, records its metrics (recorder.record) and writes its access line.
+
+The steps know nothing of HTTP: api/openai.py turns HTTP into a context and api/render.py turns what
+`chat` or `embeddings` return (an Answer, a StreamAnswer or a cached answer) into HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 import orjson
 
-from gateway.errors import GatewayError, UpstreamError
-from gateway.request import Answer, ChatRequest, StreamAnswer
+from gateway.context import Background, RequestContext, settle_holds
+from gateway.errors import UpstreamError
+from gateway.logs import AccessLog, RequestLog
+from gateway.request import Answer, StreamAnswer
 from gateway.sse import StreamRelay, error_event
+from gateway.steps import Auth, Cache, Chain, Dispatcher, Embedder, Intents, Limits, NoLimits, Recorder, Router
+from gateway.verbatim import encode
+
+if TYPE_CHECKING:
+    from gateway.routing.cascade import Cascade
+
+__all__ = ["NoLimits", "Pipeline", "RECORDED_KINDS"]
+
+log = logging.getLogger("gateway")
+
+RECORDED_KINDS = frozenset({"chat", "embeddings"})  # the requests gateway_requests_total counts
 
 
 class Pipeline:
-    def __init__(self, *, auth, limits, cache, embedder, intents, router, dispatcher, recorder,
-                 cascade=None) -> None:
+    def __init__(self, *, auth: Auth, limits: Limits, cache: Cache, embedder: Embedder, intents: Intents,
+                 router: Router, dispatcher: Dispatcher, recorder: Recorder, cascade: Cascade | None = None,
+                 access_log: AccessLog | None = None, request_log: RequestLog | None = None) -> None:
         self.auth = auth
         self.limits = limits
         self.cache = cache
@@ -40,67 +61,97 @@ class Pipeline:
         self.dispatcher = dispatcher
         self.recorder = recorder
         self.cascade = cascade  # routing/cascade.py: light first for the uncertain band, None: off
-        self._in_flight: dict[str, asyncio.Future] = {}  # identical cache misses wait on one upstream call
+        self.access_log = access_log or AccessLog()
+        self.request_log = request_log or RequestLog()
+        self.background = Background()  # settling holds on Redis, after the answer left
+        # identical cache misses wait on one upstream call: cache key → (answer, served_by)
+        self._in_flight: dict[str, asyncio.Future[tuple[Answer, str | None]]] = {}
 
-    async def handle(self, req: ChatRequest) -> Answer | StreamAnswer:
+    # ------------------------------------------------------------------------------------- the one end
+    async def run(self, ctx: RequestContext, call: Callable[[], Awaitable[None]]) -> None:
+        """`call` serves the request to its end, its answer or error sent (api/render.py sets ctx.status to
+        what it sent). Whatever happens in it, the request ends here, once."""
         try:
-            return await self._handle(req)
-        except GatewayError as exc:
-            req.status = exc.client_status
-            self.recorder.record(req)
+            await call()
+        except asyncio.CancelledError:  # the client went away (CancelOnDisconnect)
+            if not ctx.responded or ctx.status == 200:
+                ctx.status = 499
             raise
+        except BaseException:
+            if not ctx.responded:
+                ctx.status, ctx.error = 500, "internal"
+            raise
+        finally:
+            self.finish(ctx)
 
-    async def _handle(self, req: ChatRequest) -> Answer | StreamAnswer:
-        req.key = await self.auth.check(req.headers)
-        self.router.require_model(req)
-        await self.limits.admit(req)
+    def finish(self, ctx: RequestContext) -> None:
+        try:
+            if ctx.holds:
+                self.background.spawn(settle_holds(ctx.holds, ctx.usage, ctx.served_by))
+            if ctx.kind in RECORDED_KINDS:
+                self.recorder.record(ctx)
+            self.access_log.write(ctx)
+            if self.request_log.enabled:
+                self.request_log.write(ctx)
+        except Exception:  # bookkeeping never takes the answer down with it
+            log.exception("could not record request %s", ctx.request_id)
 
-        cached = await self.cache.lookup_exact(req)
+    # ------------------------------------------------------------------------------------------- chat
+    async def chat(self, ctx: RequestContext) -> Answer | StreamAnswer | Any:
+        """An Answer, a StreamAnswer, or a cached answer (gateway.cache.service.Cached) to render."""
+        ctx.key = await self.auth.check(ctx.headers)
+        self.router.require_model(ctx)
+        await self.limits.admit(ctx)
+
+        cached = await self.cache.lookup_exact(ctx)
         if cached is None:
-            text = req.last_user_text
+            text = ctx.last_user_text
             if text and self.embedder.available:
-                req.vector = await self.embedder.embed(text)
-            req.intent = self.intents.detect(text, req.vector, req.headers.get("x-intent"))
-            cached = await self.cache.lookup_semantic(req)
+                ctx.vector = await self.embedder.embed(text)
+            ctx.intent = self.intents.detect(text, ctx.vector, ctx.headers.get("x-intent"))
+            cached = await self.cache.lookup_semantic(ctx)
         else:
-            req.intent = cached.intent
+            ctx.intent = cached.intent
         if cached is not None:
-            self.recorder.record_cache_hit(req, cached)
-            return self.cache.render(req, cached)
+            ctx.saved_usd = self.recorder.cost_of(cached.usage, cached.served_by)
+            if self.request_log.enabled:
+                ctx.reply = cached.message.get("content")
+            return cached
 
-        chain = await self.router.decide(req)
-        if req.stream:
-            return await self._stream(req, chain)
-        return await self._complete(req, chain)
+        chain = await self.router.decide(ctx)
+        if ctx.stream:
+            return await self._stream(ctx, chain)
+        return await self._complete(ctx, chain)
 
-    async def _complete(self, req: ChatRequest, chain) -> Answer:
-        key = req.cache_key if req.cache_result == "miss" else None
+    async def _complete(self, ctx: RequestContext, chain: Chain) -> Answer:
+        key = ctx.cache_key if ctx.cache_result == "miss" else None
         if key is not None and key in self._in_flight:
             try:
-                answer = await asyncio.shield(self._in_flight[key])
+                answer, ctx.served_by = await asyncio.shield(self._in_flight[key])
             except _LeaderGone:
                 pass  # the request we waited on was cancelled (its client left): make our own call
             else:
-                req.served_by, req.usage = answer.headers.get("x-gateway-served-by"), None
-                req.cache_result = "coalesced"
-                self.recorder.record(req)
-                return Answer(answer.status, answer.body, {**answer.headers, "x-request-id": req.request_id})
+                ctx.cache_result = "coalesced"
+                return answer
         future = None
         if key is not None:
             future = self._in_flight[key] = asyncio.get_running_loop().create_future()
         try:
-            call = lambda chain: self._observed(self.dispatcher.complete(req, chain), req)  # noqa: E731
-            upstream = await (self.cascade.complete(req, chain, call) if self.cascade else call(chain))
+            def call(chain: Chain) -> Awaitable[Any]:
+                return self._observed(self.dispatcher.complete(ctx, chain), ctx)
+
+            upstream = await (self.cascade.complete(ctx, chain, call) if self.cascade else call(chain))
             try:
                 parsed = orjson.loads(upstream.body)
             except orjson.JSONDecodeError:
                 raise UpstreamError("the upstream answered with a body that is not JSON") from None
-            req.usage = parsed.get("usage") if isinstance(parsed, dict) else None
-            self.limits.settle(req)  # real token usage replaces the estimates (key limits, upstream budget)
-            answer = Answer(upstream.status, upstream.body, self.response_headers(req))
+            ctx.usage = parsed.get("usage") if isinstance(parsed, dict) else None
+            if self.request_log.enabled:
+                ctx.reply = _reply_text(parsed)
+            answer = Answer(upstream.status, upstream.body)
             if future is not None:
-                future.set_result(answer)
-                await self.cache.store(req, parsed)
+                future.set_result((answer, ctx.served_by))
+                await self.cache.store(ctx, parsed)
         except BaseException as exc:
             if future is not None and not future.done():
                 future.set_exception(exc if isinstance(exc, Exception) else _LeaderGone())
@@ -109,14 +160,12 @@ class Pipeline:
         finally:
             if key is not None:
                 self._in_flight.pop(key, None)
-        self.recorder.record(req)
         return answer
 
-    async def _stream(self, req: ChatRequest, chain) -> StreamAnswer:
-        stream, first = await self._observed(self.dispatcher.open_stream(req, chain), req)
-        relay = StreamRelay(hide_usage=not req.include_usage, started=req.started,
-                            collect=req.cache_result == "miss")
-        headers = self.response_headers(req)
+    async def _stream(self, ctx: RequestContext, chain: Chain) -> StreamAnswer:
+        stream, first = await self._observed(self.dispatcher.open_stream(ctx, chain), ctx)
+        relay = StreamRelay(hide_usage=not ctx.include_usage, started=ctx.started,
+                            collect=ctx.cache_result == "miss" or self.request_log.enabled)
 
         async def relay_chunks() -> AsyncIterator[bytes]:
             # Waits on the upstream and on the client are timed apart: the rest is the gateway's overhead.
@@ -127,59 +176,63 @@ class Pipeline:
                     if out:
                         mark = time.perf_counter()
                         yield out
-                        req.client_seconds += time.perf_counter() - mark
+                        ctx.client_seconds += time.perf_counter() - mark
                     mark = time.perf_counter()
                     chunk = await anext(chunks, None)
-                    req.upstream_seconds += time.perf_counter() - mark
+                    ctx.upstream_seconds += time.perf_counter() - mark
                 tail = relay.flush()
                 if tail:
                     yield tail
             except UpstreamError as exc:  # after the first byte there is no fallback: end the stream cleanly
-                req.status = exc.status
+                ctx.status, ctx.error = 502, exc.metric_label
                 yield error_event(f"the upstream failed mid-stream ({exc.metric_label}); the answer is incomplete")
             finally:
                 await stream.aclose()
-                req.ttft, req.usage = relay.ttft, relay.usage
-                self.limits.settle(req)
-                if not relay.finished and req.status == 200:
-                    req.status = 499  # the client went away
-                if relay.content is not None:
-                    await self.cache.store_stream(req, relay)
-                self.recorder.record(req)
+                ctx.ttft, ctx.usage = relay.ttft, relay.usage
+                if not relay.finished and ctx.status == 200:
+                    ctx.status = 499  # the client went away
+                if self.request_log.enabled:
+                    ctx.reply = relay.content
+                if relay.content is not None and ctx.cache_result == "miss":
+                    await self.cache.store_stream(ctx, relay)
 
-        return StreamAnswer(relay_chunks(), headers)
+        return StreamAnswer(relay_chunks())
 
-    async def _observed(self, call, req: ChatRequest):
+    async def _observed(self, call: Awaitable[Any], ctx: RequestContext) -> Any:
         """The upstream call, its outcome told to the router (a failing canary is rolled back)."""
         try:
             result = await call
         except UpstreamError:
-            await self.router.observe(req, failed=True)
+            await self.router.observe(ctx, failed=True)
             raise
-        await self.router.observe(req)
+        await self.router.observe(ctx)
         return result
 
-    @staticmethod
-    def response_headers(req: ChatRequest) -> dict[str, str]:
-        headers = {"x-request-id": req.request_id, "x-gateway-intent": req.intent,
-                   "x-gateway-cache": req.cache_result, "x-gateway-tier": req.tier,
-                   "x-gateway-overhead-ms": f"{max(0.0, req.elapsed() - req.upstream_seconds) * 1000:.2f}"}
-        if req.served_by:
-            headers["x-gateway-served-by"] = req.served_by
-        if req.difficulty is not None:
-            headers["x-gateway-difficulty"] = f"{req.difficulty.score:.3f}"
-        if req.variant != "stable":
-            headers["x-gateway-variant"] = req.variant
-        return headers
+    # ------------------------------------------------------------------------------------- embeddings
+    async def embeddings(self, ctx: RequestContext) -> Answer:
+        """Passed through to the alias's light deployments, in fallback order, under the key's limits."""
+        ctx.key = await self.auth.check(ctx.headers)
+        self.router.require_model(ctx)
+        await self.limits.admit(ctx)
+        body = ctx.body
+        answer = await self.dispatcher.complete(
+            ctx, self.router.chain(ctx.alias, "light"), path="/embeddings",
+            body_for=lambda deployment: encode(body, {"model": deployment.model}))
+        try:
+            parsed = orjson.loads(answer.body)
+        except orjson.JSONDecodeError:
+            raise UpstreamError("the upstream answered with a body that is not JSON") from None
+        usage = parsed.get("usage") if isinstance(parsed, dict) else None
+        ctx.usage = usage if isinstance(usage, dict) else None
+        return Answer(answer.status, answer.body)
+
+
+def _reply_text(parsed: Any) -> str | None:
+    try:
+        return parsed["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
 
 
 class _LeaderGone(Exception):
     """The request that identical misses were waiting on was cancelled before it got an answer."""
-
-
-class NoLimits:
-    async def admit(self, req: ChatRequest) -> None:
-        return None
-
-    def settle(self, req: ChatRequest) -> None:
-        return None

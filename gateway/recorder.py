@@ -1,11 +1,12 @@
-"""The last step of the line: what one request cost and how long it took, into the metrics."""
+"""The metrics of one request, recorded once when it ends (Pipeline.finish): count by the status the client
+received, latency, overhead, TTFT, tokens, cost, and what a cache hit saved."""
 
 from __future__ import annotations
 
 from gateway.config import GatewayConfig
+from gateway.context import RequestContext
 from gateway.metrics import Metrics
 from gateway.pricing import Pricing
-from gateway.request import ChatRequest
 
 
 class Recorder:
@@ -16,10 +17,10 @@ class Recorder:
         self._aliases = frozenset(config.models)
         self._with_canary = frozenset(alias for alias, route in config.models.items() if route.canary is not None)
 
-    def _model_label(self, req: ChatRequest) -> str:
+    def _model_label(self, req: RequestContext) -> str:
         return req.alias if req.alias in self._aliases else "unknown"
 
-    def record(self, req: ChatRequest) -> None:
+    def record(self, req: RequestContext) -> None:
         m = self.metrics
         model = self._model_label(req)
         elapsed = req.elapsed()
@@ -34,19 +35,16 @@ class Recorder:
         m.overhead.labels(model, req.cache_result).observe(max(0.0, elapsed - req.upstream_seconds - req.client_seconds))
         if req.ttft is not None:
             m.ttft.labels(model, req.tier).observe(req.ttft)
+        if req.saved_usd:
+            m.cost_saved.labels(req.intent).inc(req.saved_usd)
         usage = req.usage
         if usage and req.served_by:
             prompt = int(usage.get("prompt_tokens") or 0)
             completion = int(usage.get("completion_tokens") or 0)
             m.tokens.labels(model, req.intent, "prompt").inc(prompt)
             m.tokens.labels(model, req.intent, "completion").inc(completion)
-            cost = self.pricing.cost(self._price_keys[req.served_by], prompt, completion)
-            m.cost.labels(model, req.intent, req.served_by).inc(cost)
-
-    def record_cache_hit(self, req: ChatRequest, cached) -> None:
-        """`cached` carries the usage and the deployment of the answer it replays."""
-        self.metrics.cost_saved.labels(req.intent).inc(self.cost_of(cached.usage, cached.served_by))
-        self.record(req)
+            req.cost = self.pricing.cost(self._price_keys[req.served_by], prompt, completion)
+            m.cost.labels(model, req.intent, req.served_by).inc(req.cost)
 
     def cost_of(self, usage: dict | None, deployment: str | None) -> float:
         if not usage or deployment not in self._price_keys:

@@ -1,103 +1,43 @@
-"""The request object every pipeline step reads and annotates, and the checks of the client's body.
+"""The checks of the client's body, and what the pipeline answers (Answer, StreamAnswer).
+
+The request itself is a RequestContext (gateway/context.py), also known here as ChatRequest.
 
 Only the fields the gateway uses are validated; everything else is forwarded untouched.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
 
 import orjson
 
-from gateway.bounds import clip
+from gateway.context import RequestContext
 from gateway.errors import BodyTooLarge, InvalidRequest
 from gateway.verbatim import ClientBody
+from gateway.messages import content_text, last_user_text
 
-if TYPE_CHECKING:
-    import numpy as np
-
-    from gateway.auth import ClientKey
+__all__ = ["PRIORITIES", "ROLES", "Answer", "ChatRequest", "RequestContext", "StreamAnswer", "content_text",
+           "last_user_text", "parse_chat_body"]
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 PRIORITIES = ("critical", "normal", "batch")
 
 
-@dataclass(slots=True)
-class ChatRequest:
-    body: dict[str, Any]  # the client's JSON, forwarded as is apart from `model` (and stream_options)
-    alias: str  # the public model name the client asked for
-    headers: dict[str, str]  # lower-case names
-    stream: bool = False
-    include_usage: bool = False  # the client itself asked for the usage chunk of a stream
-    started: float = field(default_factory=time.perf_counter)
-    request_id: str = field(default_factory=lambda: os.urandom(16).hex())  # uuid4().hex costs 4x more
-    key: "ClientKey | None" = None
-    priority: str = "normal"
-    intent: str = "other"
-    vector: "np.ndarray | None" = None  # embedding of the last user message, computed at most once
-    cache_key: str | None = None
-    cache_result: str = "off"  # hit-exact | hit-semantic | miss | bypass | off
-    saved_tokens: int = 0
-    difficulty: Any = None  # routing.difficulty.Difficulty
-    tier: str = "light"
-    variant: str = "stable"  # or "canary"
-    served_by: str | None = None
-    upstream_seconds: float = 0.0  # waiting on the upstream
-    client_seconds: float = 0.0  # waiting on the client to take stream chunks
-    ttft: float | None = None
-    usage: dict[str, Any] | None = None
-    status: int = 200
-
-    @property
-    def messages(self) -> list[dict[str, Any]]:
-        return self.body["messages"]
-
-    @property
-    def last_user_text(self) -> str:
-        """The question the embedding, intents and cache guards see: clipped to bounds.TEXT_LIMIT."""
-        return clip(last_user_text(self.body["messages"]))
-
-    @property
-    def system_prompt(self) -> str:
-        return "\n".join(content_text(m.get("content")) for m in self.body["messages"]
-                         if m.get("role") in ("system", "developer"))
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+ChatRequest = RequestContext  # the name the steps know the context by
 
 
 @dataclass(slots=True)
 class Answer:
+    """A complete answer; api/render.py adds the headers when it is sent."""
+
     status: int
     body: bytes
-    headers: dict[str, str]
 
 
 @dataclass(slots=True)
 class StreamAnswer:
     chunks: AsyncIterator[bytes]
-    headers: dict[str, str]
-
-
-def content_text(content: Any) -> str:
-    """Text of a message content: a string, or the text parts of a list of content parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content
-                        if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str))
-    return ""
-
-
-def last_user_text(messages: list[dict[str, Any]]) -> str:
-    """Text of the last user message (the one the embedding is computed on), or "" if none."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return content_text(message.get("content"))
-    return ""
 
 
 def _number(body: dict, name: str, *, integer: bool = False, low: float | None = None,

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway.cache.store import StoreUnavailable
-from gateway.api import request_headers
+from gateway.api import render, request_headers
 from gateway.errors import GatewayError, InvalidRequest
 
 router = APIRouter(prefix="/admin")
@@ -35,7 +35,7 @@ async def cache_stats(request: Request) -> Response:
     try:
         await _admin(request)
     except GatewayError as exc:
-        return exc.to_response()
+        return render.error_response(exc)
     cache = request.app.state.pipeline.cache
     if not hasattr(cache, "stats"):
         return _json({"enabled": False, "intents": {}})
@@ -56,7 +56,7 @@ async def cache_flush(request: Request) -> Response:
         if intent is not None and intent not in cache.labels:
             raise InvalidRequest(f"unknown intent {intent!r}", param="intent")
     except GatewayError as exc:
-        return exc.to_response()
+        return render.error_response(exc)
     try:
         return _json({"enabled": True, "flushed": await cache.flush(intent), "intent": intent})
     except StoreUnavailable as exc:

@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from gateway.api import request_headers
+from gateway.api import render, request_headers
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound
 
 router = APIRouter(prefix="/admin/canary")
@@ -30,7 +30,7 @@ async def get_canary(request: Request) -> Response:
         state.auth.check_admin(request_headers(request))
         await state.canary.refresh(force=True)
     except GatewayError as exc:
-        return exc.to_response()
+        return render.error_response(exc)
     return Response(_view(state), media_type="application/json")
 
 
@@ -53,5 +53,5 @@ async def set_canary(alias: str, request: Request) -> Response:
         except Exception as exc:
             raise GatewayError(f"could not store the canary percentage ({type(exc).__name__}); nothing changed") from exc
     except GatewayError as exc:
-        return exc.to_response()
+        return render.error_response(exc)
     return Response(_view(state), media_type="application/json")

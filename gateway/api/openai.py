@@ -1,27 +1,35 @@
-"""The OpenAI-compatible HTTP surface: /v1/chat/completions, /v1/models, /v1/embeddings.
+"""The OpenAI-compatible HTTP surface: /v1/chat/completions, /v1/embeddings, /v1/models.
 
-This layer only turns HTTP into a ChatRequest and the pipeline's Answer or StreamAnswer back into HTTP.
+Each is a plain ASGI app (the hottest path builds no Request or Response) that makes the request's
+context and hands the pipeline its work, whose answer or error api/render.py sends:
+
+    ctx = RequestContext.start(headers, kind, path)
+    await pipeline.run(ctx, lambda: render.respond(ctx, send, work))
+
+GatewayApp (app.py) calls the handlers of `ROUTES` directly, past FastAPI's routing.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 
-from fastapi import APIRouter, Request
-from starlette.responses import Response
+from fastapi import APIRouter
 
-from gateway.api import request_headers
-from gateway.errors import BodyTooLarge, GatewayError, InvalidRequest
-from gateway.request import PRIORITIES, Answer, ChatRequest, parse_chat_body, parse_embeddings_body
-from gateway.verbatim import encode
+from gateway.api import render
+from gateway.api.render import ClientGone
+from gateway.context import RequestContext
+from gateway.errors import BodyTooLarge, InvalidRequest
+from gateway.request import PRIORITIES, Answer, parse_chat_body, parse_embeddings_body
 
-router = APIRouter()
-log = logging.getLogger("gateway")
+__all__ = ["ROUTES", "chat_completions", "router", "embeddings", "list_models", "receive_body", "scope_headers"]
 
 
-async def receive_body(headers: dict[str, str], receive, limit: int) -> bytes | None:
-    """The request body, or None when the client went away before sending it all."""
+def scope_headers(scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def receive_body(headers: dict[str, str], receive, limit: int) -> bytes:
+    """The request body; ClientGone when the client went away before sending it all."""
     declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
@@ -29,7 +37,7 @@ async def receive_body(headers: dict[str, str], receive, limit: int) -> bytes | 
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return None
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -40,93 +48,70 @@ async def receive_body(headers: dict[str, str], receive, limit: int) -> bytes | 
 
 
 async def chat_completions(scope, receive, send) -> None:
-    """POST /v1/chat/completions, as a plain ASGI app: the hottest path builds no Request or Response."""
+    """POST /v1/chat/completions."""
     state = scope["app"].state
-    started = time.perf_counter()
-    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-    try:
-        raw = await receive_body(headers, receive, state.max_body_bytes)
-        if raw is None:
-            return  # nobody to answer
+    ctx = RequestContext.start(scope_headers(scope), "chat", "/v1/chat/completions", time.perf_counter())
+
+    async def work():
+        raw = await receive_body(ctx.headers, receive, state.max_body_bytes)
         body = parse_chat_body(raw, state.max_body_bytes)
         options = body.get("stream_options")
-        req = ChatRequest(body=body, alias=body["model"], headers=headers, started=started,
-                          stream=body.get("stream") is True,
-                          include_usage=isinstance(options, dict) and options.get("include_usage") is True)
-        priority = headers.get("x-gateway-priority")
+        ctx.body, ctx.alias, ctx.stream = body, body["model"], body.get("stream") is True
+        ctx.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        priority = ctx.headers.get("x-gateway-priority")
         if priority:
             if priority not in PRIORITIES:
                 raise InvalidRequest(f"x-gateway-priority must be one of {', '.join(PRIORITIES)}",
                                      param="x-gateway-priority")
-            req.priority = priority
-        result = await state.pipeline.handle(req)
-    except GatewayError as exc:
-        await exc.to_response()(scope, receive, send)
-        return
-    except Exception:
-        log.exception("unexpected error on POST /v1/chat/completions")
-        await GatewayError("the gateway hit an internal error; it has been logged").to_response()(scope, receive, send)
-        return
-    if isinstance(result, Answer):
-        raw_headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(result.body))]
-        raw_headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in result.headers.items())
-        await send({"type": "http.response.start", "status": result.status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": result.body})
-        return
-    await _send_stream(result, send)
+            ctx.priority = priority
+        result = await state.pipeline.chat(ctx)
+        if not isinstance(result, (Answer, render.StreamAnswer)):
+            return render.cached_answer(ctx, result)
+        return result
+
+    await state.pipeline.run(ctx, lambda: render.respond(ctx, send, work))
 
 
-async def _send_stream(result, send) -> None:
-    """Relay a stream as it comes. A client that leaves is noticed by CancelOnDisconnect, which cancels this
-    task; closing the chunk generator then closes the upstream call and records the request."""
-    raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
-    raw_headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in result.headers.items())
-    chunks = result.chunks
-    try:
-        await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
-        async for chunk in chunks:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    finally:
-        await chunks.aclose()
+async def embeddings(scope, receive, send) -> None:
+    """POST /v1/embeddings: passed through to the alias's deployments, in fallback order."""
+    state = scope["app"].state
+    ctx = RequestContext.start(scope_headers(scope), "embeddings", "/v1/embeddings", time.perf_counter())
+    ctx.intent = "embeddings"  # the metrics' intent label: a bounded value of its own
+
+    async def work():
+        body = parse_embeddings_body(await receive_body(ctx.headers, receive, state.max_body_bytes))
+        ctx.body, ctx.alias = body, body["model"]
+        return await state.pipeline.embeddings(ctx)
+
+    await state.pipeline.run(ctx, lambda: render.respond(ctx, send, work))
 
 
-class _ChatCompletionsRoute:
-    """The route's endpoint, an ASGI app (GatewayApp calls `chat_completions` directly, past the router)."""
+async def list_models(scope, receive, send) -> None:
+    """GET /v1/models: the configured aliases, for any valid key."""
+    state = scope["app"].state
+    ctx = RequestContext.start(scope_headers(scope), "models", "/v1/models", time.perf_counter())
+
+    async def work():
+        ctx.key = await state.auth.check(ctx.headers)
+        return Answer(200, state.models_body)
+
+    await state.pipeline.run(ctx, lambda: render.respond(ctx, send, work))
+
+
+ROUTES = {("POST", "/v1/chat/completions"): chat_completions, ("POST", "/v1/embeddings"): embeddings,
+          ("GET", "/v1/models"): list_models}
+
+
+class _Endpoint:
+    """A route's endpoint as an ASGI app: FastAPI's router still knows the paths (405 on a wrong method)."""
+
+    def __init__(self, handler) -> None:
+        self.handler = handler
 
     async def __call__(self, scope, receive, send) -> None:
-        await chat_completions(scope, receive, send)
+        await self.handler(scope, receive, send)
 
 
-router.add_route("/v1/chat/completions", _ChatCompletionsRoute(), methods=["POST"])
-
-
-@router.get("/v1/models")
-async def list_models(request: Request) -> Response:
-    state = request.app.state
-    try:
-        await state.auth.check(request_headers(request))
-    except GatewayError as exc:
-        return exc.to_response()
-    return Response(state.models_body, media_type="application/json")
-
-
-@router.post("/v1/embeddings")
-async def embeddings(request: Request) -> Response:
-    """Passed through to the alias's deployments, in fallback order."""
-    state = request.app.state
-    try:
-        headers = request_headers(request)
-        raw = await receive_body(headers, request.receive, state.max_body_bytes)
-        body = parse_embeddings_body(raw or b"")
-        req = ChatRequest(body=body, alias=body["model"], headers=headers)
-        req.key = await state.auth.check(headers)
-        state.router.require_model(req)
-        chain = state.config.chain(req.alias, "light")
-        answer = await state.dispatcher.complete(
-            req, chain, path="/embeddings",
-            body_for=lambda deployment: encode(body, {"model": deployment.model}))
-    except GatewayError as exc:
-        return exc.to_response()
-    return Response(answer.body, status_code=answer.status, media_type="application/json",
-                    headers={"x-gateway-served-by": req.served_by or ""})
+router = APIRouter()
+for (_method, _path), _handler in ROUTES.items():
+    router.add_route(_path, _Endpoint(_handler), methods=[_method])

@@ -4,7 +4,6 @@
     lookup_semantic(req)  same intent + context, guarded match     sets req.cache_result (after the embedding)
     store(req, parsed)    a complete, reusable answer only
     store_stream(req, relay)
-    render(req, cached)   a fresh chat.completion (or SSE stream) from a stored answer, usage 0
 
 Policy (never cached): n > 1, tools or tool calls, temperature above cache.max_temperature, user messages
 with personal data unless the intent has allow_personal_data, non-cacheable intents, intent "other"
@@ -24,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -35,7 +33,7 @@ from gateway.bounds import LOOP_TEXT_LIMIT, TEXT_LIMIT, off_loop
 from gateway.cache import keys
 from gateway.cache.semantic import DEFAULT_THRESHOLD, find_match
 from gateway.cache.store import MemoryStore, RedisStore, StoreUnavailable, VectorRow
-from gateway.request import Answer, ChatRequest, StreamAnswer
+from gateway.request import ChatRequest
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -48,8 +46,6 @@ log = logging.getLogger("gateway.cache")
 
 OTHER = "other"
 STATS_FLUSH_S = 1.0
-STREAM_PIECES = 4
-_ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +83,6 @@ class IntentCache:
         self.semantic = semantic and config.semantic
         self._threshold = semantic_threshold
         self._labels = frozenset([s.name for s in intents.intents] if intents else []) | {OTHER}
-        self._failed: set[str] = set()  # request ids whose exact lookup failed (counted as "error")
         self._pending: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._flushed_at = time.monotonic()
         self._flush_task: asyncio.Task | None = None
@@ -146,9 +141,7 @@ class IntentCache:
             blob = await self.backend.get(req.cache_key)
         except StoreUnavailable as exc:
             self._error("lookup", exc)
-            if len(self._failed) > 10_000:  # a request that never reached lookup_semantic
-                self._failed.clear()
-            self._failed.add(req.request_id)
+            req.cache_error = True  # counted as "error" by lookup_semantic
             return None
         if blob is None:
             return None
@@ -161,8 +154,7 @@ class IntentCache:
             if req.cache_result == "bypass":
                 self._count(intent, "bypass")
             return None
-        if req.request_id in self._failed:
-            self._failed.discard(req.request_id)
+        if req.cache_error:
             self._count(intent, "error")
             return None
         spec = self._spec(intent)
@@ -255,21 +247,6 @@ class IntentCache:
         await self.backend.put_later(req.cache_key, cached.encode(req.last_user_text), intent, ttl, row,
                                      on_error=lambda exc: self._error("store", exc))
 
-    # ----------------------------------------------------------------------------------------- render
-    def render(self, req: ChatRequest, cached: Cached) -> Answer | StreamAnswer:
-        from gateway.pipeline import Pipeline  # the one place response headers are written
-
-        answer_id = "chatcmpl-" + uuid.uuid4().hex[:24]
-        created = int(time.time())
-        headers = Pipeline.response_headers(req)
-        headers["x-gateway-saved-tokens"] = str(req.saved_tokens)
-        if req.stream:
-            return StreamAnswer(_replay(cached, answer_id, created, req.include_usage), headers)
-        body = {"id": answer_id, "object": "chat.completion", "created": created, "model": cached.model,
-                "choices": [{"index": 0, "message": cached.message, "logprobs": None, "finish_reason": "stop"}],
-                "usage": dict(_ZERO_USAGE), "system_fingerprint": cached.system_fingerprint}
-        return Answer(200, orjson.dumps(body), headers)
-
     # ---------------------------------------------------------------------------------- stats & admin
     def _count(self, intent: str, result: str, saved_tokens: int = 0, saved_usd: float = 0.0) -> None:
         self.metrics.cache_requests.labels(intent, result).inc()
@@ -328,27 +305,6 @@ def _summary(row: dict[str, float]) -> dict[str, Any]:
             "misses": misses, "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
             "stores": int(row.get("stores", 0)), "saved_tokens": int(row.get("saved_tokens", 0)),
             "saved_usd": round(float(row.get("saved_usd", 0.0)), 6)}
-
-
-async def _replay(cached: Cached, answer_id: str, created: int, include_usage: bool):
-    head: dict[str, Any] = {"id": answer_id, "object": "chat.completion.chunk", "created": created,
-                            "model": cached.model, "system_fingerprint": cached.system_fingerprint}
-    if include_usage:
-        head["usage"] = None
-
-    def event(delta: dict, finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return b"data: " + orjson.dumps({**head, "choices": [choice]}) + b"\n\n"
-
-    content = cached.message.get("content") or ""
-    size = max(1, -(-len(content) // STREAM_PIECES))
-    events = [event({"role": "assistant", "content": ""})]
-    events += [event({"content": content[i:i + size]}) for i in range(0, len(content), size)]
-    events.append(event({}, "stop"))
-    if include_usage:
-        events.append(b"data: " + orjson.dumps({**head, "choices": [], "usage": dict(_ZERO_USAGE)}) + b"\n\n")
-    events.append(b"data: [DONE]\n\n")
-    yield b"".join(events)
 
 
 def build_cache(config: "GatewayConfig", intents: "IntentsConfig | None", redis, metrics: "Metrics", *,

@@ -91,6 +91,10 @@ class Router:
             raise ModelNotFound(f"the model '{req.alias}' does not exist; GET /v1/models lists the models",
                                 param="model")
 
+    def chain(self, alias: str, tier: str):
+        """The deployments of an alias's tier, in fallback order (embeddings use the light tier's)."""
+        return self._chains[(alias, tier)]
+
     async def decide(self, req: ChatRequest):
         route = self.config.models[req.alias]
         req.tier = await self._tier(req, route)

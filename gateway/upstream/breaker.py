@@ -161,8 +161,11 @@ class CircuitBreaker:
     def _note(self, name: str, now: float, open_until: float) -> None:
         before = self._seen.get(name, (0.0, 0.0))[1]
         self._seen[name] = (now, open_until)
-        if self.metrics is not None and bool(before) != bool(open_until):
-            self.metrics.circuit_open.labels(name).set(1 if open_until > now else 0)
+        if bool(before) != bool(open_until):
+            if not open_until:
+                log.warning("circuit breaker: %s closed", name)
+            if self.metrics is not None:
+                self.metrics.circuit_open.labels(name).set(1 if open_until > now else 0)
 
     def is_open(self, name: str) -> bool:
         """This replica's latest view, without I/O: open (or half-open) right now."""

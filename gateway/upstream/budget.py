@@ -14,7 +14,8 @@ Redis fails the counters go on in process (each replica then keeps to the whole 
 request is served, the failure logged).
 
 Tokens are estimated before the call (characters / 4 + max_tokens) and corrected with the real usage
-afterwards (`UpstreamBudget.settle`). Priorities keep a reserve: batch may not use the last
+afterwards (`UpstreamBudget.hold` holds the estimate on the request; the pipeline settles it when the
+request ends, gateway.context.settle_holds). Priorities keep a reserve: batch may not use the last
 `batch_reserve` of a budget, normal the last `normal_reserve`; critical may use all of it.
 """
 
@@ -24,9 +25,12 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from gateway.config import Deployment, GatewayConfig
+
+if TYPE_CHECKING:
+    from gateway.context import RequestContext as ChatRequest
 
 __all__ = ["Grant", "MemoryWindows", "RedisWindows", "UpstreamBudget", "estimate_tokens", "make_windows"]
 
@@ -232,7 +236,6 @@ class UpstreamBudget:
         self.windows = windows
         res = config.resilience
         self.shares = {"critical": 1.0, "normal": 1.0 - res.normal_reserve, "batch": 1.0 - res.batch_reserve}
-        self._held: dict[str, tuple[str, int, int]] = {}  # request id → (window key, bucket, estimate)
 
     async def acquire(self, name: str, deployment: Deployment, priority: str, tokens: int) -> Grant:
         if deployment.rpm is None and deployment.tpm is None:
@@ -250,24 +253,8 @@ class UpstreamBudget:
         return (None if deployment.rpm is None else max(0.0, deployment.rpm - requests),
                 None if deployment.tpm is None else max(0.0, deployment.tpm - tokens))
 
-    def hold(self, request_id: str, name: str, deployment: Deployment, grant: Grant, tokens: int) -> None:
-        """Remember what was reserved, to correct it with the real usage in `settle`."""
+    def hold(self, req: ChatRequest, name: str, deployment: Deployment, grant: Grant, tokens: int) -> None:
+        """Hold what was reserved on the request: the pipeline settles it to the real usage at the end."""
         if deployment.tpm is None or grant is OPEN:
             return
-        if len(self._held) >= 50_000:  # requests that never settled (errors): drop the oldest
-            for key in list(self._held)[:10_000]:
-                del self._held[key]
-        self._held[request_id] = (f"budget:{name}", grant.bucket, tokens)
-
-    def holding(self, request_id: str) -> bool:
-        return request_id in self._held
-
-    async def settle(self, request_id: str, usage: dict | None) -> None:
-        held = self._held.pop(request_id, None)
-        if held is None or not usage:
-            return
-        key, bucket, estimate = held
-        real = int(usage.get("total_tokens") or 0) or (int(usage.get("prompt_tokens") or 0)
-                                                       + int(usage.get("completion_tokens") or 0))
-        if real and real != estimate:
-            await self.windows.adjust(key, bucket, real - estimate)
+        req.hold(self.windows, f"budget:{name}", grant.bucket, tokens, name)

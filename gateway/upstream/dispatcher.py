@@ -25,6 +25,7 @@ deployment's read timeout every chunk after it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, Awaitable, Callable, Sequence
 
@@ -32,6 +33,7 @@ from gateway.config import Deployment, GatewayConfig
 from gateway.errors import (RateLimited, UpstreamError, UpstreamRejected, UpstreamStatus, UpstreamTimeout,
                             UpstreamUnavailable, upstream_error)
 from gateway.errors import UpstreamSkipped as _Skip
+from gateway.logs import Throttled
 from gateway.metrics import Metrics
 from gateway.request import ChatRequest
 from gateway.upstream.breaker import CircuitBreaker, Permit
@@ -42,6 +44,8 @@ from gateway.upstream.retry import RetryBudget, RetryPolicy
 from gateway.verbatim import encode
 
 Chain = Sequence[tuple[str, Deployment]]
+
+log = logging.getLogger("gateway.upstream")
 
 
 def upstream_body(req: ChatRequest, deployment: Deployment) -> bytes:
@@ -100,6 +104,7 @@ class Dispatcher:
         # URLs, headers and keys of each deployment, by provider (openai, azure), computed once
         self.upstreams = {name: Upstream(name, d, transport, self.budget) for name, d in config.deployments.items()}
         self._last_errors: dict[str, UpstreamError] = {}  # per deployment, to explain an open circuit
+        self.warnings = Throttled(log)  # failures, retries, fallbacks: one line per kind per 10 s
         self._count_tokens = any(d.tpm for d in config.deployments.values())
         # Deployments that only the heavy tier owns: batch requests of the light tier stay off them.
         self._heavy_only = {alias: frozenset(route.heavy) - frozenset(route.deployments + route.fallbacks)
@@ -161,9 +166,10 @@ class Dispatcher:
                     waits.append(grant.wait_s)
                     previous = name
                     continue
-                self.budget.hold(req.request_id, name, deployment, grant, tokens)
+                self.budget.hold(req, name, deployment, grant, tokens)
                 if previous is not None:
                     self.metrics.fallbacks.labels(previous, name).inc()
+                    self.warnings.warning(f"fallback:{previous}:{name}", "falling back from %s to %s", previous, name)
                 started = time.perf_counter()
                 try:
                     result = await self.policy.run(
@@ -245,7 +251,7 @@ class Dispatcher:
                 grant = await self.budget.acquire(name, deployment, req.priority, tokens)
                 if not grant.ok:
                     raise _Skip(f"the budget of {name} is spent", "budget", grant.wait_s)
-                self.budget.hold(req.request_id, name, deployment, grant, tokens)
+                self.budget.hold(req, name, deployment, grant, tokens)
             remaining = deadline - time.perf_counter()
             try:
                 if remaining <= 0:
@@ -280,10 +286,14 @@ class Dispatcher:
         exc.deployment = name
         if exc.retryable:
             self._last_errors[name] = exc
+            self.warnings.warning(f"failed:{name}:{exc.metric_label}", "upstream %s failed: %s (%s)", name,
+                                  exc.message, exc.metric_label)
         self.metrics.upstream_errors.labels(name, exc.metric_label).inc()
 
     def _on_retry(self, deployment: str, reason: str, wait_s: float) -> None:
         self.metrics.retries.labels(deployment, reason).inc()
+        self.warnings.warning(f"retry:{deployment}:{reason}", "retrying %s after %s in %.2fs", deployment, reason,
+                              wait_s)
 
     def _served(self, req: ChatRequest, name: str, started: float) -> None:
         req.served_by = name

@@ -9,6 +9,7 @@ import pytest
 
 from gateway.auth import ClientKey
 from gateway.config import build_config
+from gateway.context import settle_holds
 from gateway.errors import RateLimited
 from gateway.limits import KeyLimits
 from gateway.request import ChatRequest
@@ -93,12 +94,36 @@ async def test_settle_corrects_the_token_estimate():
     windows = MemoryWindows(clock=Clock())
     budget = UpstreamBudget(cfg, windows)
     d = cfg.deployments["d"]
+    req = ChatRequest(body={}, alias="m", headers={})
     grant = await budget.acquire("d", d, "critical", 600)
-    budget.hold("r1", "d", d, grant, 600)
+    budget.hold(req, "d", d, grant, 600)
     assert windows.used("budget:d") == (1, 600)
-    await budget.settle("r1", {"prompt_tokens": 20, "completion_tokens": 30, "total_tokens": 50})
+    await settle_holds(req.holds, {"prompt_tokens": 20, "completion_tokens": 30, "total_tokens": 50}, "d")
     assert windows.used("budget:d") == (1, 50)
-    assert not budget.holding("r1")
+
+
+async def test_settling_gives_back_what_nobody_used():
+    """A failed attempt's hold, and every hold of a request nobody served, are given back."""
+    cfg = config(tpm=1000)
+    windows = MemoryWindows(clock=Clock())
+    budget = UpstreamBudget(cfg, windows)
+    d = cfg.deployments["d"]
+    req = ChatRequest(body={}, alias="m", headers={})
+    for _ in range(2):  # a failed attempt, then a retry that served
+        budget.hold(req, "d", d, await budget.acquire("d", d, "critical", 300), 300)
+    assert windows.used("budget:d") == (2, 600)
+    await settle_holds(req.holds, {"total_tokens": 40}, "d")
+    assert windows.used("budget:d") == (2, 40)
+
+    failed = ChatRequest(body={}, alias="m", headers={})
+    budget.hold(failed, "d", d, await budget.acquire("d", d, "critical", 300), 300)
+    await settle_holds(failed.holds, None, None)
+    assert windows.used("budget:d") == (3, 40)
+
+    cut = ChatRequest(body={}, alias="m", headers={})  # served, usage unknown (the client left a stream)
+    budget.hold(cut, "d", d, await budget.acquire("d", d, "critical", 300), 300)
+    await settle_holds(cut.holds, None, "d")
+    assert windows.used("budget:d") == (4, 340)
 
 
 async def test_redis_windows_are_shared_and_atomic(redis_windows):
@@ -148,9 +173,7 @@ async def test_key_limits_rpm_and_tpm():
     await limits.admit(req)  # 201 estimated
     with pytest.raises(RateLimited):
         await limits.admit(chat(key, max_tokens=200))
-    req.usage = {"total_tokens": 20}
-    limits.settle(req)
-    await limits.drain()
+    await settle_holds(req.holds, {"total_tokens": 20}, "somewhere")
     await limits.admit(chat(key, max_tokens=200))
     with pytest.raises(RateLimited, match="larger than"):
         await limits.admit(chat(key, max_tokens=1000))
