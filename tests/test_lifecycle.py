@@ -29,7 +29,8 @@ def requests_by_status(server, **labels: str) -> dict[str, float]:
         if family.name != "gateway_requests":
             continue
         for sample in family.samples:
-            if sample.name.endswith("_total") and all(sample.labels.get(k) == v for k, v in labels.items()):
+            if sample.name.endswith("_total") and sample.value and all(sample.labels.get(k) == v
+                                                                       for k, v in labels.items()):
                 status = sample.labels["status"]
                 out[status] = out.get(status, 0.0) + sample.value
     return out
@@ -98,8 +99,10 @@ def test_a_client_leaving_mid_body_is_counted(start_gateway, light_mock, heavy_m
     assert wait_until(lambda: requests_by_status(gw) == {"499": 1.0})
 
 
-def test_every_upstream_failing_with_500_is_recorded_as_the_502_the_client_got(start_gateway, logs):
-    with MockServerThread(MockSettings(fail_rate_500=1.0)) as failing:
+def test_every_upstream_failing_is_recorded_with_the_status_the_client_got(start_gateway, logs):
+    """Upstreams answering 503: the client gets a 502, and so do the metrics and the access line. Upstreams
+    all answering the same 500: the request's own fault, a 400 (upstream_rejected), recorded as 400."""
+    with MockServerThread(MockSettings(fail_every_n=1, fail_status=503)) as failing:
         gw = start_gateway(base_config(failing.url, failing.url, cache={"enabled": False},
                                        resilience={"retry": {"attempts": 2, "base_s": 0.01}}))
         responses = [chat(gw) for _ in range(3)]
@@ -111,6 +114,12 @@ def test_every_upstream_failing_with_500_is_recorded_as_the_502_the_client_got(s
         assert "status=502" in line.getMessage() and "error=upstream_5xx" in line.getMessage()
     warnings = [r for r in logs.records if r.levelno == logging.WARNING and r.name.startswith("gateway")]
     assert warnings and len(warnings) < 10  # failures, retries and fallbacks are told, repeats throttled
+
+    with MockServerThread(MockSettings(fail_rate_500=1.0)) as failing:
+        gw = start_gateway(base_config(failing.url, failing.url, cache={"enabled": False}))
+        statuses = [chat(gw).status_code for _ in range(2)]
+    assert statuses[0] in (400, 502) and len(set(statuses)) == 1
+    assert wait_until(lambda: requests_by_status(gw) == {str(statuses[0]): 2.0}), requests_by_status(gw)
 
 
 def test_the_upstream_refusing_the_gateways_key_is_recorded_as_502(start_gateway, heavy_mock):
