@@ -60,14 +60,13 @@ _rx = rx
 _ID_NUMBER = _rx(r"#\s?\d{3,}|\b\d{5,}\b|\b[A-Z]{2,}[-\d]{2,}\w*|\b\d{4}-\d{3,}\b")
 _QUANTITY = _rx(r"(?<![\d#\w-])\d{1,4}(?:[ ,.]\d{3})*(?:[.,]\d+)?(?![\d-])")
 _SENTENCE = _rx(r"[.!?…](?:\s|$)")
-# A date or a day of the month: 31st, le 31, 12/03, 2024-03-05, month and weekday names.
+# A date or a day of the month: 31st, le 31, 12/03, 2024-03-05, month and weekday names (lower case).
 _DATE = _rx(
     r"\b\d{1,2}(?:st|nd|rd|th)\b|\ble \d{1,2}\b|\b\d{1,2}/\d{1,2}\b|\b\d{4}-\d{2}-\d{2}\b|\bleap\b|\bbissextile"
     r"|\b(?:january|february|march|april|may|june|july|august|september|october|november|december|janvier|février"
     r"|mars|avril|mai|juin|juillet|août|septembre|octobre|novembre|décembre|monday|tuesday|wednesday|thursday"
     r"|friday|saturday|sunday|lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche|christmas|noël|bank holiday"
-    r"|jour férié|business days|jours ouvrés|jours ouvrables)\b",
-    re.I,
+    r"|jour férié|business days|jours ouvrés|jours ouvrables)\b"
 )
 
 # --- the form of the task (lower case) ---------------------------------------------------------------------
@@ -197,7 +196,7 @@ def form_features(text: str, lower: str, earlier: list[str]) -> tuple[list[float
     amounts = max(0, _count(_QUANTITY, text) - ids)
     ask_amount = _count(_ASK_AMOUNT, lower)
     judgement = _count(_JUDGEMENT, lower)
-    dates = _count(_DATE, text)
+    dates = _count(_DATE, lower)
     sentences = max(1, _count(_SENTENCE, text))
     c = {
         "sentences": sentences,
