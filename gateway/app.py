@@ -16,7 +16,7 @@ from prometheus_client import multiprocess
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from gateway.api import admin, canary, health, openai, render
+from gateway.api import admin, canary, health, openai, render, responses
 from gateway.auth import Authenticator
 from gateway.cache.disabled import DisabledCache
 from gateway.config import GatewayConfig
@@ -90,6 +90,9 @@ def _difficulty_scorer(config: GatewayConfig):
     return DifficultyScorer.load(DifficultySettings.model_validate(config.difficulty))
 
 
+FAST_ROUTES = {**openai.ROUTES, **responses.ROUTES}
+
+
 class GatewayApp(FastAPI):
     """FastAPI with pure-ASGI fast paths: the OpenAI routes (api/openai.py ROUTES) go to their handlers
     through the app's own (pure ASGI) middleware only, past FastAPI's routing and exception layers (~15% of
@@ -105,7 +108,7 @@ class GatewayApp(FastAPI):
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
-        if (scope["method"], scope["path"]) in openai.ROUTES:
+        if (scope["method"], scope["path"]) in FAST_ROUTES:
             if self._fast_stack is None:
                 stack = self._fast
                 for cls, args, kwargs in reversed(self.user_middleware):
@@ -125,7 +128,7 @@ class GatewayApp(FastAPI):
         in_flight = self.state.metrics.in_flight
         in_flight.inc()
         try:  # a stream is in flight until its last chunk
-            await openai.ROUTES[(scope["method"], scope["path"])](scope, receive, send)
+            await FAST_ROUTES[(scope["method"], scope["path"])](scope, receive, send)
         finally:
             in_flight.dec()
 
@@ -198,6 +201,7 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
     app = GatewayApp(title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(CancelOnDisconnect)  # a client that goes away cancels its upstream call
     app.include_router(openai.router)
+    app.include_router(responses.router)
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(canary.router)
