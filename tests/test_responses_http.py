@@ -61,3 +61,12 @@ def test_unknown_model_and_bad_key(gateway):
                           headers={"authorization": f"Bearer {TEST_KEY}"})
     assert response.status_code == 404
     assert httpx.post(gateway.base_url + "/responses", json={"model": "support", "input": "hi"}).status_code == 401
+
+
+def test_retrieve_a_model(client: openai.OpenAI, gateway):
+    model = client.models.retrieve("support")
+    assert model.id == "support" and model.object == "model"
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("nope")
+    assert missing.value.body["code"] == "model_not_found" and missing.value.body["param"] == "model"
+    assert httpx.get(gateway.base_url + "/models/support").status_code == 401

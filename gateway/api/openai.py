@@ -1,4 +1,4 @@
-"""The OpenAI-compatible HTTP surface: /v1/chat/completions, /v1/embeddings, /v1/models.
+"""The OpenAI-compatible HTTP surface: /v1/chat/completions, /v1/embeddings, /v1/models (and /{model}).
 
 Each is a plain ASGI app (the hottest path builds no Request or Response) that makes the request's
 context and hands the pipeline its work, whose answer or error api/render.py sends:
@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
 
-from gateway.api import render
+from gateway.api import render, request_headers
 from gateway.api.render import ClientGone
 from gateway.context import RequestContext
-from gateway.errors import BodyTooLarge, InvalidRequest
+from gateway.errors import BodyTooLarge, GatewayError, InvalidRequest, ModelNotFound
 from gateway.request import PRIORITIES, Answer, parse_chat_body, parse_embeddings_body
 
-__all__ = ["ROUTES", "chat_completions", "router", "embeddings", "list_models", "receive_body", "scope_headers"]
+__all__ = ["ROUTES", "chat_completions", "router", "embeddings", "list_models", "receive_body", "retrieve_model",
+           "scope_headers"]
 
 
 def scope_headers(scope) -> dict[str, str]:
@@ -115,3 +118,18 @@ class _Endpoint:
 router = APIRouter()
 for (_method, _path), _handler in ROUTES.items():
     router.add_route(_path, _Endpoint(_handler), methods=[_method])
+
+
+@router.get("/v1/models/{model:path}")
+async def retrieve_model(model: str, request: Request) -> Response:
+    """GET /v1/models/{model}: one configured alias, for any valid key; 404 model_not_found otherwise."""
+    state = request.app.state
+    try:
+        await state.auth.check(request_headers(request))
+        if model not in state.config.models:
+            raise ModelNotFound(f"the model '{model}' does not exist; GET /v1/models lists the models",
+                                param="model")
+    except GatewayError as exc:
+        return render.error_response(exc)
+    return Response(orjson.dumps({"id": model, "object": "model", "created": 0, "owned_by": "gateway"}),
+                    media_type="application/json")
