@@ -101,6 +101,7 @@ class RequestContext:
     tier: str = "light"
     variant: str = "stable"  # or "canary"
     served_by: str | None = None
+    upstream_headers: list[tuple[bytes, bytes]] | None = None  # passed on: rate limits, upstream request id
     upstream_seconds: float = 0.0  # waiting on the upstream
     client_seconds: float = 0.0  # waiting on the client to take stream chunks
     ttft: float | None = None

@@ -194,3 +194,19 @@ def test_logprobs_requests_are_not_cached(gw):
     body = {"model": "support", "messages": [{"role": "user", "content": "How do I reset my password?"}],
             "logprobs": True, "top_logprobs": 2, "temperature": 0}
     assert post(gw, body).headers["x-gateway-cache"] == "bypass"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_rate_limit_headers_and_request_id_are_passed_on(gw, upstream, stream):
+    upstream.headers = {"x-ratelimit-remaining-requests": "99", "x-ratelimit-reset-tokens": "6m0s",
+                        "x-request-id": "req_upstream_1", "openai-processing-ms": "12"}
+    try:
+        response = post(gw, {"model": "support", "stream": stream,
+                             "messages": [{"role": "user", "content": f"headers {stream}"}]})
+    finally:
+        upstream.headers = {}
+    assert response.status_code == 200
+    assert response.headers["x-ratelimit-remaining-requests"] == "99"
+    assert response.headers["x-ratelimit-reset-tokens"] == "6m0s" and response.headers["openai-processing-ms"] == "12"
+    assert response.headers["x-upstream-request-id"] == "req_upstream_1"
+    assert response.headers["x-request-id"] != "req_upstream_1"

@@ -60,6 +60,8 @@ def headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
         out.append((b"x-gateway-variant", ctx.variant.encode("latin-1")))
     if ctx.saved_tokens:
         out.append((b"x-gateway-saved-tokens", b"%d" % ctx.saved_tokens))
+    if ctx.upstream_headers:
+        out.extend(ctx.upstream_headers)
     return out
 
 

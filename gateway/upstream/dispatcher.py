@@ -48,6 +48,20 @@ Chain = Sequence[tuple[str, Deployment]]
 log = logging.getLogger("gateway.upstream")
 
 
+# Passed on to the client under OpenAI's names: the serving deployment's rate limits and timing. Its
+# request id goes as x-upstream-request-id: x-request-id is the gateway's own (the one in its logs).
+PASSED_HEADERS = tuple(f"x-ratelimit-{kind}-{unit}" for kind in ("limit", "remaining", "reset")
+                       for unit in ("requests", "tokens")) + ("openai-processing-ms",)
+
+
+def passed_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    lower = {k.lower(): v for k, v in headers.items()}
+    out = [(name.encode(), lower[name].encode("latin-1", "replace")) for name in PASSED_HEADERS if name in lower]
+    if "x-request-id" in lower:
+        out.append((b"x-upstream-request-id", lower["x-request-id"].encode("latin-1", "replace")))
+    return out
+
+
 def upstream_body(req: ChatRequest, deployment: Deployment) -> bytes:
     changes: dict[str, Any] = {"model": deployment.model}
     if req.stream and deployment.stream_usage:
@@ -194,6 +208,8 @@ class Dispatcher:
                     req.upstream_seconds += time.perf_counter() - started
                 await self._settle(suspects)
                 self._served(req, name, started)
+                req.upstream_headers = passed_headers(result.headers if isinstance(result, UpstreamAnswer)
+                                                      else result[0].headers)
                 return result
             if waits and last_error is None and req.priority != "batch":
                 fits = [w for w in waits if w >= 0]
