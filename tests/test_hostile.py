@@ -210,3 +210,15 @@ def test_upstream_rate_limit_headers_and_request_id_are_passed_on(gw, upstream, 
     assert response.headers["x-ratelimit-reset-tokens"] == "6m0s" and response.headers["openai-processing-ms"] == "12"
     assert response.headers["x-upstream-request-id"] == "req_upstream_1"
     assert response.headers["x-request-id"] != "req_upstream_1"
+
+
+def test_a_cached_answer_keeps_openais_shape(gw):
+    body = {"model": "support", "temperature": 0, "service_tier": "flex",
+            "messages": [{"role": "user", "content": "What are your opening hours?"}]}
+    first = post(gw, body)
+    second = post(gw, body)
+    assert first.status_code == second.status_code == 200 and second.headers["x-gateway-cache"] == "hit-exact"
+    answer = second.json()
+    assert answer["service_tier"] == "flex" and "system_fingerprint" in answer
+    assert answer["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    assert answer["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0

@@ -32,7 +32,11 @@ log = logging.getLogger("gateway")
 Sent = Answer | StreamAnswer
 _JSON = (b"content-type", b"application/json")
 _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
-_ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+# A cached answer cost no tokens; the detail objects keep OpenAI's shape (clients read cached_tokens).
+_ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
+               "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+               "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                             "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
 STREAM_PIECES = 4  # a cached answer is replayed as a stream in this many content chunks
 
 
@@ -191,8 +195,15 @@ def cached_answer(ctx: RequestContext, cached: Any) -> Sent:
         return StreamAnswer(_replay(cached, answer_id, created, ctx.include_usage))
     body = {"id": answer_id, "object": "chat.completion", "created": created, "model": cached.model,
             "choices": [{"index": 0, "message": cached.message, "logprobs": None, "finish_reason": "stop"}],
-            "usage": dict(_ZERO_USAGE), "system_fingerprint": cached.system_fingerprint}
+            "usage": _ZERO_USAGE, "system_fingerprint": cached.system_fingerprint,
+            "service_tier": _service_tier(ctx)}
     return Answer(200, orjson.dumps(body))
+
+
+def _service_tier(ctx: RequestContext) -> str:
+    """The tier the client asked for, else "default": a cached answer was processed by none."""
+    tier = ctx.body.get("service_tier")
+    return tier if isinstance(tier, str) and tier != "auto" else "default"
 
 
 async def _replay(cached: Any, answer_id: str, created: int, include_usage: bool) -> AsyncIterator[bytes]:
@@ -212,6 +223,6 @@ async def _replay(cached: Any, answer_id: str, created: int, include_usage: bool
     events += [event({"content": content[i:i + size]}) for i in range(0, len(content), size)]
     events.append(event({}, "stop"))
     if include_usage:
-        events.append(b"data: " + orjson.dumps({**head, "choices": [], "usage": dict(_ZERO_USAGE)}) + b"\n\n")
+        events.append(b"data: " + orjson.dumps({**head, "choices": [], "usage": _ZERO_USAGE}) + b"\n\n")
     events.append(b"data: [DONE]\n\n")
     yield b"".join(events)
