@@ -46,8 +46,9 @@ def measure(gw, text: str) -> tuple[float, float, float]:
     thread = threading.Thread(target=poll)
     thread.start()
     started = time.perf_counter()
-    response = httpx.post(gw.base_url + "/chat/completions", timeout=120, headers={"authorization": f"Bearer {TEST_KEY}"},
-                          json={"model": "support", "messages": [{"role": "user", "content": text}], "max_tokens": 5})
+    body = {"model": "support", "messages": [{"role": "user", "content": text}], "max_tokens": 5}
+    response = httpx.post(gw.base_url + "/chat/completions", timeout=120, json=body,
+                          headers={"authorization": f"Bearer {TEST_KEY}"})
     total = time.perf_counter() - started
     stop.set()
     thread.join()
@@ -65,7 +66,8 @@ def main() -> None:
         config = base_config(mock.url, mock.url, embedding={"enabled": not args.no_embedding})
         with GatewayServer(config, embedder=embedder) as gw:
             measure(gw, "warm up")
-            print(f"{'message':<16} {'overhead ms':>12} {'total ms':>10} {'healthz worst ms':>17}  (median of {args.repeat})")
+            print(f"{'message':<16} {'overhead ms':>12} {'total ms':>10} {'healthz worst ms':>17}"
+                  f"  (median of {args.repeat})")
             for name, make in MESSAGES.items():
                 rows = [measure(gw, make(i)) for i in range(args.repeat)]
                 overhead, total, health = (statistics.median(col) for col in zip(*rows))

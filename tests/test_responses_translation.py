@@ -52,10 +52,10 @@ def test_refusals_name_the_param(request_body, param):
 
 
 def test_answer_translation():
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     completion = {"id": "chatcmpl-1", "model": "light-model", "choices": [
-        {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "Hello",
-                                                           "tool_calls": [{"id": "c1", "type": "function",
-                                                                           "function": {"name": "f", "arguments": "{}"}}]}}],
+        {"index": 0, "finish_reason": "length",
+         "message": {"role": "assistant", "content": "Hello", "tool_calls": [call]}}],
         "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
                   "prompt_tokens_details": {"cached_tokens": 1}}}
     response = response_from_chat(completion, {"model": "support", "input": "hi"})

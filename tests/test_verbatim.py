@@ -17,7 +17,8 @@ def test_plain_bodies_take_the_fast_path():
 
 
 def test_big_integers_are_forwarded_exactly():
-    raw = b'{"model":"support","seed":99999999999999999999999,"x":{"n":-92233720368547758090},"f":0.12345678901234567890123}'
+    raw = (b'{"model":"support","seed":99999999999999999999999,"x":{"n":-92233720368547758090},'
+           b'"f":0.12345678901234567890123}')
     body = ClientBody.parse(raw)
     assert body.verbatim and body["seed"] == 1e23  # what orjson makes of it
     out = encode(body, {"model": "light-model"})

@@ -43,14 +43,14 @@ def _request(raw: bytes) -> dict[str, Any]:
     return request
 
 
-def _chat(request: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+def _chat(request: dict[str, Any]) -> dict[str, Any]:
     """The chat body, with chat's checks; a refusal names the Responses API's field."""
     try:
         encoded = orjson.dumps(chat_body(request))
     except TypeError:  # nested deeper than orjson writes
         raise InvalidRequest("the request nests deeper than 254 levels") from None
     try:
-        return parse_chat_body(encoded, max_bytes + len(encoded))
+        return parse_chat_body(encoded, len(encoded))  # the client's body was bounded by receive_body
     except InvalidRequest as exc:
         if exc.param:
             head, _, rest = exc.param.partition("[")
@@ -79,7 +79,7 @@ async def create_response(scope, receive, send) -> None:
 
     async def work():
         request = _request(await receive_body(ctx.headers, receive, state.max_body_bytes))
-        body = _chat(request, state.max_body_bytes)
+        body = _chat(request)
         ctx.body, ctx.alias, ctx.stream = body, body["model"], body.get("stream") is True
         ctx.include_usage = True  # response.completed carries the usage
         priority = ctx.headers.get("x-gateway-priority")
