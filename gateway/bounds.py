@@ -5,7 +5,7 @@
     CACHE_TEXT_LIMIT       user text above this is never cached (keys.uncacheable: "too_long")
     LOOP_TEXT_LIMIT        above this, a question's regex work (guards, difficulty, personal data) runs
                            off the event loop, with `await off_loop(f, ...)`: it may take over a millisecond
-
+    LOOP_BODY_LIMIT        the same for parsing a body
 Why head and tail: a long message is a paste with the question before or after it (a stack trace, a
 document, then "what is wrong?"); its middle says little about intent or difficulty. 3,000 characters is
 what the difficulty model was trained on (its features, like the embedding, saturate long before), and
@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, TypeVar
 
-__all__ = ["CACHE_TEXT_LIMIT", "LOOP_TEXT_LIMIT", "TEXT_LIMIT", "clip", "off_loop"]
+__all__ = ["CACHE_TEXT_LIMIT", "LOOP_BODY_LIMIT", "LOOP_TEXT_LIMIT", "TEXT_LIMIT", "clip", "off_loop"]
 
 T = TypeVar("T")
 
 TEXT_LIMIT = 3000
 CACHE_TEXT_LIMIT = 16_000
 LOOP_TEXT_LIMIT = 1000  # ~1 ms of the heaviest step (the cache guards' features) on an idle core
+LOOP_BODY_LIMIT = 256 * 1024  # a chat body above this is parsed and checked off the event loop
 
 
 def clip(text: str, limit: int = TEXT_LIMIT) -> str:
