@@ -165,6 +165,10 @@ class Metrics:
                 for status_class in STATUS_CLASSES[1:]:
                     self.errors.labels(model, intent, status_class)
         for alias, route in config.models.items():
+            if route.difficulty_threshold is not None and route.heavy:  # a cascade can be turned on there
+                self.cascade.labels(alias, "kept", "none")
+                self.cascade_added_seconds.labels(alias)
+                self.cascade_light_cost.labels(alias)
             if route.canary is None:
                 continue
             self.canary_rollbacks.labels(alias)
