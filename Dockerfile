@@ -1,6 +1,9 @@
 # The gateway image; the same image runs the built-in mock upstreams of the compose demo.
 #   docker build -t inference-gateway .
-#   docker run -p 8080:8080 inference-gateway            # serves config/gateway.yaml (demo config)
+#   docker run -p 8080:8080 -v $PWD/my-config:/app/config:ro inference-gateway
+#   docker run -p 8080:8080 -e GATEWAY_AUTH__OPEN_ALLOWED=true inference-gateway   # the demo config
+# The bundled config/gateway.yaml has open auth (any key, admin API included): the image refuses to start
+# on it (GATEWAY_AUTH__OPEN_ALLOWED=false) unless told that it is a demo.
 # Config: mount your own at /app/config (gateway.yaml + pricing/intents files) or override fields with
 # GATEWAY_* variables (GATEWAY_REDIS__URL, GATEWAY_SERVER__WORKERS, ...).
 
@@ -22,7 +25,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     GATEWAY_CONFIG=/app/config/gateway.yaml \
     GATEWAY_SERVER__HOST=0.0.0.0 \
     GATEWAY_SERVER__PORT=8080 \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/gateway-metrics
+    PROMETHEUS_MULTIPROC_DIR=/tmp/gateway-metrics \
+    GATEWAY_AUTH__OPEN_ALLOWED=false
 # PROMETHEUS_MULTIPROC_DIR: prometheus-client's multiprocess mode, so that /metrics adds up every
 # uvicorn worker's samples (GATEWAY_SERVER__WORKERS=N); `gateway serve` creates and empties it at start.
 RUN groupadd --system --gid 10001 gateway \

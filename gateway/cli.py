@@ -363,6 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gateway.masking import RedactingStream
+
+    streams = sys.stdout, sys.stderr  # every line printed below (help and errors too) has its secrets masked
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
+    try:
+        return _run(argv)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _run(argv: list[str] | None) -> int:
     """Every failure ends in one line on stderr and an exit status, never a traceback (GATEWAY_DEBUG=1
     shows it), including a closed pipe (`gateway cache stats --json | head`)."""
     from gateway.client_keys import KeyStoreError

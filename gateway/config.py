@@ -101,6 +101,8 @@ class ApiKey(Section):
 
 class AuthConfig(Section):
     open: bool = False  # accept any or no key; only for the demo and local use
+    # False in the Docker image: there open auth is refused unless told it is a demo (GATEWAY_AUTH__OPEN_ALLOWED=true)
+    open_allowed: bool = True
     keys: list[ApiKey] = []
     admin_key_sha256: str | None = None
     redis_keys: bool = False  # also accept keys stored in Redis under {prefix}keys:{sha256} (`gateway keys create`)
@@ -112,6 +114,14 @@ class AuthConfig(Section):
         if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value):
             raise ValueError("must be the 64-character lowercase hex sha256 of the admin key (gateway keys hash KEY)")
         return value
+
+    @model_validator(mode="after")
+    def _open_only_where_allowed(self) -> "AuthConfig":
+        if self.open and not self.open_allowed:
+            raise ValueError("auth.open (any key or none accepted, admin API included) is refused here: "
+                             "auth.open_allowed is false, as in the Docker image. Configure client keys "
+                             "(auth.keys, auth.redis_keys), or set GATEWAY_AUTH__OPEN_ALLOWED=true for a demo")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> "AuthConfig":

@@ -468,8 +468,9 @@ def test_prometheus_and_grafana_files_are_mounted_where_they_are_read():
 # ------------------------------------------------------------------------------------------------ Kubernetes
 
 def _k8s() -> dict[str, dict]:
+    """The applied manifests and the example Secret (kept outside deploy/k8s/: see test_manifests.py)."""
     docs = {}
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in [*sorted(K8S.glob("*.yaml")), DEPLOY / "secret.example.yaml"]:
         for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             assert doc.get("apiVersion") and doc.get("kind") and doc.get("metadata", {}).get("name"), path
             docs[doc["kind"]] = doc
