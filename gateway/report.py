@@ -32,11 +32,12 @@ def by(data, name: str, label: str) -> dict[str, float]:
     return out
 
 
-def quantile(data, histogram: str, q: float) -> float | None:
-    """histogram_quantile over every series of a histogram, summed by bucket."""
+def quantile(data, histogram: str, q: float, keep=lambda labels: True) -> float | None:
+    """histogram_quantile over the series of a histogram that `keep` selects, summed by bucket."""
     buckets: dict[float, float] = defaultdict(float)
     for labels, value in data.get(histogram + "_bucket", ()):
-        buckets[float(labels["le"])] += value
+        if keep(labels):
+            buckets[float(labels["le"])] += value
     if not buckets:
         return None
     bounds = sorted(buckets)
@@ -64,11 +65,18 @@ def render(text: str) -> str:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value * 1000:.1f} ms"
 
-    for title, name in (("latency", "gateway_request_duration_seconds"),
-                        ("time to first token", "gateway_time_to_first_token_seconds"),
-                        ("gateway overhead", "gateway_overhead_seconds")):
-        lines.append(f"{title:20} p50 {ms(quantile(data, name, 0.5)):>10}   p95 {ms(quantile(data, name, 0.95)):>10}"
-                     f"   p99 {ms(quantile(data, name, 0.99)):>10}")
+    def upstream_served(stream: str):  # the dashboard's selections: hits and refusals apart
+        return lambda labels: labels.get("stream") == stream and labels.get("cache") in ("miss", "bypass", "off")
+
+    for title, name, keep in (
+            ("latency", "gateway_request_duration_seconds", upstream_served("false")),
+            ("latency (streams)", "gateway_request_duration_seconds", upstream_served("true")),
+            ("latency (cache hits)", "gateway_request_duration_seconds",
+             lambda labels: labels.get("cache", "").startswith("hit-")),
+            ("time to first token", "gateway_time_to_first_token_seconds", lambda labels: True),
+            ("gateway overhead", "gateway_overhead_seconds", lambda labels: not labels.get("cache", "").startswith("hit-"))):
+        lines.append(f"{title:20} p50 {ms(quantile(data, name, 0.5, keep)):>10}   p95 {ms(quantile(data, name, 0.95, keep)):>10}"
+                     f"   p99 {ms(quantile(data, name, 0.99, keep)):>10}")
 
     per_intent = by(data, "gateway_requests_total", "intent")
     served: dict[str, float] = defaultdict(float)
@@ -103,6 +111,16 @@ def render(text: str) -> str:
                  + f"   rate limited {total(data, 'gateway_rate_limited_total'):.0f}")
     open_circuits = [labels["deployment"] for labels, v in data.get("gateway_circuit_open", ()) if v]
     lines.append(f"open circuits: {', '.join(open_circuits) if open_circuits else 'none'}")
+    for model in sorted({labels["model"] for labels, _ in data.get("gateway_canary_requests_total", ())}):
+        parts = []
+        for variant in ("stable", "canary"):
+            n = total(data, "gateway_canary_requests_total", model=model, variant=variant)
+            failed = total(data, "gateway_canary_requests_total", model=model, variant=variant, outcome="failed")
+            p95 = quantile(data, "gateway_variant_duration_seconds", 0.95,
+                           lambda labels: labels.get("model") == model and labels.get("variant") == variant)
+            parts.append(f"{variant} {n:.0f} ({failed / n if n else 0:.1%} failed, p95 {ms(p95)})")
+        rollbacks = total(data, "gateway_canary_rollbacks_total", model=model)
+        lines.append(f"canary {model}: {'  vs  '.join(parts)}   rollbacks {rollbacks:.0f}")
     return "\n".join(lines)
 
 

@@ -31,3 +31,23 @@ def test_report_of_a_running_gateway(gateway, client, capsys):
     assert refund.split()[1] == "2" and "50%" in refund  # one miss, one exact hit
     assert "heavy share 50.0% of 2 routed" in out
     assert "latency" in out and "p95" in out
+
+
+def test_latency_lines_keep_streams_hits_and_upstream_answers_apart():
+    from gateway.metrics import Metrics
+    from gateway.report import render
+
+    metrics = Metrics()
+    for _ in range(10):
+        metrics.request_duration.labels("support", "refund", "false", "miss").observe(0.8)
+        metrics.request_duration.labels("support", "refund", "true", "miss").observe(8.0)
+        metrics.request_duration.labels("support", "refund", "false", "hit-exact").observe(0.003)
+        metrics.overhead.labels("support", "miss").observe(0.636)
+    metrics.canary_requests.labels("support", "stable", "ok").inc(9)
+    metrics.canary_requests.labels("support", "canary", "failed").inc(3)
+    lines = {line[:20].strip(): line for line in render(metrics.exposition().decode()).splitlines()}
+    assert "p95   975.0 ms" in lines["latency"]
+    assert "9750.0 ms" in lines["latency (streams)"] and "4.9 ms" in lines["latency (cache hits)"]
+    assert "975.0 ms" in lines["gateway overhead"]  # the old buckets stopped at 100 ms
+    canary = next(line for line in lines.values() if line.startswith("canary support"))
+    assert "stable 9 (0.0% failed" in canary and "canary 3 (100.0% failed" in canary
