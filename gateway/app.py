@@ -16,7 +16,7 @@ from prometheus_client import multiprocess
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from gateway.api import admin, canary, health, openai, render, responses
+from gateway.api import admin, canary, health, openai, render, responses, shadow
 from gateway.auth import Authenticator
 from gateway.cache.disabled import DisabledCache
 from gateway.config import GatewayConfig
@@ -34,6 +34,9 @@ from gateway.recorder import Recorder
 from gateway.routing.canary import CanaryState
 from gateway.routing.cascade import Cascade
 from gateway.routing.router import Router, StickyTiers
+from gateway.shadow.mirror import ShadowMirror, ShadowStore
+from gateway.shadow.promotion import Promoter
+from gateway.shadow.registry import ModelRegistry, model_entry
 from gateway.upstream.client import make_transport
 from gateway.upstream.budget import make_windows
 from gateway.upstream.dispatcher import Dispatcher
@@ -158,16 +161,22 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
         state.auth = Authenticator(config.auth, state.redis, config.redis.prefix)
         state.dispatcher = Dispatcher(config, state.transport, state.metrics, redis=state.redis)
         state.limits = KeyLimits(make_windows(state.redis, config.redis.prefix), state.metrics)
-        state.models_body = orjson.dumps({"object": "list", "data": [
-            {"id": alias, "object": "model", "created": 0, "owned_by": "gateway"} for alias in config.models]})
+        state.models_body = orjson.dumps({"object": "list", "data": [model_entry(config, alias) for alias in config.models]})
         recorder = Recorder(config, state.metrics, Pricing(config.pricing))
         state.cache = _cache(config, intents, state.embedder, state.redis, state.metrics, recorder)
+        state.registry = ModelRegistry(config, state.redis, config.redis.prefix)
+        state.shadow = ShadowMirror(config, state.transport, recorder.cost_of,
+                                    ShadowStore(state.redis, config.redis.prefix), state.metrics,
+                                    redis=state.redis, prefix=config.redis.prefix)
+        state.promoter = Promoter(config, state.canary, state.shadow, state.registry, state.redis,
+                                  config.redis.prefix, state.metrics)
         state.pipeline = Pipeline(
             auth=state.auth, limits=state.limits, cache=state.cache, embedder=state.embedder,
             intents=intents, router=state.router,
-            dispatcher=state.dispatcher, recorder=recorder,
+            dispatcher=state.dispatcher, recorder=recorder, shadow=state.shadow,
             cascade=Cascade(config, state.metrics, recorder) if _cascade_on(config) else None,
             access_log=AccessLog(config.server.access_log), request_log=RequestLog(config.server.request_log))
+        recorder.promoter = state.promoter
         state.metrics.prime(config, [spec.name for spec in intents.config.intents])
         state.gauges = GaugeRefresher(config, state.metrics, state.dispatcher.breaker, state.dispatcher.budget,
                                       state.redis)
@@ -179,13 +188,15 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
                  len(config.models), len(config.deployments), config.server.upstream_client, state.embedder.name)
         canary_refresh = asyncio.create_task(_keep_refreshed(state.canary)) if state.canary.percent else None
         gauge_refresh = asyncio.create_task(state.gauges.run(GAUGES_EVERY_S))
+        promotions = asyncio.create_task(state.promoter.run()) if state.shadow.aliases else None
         try:
             yield
         finally:
             state.draining = True
-            if canary_refresh is not None:
-                canary_refresh.cancel()
-            gauge_refresh.cancel()
+            for task in (canary_refresh, gauge_refresh, promotions):
+                if task is not None:
+                    task.cancel()
+            await state.shadow.close()
             await state.pipeline.background.drain()  # holds still settling
             if hasattr(state.cache, "close"):
                 await state.cache.close()
@@ -205,6 +216,7 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(canary.router)
+    app.include_router(shadow.router)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> Response:

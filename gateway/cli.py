@@ -352,12 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
     canary_sub.choices["get"].add_argument("model", nargs="?")
     canary_sub.choices["set"].add_argument("model")
     canary_sub.choices["set"].add_argument("percent", type=float)
+    from gateway.shadow import cli as shadow_cli
+
+    shadow_cli.register_canary(canary_sub)
 
     from gateway import mock_upstream, report
     from gateway.cache import cli as cache_cli
     from gateway.routing import cli as route_cli
 
-    for module in (mock_upstream, cache_cli, route_cli, report):
+    for module in (mock_upstream, cache_cli, route_cli, report, shadow_cli):
         module.register_cli(sub)
     return parser
 

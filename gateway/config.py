@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -168,6 +169,30 @@ class UpstreamKey(Section):
 AZURE_DEPLOYMENT_PATH = re.compile(r"^(?P<base>.*?)/openai/deployments/(?P<name>[^/?]+)(/.*)?$")
 
 
+class RegistryInfo(Section):
+    """A deployment's entry in the model registry; changed at run time through the admin API (audited)."""
+
+    version: str | None = None
+    base_model: str | None = None
+    fine_tune_job: str | None = None
+    dataset_sha256: str | None = None
+    eval_scores: dict[str, float] = {}
+    created: str | None = None  # ISO date
+    promoted: str | None = None
+    owner: str | None = None
+    intended_use: str | None = None
+
+    @field_validator("created", "promoted")
+    @classmethod
+    def _iso_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an ISO date like 2026-11-30 or 2026-11-30T12:00:00+00:00") from None
+        return value
+
+
 class Deployment(Section):
     provider: Literal["openai", "azure"] = "openai"  # openai: any OpenAI-compatible server (vLLM, Together...)
     base_url: str  # openai: up to /v1; azure: https://RESOURCE.openai.azure.com (or a deployment URL)
@@ -183,6 +208,7 @@ class Deployment(Section):
     rpm: int | None = Field(None, gt=0)  # provider quota: the gateway stays under it
     tpm: int | None = Field(None, gt=0)
     price_as: str | None = None  # pricing-table entry, when it differs from `model`
+    registry: RegistryInfo = RegistryInfo()  # what this model is (gateway/shadow/registry.py)
 
     @model_validator(mode="before")
     @classmethod
@@ -243,6 +269,33 @@ class CanaryConfig(Section):
     rollback_window: int = Field(50, ge=5)
 
 
+class ShadowConfig(Section):
+    """Mirror a share of an alias's light traffic to a candidate deployment, in the background."""
+
+    deployment: str  # the candidate
+    percent: float = Field(0.0, ge=0, le=100)
+    intents: list[str] = []  # empty: every intent
+    rpm: int = Field(60, gt=0)  # shadow calls per minute, shared by replicas
+    max_usd_per_day: float = Field(1.0, ge=0)  # candidate and judge calls together
+    max_in_flight: int = Field(8, ge=1)  # above this, shadow calls are dropped (load comes first)
+    busy_lag_ms: float = Field(5.0, gt=0)  # and while the event loop runs this late (the process is busy)
+    keep_pairs: int = Field(500, ge=1)  # side-by-side pairs kept in Redis
+    judge: str | None = None  # deployment that judges pairs; None: cheap signals only
+    judge_prompt: str | None = None  # None: the built-in prompt (gateway/shadow/judge.py)
+
+
+class PromotionConfig(Section):
+    """The staged plan of `gateway canary promote`: a shadow stage, then these canary percentages."""
+
+    stages: list[float] = Field(default_factory=lambda: [1.0, 5.0, 25.0, 100.0], min_length=1)
+    min_samples: int = Field(50, ge=1)  # judged pairs for the shadow stage; canary requests at the others
+    min_win_rate: float = Field(0.5, ge=0, le=1)  # the win rate's 95% lower bound must reach it
+    promote_on_ties: bool = False  # ties count as wins: a candidate as good as stable is promoted
+    max_error_rate_increase: float = Field(0.02, ge=0, le=1)  # canary error rate over stable's
+    max_p95_ratio: float = Field(1.25, gt=0)  # canary p95 latency / stable p95 latency
+    check_every_s: float = Field(10.0, gt=0)
+
+
 class ModelRoute(Section):
     """A public model alias: the deployments that serve it, by tier, in fallback order."""
 
@@ -253,6 +306,8 @@ class ModelRoute(Section):
     sticky_heavy: bool = True  # a conversation that went heavy stays heavy
     canary: CanaryConfig | None = None  # a share of the light traffic tries these deployments first
     cascade: CascadeConfig | None = None  # answer the uncertain band light first, heavy if it could not cope
+    shadow: ShadowConfig | None = None  # mirrored traffic to a candidate, judged side by side
+    promotion: PromotionConfig = PromotionConfig()
 
 
 class EmbeddingConfig(Section):
@@ -316,6 +371,10 @@ class GatewayConfig(Section):
             names = {field: getattr(route, field) for field in ("deployments", "fallbacks", "heavy")}
             if route.canary is not None:
                 names["canary.deployments"] = route.canary.deployments
+            if route.shadow is not None:
+                names["shadow.deployment"] = [route.shadow.deployment]
+                if route.shadow.judge is not None:
+                    names["shadow.judge"] = [route.shadow.judge]
             for field, listed in names.items():
                 for name in listed:
                     if name not in self.deployments:

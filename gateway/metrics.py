@@ -144,6 +144,16 @@ class Metrics:
         self.workers.set(1)
         self.build_info.labels(_version(), platform.python_version()).set(1)
 
+        # Shadow traffic and promotions (gateway/shadow/): never mixed into the request and cost metrics above.
+        self.shadow_calls = Counter("gateway_shadow_calls", "Shadow calls to candidates, by outcome.",
+                                    ["model", "outcome"], registry=r)
+        self.shadow_verdicts = Counter("gateway_shadow_verdicts", "Side-by-side verdicts, candidate's side.",
+                                       ["model", "verdict"], registry=r)
+        self.shadow_cost = Counter("gateway_shadow_cost_usd", "Spend of shadow calls (candidate, judge).",
+                                   ["model", "side"], registry=r)
+        self.promotion_events = Counter("gateway_promotion_events", "Promotion steps, by event.",
+                                        ["model", "event"], registry=r)
+
         for name, value in list(vars(self).items()):
             if getattr(value, "_labelnames", None):
                 setattr(self, name, _Memo(value))

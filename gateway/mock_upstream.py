@@ -67,6 +67,7 @@ class MockSettings:
     tokens_per_second: float = 0.0  # stream pacing; 0 = as fast as possible
     chunks: int = 20  # content chunks per stream
     default_tokens: int = 30  # answer length in words when the request sets no max_tokens
+    answer_prefix: str = "Mock answer to:"  # first words of every answer (tells two mocks' answers apart)
     embedding_dim: int = 8
     fail_rate_429: float = 0.0
     fail_rate_500: float = 0.0
@@ -320,10 +321,11 @@ def _example(schema: Any, depth: int = 0) -> Any:
     return {"integer": 0, "number": 0.5, "boolean": True, "null": None}.get(kind, "mock")
 
 
-def _answer_words(body: dict[str, Any], messages: list[Any], default_tokens: int) -> tuple[list[str], str]:
+def _answer_words(body: dict[str, Any], messages: list[Any], default_tokens: int,
+                  prefix: str = "Mock answer to:") -> tuple[list[str], str]:
     """The deterministic answer to the last user message, as words (a word is a token), and finish_reason."""
     user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), messages[-1])
-    words = f"Mock answer to: {_text_of(user.get('content') if isinstance(user, dict) else None)[:60]}".split()
+    words = f"{prefix} {_text_of(user.get('content') if isinstance(user, dict) else None)[:60]}".split()
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     target = max(1, min(limit if isinstance(limit, int) else default_tokens, 8192))
     if len(words) >= target:
@@ -378,11 +380,11 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         tool, finish, tokens, pieces = function.get("name", "tool"), "tool_calls", len(text) // 4, _split(text, chunks)
     elif response_format.get("type") in ("json_object", "json_schema"):
         schema = (response_format.get("json_schema") or {}).get("schema")
-        words, _ = _answer_words(body, messages, s.default_tokens)
+        words, _ = _answer_words(body, messages, s.default_tokens, s.answer_prefix)
         text = orjson.dumps(_example(schema) if schema else {"answer": " ".join(words)}).decode()
         finish, tokens, pieces = "stop", len(text) // 4, _split(text, chunks)
     else:
-        words, finish = _answer_words(body, messages, s.default_tokens)
+        words, finish = _answer_words(body, messages, s.default_tokens, s.answer_prefix)
         text, tokens = " ".join(words), len(words)
         pieces = [" " * (i > 0) + " ".join(group) for i, group in enumerate(_split(words, chunks))]
     prompt_tokens = max(1, sum(len(_text_of(m.get("content"))) for m in messages if isinstance(m, dict)) // 4)

@@ -35,7 +35,8 @@ from gateway.errors import UpstreamError
 from gateway.logs import AccessLog, RequestLog
 from gateway.request import Answer, StreamAnswer
 from gateway.sse import StreamRelay, error_event
-from gateway.steps import Auth, Cache, Chain, Dispatcher, Embedder, Intents, Limits, NoLimits, Recorder, Router
+from gateway.steps import (Auth, Cache, Chain, Dispatcher, Embedder, Intents, Limits, NoLimits, Recorder, Router,
+                           Shadow)
 from gateway.verbatim import encode
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ RECORDED_KINDS = frozenset({"chat", "embeddings"})  # the requests gateway_reque
 class Pipeline:
     def __init__(self, *, auth: Auth, limits: Limits, cache: Cache, embedder: Embedder, intents: Intents,
                  router: Router, dispatcher: Dispatcher, recorder: Recorder, cascade: Cascade | None = None,
+                 shadow: Shadow | None = None,
                  access_log: AccessLog | None = None, request_log: RequestLog | None = None) -> None:
         self.auth = auth
         self.limits = limits
@@ -61,6 +63,7 @@ class Pipeline:
         self.dispatcher = dispatcher
         self.recorder = recorder
         self.cascade = cascade  # routing/cascade.py: light first for the uncertain band, None: off
+        self.shadow = shadow  # shadow/mirror.py: a share of light answers is compared with a candidate's
         self.access_log = access_log or AccessLog()
         self.request_log = request_log or RequestLog()
         self.background = Background()  # settling holds on Redis, after the answer left
@@ -149,6 +152,10 @@ class Pipeline:
             if self.request_log.enabled:
                 ctx.reply = _reply_text(parsed)
             answer = Answer(upstream.status, upstream.body)
+            if self.shadow is not None:
+                self.shadow.offer(ctx.alias, ctx.intent, ctx.variant, ctx.tier, ctx.body,
+                                  {"status": upstream.status, "parsed": parsed, "latency_s": ctx.upstream_seconds,
+                                   "usage": ctx.usage, "served_by": ctx.served_by})
             if future is not None:
                 future.set_result((answer, ctx.served_by))
                 await self.cache.store(ctx, parsed)

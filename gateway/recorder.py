@@ -16,6 +16,7 @@ class Recorder:
         self._price_keys = {name: d.pricing_key for name, d in config.deployments.items()}
         self._aliases = frozenset(config.models)
         self._with_canary = frozenset(alias for alias, route in config.models.items() if route.canary is not None)
+        self.promoter = None  # shadow/promotion.py: counts stable and canary outcomes while a promotion runs
 
     def _model_label(self, req: RequestContext) -> str:
         return req.alias if req.alias in self._aliases else "unknown"
@@ -33,6 +34,8 @@ class Recorder:
             if model in self._with_canary and req.tier == "light" and req.cache_result in ("miss", "bypass", "off"):
                 m.variant_duration.labels(model, req.variant).observe(elapsed)
         m.overhead.labels(model, req.cache_result).observe(max(0.0, elapsed - req.upstream_seconds - req.client_seconds))
+        if self.promoter is not None and req.tier == "light" and req.cache_result in ("miss", "bypass", "off"):
+            self.promoter.observe(model, req.variant, req.status, req.served_by, elapsed)  # what the gates compare
         if req.ttft is not None:
             m.ttft.labels(model, req.tier).observe(req.ttft)
         if req.saved_usd:

@@ -95,6 +95,13 @@ class Recorder(Protocol):
         ...
 
 
+class Shadow(Protocol):
+    def offer(self, alias: str, intent: str, variant: str, tier: str, body: dict[str, Any],
+              primary: dict[str, Any]) -> bool:
+        """After a light answer went to its user: maybe mirror the request to a candidate, in the background."""
+        ...
+
+
 # ---------------------------------------------------------------------------------------------- no-ops
 class NoLimits:
     """No per-key limits."""
