@@ -109,6 +109,7 @@ def _demo(args: argparse.Namespace) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(("127.0.0.1", args.port))
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
         print(f"gateway demo: cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}; "

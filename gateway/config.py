@@ -249,10 +249,6 @@ class Deployment(Section):
         return self
 
     @property
-    def api_key(self) -> str | None:
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
-
-    @property
     def pricing_key(self) -> str:
         return self.price_as or self.model
 

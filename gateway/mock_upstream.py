@@ -696,6 +696,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         sock.close()
         print(f"mock-upstream: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    sock.listen(1024)  # connections wait in the backlog from now on, so the line below is true
     port = sock.getsockname()[1]
     print(f"mock upstream on http://{args.host}:{port}/v1 ({_describe(settings)})", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
