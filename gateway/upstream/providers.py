@@ -185,9 +185,10 @@ class Upstream:
         window = f"{self.name}:{key.id}"
         grant = await self.budget.acquire(window, key, getattr(req, "priority", "normal"), tokens)
         if grant.ok and tokens and self.deployment.tpm is None:
-            # the real usage corrects the estimate (the budget holds one reservation per request: the
-            # deployment's own when it has a tpm too)
-            self.budget.hold(req.request_id, window, key, grant, tokens)
+            # held on the request under this deployment's name, so the pipeline settles the estimate to the
+            # real usage (gateway.context.settle_holds: the last hold of the deployment that served gets it;
+            # with a deployment tpm too, that hold is the deployment's own and the key keeps its estimate)
+            req.hold(self.budget.windows, f"budget:{window}", grant.bucket, tokens, self.name)
         return grant
 
     async def _key_with_room(self, req, keys: list[LiveKey]) -> LiveKey:

@@ -199,6 +199,7 @@ async def test_each_key_has_its_own_quota():
 
 
 async def test_a_keys_token_estimate_is_corrected_by_the_real_usage():
+    from gateway.context import settle_holds
     from gateway.request import ChatRequest
 
     with MockServerThread(MockSettings(accepted_keys=("sk-a",))) as mock:
@@ -213,7 +214,7 @@ async def test_a_keys_token_estimate_is_corrected_by_the_real_usage():
         try:
             answer = await upstream.post("/chat/completions", CHAT, req)
             assert windows.used("budget:d:KEY_A") == (1, 501)  # the estimate: 1 prompt token + max_tokens
-            await budget.settle(req.request_id, orjson.loads(answer.body)["usage"])
+            await settle_holds(req.holds, orjson.loads(answer.body)["usage"], "d")
             real = orjson.loads(answer.body)["usage"]["total_tokens"]
             assert windows.used("budget:d:KEY_A") == (1, real) and real < 501
         finally:
