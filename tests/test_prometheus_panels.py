@@ -157,7 +157,9 @@ class Truth:
         self.status[status] += 1
 
 
-def _drive(gateway_url: str, truth: Truth, plain_mock, canary_mock) -> None:
+def _drive(gateway_url: str, truth: Truth, plain_mock, canary_mock, scraped=lambda: None) -> None:
+    """`scraped()` between phases waits for a scrape: traffic spread over scrapes, as in production (a series
+    born and finished between two scrapes has no rate)."""
     client = openai.OpenAI(base_url=gateway_url + "/v1", api_key=TEST_KEY, max_retries=0, timeout=30)
 
     def ask(text: str, model: str = "support", stream: bool = False, headers: dict | None = None, **params) -> None:
@@ -180,21 +182,27 @@ def _drive(gateway_url: str, truth: Truth, plain_mock, canary_mock) -> None:
 
     for text in EN + FR:  # misses
         ask(text, temperature=0)
+    scraped()
     for text in EN[:4] + FR[:2]:  # exact hits
         ask(text, temperature=0)
     for text in PARAPHRASES:  # semantic hits (or misses: the clients count what they got)
         ask(text, temperature=0)
+    scraped()
     for i, text in enumerate(EN[:3] + FR[:3]):  # streams, not cached: a per-run nonce
         ask(f"{text} ({i})", stream=True, headers={"x-gateway-cache": "bypass"})
+    scraped()
     for i in range(6):  # hard prompts, forced heavy
         ask(f"Compare the refund policies of these {i + 3} plans and draft a migration plan.",
             headers={"x-gateway-tier": "heavy", "x-gateway-cache": "bypass"})
+    scraped()
     for i in range(12):  # canary at 50 %, failing: falls back to stable, then rolled back
         ask("Where is my parcel?", user=f"user-{i}", headers={"x-gateway-cache": "bypass"})
+    scraped()
     plain_mock.configure(fail_rate_500=1.0)  # upstream 500 phase: retries, open circuit, 5xx to clients
     for i in range(6):
         ask(f"Say hello number {i}", model="gpt-3.5-turbo", headers={"x-gateway-cache": "bypass"})
     plain_mock.configure(fail_rate_500=0.0)
+    scraped()
     for _ in range(2):  # refused: bad key, unknown model
         try:
             openai.OpenAI(base_url=gateway_url + "/v1", api_key="sk-wrong-0123456789", max_retries=0).chat.completions.create(
@@ -283,7 +291,12 @@ def test_every_panel_and_alert_against_a_real_prometheus(prometheus_binary, star
         assert wait_until(lambda: prometheus.instant('up{job="gateway"} == 1'), timeout=30)
         truth = Truth(Pricing(config.pricing))
         started = time.time()
-        _drive(gateway.url, truth, plain_mock, canary_mock)
+        def scraped() -> None:
+            after = time.time()
+            assert wait_until(lambda: float(prometheus.instant('timestamp(up{job="gateway"})')[0]["value"][1]) > after,
+                              timeout=30)
+
+        _drive(gateway.url, truth, plain_mock, canary_mock, scraped)
         sent = sum(truth.status.values())
         # Scraped after the last request, and the gauges' timer (5 s) has run at least once since.
         assert wait_until(lambda: (prometheus.instant("sum(gateway_requests_total)") or [{"value": [0, "0"]}])[0]["value"][1]
