@@ -16,8 +16,12 @@ from prometheus_client import multiprocess
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from gateway.api import admin, canary, health, openai, render, responses, shadow
+from gateway.api import admin, batches, canary, health, openai, render, responses, shadow
 from gateway.auth import Authenticator
+from gateway.batches.files import FileStore
+from gateway.batches.jobs import BatchStore
+from gateway.batches.runner import make_run_item
+from gateway.batches.worker import BatchWorker
 from gateway.cache.disabled import DisabledCache
 from gateway.config import GatewayConfig
 from gateway.disconnect import CancelOnDisconnect
@@ -37,6 +41,7 @@ from gateway.routing.router import Router, StickyTiers
 from gateway.shadow.mirror import ShadowMirror, ShadowStore
 from gateway.shadow.promotion import Promoter
 from gateway.shadow.registry import ModelRegistry, model_entry
+from gateway.spend import SpendBudgets
 from gateway.upstream.client import make_transport
 from gateway.upstream.budget import make_windows
 from gateway.upstream.dispatcher import Dispatcher
@@ -48,14 +53,15 @@ GAUGES_EVERY_S = 5.0  # shared-state gauges (circuits, quotas, Redis): the scrap
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: no access line
 
 
-def _redis_client(config: GatewayConfig):
+def _redis_client(config: GatewayConfig, timeout_s: float | None = None, max_connections: int = 512):
+    """The request path's client waits `redis.timeout_ms`; background work (batches) passes its own timeout."""
     if not config.redis.url:
         return None
     import redis.asyncio as aioredis
 
-    timeout = config.redis.timeout_ms / 1000
+    timeout = config.redis.timeout_ms / 1000 if timeout_s is None else timeout_s
     return aioredis.from_url(config.redis.url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                             health_check_interval=0, max_connections=512)
+                             health_check_interval=0, max_connections=max_connections)
 
 
 def _intent_detector(config: GatewayConfig, embedder: Embedder):
@@ -175,7 +181,9 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
             intents=intents, router=state.router,
             dispatcher=state.dispatcher, recorder=recorder, shadow=state.shadow,
             cascade=Cascade(config, state.metrics, recorder) if _cascade_on(config) else None,
-            access_log=AccessLog(config.server.access_log), request_log=RequestLog(config.server.request_log))
+            access_log=AccessLog(config.server.access_log), request_log=RequestLog(config.server.request_log),
+            spend=SpendBudgets(config, recorder.pricing, state.redis, config.redis.prefix, state.metrics)
+            if config.budgets.keys or config.budgets.teams else None)
         recorder.promoter = state.promoter
         state.metrics.prime(config, [spec.name for spec in intents.config.intents])
         state.gauges = GaugeRefresher(config, state.metrics, state.dispatcher.breaker, state.dispatcher.budget,
@@ -189,14 +197,26 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
         canary_refresh = asyncio.create_task(_keep_refreshed(state.canary)) if state.canary.percent else None
         gauge_refresh = asyncio.create_task(state.gauges.run(GAUGES_EVERY_S))
         promotions = asyncio.create_task(state.promoter.run()) if state.shadow.aliases else None
+        # Batches move whole files and result sets: a client of their own, patient (nobody waits on it live)
+        batch_redis = _redis_client(config, timeout_s=10.0, max_connections=32)
+        state.batches = BatchStore(FileStore(batch_redis, config.redis.prefix, config.batches.file_ttl_s),
+                                   batch_redis, config.redis.prefix)
+        batch_worker = BatchWorker(state.batches, make_run_item(state.pipeline, config.server.max_body_bytes),
+                                   max_concurrency=config.batches.max_concurrency, lease_s=config.batches.lease_s,
+                                   poll_s=config.batches.poll_s, max_per_s=config.batch_pace(),
+                                   metrics=state.metrics)
+        batch_work = asyncio.create_task(batch_worker.run()) if config.batches.enabled else None
         try:
             yield
         finally:
             state.draining = True
-            for task in (canary_refresh, gauge_refresh, promotions):
+            for task in (canary_refresh, gauge_refresh, promotions, batch_work):
                 if task is not None:
                     task.cancel()
             await state.shadow.close()
+            await batch_worker.close()
+            if batch_redis is not None:
+                await batch_redis.aclose()
             await state.pipeline.background.drain()  # holds still settling
             if hasattr(state.cache, "close"):
                 await state.cache.close()
@@ -217,6 +237,7 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
     app.include_router(admin.router)
     app.include_router(canary.router)
     app.include_router(shadow.router)
+    app.include_router(batches.router)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> Response:

@@ -28,6 +28,7 @@ class ClientKey:
     tpm: int | None = None
     allow_force_tier: bool = False
     id: str = ""  # what limits are counted by; "" means the name
+    team: str | None = None  # spend budgets of that team apply too (gateway/spend.py)
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -55,7 +56,7 @@ def bearer(headers: dict[str, str]) -> str | None:
 class Authenticator:
     def __init__(self, config: AuthConfig, redis=None, prefix: str = "gw:") -> None:
         self.open = config.open
-        self._keys = {k.sha256: ClientKey(k.name, k.rpm, k.tpm, k.allow_force_tier) for k in config.keys}
+        self._keys = {k.sha256: ClientKey(k.name, k.rpm, k.tpm, k.allow_force_tier, team=k.team) for k in config.keys}
         self._admin = config.admin_key_sha256
         self._redis = redis if config.redis_keys else None
         self._prefix = prefix
@@ -94,7 +95,7 @@ class Authenticator:
             client = ClientKey(name=get("name") or digest[:8], id=get("id") or digest[:12],
                                rpm=int(get("rpm")) if get("rpm") else None,
                                tpm=int(get("tpm")) if get("tpm") else None,
-                               allow_force_tier=get("allow_force_tier") in ("1", "true"))
+                               allow_force_tier=get("allow_force_tier") in ("1", "true"), team=get("team"))
         if len(self._remembered) > 10_000:
             self._remembered.clear()
         self._remembered[digest] = (now + self._ttl_s, client)

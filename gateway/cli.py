@@ -358,10 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     shadow_cli.register_canary(canary_sub)
 
     from gateway import mock_upstream, report
+    from gateway.batches import cli as batches_cli
     from gateway.cache import cli as cache_cli
     from gateway.routing import cli as route_cli
 
-    for module in (mock_upstream, cache_cli, route_cli, report, shadow_cli):
+    for module in (mock_upstream, cache_cli, route_cli, report, shadow_cli, batches_cli):
         module.register_cli(sub)
     return parser
 

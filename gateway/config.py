@@ -91,6 +91,7 @@ class ApiKey(Section):
     rpm: int | None = Field(None, gt=0)
     tpm: int | None = Field(None, gt=0)
     allow_force_tier: bool = False
+    team: str | None = None  # spend budgets of budgets.teams.TEAM apply to this key too
 
     @field_validator("sha256")
     @classmethod
@@ -347,6 +348,40 @@ class Price(Section):
     output_per_1m: float = Field(ge=0)
 
 
+class BatchesConfig(Section):
+    """The Batch API served by the gateway (gateway/batches/)."""
+
+    enabled: bool = True
+    max_file_bytes: int = Field(20 * 1024 * 1024, gt=0)  # files live in Redis: keep them modest
+    file_ttl_s: int = Field(30 * 86400, gt=0)
+    max_items: int = Field(50_000, gt=0)
+    completion_windows: list[str] = ["24h"]  # OpenAI's only value; others (e.g. "1h") may be allowed
+    lease_s: float = Field(120.0, gt=0)  # an item a replica took and did not finish is taken again after this
+    max_concurrency: int = Field(32, ge=1)  # items in flight per replica, at most
+    max_per_s: float | None = Field(None, gt=0)  # item starts per second and replica; default: see batch_pace()
+    poll_s: float = Field(0.5, gt=0)
+
+    @field_validator("completion_windows")
+    @classmethod
+    def _windows(cls, value: list[str]) -> list[str]:
+        for window in value:
+            if not re.fullmatch(r"[1-9][0-9]*[smhd]", window):
+                raise ValueError(f"{window!r} is not a duration like 24h, 30m or 90s")
+        return value
+
+
+class SpendLimit(Section):
+    daily_usd: float | None = Field(None, gt=0)
+    monthly_usd: float | None = Field(None, gt=0)
+
+
+class BudgetsConfig(Section):
+    """Spend budgets in USD (gateway/spend.py): per client key name and per team (auth.keys[].team)."""
+
+    keys: dict[str, SpendLimit] = {}
+    teams: dict[str, SpendLimit] = {}
+
+
 class GatewayConfig(Section):
     server: ServerConfig = ServerConfig()
     redis: RedisConfig = RedisConfig()
@@ -357,6 +392,8 @@ class GatewayConfig(Section):
     embedding: EmbeddingConfig = EmbeddingConfig()
     cache: CacheConfig = CacheConfig()
     resilience: ResilienceConfig = ResilienceConfig()
+    batches: BatchesConfig = BatchesConfig()
+    budgets: BudgetsConfig = BudgetsConfig()
     intents: dict[str, Any] = {}  # validated by gateway.intents
     difficulty: dict[str, Any] = {}  # validated by gateway.routing.difficulty
     source: str = "<dict>"
@@ -379,6 +416,16 @@ class GatewayConfig(Section):
             if route.difficulty_threshold is not None and not route.heavy:
                 raise ValueError(f"models.{alias}.difficulty_threshold is set but models.{alias}.heavy is empty")
         return self
+
+    def batch_pace(self) -> float | None:
+        """Batch items per second: `batches.max_per_s`, else the share of the deployments' rpm that batch
+        traffic may use (all but `resilience.batch_reserve`), when every deployment has an rpm."""
+        if self.batches.max_per_s is not None:
+            return self.batches.max_per_s
+        rpms = [d.rpm for d in self.deployments.values()]
+        if not rpms or any(rpm is None for rpm in rpms):
+            return None
+        return sum(rpms) / 60 * (1 - self.resilience.batch_reserve)
 
     def chain(self, alias: str, tier: str) -> list[tuple[str, Deployment]]:
         """Deployments to try for a tier, in order: the tier's own, then its fallbacks."""

@@ -111,6 +111,7 @@ class RequestContext:
     responded: bool = False  # the response's status line has been sent
     error: str | None = None  # the error's metric label when the request failed
     cost: float = 0.0
+    spend: Any = None  # spend.SpendHold: the estimated cost held on the key's budgets, settled at the end
 
     @classmethod
     def start(cls, headers: dict[str, str], kind: str, path: str, started: float | None = None) -> RequestContext:

@@ -154,6 +154,22 @@ class Metrics:
         self.promotion_events = Counter("gateway_promotion_events", "Promotion steps, by event.",
                                         ["model", "event"], registry=r)
 
+        # Batch jobs and spend budgets (gateway/batches/, gateway/spend.py).
+        self.batch_items = Counter("gateway_batch_items", "Batch items worked, by outcome (shed: yielded to "
+                                   "interactive traffic, tried again).", ["outcome"], registry=r)
+        self.batch_running = Gauge("gateway_batch_items_running", "Batch items in flight.", registry=r,
+                                   multiprocess_mode="livesum")
+        self.batch_pending = Gauge("gateway_batch_items_pending", "Items of active batches without a result.",
+                                   registry=r, multiprocess_mode="max")
+        self.batch_concurrency = Gauge("gateway_batch_concurrency", "Batch items this replica may run at once "
+                                       "(the headroom it found).", registry=r, multiprocess_mode="livesum")
+        self.spend = Gauge("gateway_spend_usd", "Spend in the current period, per budget.",
+                           ["scope", "name", "period"], registry=r, multiprocess_mode="mostrecent")
+        self.spend_budget = Gauge("gateway_spend_budget_usd", "Spend budgets.", ["scope", "name", "period"],
+                                  registry=r, multiprocess_mode="max")
+        for outcome in ("completed", "failed", "shed"):
+            self.batch_items.labels(outcome)
+
         for name, value in list(vars(self).items()):
             if getattr(value, "_labelnames", None):
                 setattr(self, name, _Memo(value))

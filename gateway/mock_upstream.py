@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
 import dataclasses
 import math
@@ -79,6 +80,7 @@ class MockSettings:
     fail_first_n: int = 0
     fail_every_n: int = 0
     fail_status: int | str = 429  # an HTTP status, or "drop" | "timeout" | "cut"
+    rpm_limit: int = 0  # like a provider's quota: over this many chat requests in 60 s, 429 (counted)
     seed: int | None = None
 
 
@@ -97,7 +99,7 @@ class _Dropped(Exception):
 
 def _new_stats(in_flight: int = 0) -> dict[str, Any]:
     counters = ("requests chat_requests embedding_requests streams_started streams_completed streams_cancelled "
-                "streams_cut requests_cancelled dropped").split()
+                "streams_cut requests_cancelled dropped rpm_exceeded").split()
     return {**dict.fromkeys(counters, 0), "in_flight": in_flight, "status_counts": {}, "last_authorization": None,
             "last_api_key": None, "last_path": None}
 
@@ -110,6 +112,18 @@ class _State:
         self.rng = random.Random(settings.seed)
         self.stats = _new_stats()
         self.fault_count = 0
+        self.accepted: collections.deque[float] = collections.deque()  # times of requests within rpm_limit
+
+    def over_rpm(self) -> bool:
+        """A sliding 60 s window, as a provider counts: True (and counted) when this request goes over."""
+        now = time.monotonic()
+        while self.accepted and self.accepted[0] <= now - 60:
+            self.accepted.popleft()
+        if len(self.accepted) >= self.settings.rpm_limit:
+            self.stats["rpm_exceeded"] += 1
+            return True
+        self.accepted.append(now)
+        return False
 
     def configure(self, changes: dict[str, Any]) -> MockSettings:
         clean = {}
@@ -179,6 +193,8 @@ def _decide_fault(state: _State, headers: Any, stream: bool, chunks: int) -> _Fa
         return _Fault("hang", hang_s=float(headers["x-mock-hang-s"]))
     if "x-mock-cut-after" in headers:
         return _Fault("cut", cut_after=int(headers["x-mock-cut-after"])) if stream else None
+    if s.rpm_limit and state.over_rpm():
+        return _Fault("status", status=429, retry_after=1.0)
     if s.fail_first_n or s.fail_every_n:
         state.fault_count += 1
         count = state.fault_count

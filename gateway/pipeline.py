@@ -36,7 +36,7 @@ from gateway.logs import AccessLog, RequestLog
 from gateway.request import Answer, StreamAnswer
 from gateway.sse import StreamRelay, error_event
 from gateway.steps import (Auth, Cache, Chain, Dispatcher, Embedder, Intents, Limits, NoLimits, Recorder, Router,
-                           Shadow)
+                           Shadow, Spend)
 from gateway.verbatim import encode
 
 if TYPE_CHECKING:
@@ -53,7 +53,8 @@ class Pipeline:
     def __init__(self, *, auth: Auth, limits: Limits, cache: Cache, embedder: Embedder, intents: Intents,
                  router: Router, dispatcher: Dispatcher, recorder: Recorder, cascade: Cascade | None = None,
                  shadow: Shadow | None = None,
-                 access_log: AccessLog | None = None, request_log: RequestLog | None = None) -> None:
+                 access_log: AccessLog | None = None, request_log: RequestLog | None = None,
+                 spend: Spend | None = None) -> None:
         self.auth = auth
         self.limits = limits
         self.cache = cache
@@ -64,6 +65,7 @@ class Pipeline:
         self.recorder = recorder
         self.cascade = cascade  # routing/cascade.py: light first for the uncertain band, None: off
         self.shadow = shadow  # shadow/mirror.py: a share of light answers is compared with a candidate's
+        self.spend = spend  # spend budgets (gateway/spend.py): reserved before the upstream call, settled at the end
         self.access_log = access_log or AccessLog()
         self.request_log = request_log or RequestLog()
         self.background = Background()  # settling holds on Redis, after the answer left
@@ -93,6 +95,8 @@ class Pipeline:
                 self.background.spawn(settle_holds(ctx.holds, ctx.usage, ctx.served_by))
             if ctx.kind in RECORDED_KINDS:
                 self.recorder.record(ctx)
+            if ctx.spend is not None:  # the real cost (ctx.cost, set by the recorder) replaces the estimate
+                self.background.spawn(self.spend.settle(ctx.spend, ctx.cost))
             self.access_log.write(ctx)
             if self.request_log.enabled:
                 self.request_log.write(ctx)
@@ -102,7 +106,8 @@ class Pipeline:
     # ------------------------------------------------------------------------------------------- chat
     async def chat(self, ctx: RequestContext) -> Answer | StreamAnswer | Any:
         """An Answer, a StreamAnswer, or a cached answer (gateway.cache.service.Cached) to render."""
-        ctx.key = await self.auth.check(ctx.headers)
+        if ctx.key is None:  # batch items come with the key that created the batch
+            ctx.key = await self.auth.check(ctx.headers)
         self.router.require_model(ctx)
         await self.limits.admit(ctx)
 
@@ -122,6 +127,8 @@ class Pipeline:
             return cached
 
         chain = await self.router.decide(ctx)
+        if self.spend is not None:
+            ctx.spend = await self.spend.reserve(ctx.key, ctx.alias, ctx.body)
         if ctx.stream:
             return await self._stream(ctx, chain)
         return await self._complete(ctx, chain)
@@ -218,9 +225,12 @@ class Pipeline:
     # ------------------------------------------------------------------------------------- embeddings
     async def embeddings(self, ctx: RequestContext) -> Answer:
         """Passed through to the alias's light deployments, in fallback order, under the key's limits."""
-        ctx.key = await self.auth.check(ctx.headers)
+        if ctx.key is None:  # batch items come with the key that created the batch
+            ctx.key = await self.auth.check(ctx.headers)
         self.router.require_model(ctx)
         await self.limits.admit(ctx)
+        if self.spend is not None:
+            ctx.spend = await self.spend.reserve(ctx.key, ctx.alias, ctx.body)
         body = ctx.body
         answer = await self.dispatcher.complete(
             ctx, self.router.chain(ctx.alias, "light"), path="/embeddings",

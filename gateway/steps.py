@@ -101,6 +101,13 @@ class Shadow(Protocol):
         """After a light answer went to its user: maybe mirror the request to a candidate, in the background."""
         ...
 
+class Spend(Protocol):
+    async def reserve(self, key: ClientKey | None, alias: str, body: dict[str, Any]) -> Any:
+        """The estimated cost held on the key's and team's budgets; raises QuotaExceeded when one is spent."""
+        ...
+
+    async def settle(self, hold: Any, cost: float) -> None: ...
+
 
 # ---------------------------------------------------------------------------------------------- no-ops
 class NoLimits:
