@@ -158,7 +158,7 @@ async def test_chaos_no_gateway_500_no_hang_no_leaked_connection(sdk, start_gate
                     answer = await client.chat.completions.create(model="chat", messages=HELLO)
                     count("ok" if answer.choices[0].message.content else "empty")
             except openai.APIStatusError as exc:
-                count(str(exc.status_code))
+                count("rejected" if exc.code == "upstream_rejected_request" else str(exc.status_code))
             except openai.APIError:  # the error event that ends a stream cut after its first byte
                 count("stream-error-event")
             durations.append(time.perf_counter() - started)
@@ -173,7 +173,10 @@ async def test_chaos_no_gateway_500_no_hang_no_leaked_connection(sdk, start_gate
     assert max(durations) < 4 + 1.0  # the deadline, plus the time of a last stream
     served = statuses.get("ok", 0) + statuses.get("stream-ok", 0)
     cut = statuses.get("stream-error-event", 0)
-    assert served + cut + sum(statuses.get(s, 0) for s in ("502", "503", "504")) == 300
+    # 400 upstream_rejected_request: both deployments drew the same 500 on one request, which the dispatcher
+    # takes for the request's fault by design (issue 12; the random draws here make it ~1.5% of requests)
+    failed = sum(statuses.get(s, 0) for s in ("rejected", "502", "503", "504"))
+    assert served + cut + failed == 300
     assert served >= 0.75 * 300
     assert retries > 0
     assert await async_wait_until(lambda: gw.state.transport.pool_stats()["in_use"] == 0, timeout=5), \
