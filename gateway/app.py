@@ -24,14 +24,14 @@ from gateway.batches.runner import make_run_item
 from gateway.batches.worker import BatchWorker
 from gateway.cache.disabled import DisabledCache
 from gateway.config import GatewayConfig
+from gateway.context import RequestContext
 from gateway.disconnect import CancelOnDisconnect
 from gateway.embeddings import Embedder
-from gateway.gauges import GaugeRefresher
-from gateway.context import RequestContext
 from gateway.errors import GatewayError
+from gateway.gauges import GaugeRefresher
+from gateway.limits import KeyLimits
 from gateway.logs import AccessLog, RequestLog
 from gateway.metrics import Metrics
-from gateway.limits import KeyLimits
 from gateway.pipeline import Pipeline
 from gateway.pricing import Pricing
 from gateway.recorder import Recorder
@@ -42,8 +42,8 @@ from gateway.shadow.mirror import ShadowMirror, ShadowStore
 from gateway.shadow.promotion import Promoter
 from gateway.shadow.registry import ModelRegistry, model_entry
 from gateway.spend import SpendBudgets
-from gateway.upstream.client import make_transport
 from gateway.upstream.budget import make_windows
+from gateway.upstream.client import make_transport
 from gateway.upstream.dispatcher import Dispatcher
 
 log = logging.getLogger("gateway")
@@ -167,7 +167,8 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
         state.auth = Authenticator(config.auth, state.redis, config.redis.prefix)
         state.dispatcher = Dispatcher(config, state.transport, state.metrics, redis=state.redis)
         state.limits = KeyLimits(make_windows(state.redis, config.redis.prefix), state.metrics)
-        state.models_body = orjson.dumps({"object": "list", "data": [model_entry(config, alias) for alias in config.models]})
+        state.models_body = orjson.dumps({"object": "list",
+                                          "data": [model_entry(config, alias) for alias in config.models]})
         recorder = Recorder(config, state.metrics, Pricing(config.pricing))
         state.cache = _cache(config, intents, state.embedder, state.redis, state.metrics, recorder)
         state.registry = ModelRegistry(config, state.redis, config.redis.prefix)

@@ -46,7 +46,8 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run("gateway.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                     loop="uvloop", http="httptools", access_log=False, log_config=log_config,
                     log_level=config.server.log_level,
-                    timeout_graceful_shutdown=config.server.shutdown_grace_s, lifespan="on")
+                    timeout_graceful_shutdown=config.server.shutdown_grace_s,  # type: ignore[arg-type]  # a float works
+                    lifespan="on")
     finally:
         if temp_metrics_dir:
             import shutil
@@ -138,7 +139,7 @@ DEMO_HELP = """
 
   curl:
     curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\
-      -d '{{"model":"support","messages":[{{"role":"user","content":"Where is my refund?"}}]}}' -D - 
+      -d '{{"model":"support","messages":[{{"role":"user","content":"Where is my refund?"}}]}}' -D -
 
   openai SDK:
     from openai import OpenAI
@@ -164,7 +165,8 @@ def _config_check(args: argparse.Namespace) -> int:
     print(f"{config.source}: valid")
     for alias, route in config.models.items():
         tiers = f"light {route.deployments + route.fallbacks}" + (f", heavy {route.heavy}" if route.heavy else "")
-        threshold = "" if route.difficulty_threshold is None else f", heavy above difficulty {route.difficulty_threshold}"
+        threshold = ("" if route.difficulty_threshold is None
+                     else f", heavy above difficulty {route.difficulty_threshold}")
         print(f"  model {alias}: {tiers}{threshold}")
     from gateway.upstream.providers import make_provider
 
@@ -176,7 +178,8 @@ def _config_check(args: argparse.Namespace) -> int:
         url = make_provider(deployment).url("/chat/completions")
         print(f"  deployment {name}: {deployment.provider} POST {url} (model {deployment.model}, "
               f"{keys or 'no'} key source{'s' * (keys != 1)})" + (f"  warning: {'; '.join(notes)}" if notes else ""))
-    print(f"  redis: {config.redis.url or 'none (in-memory stores)'}; auth: {'OPEN' if config.auth.open else f'{len(config.auth.keys)} keys'}")
+    auth = "OPEN" if config.auth.open else f"{len(config.auth.keys)} keys"
+    print(f"  redis: {config.redis.url or 'none (in-memory stores)'}; auth: {auth}")
     return 0
 
 
@@ -406,11 +409,12 @@ def _run(argv: list[str] | None) -> int:
 
 def _explain(exc: Exception) -> str:
     try:
-        import redis
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import RedisError
     except ImportError:  # pragma: no cover
-        redis = None
-    if redis is not None and isinstance(exc, redis.exceptions.ConnectionError):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, RedisConnectionError):
         return f"cannot reach Redis: {exc}"
-    if redis is not None and isinstance(exc, redis.exceptions.RedisError):
+    if isinstance(exc, RedisError):
         return f"Redis: {exc}"
     return f"{type(exc).__name__}: {exc}"

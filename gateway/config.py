@@ -52,7 +52,7 @@ def check_http_url(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
         raise ValueError(f"not an http(s) URL: {value!r} (expected e.g. https://api.openai.com/v1)")
     try:
-        parts.port
+        _ = parts.port  # raises ValueError on a bad port
     except ValueError:
         raise ValueError(f"not a valid port in {value!r}") from None
     return value
@@ -65,7 +65,7 @@ def check_redis_url(value: str) -> str:
         raise ValueError(f"not a Redis URL: {value!r} (expected redis://HOST:PORT/DB, rediss:// for TLS, "
                          "or unix:///path/to/socket)")
     try:
-        parts.port
+        _ = parts.port  # raises ValueError on a bad port
     except ValueError:
         raise ValueError(f"not a valid port in {value!r}") from None
     db = parts.path.strip("/")

@@ -33,6 +33,7 @@ class CancelOnDisconnect:
             return
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
+        assert task is not None  # an ASGI app runs in a task
         watcher: asyncio.Task | None = None
         body_read = due = cancelled = False
 

@@ -16,6 +16,7 @@ to uvicorn, which applies it in every worker, so `--workers N` logs the same as 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -38,14 +39,18 @@ class _Fields:
         self.fields = fields
 
     def __str__(self) -> str:
-        return " ".join(f"{k}={_logfmt(v)}" for k, v in self.fields.items() if v is not None)
+        parts = []
+        for name, value in self.fields.items():
+            if value is None:
+                continue
+            text = value if type(value) is str else str(value)
+            if not text or _NEEDS_QUOTES.search(text):
+                text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+            parts.append(f"{name}={text}")
+        return " ".join(parts)
 
 
-def _logfmt(value: Any) -> str:
-    text = value if isinstance(value, str) else str(value)
-    if not text or any(c in text for c in ' "=\n'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return text
+_NEEDS_QUOTES = re.compile(r'[\s"=\\]')
 
 
 class TextFormatter(logging.Formatter):
@@ -108,7 +113,9 @@ class AccessLog:
                           ttft_ms=None if ctx.ttft is None else round(ctx.ttft * 1000, 2))
         if ctx.error is not None:
             fields["error"] = ctx.error
-        self.logger.info(_Fields(fields))
+        # handle() a record made here: logger.info() would walk the stack for the caller on every request
+        self.logger.handle(self.logger.makeRecord(self.logger.name, logging.INFO, __file__, 0, _Fields(fields),
+                                                  (), None))
 
 
 class RequestLog:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Mapping, TextIO
+from typing import Mapping, Sequence, TextIO
 
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:@/\s]*):(?P<password>[^@/\s]+)@", re.IGNORECASE)
 _SECRET_NAME = re.compile(r"(KEY|KEYS|TOKEN|SECRET|PASSWORD|PASSWD)$")
@@ -24,7 +24,7 @@ def secret_values(environ: Mapping[str, str]) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
-def redact(text: str, secrets: list[str] = ()) -> str:
+def redact(text: str, secrets: Sequence[str] = ()) -> str:
     text = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{MASK}@", text)
     for value in secrets:
         if value in text:

@@ -35,8 +35,20 @@ from gateway.errors import UpstreamError
 from gateway.logs import AccessLog, RequestLog
 from gateway.request import Answer, StreamAnswer
 from gateway.sse import StreamRelay, error_event
-from gateway.steps import (Auth, Cache, Chain, Dispatcher, Embedder, Intents, Limits, NoLimits, Recorder, Router,
-                           Shadow, Spend)
+from gateway.steps import (
+    Auth,
+    Cache,
+    Chain,
+    Dispatcher,
+    Embedder,
+    Intents,
+    Limits,
+    NoLimits,
+    Recorder,
+    Router,
+    Shadow,
+    Spend,
+)
 from gateway.verbatim import encode
 
 if TYPE_CHECKING:
@@ -95,7 +107,8 @@ class Pipeline:
                 self.background.spawn(settle_holds(ctx.holds, ctx.usage, ctx.served_by))
             if ctx.kind in RECORDED_KINDS:
                 self.recorder.record(ctx)
-            if ctx.spend is not None:  # the real cost (ctx.cost, set by the recorder) replaces the estimate
+            # the real cost (ctx.cost, set by the recorder) replaces the spend estimate
+            if ctx.spend is not None and self.spend is not None:
                 self.background.spawn(self.spend.settle(ctx.spend, ctx.cost))
             self.access_log.write(ctx)
             if self.request_log.enabled:

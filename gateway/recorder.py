@@ -33,7 +33,8 @@ class Recorder:
                                       req.cache_result).observe(elapsed)
             if model in self._with_canary and req.tier == "light" and req.cache_result in ("miss", "bypass", "off"):
                 m.variant_duration.labels(model, req.variant).observe(elapsed)
-        m.overhead.labels(model, req.cache_result).observe(max(0.0, elapsed - req.upstream_seconds - req.client_seconds))
+        m.overhead.labels(model, req.cache_result).observe(
+            max(0.0, elapsed - req.upstream_seconds - req.client_seconds))
         if self.promoter is not None and req.tier == "light" and req.cache_result in ("miss", "bypass", "off"):
             self.promoter.observe(model, req.variant, req.status, req.served_by, elapsed)  # what the gates compare
         if req.ttft is not None:

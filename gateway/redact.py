@@ -6,8 +6,8 @@ addresses and phone numbers, in French and English.
 Every pattern runs in linear time: each quantifier that can repeat is bounded, and no repeated group can
 match the same text two ways more than a bounded number of times, so the work per starting position is a
 constant (tests/test_redact.py feeds adversarial inputs). Checksums keep false positives down where the
-format has one (IBAN mod 97, card Luhn); a phone needs 9 to 15 digits, a longer run is a [NUMBER]. When in doubt the text is redacted:
-this log must not leak, and a number too many hidden costs nothing.
+format has one (IBAN mod 97, card Luhn); a phone needs 9 to 15 digits, a longer run is a [NUMBER]. When in
+doubt the text is redacted: this log must not leak, and a number too many hidden costs nothing.
 """
 
 from __future__ import annotations

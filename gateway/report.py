@@ -74,8 +74,10 @@ def render(text: str) -> str:
             ("latency (cache hits)", "gateway_request_duration_seconds",
              lambda labels: labels.get("cache", "").startswith("hit-")),
             ("time to first token", "gateway_time_to_first_token_seconds", lambda labels: True),
-            ("gateway overhead", "gateway_overhead_seconds", lambda labels: not labels.get("cache", "").startswith("hit-"))):
-        lines.append(f"{title:20} p50 {ms(quantile(data, name, 0.5, keep)):>10}   p95 {ms(quantile(data, name, 0.95, keep)):>10}"
+            ("gateway overhead", "gateway_overhead_seconds",
+             lambda labels: not labels.get("cache", "").startswith("hit-"))):
+        lines.append(f"{title:20} p50 {ms(quantile(data, name, 0.5, keep)):>10}"
+                     f"   p95 {ms(quantile(data, name, 0.95, keep)):>10}"
                      f"   p99 {ms(quantile(data, name, 0.99, keep)):>10}")
 
     per_intent = by(data, "gateway_requests_total", "intent")
@@ -92,7 +94,8 @@ def render(text: str) -> str:
             if labels.get("cache", "").startswith("hit-") or labels.get("cache") == "coalesced":
                 hits[labels["intent"]] += value
     lines.append("")
-    lines.append(f"{'intent':20} {'requests':>9} {'cost USD':>11} {'USD/request':>12} {'hit rate':>9} {'saved USD':>10}")
+    lines.append(f"{'intent':20} {'requests':>9} {'cost USD':>11} {'USD/request':>12} {'hit rate':>9} "
+                 f"{'saved USD':>10}")
     for intent in sorted(per_intent, key=lambda i: -per_intent[i]):
         n, ok = per_intent[intent], served[intent]  # cost per served request (cache hits included), as the dashboard
         rate = f"{hits[intent] / looked[intent]:.0%}" if looked[intent] else "-"
@@ -117,7 +120,8 @@ def render(text: str) -> str:
             n = total(data, "gateway_canary_requests_total", model=model, variant=variant)
             failed = total(data, "gateway_canary_requests_total", model=model, variant=variant, outcome="failed")
             p95 = quantile(data, "gateway_variant_duration_seconds", 0.95,
-                           lambda labels: labels.get("model") == model and labels.get("variant") == variant)
+                           lambda labels, model=model, variant=variant: labels.get("model") == model
+                           and labels.get("variant") == variant)
             parts.append(f"{variant} {n:.0f} ({failed / n if n else 0:.1%} failed, p95 {ms(p95)})")
         rollbacks = total(data, "gateway_canary_rollbacks_total", model=model)
         lines.append(f"canary {model}: {'  vs  '.join(parts)}   rollbacks {rollbacks:.0f}")
@@ -138,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register_cli(subparsers) -> None:
-    report = subparsers.add_parser("report", help="latency, cost per intent, hit rate, heavy share of a running gateway")
+    report = subparsers.add_parser("report",
+                                   help="latency, cost per intent, hit rate, heavy share of a running gateway")
     report.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway (its /metrics is read)")
     report.set_defaults(func=run)

@@ -14,8 +14,8 @@ import orjson
 
 from gateway.context import RequestContext
 from gateway.errors import BodyTooLarge, InvalidRequest
-from gateway.verbatim import ClientBody
 from gateway.messages import content_text, last_user_text
+from gateway.verbatim import ClientBody
 
 __all__ = ["PRIORITIES", "ROLES", "Answer", "ChatRequest", "RequestContext", "StreamAnswer", "content_text",
            "last_user_text", "parse_chat_body"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.config import GatewayConfig
@@ -61,8 +61,8 @@ class SpendHold:
 
 def _periods(now: datetime) -> dict[str, tuple[str, int, float]]:
     """period → (stamp, ttl seconds, seconds until it resets)."""
-    tomorrow = datetime(now.year, now.month, now.day, tzinfo=timezone.utc).timestamp() + 86400
-    month_end = datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=timezone.utc).timestamp()
+    tomorrow = datetime(now.year, now.month, now.day, tzinfo=UTC).timestamp() + 86400
+    month_end = datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=UTC).timestamp()
     ts = now.timestamp()
     return {"daily": (now.strftime("%Y%m%d"), 2 * 86400, tomorrow - ts),
             "monthly": (now.strftime("%Y%m"), 32 * 86400, month_end - ts)}
@@ -120,7 +120,7 @@ class SpendBudgets:
         if not applying:
             return None
         amount = self.estimate(alias, body)
-        periods = _periods(datetime.now(timezone.utc))
+        periods = _periods(datetime.now(UTC))
         keys = [f"{self._prefix}{scope}:{name}:{period}:{periods[period][0]}" for scope, name, period, _ in applying]
         ttl = max(periods[p][1] for _, _, p, _ in applying)
         over = await self._reserve(keys, amount, ttl, [cap for *_, cap in applying])
@@ -145,7 +145,7 @@ class SpendBudgets:
                 self._metrics.spend.labels(scope, name, period).set(total)
 
     async def spent(self, scope: str, name: str, period: str) -> float:
-        stamp = _periods(datetime.now(timezone.utc))[period][0]
+        stamp = _periods(datetime.now(UTC))[period][0]
         key = f"{self._prefix}{scope}:{name}:{period}:{stamp}"
         if self._redis is not None:
             try:

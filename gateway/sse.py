@@ -73,7 +73,7 @@ class StreamRelay:
         if payload == b"[DONE]":
             self.finished = True
             return True
-        if self.ttft is None and (b'"content":"' in payload and b'"content":""' not in payload
+        if self.ttft is None and ((b'"content":"' in payload and b'"content":""' not in payload)
                                   or b'"tool_calls"' in payload):
             self.ttft = time.perf_counter() - self.started
         if b'"usage":{' in payload or self.collect:

@@ -23,17 +23,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-import uvicorn  # noqa: E402
+import httpx
+import numpy as np
+import uvicorn
 
-from gateway.app import create_app  # noqa: E402
-from gateway.cache import keys  # noqa: E402
-from gateway.cache.store import VectorRow  # noqa: E402
-from gateway.config import build_config  # noqa: E402
-from gateway.embeddings import Embedder  # noqa: E402
-from gateway.mock_upstream import MockServerThread, MockSettings  # noqa: E402
-from gateway.request import ChatRequest  # noqa: E402
+from gateway.app import create_app
+from gateway.cache import keys
+from gateway.cache.store import VectorRow
+from gateway.config import build_config
+from gateway.embeddings import Embedder
+from gateway.mock_upstream import MockServerThread, MockSettings
+from gateway.request import ChatRequest
 
 QUESTIONS = ["How can I get my money back?", "When will I get reimbursed?", "How long does a refund take?",
              "Can I get a refund on a damaged item?", "Is the refund made to my card?"]

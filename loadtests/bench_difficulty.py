@@ -15,11 +15,11 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from gateway.embeddings import Embedder  # noqa: E402
-from gateway.routing.difficulty import DifficultyScorer, DifficultySettings, last_user_text  # noqa: E402
-from gateway.routing.train import read_rows, row_messages  # noqa: E402
+from gateway.embeddings import Embedder
+from gateway.routing.difficulty import DifficultyScorer, DifficultySettings, last_user_text
+from gateway.routing.train import read_rows, row_messages
 
 
 def percentiles(samples: list[float]) -> str:

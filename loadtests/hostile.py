@@ -19,9 +19,9 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gateway.embeddings import Embedder  # noqa: E402
-from gateway.mock_upstream import MockServerThread, MockSettings  # noqa: E402
-from tests.conftest import LIGHT_MODEL, TEST_KEY, GatewayServer, base_config  # noqa: E402
+from gateway.embeddings import Embedder
+from gateway.mock_upstream import MockServerThread, MockSettings
+from tests.conftest import LIGHT_MODEL, TEST_KEY, GatewayServer, base_config
 
 MESSAGES = {
     "short question": lambda i: f"Where is my parcel number {i}?",

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.static_embedding import CONTINUATION, NUMBER, WORD, StaticModel  # noqa: E402
+from gateway.static_embedding import CONTINUATION, NUMBER, WORD, StaticModel
 
 LATIN = re.compile(r"^[a-z0-9àâäçéèêëîïôöùûüÿœæ]+$")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 
 import httpx
 import openai

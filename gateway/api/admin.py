@@ -10,8 +10,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from gateway.cache.store import StoreUnavailable
 from gateway.api import render, request_headers
+from gateway.cache.store import StoreUnavailable
 from gateway.errors import GatewayError, InvalidRequest
 
 router = APIRouter(prefix="/admin")

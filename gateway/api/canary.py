@@ -51,7 +51,8 @@ async def set_canary(alias: str, request: Request) -> Response:
         try:
             await state.canary.set(alias, float(percent))
         except Exception as exc:
-            raise GatewayError(f"could not store the canary percentage ({type(exc).__name__}); nothing changed") from exc
+            message = f"could not store the canary percentage ({type(exc).__name__}); nothing changed"
+            raise GatewayError(message) from exc
     except GatewayError as exc:
         return render.error_response(exc)
     return Response(_view(state), media_type="application/json")

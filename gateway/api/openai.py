@@ -12,14 +12,15 @@ GatewayApp (app.py) calls the handlers of `ROUTES` directly, past FastAPI's rout
 from __future__ import annotations
 
 import time
+from typing import Any, cast
 
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway.api import render, request_headers
-from gateway.bounds import LOOP_BODY_LIMIT, off_loop
 from gateway.api.render import ClientGone
+from gateway.bounds import LOOP_BODY_LIMIT, off_loop
 from gateway.context import RequestContext
 from gateway.errors import BodyTooLarge, GatewayError, InvalidRequest, ModelNotFound
 from gateway.request import PRIORITIES, Answer, parse_chat_body, parse_embeddings_body
@@ -37,7 +38,8 @@ async def receive_body(headers: dict[str, str], receive, limit: int) -> bytes:
     declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
@@ -121,7 +123,7 @@ class _Endpoint:
 
 router = APIRouter()
 for (_method, _path), _handler in ROUTES.items():
-    router.add_route(_path, _Endpoint(_handler), methods=[_method])
+    router.add_route(_path, cast(Any, _Endpoint(_handler)), methods=[_method])  # an ASGI app, as Starlette allows
 
 
 @router.get("/v1/models/{model:path}")

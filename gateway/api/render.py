@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, MutableMapping
 
 import orjson
 from starlette.responses import Response
@@ -30,6 +30,7 @@ __all__ = ["ClientGone", "cached_answer", "error_answer", "error_json", "error_r
 log = logging.getLogger("gateway")
 
 Sent = Answer | StreamAnswer
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _JSON = (b"content-type", b"application/json")
 _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 # A cached answer cost no tokens; the detail objects keep OpenAI's shape (clients read cached_tokens).
@@ -69,11 +70,11 @@ def headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def stamp(ctx: RequestContext, send: Callable[[dict], Awaitable[None]]) -> Callable[[dict], Awaitable[None]]:
+def stamp(ctx: RequestContext, send: Send) -> Send:
     """`send`, adding the request id and overhead headers to a response someone else renders (FastAPI
     routes) and noting its status on the context."""
 
-    async def stamped(message: dict) -> None:
+    async def stamped(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             ctx.status, ctx.responded = message["status"], True
             message["headers"] = [*message.get("headers", ()), *headers(ctx)]
@@ -103,7 +104,8 @@ async def respond(ctx: RequestContext, send, produce: Callable[[], Awaitable[Sen
         await send_stream(ctx, send, result)
 
 
-async def send_answer(ctx: RequestContext, send, answer: Answer, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def send_answer(ctx: RequestContext, send, answer: Answer,
+                      extra: list[tuple[bytes, bytes]] | None = None) -> None:
     raw = [_JSON, (b"content-length", b"%d" % len(answer.body)), *headers(ctx)]
     if extra:
         raw.extend(extra)

@@ -290,7 +290,7 @@ def _stem(token: str) -> str:
 def _language(tokens: list[str], raw: str) -> str:
     en = sum(t in EN_MARKERS for t in tokens)
     fr = sum(t in FR_MARKERS for t in tokens)
-    if any(c in raw for c in "éèêàçùâîôû") or "?" in raw and " ?" in raw:
+    if any(c in raw for c in "éèêàçùâîôû") or ("?" in raw and " ?" in raw):
         fr += 1
     if en > fr:
         return "en"

@@ -429,7 +429,7 @@ class RedisStore:
             out = {}
             for intent in names:
                 fields = await self.redis.hgetall(self._p + "s:" + intent)
-                row: dict[str, float] = {name: 0 for name in STAT_FIELDS}
+                row: dict[str, float] = dict.fromkeys(STAT_FIELDS, 0)
                 for name, value in fields.items():
                     row[name.decode()] = float(value) if name == b"saved_usd" else int(value)
                 row["entries"] = await self.redis.zcount(self._p + "x:" + intent, now_ms, "+inf")

@@ -13,8 +13,6 @@ from __future__ import annotations
 import math
 import re
 
-import numpy as np
-
 __all__ = ["FORM_NAMES", "FORM_REASON_LABELS", "form_features"]
 
 

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import random
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Callable
 
 import orjson
@@ -37,7 +37,7 @@ KEEP_CHARS = 500  # redaction costs ~0.7 µs of CPU per character: keep what a r
 
 
 def _day() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d")
+    return datetime.now(UTC).strftime("%Y%m%d")
 
 
 class ShadowStore:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -32,14 +32,14 @@ def model_entry(config: GatewayConfig, alias: str) -> dict[str, Any]:
     created = 0
     if info.created:
         try:
-            created = int(datetime.fromisoformat(info.created).replace(tzinfo=timezone.utc).timestamp())
+            created = int(datetime.fromisoformat(info.created).replace(tzinfo=UTC).timestamp())
         except ValueError:
             pass
     return {"id": alias, "object": "model", "created": created, "owned_by": info.owner or "gateway"}
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 class RegistryError(ValueError):

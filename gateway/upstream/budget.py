@@ -90,7 +90,7 @@ class MemoryWindows:
     def __init__(self, *, window_s: float = WINDOW_S, bucket_s: float = 1.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.bucket_s = bucket_s
-        self.n = int(math.ceil(window_s / bucket_s)) + 1
+        self.n = math.ceil(window_s / bucket_s) + 1
         self.clock = clock
         self._counts: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
 

@@ -128,7 +128,7 @@ class AiohttpTransport:
         if response.status >= 400:
             try:
                 data = await response.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 data = b""
             finally:
                 response.release()

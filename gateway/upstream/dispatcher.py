@@ -13,9 +13,10 @@ caller's error and goes straight back. So is a request that fails the same way (
 on two deployments with an error other than 429/502/503/504 (a 500 on a field the upstream chokes on): no
 further deployment is tried, no breaker counts those failures (they are counted only once another
 deployment served the request, or the chain ran out), and the client gets a 400 with the upstream's
-error rebuilt (UpstreamRejected). Before, three such requests opened every circuit of the chain. When every deployment was skipped for its budget, the request
-waits for the earliest window to free if that fits in its deadline, except batch, which is shed
-(429 with Retry-After). Batch traffic of the light tier never spills onto the heavy tier's deployments.
+error rebuilt (UpstreamRejected). Before, three such requests opened every circuit of the chain. When
+every deployment was skipped for its budget, the request waits for the earliest window to free if that
+fits in its deadline, except batch, which is shed (429 with Retry-After). Batch traffic of the light tier
+never spills onto the heavy tier's deployments.
 
 For a stream, moving on is only possible until the first byte: `open_stream` reads the first chunk before
 it returns, so a failure there is still a clean fallback; the deadline bounds that first chunk, the
@@ -30,8 +31,15 @@ import time
 from typing import Any, Awaitable, Callable, Sequence
 
 from gateway.config import Deployment, GatewayConfig
-from gateway.errors import (RateLimited, UpstreamError, UpstreamRejected, UpstreamStatus, UpstreamTimeout,
-                            UpstreamUnavailable, upstream_error)
+from gateway.errors import (
+    RateLimited,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamStatus,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    upstream_error,
+)
 from gateway.errors import UpstreamSkipped as _Skip
 from gateway.logs import Throttled
 from gateway.metrics import Metrics
@@ -87,7 +95,9 @@ class _Expiry:
 async def _within(seconds: float, call: Awaitable[Any]) -> Any:
     """`await call`, or TimeoutError once `seconds` have passed."""
     loop = asyncio.get_running_loop()
-    expiry = _Expiry(asyncio.current_task())
+    task = asyncio.current_task()
+    assert task is not None  # called from a coroutine, always in a task
+    expiry = _Expiry(task)
     timer = loop.call_at(loop.time() + seconds, expiry)
     try:
         return await call

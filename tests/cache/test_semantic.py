@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.cache.semantic import (Candidates, SemanticSettings, contains_personal_data, find_match, guard)
+from gateway.cache.semantic import Candidates, SemanticSettings, contains_personal_data, find_match, guard
 
 ROOT = Path(__file__).resolve().parents[2]
 
