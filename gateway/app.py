@@ -70,14 +70,15 @@ def _intent_detector(config: GatewayConfig, embedder: Embedder):
     return IntentDetector(IntentsConfig.model_validate(config.intents), embedder)
 
 
-def _cache(config: GatewayConfig, intents, embedder: Embedder, redis, metrics: Metrics, recorder: Recorder):
+def _cache(config: GatewayConfig, intents, embedder: Embedder, redis, metrics: Metrics, recorder: Recorder,
+           side_of=None):
     """The intent cache (Redis when redis.url is set, in memory otherwise), or the pass-through when off."""
     if not config.cache.enabled:
         return DisabledCache()
     from gateway.cache.service import build_cache
 
     return build_cache(config, intents.config, redis, metrics, cost_of=recorder.cost_of,
-                       semantic=embedder.available)
+                       semantic=embedder.available, side_of=side_of)
 
 
 async def _keep_refreshed(canary: CanaryState, every_s: float = 0.5) -> None:
@@ -170,7 +171,8 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
         state.models_body = orjson.dumps({"object": "list",
                                           "data": [model_entry(config, alias) for alias in config.models]})
         recorder = Recorder(config, state.metrics, Pricing(config.pricing))
-        state.cache = _cache(config, intents, state.embedder, state.redis, state.metrics, recorder)
+        state.cache = _cache(config, intents, state.embedder, state.redis, state.metrics, recorder,
+                             side_of=state.router.canary_side)
         state.registry = ModelRegistry(config, state.redis, config.redis.prefix)
         state.shadow = ShadowMirror(config, state.transport, recorder.cost_of,
                                     ShadowStore(state.redis, config.redis.prefix), state.metrics,

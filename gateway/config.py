@@ -320,6 +320,9 @@ class CacheConfig(Section):
     max_entries_per_intent: int = Field(2000, gt=0)
     redis_timeout_ms: int = Field(10, gt=0)  # a cache lookup waits no longer on Redis, then serves without it
     default_ttl_s: int = Field(3600, gt=0)
+    # shared: every client key reads the same cached answers; key: each client key has a cache of its own
+    scope: Literal["shared", "key"] = "shared"
+    verify_share: float = Field(0.02, ge=0, le=1)  # semantic hits also re-asked upstream in the background
 
 
 class RetryConfig(Section):

@@ -95,6 +95,7 @@ class RequestContext:
     cache_key: str | None = None
     cache_result: str = "off"  # hit-exact | hit-semantic | miss | coalesced | bypass | off
     cache_error: bool = False  # the exact lookup failed (the cache counts it as "error")
+    cache_match: Any = None  # cache.service.SemanticMatch: the question's language, the entry it matched
     saved_tokens: int = 0  # a cache hit: the tokens and the cost of the answer it replays
     saved_usd: float = 0.0
     difficulty: Any = None  # routing.difficulty.Difficulty

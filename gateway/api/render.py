@@ -67,6 +67,9 @@ def headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
         out.append((b"x-gateway-saved-tokens", b"%d" % ctx.saved_tokens))
     if ctx.upstream_headers:
         out.extend(ctx.upstream_headers)
+    match = ctx.cache_match
+    if ctx.cache_result == "hit-semantic" and match is not None and match.entry is not None:
+        out.append((b"x-gateway-cache-match", f"{match.entry}; score={match.score:.3f}; lang={match.lang}".encode()))
     return out
 
 

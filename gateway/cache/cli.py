@@ -18,23 +18,38 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsers
     parser = subparsers.add_parser("cache", help="semantic cache tools")
     commands = parser.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
 
-    evaluate = commands.add_parser("eval", help="precision/recall of the guarded semantic match on "
-                                                "labelled pairs (JSON Lines: a, b, same)")
-    evaluate.add_argument("pairs", metavar="PAIRS.jsonl")
+    evaluate = commands.add_parser(
+        "eval", help="precision/recall of the semantic cache: on labelled pairs (JSON Lines: a, b, same), or "
+                     "--pool GROUPS.jsonl (group, lang, text) sent in a seeded shuffle through the real cache")
+    evaluate.add_argument("pairs", metavar="PAIRS.jsonl", nargs="?")
+    evaluate.add_argument("--pool", metavar="GROUPS.jsonl", default=None,
+                          help="a pool of questions; one answer per (group, lang); a hit on another is false")
+    evaluate.add_argument("--seed", type=int, default=0, help="shuffle seed of the pool (default 0)")
+    evaluate.add_argument("--seeds", type=int, default=1, help="run this many seeds from --seed, report the mean")
+    evaluate.add_argument("--config", metavar="FILE", default=None,
+                          help="gateway config whose cache and intents the pool eval uses (default: the demo's)")
     evaluate.add_argument("--threshold", type=float, default=None,
-                          help="cosine threshold (default: the semantic cache default)")
+                          help="pairs: measure the cosine threshold and guards alone, not the gateway's verifier")
     evaluate.add_argument("--intents", metavar="FILE", default=None,
-                          help="also require both questions to get the same configured intent")
+                          help="pairs: also require both questions to get the same configured intent")
     evaluate.add_argument("-v", "--verbose", action="store_true", help="list every false hit and miss")
     evaluate.set_defaults(func=run_eval)
 
     from gateway.cache.commands import add_commands
 
     add_commands(commands)  # stats, flush
+    from gateway.cache.train import add_commands as add_training
+
+    add_training(commands)  # train-language, train-verifier
     return commands
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    if (args.pool is None) == (args.pairs is None):
+        print("error: give either PAIRS.jsonl or --pool GROUPS.jsonl", file=sys.stderr)
+        return 2
+    if args.pool is not None:
+        return run_pool_eval(args)
     from gateway.cache.evaluate import evaluate_pairs, load_pairs
     from gateway.cache.semantic import SemanticSettings
     from gateway.embeddings import Embedder
@@ -59,10 +74,16 @@ def run_eval(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
 
-    report = evaluate_pairs(rows, embedder, settings, detector)
+    from gateway.cache.language import LanguageDetector
+    from gateway.cache.verifier import Verifier
+
+    verifier = None if args.threshold is not None else Verifier.load()
+    report = evaluate_pairs(rows, embedder, settings, detector, verifier=verifier,
+                            language=LanguageDetector.load() if verifier is not None else None)
     same = report["tp"] + report["fn"]
     print(f"pairs {report['pairs']} (same {same}, different {report['pairs'] - same})  "
-          f"threshold {report['threshold']:.2f}" + ("  intents required" if detector else ""))
+          + ("verifier (language partition, verified match)" if verifier is not None
+             else f"threshold {report['threshold']:.2f}") + ("  intents required" if detector else ""))
     print(f"tp {report['tp']} fp {report['fp']} fn {report['fn']} tn {report['tn']}")
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(report["rejections"].items(), key=lambda kv: -kv[1]))
     print(f"rejected by: {rejected or '-'}")
@@ -72,4 +93,51 @@ def run_eval(args: argparse.Namespace) -> int:
             for row in rows_:
                 print(f"  {row['score']:.3f} [{row['reason'] or 'hit'}] {row['a']!r} | {row['b']!r}")
     print(f"precision {report['precision']:.3f} recall {report['recall']:.3f}")
+    return 0
+
+
+def run_pool_eval(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.cache.evaluate import evaluate_pool, load_pool
+    from gateway.cache.service import build_cache
+    from gateway.config import ConfigError, load_config
+    from gateway.embeddings import Embedder
+    from gateway.intents import IntentDetector, IntentsConfig
+    from gateway.metrics import Metrics
+
+    try:
+        rows = load_pool(args.pool)
+        config = load_config(args.config)
+    except (OSError, ValueError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    embedder = Embedder.load(config.embedding.enabled)
+    intents = IntentsConfig.model_validate(config.intents) if config.intents else None
+    detector = IntentDetector(intents, embedder) if intents is not None else None
+    config = config.model_copy(update={"redis": config.redis.model_copy(update={"url": ""})})
+    reports = []
+    for seed in range(args.seed, args.seed + max(1, args.seeds)):
+        cache = build_cache(config, intents, None, Metrics())
+        reports.append(asyncio.run(evaluate_pool(rows, cache, embedder, detector, seed=seed,
+                                                 alias=next(iter(config.models)))))
+    keys = len({(row["group"], row["lang"]) for row in rows})
+    print(f"questions {len(rows)}  answer keys {keys}  seeds {len(reports)} from {args.seed}  "
+          f"embedding {embedder.name}")
+    for report in reports:
+        if len(reports) > 1:
+            print(f"seed {report['seed']}: hits {report['hits']} (false {len(report['false_hits'])})  "
+                  f"precision {report['precision']:.3f} recall {report['recall']:.3f}")
+        for hit in report["false_hits"]:
+            matched = hit.get("matched") or {}
+            print(f"  false hit [{hit['key']} got {hit['served']}] {hit['text']!r}"
+                  + (f" ~ {matched.get('text')!r} ({matched.get('score', 0):.2f})" if matched else ""))
+        if args.verbose:
+            for miss in report["missed"]:
+                print(f"  miss [{miss['key']}] {miss['text']!r}")
+    hits = sum(r["hits"] for r in reports)
+    true = sum(r["true_hits"] for r in reports)
+    reachable = true + sum(r["misses_cached"] for r in reports)
+    print(f"hits {hits / len(reports):.1f} (true {true / len(reports):.1f}) per run")
+    print(f"precision {true / hits if hits else 1.0:.3f} recall {true / reachable if reachable else 0.0:.3f}")
     return 0

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from gateway.embeddings import Embedder
     from gateway.intents import IntentDetector
 
-__all__ = ["load_pairs", "evaluate_pairs"]
+__all__ = ["load_pairs", "evaluate_pairs", "load_pool", "evaluate_pool"]
 
 
 def load_pairs(path: str | Path) -> list[dict]:
@@ -51,8 +51,22 @@ def load_pairs(path: str | Path) -> list[dict]:
     return rows
 
 
+def _verifier_reason(verifier, language, a: str, b: str, vectors: dict, score: float) -> str | None:
+    """Why the cache (language partition, then the verifier) would not serve A's answer to B, or None."""
+    from gateway.cache.semantic import Candidates
+
+    if language is not None and (language.detect(a) != language.detect(b) or language.detect(b) == "?"):
+        return "language"
+    if score < verifier.floor:
+        return "below floor"
+    candidates = Candidates.from_rows([(a, vectors[a], 0)])
+    return None if verifier.best(b, vectors[b], candidates) is not None else "verifier"
+
+
 def evaluate_pairs(rows: Iterable[dict], embedder: "Embedder", settings: SemanticSettings,
-                   detector: "IntentDetector | None" = None) -> dict:
+                   detector: "IntentDetector | None" = None, verifier=None, language=None) -> dict:
+    """With `verifier` (and `language`): the gateway's decision (same language, verified); without: the
+    cosine threshold and guards alone."""
     rows = list(rows)
     result = {"pairs": len(rows), "threshold": settings.threshold, "tp": 0, "fp": 0, "fn": 0, "tn": 0,
               "false_hits": [], "misses": [], "rejections": {}}
@@ -67,6 +81,8 @@ def evaluate_pairs(rows: Iterable[dict], embedder: "Embedder", settings: Semanti
         reason = None
         if not settings.enabled:
             reason = "disabled"
+        elif verifier is not None:
+            reason = _verifier_reason(verifier, language, a, b, vectors, score)
         elif score < settings.threshold:
             reason = "below threshold"
         else:
@@ -94,4 +110,76 @@ def evaluate_pairs(rows: Iterable[dict], embedder: "Embedder", settings: Semanti
     positives = result["tp"] + result["fn"]
     result["precision"] = result["tp"] / hits if hits else 1.0
     result["recall"] = result["tp"] / positives if positives else 0.0
+    return result
+
+
+# ------------------------------------------------------------------------------------------ pooled eval
+
+def load_pool(path: str | Path) -> list[dict]:
+    """Read a JSON Lines pool `{"group", "lang", "text"}`; errors name the file and line."""
+    path = Path(path)
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row.get(k)
+                                                    for k in ("group", "lang", "text")):
+                raise ValueError(f'{path}:{number}: expected {{"group": str, "lang": str, "text": str}}')
+            rows.append(row)
+    return rows
+
+
+async def evaluate_pool(rows: list[dict], cache, embedder: "Embedder", detector: "IntentDetector | None",
+                        *, seed: int = 0, alias: str = "support") -> dict:
+    """Send every question once, in a seeded shuffle, through the real cache logic (`cache` is an
+    IntentCache on a fresh MemoryStore): exact lookup, embedding, intent, semantic lookup, and on a miss
+    an answer "group|lang" stored as the upstream's would be. A hit on another (group, lang) is a false
+    hit. recall = true hits / (true hits + misses whose (group, lang) was already cached)."""
+    import random
+
+    from gateway.request import ChatRequest
+
+    order = list(rows)
+    random.Random(seed).shuffle(order)
+    texts = list(dict.fromkeys(row["text"] for row in order))
+    vectors = dict(zip(texts, embedder.encode(texts))) if embedder is not None and embedder.available else {}
+    cached_keys: set[str] = set()
+    result = {"questions": len(order), "seed": seed, "true_hits": 0, "false_hits": [], "misses_cached": 0,
+              "misses": 0, "missed": []}
+    for row in order:
+        key = f"{row['group']}|{row['lang']}"
+        req = ChatRequest(body={"model": alias, "messages": [{"role": "user", "content": row["text"]}]},
+                          alias=alias, headers={})
+        found = await cache.lookup_exact(req)
+        if found is None:
+            req.vector = vectors.get(row["text"])
+            req.intent = detector.detect(row["text"], req.vector) if detector is not None else "other"
+            found = await cache.lookup_semantic(req)
+        if found is not None:
+            served = found.message.get("content")
+            if served == key:
+                result["true_hits"] += 1
+            else:
+                match = req.cache_match
+                result["false_hits"].append({"text": row["text"], "key": key, "served": served, "matched": {
+                    "text": match.text, "score": match.score} if match is not None and match.text else None})
+            continue
+        result["misses"] += 1
+        if key in cached_keys:
+            result["misses_cached"] += 1
+            result["missed"].append({"text": row["text"], "key": key})
+        parsed = {"model": alias, "choices": [{"index": 0, "finish_reason": "stop",
+                                               "message": {"role": "assistant", "content": key}}]}
+        await cache.store(req, parsed)
+        cached_keys.add(key)
+    hits = result["true_hits"] + len(result["false_hits"])
+    result["hits"] = hits
+    result["precision"] = result["true_hits"] / hits if hits else 1.0
+    reachable = result["true_hits"] + result["misses_cached"]
+    result["recall"] = result["true_hits"] / reachable if reachable else 0.0
     return result

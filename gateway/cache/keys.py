@@ -92,19 +92,22 @@ def _fields(body: dict[str, Any], leave_out: frozenset[str]) -> dict[str, Any]:
     return fields
 
 
-def exact_key(req: ChatRequest) -> str:
+def exact_key(req: ChatRequest, side: str = "") -> str:
+    """`side`: who may read the answer (canary or stable variant, and the client key when cache.scope is
+    "key"); answers of one side are never served to another."""
     body = req.body
     fields = _fields(body, NOT_IN_KEY)
     fields["model"] = req.alias
     fields["messages"] = [_message(m) for m in body["messages"]]
-    return _digest({"v": 1, "tier": req.headers.get("x-gateway-tier"), "body": fields})
+    return _digest({"v": 1, "tier": req.headers.get("x-gateway-tier"), "side": side, "body": fields})
 
 
-def context_key(req: ChatRequest) -> str:
-    """The semantic partition (beside the intent): alias, forced tier, system prompt, output-shaping params."""
+def context_key(req: ChatRequest, side: str = "") -> str:
+    """The semantic partition (beside the language): side, alias, forced tier, system prompt,
+    output-shaping params."""
     fields = _fields(req.body, NOT_IN_CONTEXT)
     fields["model"] = req.alias
-    return _digest({"v": 1, "tier": req.headers.get("x-gateway-tier"), "system": req.system_prompt,
+    return _digest({"v": 1, "tier": req.headers.get("x-gateway-tier"), "side": side, "system": req.system_prompt,
                     "body": fields})
 
 

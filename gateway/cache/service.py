@@ -31,8 +31,10 @@ import orjson
 
 from gateway.bounds import LOOP_TEXT_LIMIT, TEXT_LIMIT, off_loop
 from gateway.cache import keys
-from gateway.cache.semantic import DEFAULT_THRESHOLD, find_match
+from gateway.cache.language import UNKNOWN, LanguageDetector
+from gateway.cache.semantic import DEFAULT_THRESHOLD
 from gateway.cache.store import MemoryStore, RedisStore, StoreUnavailable, VectorRow
+from gateway.cache.verifier import Verifier
 from gateway.request import ChatRequest
 
 if TYPE_CHECKING:
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from gateway.intents import IntentsConfig
     from gateway.metrics import Metrics
 
-__all__ = ["Cached", "IntentCache", "build_cache"]
+__all__ = ["Cached", "IntentCache", "SemanticMatch", "build_cache"]
 
 log = logging.getLogger("gateway.cache")
 
@@ -59,22 +61,37 @@ class Cached:
     served_by: str | None
     system_fingerprint: str | None = None
     kind: str = "exact"
+    tier: str = "light"        # where the answer came from: a hit says so in its headers
+    variant: str = "stable"
 
     @classmethod
     def decode(cls, blob: bytes, kind: str) -> "Cached":
         data = orjson.loads(blob)
-        return cls(data["i"], data["m"], data["msg"], data.get("u"), data.get("s"), data.get("fp"), kind)
+        return cls(data["i"], data["m"], data["msg"], data.get("u"), data.get("s"), data.get("fp"), kind,
+                   data.get("ti", "light"), data.get("va", "stable"))
 
     def encode(self, question: str) -> bytes:
         return orjson.dumps({"i": self.intent, "m": self.model, "msg": self.message, "u": self.usage,
                              "s": self.served_by, "fp": self.system_fingerprint, "q": question[:500],
-                             "t": int(time.time())})
+                             "t": int(time.time()), "ti": self.tier, "va": self.variant})
+
+
+@dataclass(slots=True)
+class SemanticMatch:
+    """What a semantic lookup did: the question's language, and the entry it matched (key, question,
+    score) when it found one."""
+
+    lang: str
+    entry: str | None = None
+    text: str | None = None
+    score: float = 0.0
 
 
 class IntentCache:
     def __init__(self, config, intents: "IntentsConfig | None", store, metrics: "Metrics", *,
                  cost_of: Callable[[dict | None, str | None], float] | None = None, semantic: bool = True,
-                 semantic_threshold: float | None = None) -> None:
+                 semantic_threshold: float | None = None, language: LanguageDetector | None = None,
+                 side_of: Callable[[ChatRequest], str] | None = None, verifier: Verifier | None = None) -> None:
         self.config = config  # CacheConfig
         self.intents = intents
         self.backend = store
@@ -82,6 +99,9 @@ class IntentCache:
         self.cost_of = cost_of or (lambda usage, deployment: 0.0)
         self.semantic = semantic and config.semantic
         self._threshold = semantic_threshold
+        self.language = language if language is not None else LanguageDetector.load()
+        self._side_of = side_of  # the canary side of a user (router.canary_side), known before routing
+        self.verifier = verifier if verifier is not None else Verifier.load()
         self._labels = frozenset([s.name for s in intents.intents] if intents else []) | {OTHER}
         self._pending: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._flushed_at = time.monotonic()
@@ -119,9 +139,23 @@ class IntentCache:
         return not await off_loop(lambda: any(keys.has_personal_data(text) for text in texts))
 
     def _semantic_ok(self, req: ChatRequest, spec) -> bool:
-        """A clipped question (bounds.clip) is not the whole question: exact cache only."""
-        return (self.semantic and spec is not None and spec.cacheable and req.vector is not None
+        """Questions outside the configured intents ("other") may match too: the verifier decides. A clipped
+        question (bounds.clip) is not the whole question: exact cache only."""
+        return (self.semantic and (spec is None or spec.cacheable) and req.vector is not None
                 and keys.is_single_turn(req) and len(req.last_user_text) <= TEXT_LIMIT)
+
+    def _side(self, req: ChatRequest) -> str:
+        """Who may read what this request stores: its canary side, and its client key under scope "key"."""
+        side = self._side_of(req) if self._side_of is not None else "stable"
+        if self.config.scope == "key":
+            side += "|key:" + (req.key.name if req.key is not None else "")
+        return side
+
+    def _partition(self, req: ChatRequest) -> SemanticMatch:
+        """The question's language (memoised): the semantic partition it reads and writes."""
+        if req.cache_match is None:
+            req.cache_match = SemanticMatch(self.language.detect(req.last_user_text))
+        return req.cache_match
 
     # ---------------------------------------------------------------------------------------- lookups
     async def lookup_exact(self, req: ChatRequest) -> Cached | None:
@@ -130,7 +164,7 @@ class IntentCache:
             req.cache_result = "bypass"
             return None
         try:
-            req.cache_key = keys.exact_key(req)
+            req.cache_key = keys.exact_key(req, self._side(req))
         except TypeError:  # nested deeper than orjson writes (254 levels): forwarded, never cached
             req.cache_result = "bypass"
             return None
@@ -162,17 +196,21 @@ class IntentCache:
                 or not await self._personal_ok(req, spec):
             self._count(intent, "miss")
             return None
-        context = keys.context_key(req)
+        found = self._partition(req)
+        if found.lang == UNKNOWN:  # language unknown: never risk another language's answer
+            self._count(intent, "miss")
+            return None
+        partition, context = "lang-" + found.lang, keys.context_key(req, self._side(req))
         try:
-            candidates = await self.backend.candidates(intent, context)
+            candidates = await self.backend.candidates(partition, context)
             match = None
             if candidates is not None:
-                text, threshold = req.last_user_text, self.threshold(intent)
+                text, vector = req.last_user_text, req.vector
 
                 def match_one():
-                    return find_match(text, req.vector, candidates, threshold=threshold)
+                    return self.verifier.best(text, vector, candidates)
 
-                # the guards' features cost ~1 ms per 100 characters: a long question is matched off the loop
+                # the pair features cost ~1 ms per 100 characters: a long question is matched off the loop
                 match = await off_loop(match_one) if len(text) > LOOP_TEXT_LIMIT else match_one()
             blob = None if match is None else await self.backend.get(match.payload)
         except StoreUnavailable as exc:
@@ -181,13 +219,17 @@ class IntentCache:
             return None
         if blob is None:
             if match is not None and isinstance(self.backend, RedisStore):
-                self.backend.forget(intent, context, match.payload)
+                self.backend.forget(partition, context, match.payload)
             self._count(intent, "miss")
             return None
-        return self._hit(req, Cached.decode(blob, "semantic"), "hit-semantic")
+        found.entry, found.text, found.score = match.payload, match.text, match.score
+        cached = self._hit(req, Cached.decode(blob, "semantic"), "hit-semantic")
+        self.metrics.cache_semantic_hits.labels(self._label(cached.intent), found.lang).inc()
+        return cached
 
     def _hit(self, req: ChatRequest, cached: Cached, result: str) -> Cached:
         req.cache_result = result
+        req.tier, req.variant, req.served_by = cached.tier, cached.variant, cached.served_by
         usage = cached.usage or {}
         req.saved_tokens = int(usage.get("total_tokens") or 0)
         intent = self._label(cached.intent)
@@ -195,7 +237,7 @@ class IntentCache:
                     saved_usd=self.cost_of(cached.usage, cached.served_by))
         if cached.intent != intent:
             cached = Cached(intent, cached.model, cached.message, cached.usage, cached.served_by,
-                            cached.system_fingerprint, cached.kind)
+                            cached.system_fingerprint, cached.kind, cached.tier, cached.variant)
         return cached
 
     # ----------------------------------------------------------------------------------------- stores
@@ -238,11 +280,11 @@ class IntentCache:
             return
         ttl = spec.ttl_s if spec is not None else self.config.default_ttl_s
         row = None
-        if self._semantic_ok(req, spec):
-            row = VectorRow(intent, keys.context_key(req), req.last_user_text, req.vector)
+        if self._semantic_ok(req, spec) and (lang := self._partition(req).lang) != UNKNOWN:
+            row = VectorRow("lang-" + lang, keys.context_key(req, self._side(req)), req.last_user_text, req.vector)
         cached = Cached(intent, model, {k: v for k, v in message.items() if k != "audio"},
                         usage if isinstance(usage, dict) else None, req.served_by,
-                        fingerprint if isinstance(fingerprint, str) else None)
+                        fingerprint if isinstance(fingerprint, str) else None, "exact", req.tier, req.variant)
         # off the response path (a bounded background write); this replica sees the entry at once
         await self.backend.put_later(req.cache_key, cached.encode(req.last_user_text), intent, ttl, row,
                                      on_error=lambda exc: self._error("store", exc))
@@ -308,7 +350,7 @@ def _summary(row: dict[str, float]) -> dict[str, Any]:
 
 
 def build_cache(config: "GatewayConfig", intents: "IntentsConfig | None", redis, metrics: "Metrics", *,
-                cost_of=None, semantic: bool = True) -> IntentCache:
+                cost_of=None, semantic: bool = True, side_of=None) -> IntentCache:
     """RedisStore when a Redis client is given (redis.url set), MemoryStore otherwise."""
     cache = config.cache
     if redis is not None:
@@ -316,4 +358,4 @@ def build_cache(config: "GatewayConfig", intents: "IntentsConfig | None", redis,
                            lookup_timeout_s=cache.redis_timeout_ms / 1000)
     else:
         store = MemoryStore(cache.max_entries_per_intent)
-    return IntentCache(cache, intents, store, metrics, cost_of=cost_of, semantic=semantic)
+    return IntentCache(cache, intents, store, metrics, cost_of=cost_of, semantic=semantic, side_of=side_of)

@@ -102,14 +102,21 @@ class Router:
             self.metrics.route_decisions.labels(req.alias, req.tier).inc()
             if req.difficulty is not None:
                 self.metrics.difficulty.labels(req.alias).observe(req.difficulty.score)
-        if req.tier == "light" and route.canary is not None and self.canary is not None:
-            # Sticky per user; a request that names no user is split at random.
-            user = req.headers.get("x-session-id") or req.body.get("user")
-            stable_id = user if isinstance(user, str) and user else req.request_id
-            if in_canary(stable_id, self.canary.get(req.alias), salt=req.alias):
-                req.variant = "canary"
-                return self._chains[(req.alias, "canary")]
+        if req.tier == "light" and self.canary_side(req) == "canary":
+            req.variant = "canary"
+            return self._chains[(req.alias, "canary")]
         return self._chains[(req.alias, req.tier)]
+
+    def canary_side(self, req: ChatRequest) -> str:
+        """"canary" when this user's light requests go to the alias's canary, else "stable". Sticky per user
+        (a request that names no user is split at random), so it is known before routing: the cache keeps
+        the two sides apart."""
+        route = self.config.models.get(req.alias)
+        if route is None or route.canary is None or self.canary is None:
+            return "stable"
+        user = req.headers.get("x-session-id") or req.body.get("user")
+        stable_id = user if isinstance(user, str) and user else req.request_id
+        return "canary" if in_canary(stable_id, self.canary.get(req.alias), salt=req.alias) else "stable"
 
     async def observe(self, req: ChatRequest, failed: bool = False) -> None:
         """After the upstream call: a canary request that had to fall back (or failed) counts against it."""

@@ -108,7 +108,9 @@ def test_a_paraphrase_of_a_cacheable_intent_is_a_semantic_hit(gw, light_mock):
     client = sdk(gw)
     _, first = ask(client, "How do I get a refund?")
     calls = upstream_calls(light_mock)
-    headers, second = ask(client, "How can I get my money back?")
+    # the verifier serves a rewording with the same content words; "How can I get my money back?" is a
+    # miss since the pooled eval showed such rewordings cost wrong answers (precision first)
+    headers, second = ask(client, "Hi, how do I get a refund?")
     assert headers["x-gateway-cache"] == "hit-semantic" and headers["x-gateway-intent"] == "refund"
     assert second.choices[0].message.content == first.choices[0].message.content
     assert second.usage.total_tokens == 0 and int(headers["x-gateway-saved-tokens"]) > 0
@@ -274,12 +276,15 @@ def test_personal_data_is_not_cached(gw, light_mock, text):
     assert upstream_calls(light_mock) == before + 2
 
 
-def test_other_is_cached_exactly_but_never_semantically(gw, light_mock):
+def test_other_is_cached_semantically_too_but_only_the_same_question(gw, light_mock):
+    # issue 9: questions outside the configured intents may hit; the verifier decides, not the intent
     client = sdk(gw)
     ask(client, "Tell me a joke about penguins")
     headers, _ = ask(client, "tell me a joke about penguins")
     assert headers["x-gateway-intent"] == "other" and headers["x-gateway-cache"] == "hit-exact"
+    assert ask(client, "Tell me a joke about penguins!")[0]["x-gateway-cache"] == "hit-semantic"
     assert ask(client, "Tell me a funny joke about penguins")[0]["x-gateway-cache"] == "miss"
+    assert ask(client, "Tell me a joke about giraffes")[0]["x-gateway-cache"] == "miss"
 
 
 def test_a_non_cacheable_intent_is_never_cached(start_gateway, light_mock, heavy_mock, prefix):

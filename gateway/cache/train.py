@@ -1,0 +1,250 @@
+"""Build-time training of the cache's two small models, shipped as JSON in the package:
+
+    gateway cache train-language   character n-gram language model (cache/language_model.json)
+    gateway cache train-verifier   pair verifier: "one answer serves both questions" (cache/verifier.json)
+
+Both read only training data: gettext catalogs of the build machine and data/cache/pool_dev.jsonl,
+data/cache/pairs.jsonl. The held-out files (pool_test.jsonl, pairs_adversarial.jsonl, pairs_fresh.jsonl)
+are never read here.
+"""
+
+from __future__ import annotations
+
+import gettext
+import json
+import re
+from pathlib import Path
+
+__all__ = ["catalog_corpora", "LANGUAGES"]
+
+LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "nl", "pl", "sv", "tr", "ro", "cs", "da", "fi", "hu", "ca",
+             "id", "vi")
+_MARKUP = re.compile(r"%[-#0-9.]*[a-zA-Z]|\{[^}]*\}|<[^>]*>|[_&](?=\w)|\\[nt]|\$\w+")
+
+
+def _clean(text: str) -> str:
+    return _MARKUP.sub(" ", text).strip()
+
+
+def catalog_corpora(locale_dir: str | Path = "/usr/share/locale", languages=LANGUAGES,
+                    max_chars: int = 1_500_000, holdout_every: int = 0) -> tuple[dict, dict]:
+    """(train, held out) texts per language from the gettext catalogs under locale_dir: msgstr for each
+    language, msgid for English. Every `holdout_every`-th string goes to the held-out side."""
+    train: dict[str, list[str]] = {lang: [] for lang in languages}
+    held: dict[str, list[str]] = {lang: [] for lang in languages}
+    sizes = dict.fromkeys(languages, 0)
+    seen: set[str] = set()
+    for lang in languages:
+        if lang == "en":
+            continue
+        for path in sorted(Path(locale_dir, lang, "LC_MESSAGES").glob("*.mo")):
+            try:
+                with path.open("rb") as handle:
+                    catalog = gettext.GNUTranslations(handle)._catalog
+            except (OSError, ValueError, UnicodeDecodeError):
+                continue
+            for msgid, msgstr in catalog.items():
+                if msgid == msgstr:
+                    continue  # left untranslated: English in another language's catalog
+                pairs = [(lang, msgstr)]
+                if isinstance(msgid, str) and msgid not in seen:
+                    seen.add(msgid)
+                    pairs.append(("en", msgid))
+                for target, text in pairs:
+                    if not isinstance(text, str) or len(text) < 8 or sizes[target] >= max_chars:
+                        continue
+                    text = _clean(text)
+                    side = held if holdout_every and (len(train[target]) + len(held[target])) % holdout_every == 0 \
+                        else train
+                    side[target].append(text)
+                    sizes[target] += len(text)
+    return train, held
+
+
+def add_commands(cache_subparsers) -> None:
+    language = cache_subparsers.add_parser("train-language", help="rebuild cache/language_model.json from the "
+                                                                  "system's gettext catalogs and the dev pool")
+    language.add_argument("--locale-dir", default="/usr/share/locale")
+    language.add_argument("--pool", default="data/cache/pool_dev.jsonl", help="labelled support questions")
+    language.add_argument("--out", default=None, help="default: the packaged model")
+    language.set_defaults(func=run_train_language)
+    verifier = cache_subparsers.add_parser("train-verifier", help="retrain cache/verifier.json on the dev pool "
+                                                                  "and labelled pairs, with the current embedding")
+    verifier.add_argument("--pool", default="data/cache/pool_dev.jsonl")
+    verifier.add_argument("--pairs", nargs="*", default=["data/cache/pairs.jsonl"])
+    verifier.add_argument("--target", type=float, default=0.005, help="false-hit rate to calibrate for")
+    verifier.add_argument("--floor", type=float, default=0.5, help="cosine below which nothing is compared")
+    verifier.add_argument("--max-checks", type=int, default=8)
+    verifier.add_argument("--folds", type=int, default=4)
+    verifier.add_argument("--l2", type=float, default=1.0)
+    verifier.add_argument("--vetoes", nargs="*", default=["question_kind_differs", "direction_differs",
+                                                          "only_both_sides"],
+                          help="features that alone refuse a pair (chosen on the dev pool's family folds)")
+    verifier.add_argument("--out", default=None, help="default: the packaged model")
+    verifier.set_defaults(func=run_train_verifier)
+
+
+def run_train_language(args) -> int:
+    from gateway.cache.evaluate import load_pool
+    from gateway.cache.language import MODEL_PATH, LanguageDetector, train_language_model
+
+    train, held = catalog_corpora(args.locale_dir, holdout_every=10)
+    if not train["fr"]:
+        print(f"error: no gettext catalogs under {args.locale_dir}", flush=True)
+        return 2
+    for row in load_pool(args.pool):  # domain text, weighted up: support questions, not UI strings
+        train.setdefault(row["lang"], []).extend([row["text"]] * 10)
+    model = train_language_model(train, prior={"en": 0.05, "fr": 0.05})
+    out = Path(args.out or MODEL_PATH)
+    out.write_text(json.dumps(model, separators=(",", ":")), encoding="utf-8")
+    detector = LanguageDetector.load(out)
+    report = []
+    for lang in ("en", "fr", "de", "es", "it"):
+        texts = [t for t in held[lang] if 15 <= len(t) <= 120][:500]
+        right = sum(detector.detect(t) == lang for t in texts)
+        report.append(f"{lang} {right / max(1, len(texts)):.3f}")
+    print(f"wrote {out} ({len(model['grams'])} n-grams, {len(model['languages'])} languages); "
+          f"held-out catalog strings: {', '.join(report)}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- verifier
+
+def fit_logistic(x, y, *, l2: float = 1.0, steps: int = 3000, lr: float = 0.5, signs=None):
+    """Class-balanced, L2-regularised logistic regression by full-batch gradient descent (numpy only),
+    weights held to `signs` (+1: at least 0, -1: at most 0, 0: free) when given.
+    Returns (weights, bias, mean, scale): weights apply to standardised features."""
+    import numpy as np
+
+    low = None if signs is None else np.where(np.asarray(signs) > 0, 0.0, -np.inf)
+    high = None if signs is None else np.where(np.asarray(signs) < 0, 0.0, np.inf)
+
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    z = (x - mean) / scale
+    pos = y.mean()
+    sample = np.where(y == 1, 0.5 / max(pos, 1e-9), 0.5 / max(1 - pos, 1e-9)) / len(y)
+    w, b = np.zeros(x.shape[1]), 0.0
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-(z @ w + b)))
+        g = (p - y) * sample
+        w -= lr * (z.T @ g + l2 * w / len(y))
+        b -= lr * g.sum()
+        if signs is not None:
+            w = np.clip(w, low, high)
+    return w, b, mean, scale
+
+
+def _pool_pairs(rows, vectors):
+    """Every same-language pair of a pool: (i, j, same answer)."""
+    out = []
+    for i in range(len(rows)):
+        for j in range(i + 1, len(rows)):
+            if rows[i]["lang"] == rows[j]["lang"]:
+                out.append((i, j, rows[i]["group"] == rows[j]["group"]))
+    return out
+
+
+def _sequential_decisions(verifier, rows, vectors, seeds=range(5)):
+    """(probability, right) of the best candidate each question would be served, asked in a shuffled
+    order against every earlier question of its language: what the pool eval sees, without stores."""
+    import random
+
+    from gateway.cache.semantic import Candidates
+
+    decisions = []
+    for seed in seeds:
+        order = list(range(len(rows)))
+        random.Random(seed).shuffle(order)
+        seen: dict[str, list[int]] = {}
+        for i in order:
+            earlier = seen.setdefault(rows[i]["lang"], [])
+            if earlier:
+                candidates = Candidates.from_rows((rows[j]["text"], vectors[j], j) for j in earlier)
+                threshold, verifier.threshold = verifier.threshold, 0.0
+                best = verifier.best(rows[i]["text"], vectors[i], candidates)
+                verifier.threshold = threshold
+                if best is not None:
+                    decisions.append((best.probability, rows[best.payload]["group"] == rows[i]["group"]))
+            earlier.append(i)
+    return decisions
+
+
+def _threshold_for(decisions, target: float) -> float:
+    """The lowest threshold whose served answers are wrong at most `target` of the time."""
+    ranked = sorted(decisions, key=lambda d: -d[0])
+    best, wrong = 1.0, 0
+    for served, (probability, right) in enumerate(ranked, 1):
+        wrong += not right
+        if wrong <= target * served:
+            best = probability
+    return best
+
+
+def run_train_verifier(args) -> int:
+    import numpy as np
+
+    from gateway.cache.evaluate import load_pairs, load_pool
+    from gateway.cache.language import LanguageDetector
+    from gateway.cache.verifier import SIGNS, Verifier, pair_features
+    from gateway.embeddings import Embedder
+
+    embedder = Embedder.load()
+    if not embedder.available:
+        print("error: the embedding model is unavailable", flush=True)
+        return 2
+    rows = load_pool(args.pool)
+    pairs = [p for path in args.pairs for p in load_pairs(path)]
+    language = LanguageDetector.load()
+    texts = list(dict.fromkeys([r["text"] for r in rows] + [t for p in pairs for t in (p["a"], p["b"])]))
+    vec = dict(zip(texts, embedder.encode(texts)))
+    vectors = [vec[r["text"]] for r in rows]
+
+    def examples(pool_rows):
+        x, y = [], []
+        pool_vectors = [vec[r["text"]] for r in pool_rows]
+        for i, j, same in _pool_pairs(pool_rows, pool_vectors):
+            cosine = float(pool_vectors[i] @ pool_vectors[j])
+            if cosine >= args.floor - 0.1:  # what the verifier will be asked: near questions only
+                x.append(pair_features(pool_rows[i]["text"], pool_rows[j]["text"], cosine))
+                y.append(float(same))
+        for p in pairs:
+            if language.detect(p["a"]) == language.detect(p["b"]):
+                cosine = float(vec[p["a"]] @ vec[p["b"]])
+                x.append(pair_features(p["a"], p["b"], cosine))
+                y.append(float(p["same"]))
+        return np.stack(x), np.asarray(y)
+
+    def fit(pool_rows) -> Verifier:
+        x, y = examples(pool_rows)
+        w, b, mean, scale = fit_logistic(x, y, l2=args.l2, signs=SIGNS)
+        return Verifier(w, b, mean, scale, threshold=0.5, floor=args.floor, max_checks=args.max_checks,
+                        vetoes=tuple(args.vetoes))
+
+    families = sorted({r["group"].split(".")[0] for r in rows})
+    folds = [families[k::args.folds] for k in range(args.folds)]
+    decisions = []
+    for held in folds:
+        train_rows = [r for r in rows if r["group"].split(".")[0] not in held]
+        test_idx = [i for i, r in enumerate(rows) if r["group"].split(".")[0] in held]
+        model = fit(train_rows)
+        decisions += _sequential_decisions(model, [rows[i] for i in test_idx], [vectors[i] for i in test_idx])
+    threshold = _threshold_for(decisions, args.target)
+    served = [d for d in decisions if d[0] >= threshold]
+    right = sum(r for _, r in served)
+    model = fit(rows)
+    model.threshold = max(threshold, 0.5)
+    x, y = examples(rows)
+    model.info = {"trained_on": [args.pool, *args.pairs], "pairs": int(len(y)), "positives": int(y.sum()),
+                  "target_false_hit_rate": args.target, "embedding": embedder.name,
+                  "cross_validated": {"folds": args.folds, "served": len(served), "wrong": len(served) - right,
+                                      "decisions": len(decisions)}}
+    out = Path(args.out) if args.out else None
+    from gateway.cache.verifier import MODEL_PATH
+
+    out = out or MODEL_PATH
+    out.write_text(json.dumps(model.to_json(), indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out}: {len(y)} pairs ({int(y.sum())} same), threshold {model.threshold:.3f}; "
+          f"cross-validated over {args.folds} family folds: {len(served)} of {len(decisions)} best candidates "
+          f"served, {len(served) - right} wrong")
+    return 0

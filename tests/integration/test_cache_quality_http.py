@@ -1,0 +1,127 @@
+"""The semantic cache never serves the wrong answer: through real HTTP, the official openai SDK, the
+in-process store (no Redis: these tests are about what is served, not where it is kept)."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from gateway.mock_upstream import MockServerThread, MockSettings
+from tests.conftest import LIGHT_MODEL, TEST_KEY, base_config
+
+CANARY_MODEL = "canary-model"
+
+
+def ask(client: openai.OpenAI, text: str, **params):
+    raw = client.chat.completions.with_raw_response.create(
+        model=params.pop("model", "support"), messages=[{"role": "user", "content": text}], **params)
+    return raw.headers, raw.parse()
+
+
+@pytest.fixture
+def gw(start_gateway, light_mock, heavy_mock):
+    return start_gateway(base_config(light_mock.url, heavy_mock.url))
+
+
+@pytest.fixture
+def client(gw):
+    return openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
+
+
+def test_a_french_question_never_gets_an_english_answer(client):
+    for english, french in [("How do I get a refund?", "Comment me faire rembourser ?"),
+                            ("Where is my order?", "Où est ma commande ?"),
+                            ("How do I reset my password?", "Comment réinitialiser mon mot de passe ?")]:
+        ask(client, english)
+        headers, answer = ask(client, french)
+        assert headers["x-gateway-cache"] == "miss", (english, french)
+        assert french[:20] in answer.choices[0].message.content  # the mock answers the question it got
+    # and the other way round
+    ask(client, "Comment annuler ma commande ?")
+    assert ask(client, "How do I cancel my order?")[0]["x-gateway-cache"] == "miss"
+
+
+@pytest.mark.parametrize("stored, asked", [
+    ("Do you ship to Canada?", "Do you ship from Canada?"),
+    ("How do I delete my account?", "How do I remove a card from my account?"),
+    ("Can I pause my subscription?", "How do I cancel my subscription?"),
+    ("Where is my refund?", "How do I request a refund?"),
+    ("Can I pay in instalments?", "Can I pay the full amount at once?"),
+    ("Do gift cards expire?", "How do I check my gift card balance?"),
+])
+def test_near_miss_siblings_miss(client, stored, asked):
+    ask(client, stored)
+    headers, _ = ask(client, asked)
+    assert headers["x-gateway-cache"] == "miss"
+    headers, _ = ask(client, stored)  # the stored one is still there: the miss was the match's decision
+    assert headers["x-gateway-cache"] == "hit-exact"
+
+
+def test_a_semantic_hit_says_what_it_matched_and_is_counted_by_intent_and_language(gw, client):
+    ask(client, "How can I reset my password?")
+    headers, _ = ask(client, "how can i reset my password")  # not the same text: no exact hit
+    assert headers["x-gateway-cache"] == "hit-semantic"
+    entry, score, lang = headers["x-gateway-cache-match"].split("; ")
+    assert len(entry) == 32 and 0.5 <= float(score.removeprefix("score=")) <= 1.0 and lang == "lang=en"
+    sample = gw.app.state.metrics.registry.get_sample_value(
+        "gateway_cache_semantic_hits_total", {"intent": headers["x-gateway-intent"], "lang": "en"})
+    assert sample == 1.0
+
+
+@pytest.fixture
+def canary_mock():
+    with MockServerThread(MockSettings(served_model=CANARY_MODEL)) as mock:
+        yield mock
+
+
+def test_a_canary_answer_never_reaches_a_stable_user(start_gateway, light_mock, heavy_mock, canary_mock):
+    timeout = {"connect": 1, "read": 5}
+    config = base_config(
+        light_mock.url, heavy_mock.url,
+        deployments={"light": {"base_url": light_mock.url, "model": LIGHT_MODEL, "timeout": timeout},
+                     "heavy": {"base_url": heavy_mock.url, "model": "heavy-model", "timeout": timeout},
+                     "canary": {"base_url": canary_mock.url, "model": CANARY_MODEL, "timeout": timeout}},
+        models={"support": {"deployments": ["light"], "heavy": ["heavy"],
+                            "canary": {"deployments": ["canary"], "percent": 50}}})
+    gw = start_gateway(config)
+    client = openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
+    side = gw.app.state.router.canary_side
+    users = {"canary": [], "stable": []}
+    for n in range(200):
+        user = f"user-{n}"
+        probe = type("R", (), {"alias": "support", "headers": {}, "body": {"user": user}, "request_id": user})
+        users[side(probe)].append(user)
+    canary_user, stable_user = users["canary"][0], users["stable"][0]
+
+    question = "What are your opening hours on Sunday?"
+    headers, answer = ask(client, question, user=canary_user)
+    assert answer.model == CANARY_MODEL and headers["x-gateway-variant"] == "canary"
+    headers, answer = ask(client, question, user=canary_user)  # the canary side reads its own answers
+    assert headers["x-gateway-cache"] == "hit-exact" and answer.model == CANARY_MODEL
+    assert headers["x-gateway-variant"] == "canary" and headers["x-gateway-served-by"] == "canary"
+
+    for text in (question, "what are your opening hours on sunday"):
+        headers, answer = ask(client, text, user=stable_user)
+        assert answer.model == LIGHT_MODEL and "x-gateway-variant" not in headers
+    headers, answer = ask(client, question, user=stable_user)
+    assert headers["x-gateway-cache"] == "hit-exact" and answer.model == LIGHT_MODEL
+    assert headers["x-gateway-served-by"] == "light" and headers["x-gateway-tier"] == "light"
+
+
+def test_a_cached_heavy_answer_says_heavy(client):
+    question = "Explain step by step how to prove that the square root of two is irrational"
+    headers, answer = ask(client, question, extra_headers={"x-gateway-tier": "heavy"})
+    assert headers["x-gateway-tier"] == "heavy"
+    headers, again = ask(client, question, extra_headers={"x-gateway-tier": "heavy"})
+    assert headers["x-gateway-cache"] == "hit-exact"
+    assert headers["x-gateway-tier"] == "heavy" and headers["x-gateway-served-by"] == "heavy"
+    assert again.model == answer.model
+
+
+def test_scope_key_keeps_client_keys_apart(start_gateway, light_mock, heavy_mock):
+    gw = start_gateway(base_config(light_mock.url, heavy_mock.url, cache={"scope": "key"}))
+    first = openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
+    second = openai.OpenAI(base_url=gw.base_url, api_key="sk-plain-0123456789", max_retries=0, timeout=20)
+    ask(first, "Do you offer gift wrapping?")
+    assert ask(first, "Do you offer gift wrapping?")[0]["x-gateway-cache"] == "hit-exact"
+    assert ask(second, "Do you offer gift wrapping?")[0]["x-gateway-cache"] == "miss"
