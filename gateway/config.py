@@ -322,7 +322,6 @@ class CacheConfig(Section):
     default_ttl_s: int = Field(3600, gt=0)
     # shared: every client key reads the same cached answers; key: each client key has a cache of its own
     scope: Literal["shared", "key"] = "shared"
-    verify_share: float = Field(0.02, ge=0, le=1)  # semantic hits also re-asked upstream in the background
 
 
 class RetryConfig(Section):

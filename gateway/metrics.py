@@ -84,9 +84,6 @@ class Metrics:
                                     ["operation"], registry=r)
         self.cache_semantic_hits = Counter("gateway_cache_semantic_hits", "Semantic cache hits, by intent and "
                                            "language of the question.", ["intent", "lang"], registry=r)
-        self.cache_verifications = Counter("gateway_cache_verifications", "Semantic hits re-asked upstream in "
-                                           "the background: agree, disagree (the entry stops serving), error.",
-                                           ["intent", "outcome"], registry=r)
         self.retries = Counter("gateway_retries", "Upstream retries, by reason.", ["deployment", "reason"],
                                registry=r)
         self.fallbacks = Counter("gateway_fallbacks", "Requests moved to the next deployment.",

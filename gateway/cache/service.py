@@ -32,7 +32,6 @@ import orjson
 from gateway.bounds import LOOP_TEXT_LIMIT, TEXT_LIMIT, off_loop
 from gateway.cache import keys
 from gateway.cache.language import UNKNOWN, LanguageDetector
-from gateway.cache.semantic import DEFAULT_THRESHOLD
 from gateway.cache.store import MemoryStore, RedisStore, StoreUnavailable, VectorRow
 from gateway.cache.verifier import Verifier
 from gateway.request import ChatRequest
@@ -90,7 +89,7 @@ class SemanticMatch:
 class IntentCache:
     def __init__(self, config, intents: "IntentsConfig | None", store, metrics: "Metrics", *,
                  cost_of: Callable[[dict | None, str | None], float] | None = None, semantic: bool = True,
-                 semantic_threshold: float | None = None, language: LanguageDetector | None = None,
+                 language: LanguageDetector | None = None,
                  side_of: Callable[[ChatRequest], str] | None = None, verifier: Verifier | None = None) -> None:
         self.config = config  # CacheConfig
         self.intents = intents
@@ -98,7 +97,6 @@ class IntentCache:
         self.metrics = metrics
         self.cost_of = cost_of or (lambda usage, deployment: 0.0)
         self.semantic = semantic and config.semantic
-        self._threshold = semantic_threshold
         self.language = language if language is not None else LanguageDetector.load()
         self._side_of = side_of  # the canary side of a user (router.canary_side), known before routing
         self.verifier = verifier if verifier is not None else Verifier.load()
@@ -110,18 +108,6 @@ class IntentCache:
     # ----------------------------------------------------------------------------------------- policy
     def _spec(self, intent: str):
         return self.intents.get(intent) if self.intents is not None and intent != OTHER else None
-
-    def threshold(self, intent: str) -> float:
-        """The intent's own semantic_threshold, else the intents file's default_semantic_threshold (what
-        `gateway cache eval` measures)."""
-        spec = self._spec(intent)
-        if spec is not None and spec.semantic_threshold is not None:
-            return spec.semantic_threshold
-        if self._threshold is not None:
-            return self._threshold
-        if self.intents is not None:
-            return self.intents.default_semantic_threshold
-        return DEFAULT_THRESHOLD
 
     @property
     def labels(self) -> frozenset[str]:
