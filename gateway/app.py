@@ -78,7 +78,7 @@ def _cache(config: GatewayConfig, intents, embedder: Embedder, redis, metrics: M
     from gateway.cache.service import build_cache
 
     return build_cache(config, intents.config, redis, metrics, cost_of=recorder.cost_of,
-                       semantic=embedder.available, side_of=side_of)
+                       semantic=embedder.available, side_of=side_of, embedding=embedder.kind)
 
 
 async def _keep_refreshed(canary: CanaryState, every_s: float = 0.5) -> None:

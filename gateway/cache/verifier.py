@@ -32,7 +32,12 @@ from gateway.cache.semantic import Candidates, features, objections
 
 __all__ = ["FEATURES", "Verifier", "Verified", "pair_features"]
 
-MODEL_PATH = Path(__file__).with_name("verifier.json")
+MODEL_PATH = Path(__file__).with_name("verifier.json")  # for the gateway's default embedding (static)
+
+
+def model_path(embedding: str = "static") -> Path:
+    """The weights trained on this embedding's cosines: verifier.json (static), verifier_usem3.json."""
+    return MODEL_PATH if embedding == "static" else MODEL_PATH.with_name(f"verifier_{embedding}.json")
 REASONS = ("reference", "number", "date", "entity", "negation", "antonym", "polarity", "topic", "word order",
            "substitution")
 FEATURES = ("cosine", "char_overlap", "word_overlap", "class_overlap", "only_one_side", "only_both_sides",
