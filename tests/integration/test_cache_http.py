@@ -366,7 +366,7 @@ def test_admin_stats_and_flush(gw, light_mock):
     client = sdk(gw)
     ask(client, "How do I get a refund?")
     ask(client, "How do I get a refund?")
-    ask(client, "How can I get my money back?")
+    ask(client, "Hi, how do I get a refund?")
     ask(client, "Where can I download my invoice?")
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     import httpx
@@ -376,7 +376,8 @@ def test_admin_stats_and_flush(gw, light_mock):
     stats = httpx.get(gw.url + "/admin/cache/stats", headers=admin).json()
     refund = stats["intents"]["refund"]
     assert stats["store"] == "RedisStore"
-    assert refund["entries"] == 1 and refund["vectors"] == 1
+    # vectors live in language partitions since issue 9, not under an intent
+    assert refund["entries"] == 1 and refund["vectors"] == 0
     assert refund["hits_exact"] == 1 and refund["hits_semantic"] == 1 and refund["misses"] == 1
     assert refund["hit_rate"] == pytest.approx(2 / 3, abs=1e-3) and refund["saved_usd"] > 0
     assert stats["intents"]["invoice"]["entries"] == 1
@@ -413,7 +414,7 @@ def test_cli_stats_and_flush(gw, prefix, tmp_path, capsys):
     assert run_stats(parser.parse_args(["stats", "--config", str(cfg)])) == 0
     out = capsys.readouterr().out
     refund = next(line for line in out.splitlines() if line.startswith("refund"))
-    assert refund.split()[1:4] == ["1", "1", "1"]  # entries, vectors, hits
+    assert refund.split()[1:4] == ["1", "0", "1"]  # entries, vectors (in language partitions), hits
     assert run_flush(parser.parse_args(["flush", "--intent", "refund", "--config", str(cfg)])) == 1
     assert "without confirmation: add --yes" in capsys.readouterr().err  # stdin is not a terminal here
     assert run_flush(parser.parse_args(["flush", "--intent", "refund", "--config", str(cfg), "--yes"])) == 0
