@@ -77,9 +77,7 @@ def run_eval(args: argparse.Namespace) -> int:
             return 2
 
     from gateway.cache.language import LanguageDetector
-    from gateway.cache.verifier import Verifier
-
-    from gateway.cache.verifier import model_path
+    from gateway.cache.verifier import Verifier, model_path
 
     verifier = None if args.threshold is not None else Verifier.load(model_path(embedder.kind))
     report = evaluate_pairs(rows, embedder, settings, detector, verifier=verifier,

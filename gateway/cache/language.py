@@ -127,7 +127,7 @@ def train_language_model(corpora: dict[str, list[str]], *, top: int = 1000, alph
     logp = np.zeros((len(grams), len(languages)), dtype=np.float32)
     for j, lang in enumerate(languages):
         count = counts[lang]
-        by_size = Counter()
+        by_size: Counter[int] = Counter()
         for gram, n in count.items():
             by_size[len(gram)] += n
         for i, gram in enumerate(grams):

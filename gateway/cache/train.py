@@ -40,7 +40,7 @@ def catalog_corpora(locale_dir: str | Path = "/usr/share/locale", languages=LANG
         for path in sorted(Path(locale_dir, lang, "LC_MESSAGES").glob("*.mo")):
             try:
                 with path.open("rb") as handle:
-                    catalog = gettext.GNUTranslations(handle)._catalog
+                    catalog = gettext.GNUTranslations(handle)._catalog  # type: ignore[attr-defined]
             except (OSError, ValueError, UnicodeDecodeError):
                 continue
             for msgid, msgstr in catalog.items():
@@ -237,7 +237,7 @@ def run_train_verifier(args) -> int:
     model = fit(rows)
     model.threshold = max(threshold, 0.5)
     x, y = examples(rows)
-    model.info = {"trained_on": [args.pool, *args.pairs], "pairs": int(len(y)), "positives": int(y.sum()),
+    model.info = {"trained_on": [args.pool, *args.pairs], "pairs": len(y), "positives": int(y.sum()),
                   "target_false_hit_rate": args.target, "embedding": embedder.name,
                   "cross_validated": {"folds": args.folds, "served": len(served), "wrong": len(served) - right,
                                       "decisions": len(decisions)}}

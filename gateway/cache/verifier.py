@@ -144,7 +144,7 @@ class Verifier:
             return None
         if above.size > self.max_checks:
             above = above[np.argpartition(-scores[above], self.max_checks - 1)[:self.max_checks]]
-        rows = np.stack([pair_features(text, candidates.texts[i], float(scores[i])) for i in above])
+        rows = np.stack([pair_features(text, candidates.texts[int(i)], float(scores[i])) for i in above])
         logits = self.logits(rows)
         if self._veto_columns:
             logits[rows[:, self._veto_columns].max(axis=1) > 0] = -np.inf
