@@ -26,6 +26,7 @@ from gateway.cache.disabled import DisabledCache
 from gateway.config import GatewayConfig
 from gateway.context import RequestContext
 from gateway.disconnect import CancelOnDisconnect
+from gateway.drain import Drain
 from gateway.embeddings import Embedder
 from gateway.errors import GatewayError
 from gateway.gauges import GaugeRefresher
@@ -35,6 +36,7 @@ from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.pricing import Pricing
 from gateway.recorder import Recorder
+from gateway.redisio import RedisIO
 from gateway.routing.canary import CanaryState
 from gateway.routing.cascade import Cascade
 from gateway.routing.router import Router, StickyTiers
@@ -153,31 +155,38 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
         state.config = config
         state.max_body_bytes = config.server.max_body_bytes
         state.draining = False
+        state.drain = Drain(config.server.drain_delay_s)
         state.metrics = metrics or Metrics()
         state.embedder = embedder or Embedder.load(enabled=config.embedding.enabled, model=config.embedding.model)
         intents = _intent_detector(config, state.embedder)
-        # Pools last, once nothing else can fail.
-        state.redis = _redis_client(config)
+        # Pools last, once nothing else can fail. Each component gets its own use of the one Redis pool.
+        io = state.redis = RedisIO.from_config(config.redis, state.metrics)
+        use = (lambda name, fallback, timeout_s=None: io.use(name, timeout_s=timeout_s, fallback=fallback)) \
+            if io is not None else (lambda *args, **kwargs: None)
+        quick_s = config.cache.redis_timeout_ms / 1000  # reads a request can do without
         state.canary = CanaryState({alias: route.canary.percent for alias, route in config.models.items()
-                                    if route.canary is not None}, state.redis, config.redis.prefix,
+                                    if route.canary is not None}, use("canary", "keeping the last known percentages"),
                                    metrics=state.metrics)
         state.router = Router(config, _difficulty_scorer(config), metrics=state.metrics, canary=state.canary,
-                              sticky=StickyTiers(state.redis, config.redis.prefix,
-                                                 timeout_s=config.cache.redis_timeout_ms / 1000))
+                              sticky=StickyTiers(use("sticky", "routing the turn on its own difficulty", quick_s)))
         state.transport = transport or make_transport(config.server.upstream_client, config.server.max_connections)
-        state.auth = Authenticator(config.auth, state.redis, config.redis.prefix)
-        state.dispatcher = Dispatcher(config, state.transport, state.metrics, redis=state.redis)
-        state.limits = KeyLimits(make_windows(state.redis, config.redis.prefix), state.metrics)
+        state.auth = Authenticator(config.auth, use("auth", "keeping the keys already known"))
+        state.dispatcher = Dispatcher(config, state.transport, state.metrics,
+                                      redis=use("budget", "counting a local share of each upstream budget"),
+                                      breaker_redis=use("breaker", "keeping the breakers' local state"))
+        state.limits = KeyLimits(make_windows(use("limits", "counting a local share of each key's limits")),
+                                 state.metrics)
         state.models_body = orjson.dumps({"object": "list",
                                           "data": [model_entry(config, alias) for alias in config.models]})
         recorder = Recorder(config, state.metrics, Pricing(config.pricing))
-        state.cache = _cache(config, intents, state.embedder, state.redis, state.metrics, recorder,
-                             side_of=state.router.canary_side)
-        state.registry = ModelRegistry(config, state.redis, config.redis.prefix)
+        state.cache = _cache(config, intents, state.embedder, use("cache", "serving without the cache"),
+                             state.metrics, recorder, side_of=state.router.canary_side)
+        raw = io.client if io is not None else None  # shadow and registry: the bare client (not yet on redisio)
+        state.registry = ModelRegistry(config, raw, config.redis.prefix)
         state.shadow = ShadowMirror(config, state.transport, recorder.cost_of,
-                                    ShadowStore(state.redis, config.redis.prefix), state.metrics,
-                                    redis=state.redis, prefix=config.redis.prefix)
-        state.promoter = Promoter(config, state.canary, state.shadow, state.registry, state.redis,
+                                    ShadowStore(raw, config.redis.prefix), state.metrics,
+                                    redis=raw, prefix=config.redis.prefix)
+        state.promoter = Promoter(config, state.canary, state.shadow, state.registry, raw,
                                   config.redis.prefix, state.metrics)
         state.pipeline = Pipeline(
             auth=state.auth, limits=state.limits, cache=state.cache, embedder=state.embedder,
@@ -185,8 +194,9 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
             dispatcher=state.dispatcher, recorder=recorder, shadow=state.shadow,
             cascade=Cascade(config, state.metrics, recorder) if _cascade_on(config) else None,
             access_log=AccessLog(config.server.access_log), request_log=RequestLog(config.server.request_log),
-            spend=SpendBudgets(config, recorder.pricing, state.redis, config.redis.prefix, state.metrics)
-            if config.budgets.keys or config.budgets.teams else None)
+            spend=SpendBudgets(config, recorder.pricing, raw, config.redis.prefix, state.metrics)
+            if config.budgets.keys or config.budgets.teams else None,
+            drain=state.drain)
         recorder.promoter = state.promoter
         state.metrics.prime(config, [spec.name for spec in intents.config.intents])
         state.gauges = GaugeRefresher(config, state.metrics, state.dispatcher.breaker, state.dispatcher.budget,
@@ -197,6 +207,10 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
         gc.freeze()
         log.info("gateway ready: %d models, %d deployments, upstream client %s, embedding model %s",
                  len(config.models), len(config.deployments), config.server.upstream_client, state.embedder.name)
+        if io is not None:  # connections opened and scripts loaded before the first request
+            io.on_reset(state.dispatcher.breaker.reseed)
+            await io.start()
+        state.drain.install()  # SIGTERM: /readyz 503 first, the listener closes server.drain_delay_s later
         canary_refresh = asyncio.create_task(_keep_refreshed(state.canary)) if state.canary.percent else None
         gauge_refresh = asyncio.create_task(state.gauges.run(GAUGES_EVERY_S))
         promotions = asyncio.create_task(state.promoter.run()) if state.shadow.aliases else None
@@ -225,8 +239,8 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
                 await state.cache.close()
             if transport is None:
                 await state.transport.aclose()
-            if state.redis is not None:
-                await state.redis.aclose()
+            if io is not None:
+                await io.close()
             if embedder is None:
                 state.embedder.close()
             if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from gateway.config import AuthConfig
 from gateway.errors import AuthenticationFailed, PermissionDenied
+from gateway.redisio import RedisUnavailable
 
 log = logging.getLogger("gateway.auth")
 
@@ -54,12 +55,13 @@ def bearer(headers: dict[str, str]) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, config: AuthConfig, redis=None, prefix: str = "gw:") -> None:
+    def __init__(self, config: AuthConfig, redis=None) -> None:
+        """`redis`: a gateway.redisio use (None: only the keys of the config)."""
         self.open = config.open
         self._keys = {k.sha256: ClientKey(k.name, k.rpm, k.tpm, k.allow_force_tier, team=k.team) for k in config.keys}
         self._admin = config.admin_key_sha256
         self._redis = redis if config.redis_keys else None
-        self._prefix = prefix
+        self._prefix = redis.prefix if redis is not None else "gw:"
         self._ttl_s = config.redis_keys_ttl_s
         self._remembered: dict[str, tuple[float, ClientKey | None]] = {}
 
@@ -84,10 +86,10 @@ class Authenticator:
         remembered = self._remembered.get(digest)
         if remembered and remembered[0] > now:
             return remembered[1]
+        name = redis_key_name(self._prefix, digest)
         try:
-            fields = await self._redis.hgetall(redis_key_name(self._prefix, digest))
-        except Exception as exc:  # Redis away: keys we already know keep working
-            log.warning("could not read client keys from Redis: %s", exc)
+            fields = await self._redis.call("read", lambda: self._redis.client.hgetall(name))
+        except RedisUnavailable:  # keys we already know keep working (the use logs, throttled)
             return remembered[1] if remembered else None
         client = None
         if fields:

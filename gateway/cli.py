@@ -204,17 +204,16 @@ def _keys_hash(args: argparse.Namespace) -> int:
 
 def _key_store(args: argparse.Namespace):
     """The config's Redis (sync client) as a KeyStore, for the key commands."""
-    import redis
-
     from gateway.client_keys import KeyStore
     from gateway.config import load_config
+    from gateway.redisio import make_sync_client
 
     config = load_config(args.config)
     if not config.redis.url:
         raise SystemExit(f"{config.source}: redis.url is not set; keys in Redis need a shared Redis")
     if not config.auth.redis_keys:
         print(f"note: {config.source} has auth.redis_keys off: the gateway will not read these keys", file=sys.stderr)
-    return KeyStore(redis.Redis.from_url(config.redis.url, socket_timeout=5), config.redis.prefix)
+    return KeyStore(make_sync_client(config.redis.url), config.redis.prefix)
 
 
 def _keys_create(args: argparse.Namespace) -> int:

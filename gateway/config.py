@@ -37,6 +37,7 @@ class ServerConfig(Section):
     upstream_client: Literal["aiohttp", "httpx", "httpx-aiohttp"] = "aiohttp"
     max_connections: int = Field(1000, gt=0)
     shutdown_grace_s: float = Field(20.0, ge=0)
+    drain_delay_s: float = Field(5.0, ge=0)  # after SIGTERM, /readyz answers 503 this long before the listener closes
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True  # one line per request on gateway.access (no message content)
@@ -60,6 +61,12 @@ def check_http_url(value: str) -> str:
 
 def check_redis_url(value: str) -> str:
     parts = urlsplit(value)
+    if parts.scheme.endswith(("+cluster", "+sentinel")):  # several HOST:PORT, comma-separated
+        hosts = parts.netloc.rpartition("@")[2].split(",")
+        if not all(h.rpartition(":")[0] and h.rpartition(":")[2].isdigit() for h in hosts):
+            raise ValueError(f"not a Redis URL: {value!r} (expected {parts.scheme}://HOST:PORT[,HOST:PORT...]"
+                             f"{'/SERVICE' if 'sentinel' in parts.scheme else ''})")
+        return value
     if parts.scheme not in REDIS_SCHEMES or (parts.scheme != "unix" and not parts.hostname) \
             or (parts.scheme == "unix" and not parts.path):
         raise ValueError(f"not a Redis URL: {value!r} (expected redis://HOST:PORT/DB, rediss:// for TLS, "
@@ -75,9 +82,10 @@ def check_redis_url(value: str) -> str:
 
 
 class RedisConfig(Section):
-    url: str | None = None  # None or empty: in-memory stores (single process)
+    url: str | None = None  # None or empty: in-memory stores (single process); redis+cluster://, redis+sentinel://
     prefix: str = "gw:"
-    timeout_ms: int = Field(50, gt=0)
+    timeout_ms: int = Field(200, gt=0)  # limits, budgets, breaker wait no longer, then fail open (gateway.redisio)
+    pool_size: int = Field(32, ge=1)  # connections opened at start, and never more (per node on a cluster)
 
     @field_validator("url")
     @classmethod
@@ -318,7 +326,7 @@ class CacheConfig(Section):
     max_temperature: float = Field(0.7, ge=0)  # above this an answer is too random to reuse
     semantic: bool = True
     max_entries_per_intent: int = Field(2000, gt=0)
-    redis_timeout_ms: int = Field(10, gt=0)  # a cache lookup waits no longer on Redis, then serves without it
+    redis_timeout_ms: int = Field(50, gt=0)  # a cache lookup (and the sticky check) waits no longer on Redis, then serves without it
     default_ttl_s: int = Field(3600, gt=0)
     # shared: every client key reads the same cached answers; key: each client key has a cache of its own
     scope: Literal["shared", "key"] = "shared"
@@ -328,6 +336,9 @@ class RetryConfig(Section):
     attempts: int = Field(3, ge=1)  # per deployment
     base_s: float = Field(0.1, ge=0)
     max_backoff_s: float = Field(5.0, ge=0)
+    # A Retry-After longer than this sends the request to the next deployment at once (when the chain has
+    # one) and keeps the rate-limited deployment out for as long as asked, on every replica (the breaker).
+    fallback_after_s: float = Field(1.0, ge=0)
     deadline_s: float = Field(30.0, gt=0)  # whole request, all retries and fallbacks
     budget_ratio: float = Field(0.2, ge=0, le=1)  # retries at most this share of requests
 

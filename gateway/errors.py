@@ -157,6 +157,23 @@ class UpstreamStatus(UpstreamError):
         super().__init__(f"the upstream answered {status}")
 
 
+_WORD = re.compile(r"[A-Za-z0-9_.\[\]-]{1,64}")  # a type, code or param worth passing on
+
+
+def rebuilt_upstream_error(status: int, body: bytes) -> bytes:
+    """An upstream 4xx in OpenAI's shape made by the gateway: the upstream's type, code and param when they
+    are short words, its message shortened with anything like a key masked. A provider that echoes request
+    headers (the gateway's upstream key) or returns HTML shows the client nothing of it."""
+    error = upstream_error(body) or {}
+    word = lambda value: value if isinstance(value, str) and _WORD.fullmatch(value) else None  # noqa: E731
+    said = error.get("message")
+    said = _KEYLIKE.sub("[redacted]", said)[:500] if isinstance(said, str) and said.strip() else None
+    message = f"the upstream refused the request ({status}): {said}" if said \
+        else f"the upstream refused the request ({status})"
+    return orjson.dumps({"error": {"message": message, "type": word(error.get("type")) or "invalid_request_error",
+                                   "param": word(error.get("param")), "code": word(error.get("code"))}})
+
+
 _KEYLIKE = re.compile(r"\b(?:sk|pk|rk|key|api)[-_][A-Za-z0-9_-]{6,}|\bBearer\s+\S+", re.I)
 
 

@@ -118,6 +118,11 @@ class Metrics:
         self.cascade_light_cost = Counter("gateway_cascade_light_cost_usd",
                                           "What the light attempts of escalated requests cost.", ["model"],
                                           registry=r)
+        self.redis_seconds = Histogram("gateway_redis_seconds", "Redis calls that answered, by operation.",
+                                       ["operation"], buckets=REDIS_BUCKETS, registry=r)
+        self.redis_errors = Counter("gateway_redis_errors", "Redis calls that failed open, by operation and error "
+                                    "(timeout, connection, error, skipped while backing off).",
+                                    ["operation", "error"], registry=r)
         self.in_flight = Gauge("gateway_in_flight_requests", "Requests being served.", registry=r,
                                multiprocess_mode="livesum")
         self.deployment_state = Gauge("gateway_deployment_state",

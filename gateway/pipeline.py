@@ -66,7 +66,7 @@ class Pipeline:
                  router: Router, dispatcher: Dispatcher, recorder: Recorder, cascade: Cascade | None = None,
                  shadow: Shadow | None = None,
                  access_log: AccessLog | None = None, request_log: RequestLog | None = None,
-                 spend: Spend | None = None) -> None:
+                 spend: Spend | None = None, drain=None) -> None:
         self.auth = auth
         self.limits = limits
         self.cache = cache
@@ -83,6 +83,7 @@ class Pipeline:
         self.background = Background()  # settling holds on Redis, after the answer left
         # identical cache misses wait on one upstream call: cache key → (answer, served_by)
         self._in_flight: dict[str, asyncio.Future[tuple[Answer, str | None]]] = {}
+        self.drain = drain  # gateway/drain.py: streams cut by the end of a drain get an error event
 
     # ------------------------------------------------------------------------------------- the one end
     async def run(self, ctx: RequestContext, call: Callable[[], Awaitable[None]]) -> None:
@@ -122,9 +123,16 @@ class Pipeline:
         if ctx.key is None:  # batch items come with the key that created the batch
             ctx.key = await self.auth.check(ctx.headers)
         self.router.require_model(ctx)
-        await self.limits.admit(ctx)
-
-        cached = await self.cache.lookup_exact(ctx)
+        self.router.prefetch(ctx)  # the sticky check's Redis read overlaps the steps below
+        if ctx.key.rpm is None and ctx.key.tpm is None:
+            await self.limits.admit(ctx)
+            cached = await self.cache.lookup_exact(ctx)
+        else:  # both may wait on Redis: one round trip, not two (a refused request's lookup is dropped)
+            admitted = asyncio.ensure_future(self.limits.admit(ctx))
+            try:
+                cached = await self.cache.lookup_exact(ctx)
+            finally:
+                await admitted
         if cached is None:
             text = ctx.last_user_text
             if text and self.embedder.available:
@@ -213,6 +221,12 @@ class Pipeline:
             except UpstreamError as exc:  # after the first byte there is no fallback: end the stream cleanly
                 ctx.status, ctx.error = 502, exc.metric_label
                 yield error_event(f"the upstream failed mid-stream ({exc.metric_label}); the answer is incomplete")
+            except asyncio.CancelledError:
+                if self.drain is None or not self.drain.draining:
+                    raise  # the client went away
+                req.status = 503  # the shutdown grace is over: end the stream with a reason, not a cut
+                yield error_event("the gateway is shutting down; the answer is incomplete, retry it",
+                                  code="gateway_shutting_down")
             finally:
                 await stream.aclose()
                 ctx.ttft, ctx.usage = relay.ttft, relay.usage

@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import uuid
 import time
 from typing import Any
 
@@ -26,6 +28,79 @@ LIGHT_MODEL = "light-model"
 HEAVY_MODEL = "heavy-model"
 BASE_MODEL = "base-model"
 TEST_KEY = "sk-test-0123456789"
+
+# The Redis of the tests: the local one (db 15), or GATEWAY_TEST_REDIS_URL; `cluster` starts a local 3-master
+# Redis Cluster for the session (tests/redis_servers.py) and runs every Redis-using test against it.
+REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL") or "redis://127.0.0.1:6379/15"
+_session_cluster = None
+
+
+def pytest_configure(config) -> None:
+    global REDIS_URL, _session_cluster
+    if REDIS_URL == "cluster":
+        from tests.redis_servers import LocalCluster
+
+        _session_cluster = LocalCluster()
+        REDIS_URL = _session_cluster.url
+
+
+def pytest_unconfigure(config) -> None:
+    if _session_cluster is not None:
+        _session_cluster.stop()
+
+
+def redis_url() -> str:
+    return REDIS_URL
+
+
+def async_redis(url: str | None = None):
+    """A bare redis.asyncio client (plain, cluster or sentinel URL), as the gateway makes them."""
+    from gateway.redisio import make_client
+
+    return make_client(url or REDIS_URL, socket_timeout_s=2.0, pool_size=8)[0]
+
+
+def sync_redis_client(url: str | None = None):
+    """A blocking client for set-up and clean-up."""
+    import redis
+    from redis.cluster import ClusterNode, RedisCluster
+
+    url = url or REDIS_URL
+    if url.startswith("redis+cluster://"):
+        nodes = [ClusterNode(h, int(p)) for h, p in (n.split(":") for n in url.split("://", 1)[1].split(","))]
+        return RedisCluster(startup_nodes=nodes, socket_timeout=5)
+    return redis.Redis.from_url(url, socket_timeout=5)
+
+
+def delete_prefix(prefix: str, url: str | None = None) -> None:
+    client = sync_redis_client(url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        for key in keys:
+            client.delete(key)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_prefix():
+    """A key prefix of the test's own on the test Redis, deleted afterwards."""
+    prefix = f"gwtest:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    delete_prefix(prefix)
+
+
+@pytest.fixture
+async def redis_io(redis_prefix):
+    """The gateway's Redis access layer on the test Redis, with a prefix of its own (tests of components)."""
+    from gateway.redisio import RedisIO
+
+    client = async_redis()
+    io = RedisIO(client, prefix=redis_prefix, kind="cluster" if REDIS_URL.startswith("redis+cluster") else "single",
+                 pool_size=8, timeout_s=1.0)
+    await io.start()  # as the app does (on a cluster: the slots known before the first command)
+    yield io
+    await io.close()
 
 
 def base_config(light_url: str, heavy_url: str, **sections: Any) -> GatewayConfig:

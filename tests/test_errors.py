@@ -236,11 +236,13 @@ def test_the_upstream_key_is_sent_upstream_and_never_shown(start_gateway, heavy_
     ("upstream-404", 404, "invalid_request_error"),
 ])
 @pytest.mark.parametrize("stream", [False, True])
-def test_an_upstream_4xx_passes_through_with_its_status_and_body(gw, light_mock, model, status, type_, stream):
+def test_an_upstream_4xx_keeps_its_status_and_reason_rebuilt(gw, light_mock, model, status, type_, stream):
+    """Rebuilt by the gateway, never passed verbatim (issue 11): same status, type and code, its message."""
     direct = httpx.post(light_mock.url + "/chat/completions", json=chat(), headers={"x-mock-status": str(status)})
     response = post(gw, chat(model=model, stream=stream))
     assert_openai_error(response, status, type_)
-    assert response.content == direct.content
+    theirs, ours = direct.json()["error"], response.json()["error"]
+    assert ours["code"] == theirs.get("code") and theirs["message"] in ours["message"]
 
 
 @pytest.mark.parametrize("model,status,type_,code", [
@@ -258,3 +260,26 @@ def test_upstream_failures_map_to_gateway_statuses(gw, sdk, model, status, type_
     with pytest.raises(openai.APIStatusError) as caught:
         sdk.chat.completions.create(model=model, messages=HELLO)
     assert caught.value.status_code == status
+
+
+def test_an_upstream_4xx_is_rebuilt_never_passed_verbatim():
+    """A provider that echoes the request's headers (the gateway's upstream key) in its error, or adds fields
+    of its own: the client gets the status, type, code and a scrubbed message, nothing else."""
+    import orjson
+
+    from gateway.errors import UpstreamStatus
+
+    echoed = orjson.dumps({"error": {"message": "bad field 'foo'; request had Authorization: Bearer sk-upstream-"
+                                                "secret-0123456789", "type": "invalid_request_error",
+                                     "param": "foo", "code": "unknown_field", "internal": {"trace": "x" * 50}},
+                           "request_headers": {"authorization": "Bearer sk-upstream-secret-0123456789"}})
+    response = UpstreamStatus(422, echoed).to_response()
+    body = orjson.loads(response.body)
+    assert response.status_code == 422 and list(body) == ["error"]
+    error = body["error"]
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", "foo", "unknown_field")
+    assert "secret" not in response.body.decode() and "bad field 'foo'" in error["message"]
+    assert set(error) == {"message", "type", "param", "code"}
+    html = UpstreamStatus(404, b"<html>Not Found for key sk-abcdef0123456789</html>").to_response()
+    assert orjson.loads(html.body)["error"] == {"message": "the upstream refused the request (404)",
+                                                "type": "invalid_request_error", "param": None, "code": None}

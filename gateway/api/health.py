@@ -26,9 +26,10 @@ async def readyz(request: Request) -> Response:
             await state.redis.ping()
             checks["redis"] = "ok"
         except Exception as exc:  # the gateway fails open without Redis; say so, stay ready
-            checks["redis"] = f"unreachable ({type(exc).__name__}): cache and shared limits fail open"
-    status = "draining" if state.draining else "ready"
-    return Response(orjson.dumps({"status": status, "checks": checks}), status_code=503 if state.draining else 200,
+            checks["redis"] = f"unreachable ({exc}): cache and shared limits fail open"
+    draining = state.draining or state.drain.draining  # from SIGTERM on, before the listener closes
+    status = "draining" if draining else "ready"
+    return Response(orjson.dumps({"status": status, "checks": checks}), status_code=503 if draining else 200,
                     media_type="application/json")
 
 

@@ -20,7 +20,7 @@ import orjson
 from starlette.responses import Response
 
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, RateLimited, UpstreamStatus, upstream_error
+from gateway.errors import GatewayError, RateLimited, UpstreamStatus, rebuilt_upstream_error, upstream_error
 from gateway.request import Answer, StreamAnswer
 from gateway.sse import error_event
 
@@ -171,8 +171,8 @@ def _upstream_status(exc: UpstreamStatus) -> tuple[int, bytes, dict[str, str]]:
         where = f" of deployment {exc.deployment!r}" if exc.deployment else ""
         message = f"the upstream{where} refused the gateway's credentials ({exc.status}); check its api_key_env"
         return 502, error_json(message, exc.type, "upstream_auth_failed"), {}
-    if not exc.retryable and upstream_error(exc.upstream_body) is not None:
-        return exc.status, exc.upstream_body, {}
+    if not exc.retryable:  # the caller's error: the upstream's reason, rebuilt, never its body verbatim
+        return exc.status, rebuilt_upstream_error(exc.status, exc.upstream_body), {}
     if exc.status == 429:
         return error_answer(RateLimited("the upstream is rate limiting and no fallback could serve the request",
                                         retry_after_s=1.0))

@@ -69,7 +69,7 @@ def _confirmed(args: argparse.Namespace, where: str) -> bool:
 
 def _open(args: argparse.Namespace):
     """(cache, redis client) on the config's Redis, or None after printing why not."""
-    import redis.asyncio as aioredis
+    from gateway.redisio import make_client
 
     from gateway.cache.service import build_cache
     from gateway.config import load_config
@@ -82,7 +82,7 @@ def _open(args: argparse.Namespace):
               "GET /admin/cache/stats or DELETE /admin/cache on the running gateway", file=sys.stderr)
         return None
     timeout = max(1.0, config.redis.timeout_ms / 1000)  # an admin command may wait longer than a request
-    client = aioredis.from_url(config.redis.url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = make_client(config.redis.url, socket_timeout_s=timeout, pool_size=4)[0]
     intents = IntentsConfig.model_validate(config.intents) if config.intents else None
     return build_cache(config, intents, client, Metrics()), client
 

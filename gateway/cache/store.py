@@ -1,15 +1,16 @@
 """Where cached answers live: `RedisStore` (every replica shares it) or `MemoryStore` (one process, the
 embedded default), behind one protocol, `CacheStore`.
 
-Redis layout (plain Redis 7, no modules; `p` is redis.prefix):
+Redis layout (plain Redis 7, no modules; `p` is redis.prefix followed by `{c}:`, one hash tag, so that on
+Redis Cluster the whole cache lives in one slot and the put script's keys always share it):
 
-    {p}c:e:{key}             STRING  the answer (orjson blob), expires with its intent's TTL
-    {p}c:x:{intent}          ZSET    exact keys of an intent, scored by expiry (ms): entry count, flush, bound
-    {p}c:v:{intent}:{ctx}    HASH    entry key -> packed (expiry, question text, float16 vector)
-    {p}c:z:{intent}:{ctx}    ZSET    the same keys by expiry: the oldest are evicted past max_entries
-    {p}c:n:{intent}:{ctx}    STRING  version of the partition: a value of the global {p}c:seq at its last change
-    {p}c:s:{intent}          HASH    counters: hits_exact, hits_semantic, misses, stores, saved_tokens, saved_usd
-    {p}c:seq                 STRING  global sequence (never flushed, so a re-created partition gets new versions)
+    {p}e:{key}             STRING  the answer (orjson blob), expires with its intent's TTL
+    {p}x:{intent}          ZSET    exact keys of an intent, scored by expiry (ms): entry count, flush, bound
+    {p}v:{intent}:{ctx}    HASH    entry key -> packed (expiry, question text, float16 vector)
+    {p}z:{intent}:{ctx}    ZSET    the same keys by expiry: the oldest are evicted past max_entries
+    {p}n:{intent}:{ctx}    STRING  version of the partition: a value of the global {p}seq at its last change
+    {p}s:{intent}          HASH    counters: hits_exact, hits_semantic, misses, stores, saved_tokens, saved_usd
+    {p}seq                 STRING  global sequence (never flushed, so a re-created partition gets new versions)
 
 One `put` is one round trip: a Lua script writes the answer, indexes it, drops what expired or is past the
 bound, bumps the version. On a request's path the cache uses `put_later`: the same write as a background
@@ -39,10 +40,13 @@ from typing import Any, Awaitable, Callable, Protocol
 import numpy as np
 
 from gateway.cache.semantic import Candidates
+from gateway.redisio import RedisIO, RedisUnavailable, RedisUse
 
 __all__ = ["CacheStore", "VectorRow", "MemoryStore", "RedisStore", "StoreUnavailable", "STAT_FIELDS"]
 
 STAT_FIELDS = ("hits_exact", "hits_semantic", "misses", "stores", "saved_tokens", "saved_usd")
+_LOOKUPS = frozenset({"get", "version", "vectors"})  # on a request's path: their failures open the circuit
+ADMIN_TIMEOUT_S = 60.0  # stats and flush scan the keyspace: an admin waits, a request never does
 EXACT_BOUND_FACTOR = 10  # exact entries per intent: at most this many times max_entries_per_intent
 
 
@@ -275,17 +279,21 @@ return version
 
 
 class RedisStore:
-    """Shared by every replica. `redis` is a redis.asyncio client (socket timeout = redis.timeout_ms)."""
+    """Shared by every replica, through the "cache" use of gateway.redisio."""
 
     def __init__(self, redis: Any, prefix: str = "gw:", max_entries_per_intent: int = 2000, *,
                  lookup_timeout_s: float | None = None, reload_s: float = 1.0, backoff_s: float = 0.25,
                  max_backoff_s: float = 5.0, max_pending: int = 256) -> None:
-        self.redis = redis
-        self.lookup_timeout_s = lookup_timeout_s  # the two reads on a request's path; others: the socket's
+        # `redis`: the app's gateway.redisio use, or a bare client (CLI, tests), wrapped the same way
+        self._use = redis if isinstance(redis, RedisUse) else RedisIO.wrap(redis, prefix).use(
+            "cache", fallback="serving without the cache")
+        self.redis = self._use.client
+        self._writes = self._use.io.use(self._use.name + "_write", fallback="the entry is not stored")
+        self.lookup_timeout_s = lookup_timeout_s  # the two reads on a request's path; others: redis.timeout_ms
         self.max_entries = max_entries_per_intent
         self.reload_s = reload_s
-        self._p = prefix + "c:"
-        self._put = redis.register_script(_PUT)
+        self._p = prefix + "{c}:"  # one hash tag: the put script's keys share a slot on Redis Cluster
+        self._put = self._use.script(_PUT)
         self._mirrors: dict[tuple[str, str], _Mirror] = {}
         self._backoff_s, self._max_backoff_s = backoff_s, max_backoff_s
         self._failures = 0
@@ -296,20 +304,19 @@ class RedisStore:
         self._writes: dict[asyncio.Task, None] = {}  # in flight, oldest first
 
     # ------------------------------------------------------------------------------------ fail open
-    async def _call(self, make: Callable[[], Awaitable[Any]], timeout_s: float | None = None) -> Any:
+    async def _call(self, make: Callable[[], Awaitable[Any]], timeout_s: float | None = None, op: str = "call") -> Any:
         if self._open_until and time.monotonic() < self._open_until:
             raise StoreUnavailable("redis circuit open: not trying before the backoff ends")
-        try:
-            if timeout_s is None:
-                result = await make()
-            else:
-                async with asyncio.timeout(timeout_s):
-                    result = await make()
-        except Exception as exc:  # redis errors, timeouts, connection refused: all fail open
+        lookup = op in _LOOKUPS
+        try:  # a timeout stops the wait, not the command: the connection stays usable (gateway.redisio)
+            result = await (self._use if lookup else self._writes).call(op, make, timeout_s)
+        except RedisUnavailable as exc:  # redis errors, timeouts, connection refused: all fail open
+            if not lookup:  # a slow write (stats, a put) does not switch the lookups off
+                raise StoreUnavailable(f"redis: {exc}") from exc
             self._failures += 1
             backoff = min(self._max_backoff_s, self._backoff_s * 2 ** (self._failures - 1))
             self._open_until = time.monotonic() + backoff
-            raise StoreUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+            raise StoreUnavailable(f"redis: {exc}") from exc
         if self._failures:
             self._failures, self._open_until = 0, 0.0
         return result
@@ -325,7 +332,7 @@ class RedisStore:
             return writing
         # the first read opens the connection: it may take longer than a lookup is allowed on a busy host
         timeout_s = self.lookup_timeout_s if self._connected else None
-        blob = await self._call(lambda: self.redis.get(self._p + "e:" + key), timeout_s)
+        blob = await self._call(lambda: self.redis.get(self._p + "e:" + key), timeout_s, "get")
         self._connected = True
         return blob
 
@@ -342,7 +349,7 @@ class RedisStore:
                 nkey or self._p + "none", self._p + "s:" + intent, self._p + "seq"]
         args = [key, blob, ttl_ms, int(now * 1000), self.max_entries * EXACT_BOUND_FACTOR,
                 "1" if row else "0", packed, self.max_entries, self._p + "e:"]
-        await self._call(lambda: self._put(keys=keys, args=args, client=self.redis))
+        await self._call(lambda: self._put(keys=keys, args=args, client=self.redis), op="put")
         self._mirror_own(key, row, now + ttl_s)
 
     def _mirror_own(self, key: str, row: VectorRow | None, expiry: float) -> None:
@@ -384,13 +391,13 @@ class RedisStore:
         if mirror is not None and now - mirror.loaded_at < self.reload_s:
             return mirror.candidates(time.time())  # checked lately: no round trip
         vkey, _, nkey = self._partition_keys(intent, context)
-        version = await self._call(lambda: self.redis.get(nkey), self.lookup_timeout_s)
+        version = await self._call(lambda: self.redis.get(nkey), self.lookup_timeout_s, "version")
         if mirror is not None and mirror.version == version:
             mirror.loaded_at = now
             return mirror.candidates(time.time())
         mirror = _Mirror(version)  # an absent partition is remembered empty until the next check
         if version is not None:
-            raw = await self._call(lambda: self.redis.hgetall(vkey))
+            raw = await self._call(lambda: self.redis.hgetall(vkey), op="vectors")
             rows = sorted((_unpack(packed) + (key.decode(),) for key, packed in raw.items()), key=lambda r: r[0])
             for expiry, text, vector, key in rows:
                 mirror.add(key, text, vector, expiry, self.max_entries)
@@ -416,7 +423,7 @@ class RedisStore:
                             pipe.hincrby(self._p + "s:" + intent, name, int(value))
                 await pipe.execute()
 
-        await self._call(write)
+        await self._call(write, op="count")
 
     async def stats(self, intents: list[str]) -> dict[str, dict[str, float]]:
         async def read() -> dict[str, dict[str, float]]:
@@ -440,7 +447,7 @@ class RedisStore:
                 out[intent] = row
             return out
 
-        return await self._call(read)
+        return await self._call(read, ADMIN_TIMEOUT_S, "stats")
 
     async def flush(self, intent: str | None = None) -> int:
         await self.drain()  # a write still in flight would outlive the flush
@@ -471,7 +478,7 @@ class RedisStore:
             await self.redis.delete(*keys)
             return removed
 
-        removed = await self._call(run)
+        removed = await self._call(run, ADMIN_TIMEOUT_S, "flush")
         self._mirrors = {p: m for p, m in self._mirrors.items() if intent is not None and p[0] != intent}
         return removed
 

@@ -15,6 +15,7 @@ import time
 from gateway.bounds import LOOP_TEXT_LIMIT, off_loop
 from gateway.config import GatewayConfig
 from gateway.errors import InvalidRequest, ModelNotFound
+from gateway.redisio import RedisUnavailable, RedisUse
 from gateway.request import ChatRequest
 from gateway.routing.canary import CanaryState, in_canary
 
@@ -29,41 +30,63 @@ class StickyTiers:
     that the next turn finds them whichever replica it reaches. Redis slower than `timeout_s`, or away,
     counts as "not known heavy": the turn is routed on its own difficulty."""
 
-    def __init__(self, redis=None, prefix: str = "gw:", ttl_s: float = STICKY_TTL_S, timeout_s: float = 0.01,
-                 max_entries: int = 100_000) -> None:
-        self.redis = redis
-        self.prefix = prefix + "sticky:"
+    def __init__(self, redis: RedisUse | None = None, ttl_s: float = STICKY_TTL_S, max_entries: int = 100_000) -> None:
+        self.redis = redis  # a gateway.redisio use, with the cache's short timeout
+        self.prefix = (redis.prefix if redis is not None else "gw:") + "sticky:"
         self.ttl_s = ttl_s
-        self.timeout_s = timeout_s
         self.max_entries = max_entries
         self._heavy: dict[str, float] = {}
+        self._pending: dict[str, asyncio.Future] = {}  # prefetched lookups
+        self._writes: set[asyncio.Future] = set()
+
+    def prefetch(self, alias: str, session: str) -> None:
+        """Start the Redis lookup of `is_heavy` now, so that it overlaps the request's other steps."""
+        key = f"{alias}:{session}"
+        if self.redis is None or key in self._pending or self._known(key):
+            return
+        if len(self._pending) >= 1024:  # lookups of requests that never asked (cache hits, errors)
+            self._pending = {k: t for k, t in self._pending.items() if not t.done()}
+        self._pending[key] = asyncio.ensure_future(self._lookup(key))
 
     async def is_heavy(self, alias: str, session: str) -> bool:
         key = f"{alias}:{session}"
-        until = self._heavy.get(key)
-        if until is not None and until > time.monotonic():
+        if self._known(key):
             return True
+        pending = self._pending.pop(key, None)
+        if pending is not None:
+            return await asyncio.shield(pending)
         if self.redis is None:
             return False
+        return await self._lookup(key)
+
+    def _known(self, key: str) -> bool:
+        until = self._heavy.get(key)
+        return until is not None and until > time.monotonic()
+
+    async def _lookup(self, key: str) -> bool:
+        name = self.prefix + key
         try:
-            async with asyncio.timeout(self.timeout_s):
-                found = await self.redis.exists(self.prefix + key)
-        except Exception as exc:
-            log.debug("sticky tiers: Redis unavailable (%s)", type(exc).__name__)
+            found = await self.redis.call("read", lambda: self.redis.client.exists(name))
+        except RedisUnavailable:
             return False
         if found:
             self._remember(key)
         return bool(found)
 
     async def mark_heavy(self, alias: str, session: str) -> None:
+        """Known here at once; written to Redis in the background (the answer does not wait on it)."""
         key = f"{alias}:{session}"
         self._remember(key)
         if self.redis is not None:
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    await self.redis.set(self.prefix + key, b"1", ex=int(self.ttl_s))
-            except Exception as exc:
-                log.debug("sticky tiers: Redis unavailable (%s)", type(exc).__name__)
+            name = self.prefix + key
+            self._writes.add(task := asyncio.ensure_future(self._write(name)))
+            task.add_done_callback(self._writes.discard)
+
+    async def _write(self, name: str) -> None:
+        try:
+            await self.redis.call("write", lambda: self.redis.client.set(name, b"1", ex=int(self.ttl_s)))
+        except RedisUnavailable:
+            pass
 
     def _remember(self, key: str) -> None:
         if len(self._heavy) >= self.max_entries:
@@ -94,6 +117,15 @@ class Router:
     def chain(self, alias: str, tier: str):
         """The deployments of an alias's tier, in fallback order (embeddings use the light tier's)."""
         return self._chains[(alias, tier)]
+
+    def prefetch(self, req: ChatRequest) -> None:
+        """Start the Redis reads `decide` will need (the sticky check), so that they overlap the steps before."""
+        route = self.config.models.get(req.alias)
+        if route is None or route.difficulty_threshold is None or not route.sticky_heavy or self.scorer is None:
+            return
+        session = req.headers.get("x-session-id") or req.body.get("user")
+        if isinstance(session, str) and session:
+            self.sticky.prefetch(req.alias, session)
 
     async def decide(self, req: ChatRequest):
         route = self.config.models[req.alias]

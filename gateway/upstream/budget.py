@@ -1,7 +1,7 @@
 """Requests and tokens per minute, counted over a sliding window: the upstream budgets of the deployments
 (Deployment.rpm/tpm, the provider's quota) and the per-key limits of gateway.limits both use it.
 
-    windows = make_windows(redis, prefix)                       # RedisWindows, or MemoryWindows alone
+    windows = make_windows(io.use("budget"))                    # RedisWindows, or MemoryWindows alone
     grant = await windows.take("budget:light", caps=(rpm, tpm), costs=(1, tokens))
     grant.ok, grant.wait_s, grant.bucket                         # wait_s: until enough of the window frees
     await windows.adjust("budget:light", grant.bucket, real_tokens - tokens)
@@ -10,8 +10,9 @@ The window is 60 one-second buckets plus the current one; a request counts in th
 and every bucket that overlaps the last minute counts, so the total over any 60 seconds never goes above
 the cap (at the price of up to a second of unused quota). In Redis one Lua script reads, trims, checks and
 adds atomically, on Redis's own clock, so every replica sharing the prefix draws on one budget. When
-Redis fails the counters go on in process (each replica then keeps to the whole budget on its own: the
-request is served, the failure logged).
+Redis fails or is slower than redis.timeout_ms the counters go on in process, each replica keeping to its
+share of the limit (limit / live replicas, gateway.redisio): served, never unlimited. The two keys of a
+window share a hash tag, so the script runs on Redis Cluster too.
 
 Tokens are estimated before the call (characters / 4 + max_tokens) and corrected with the real usage
 afterwards (`UpstreamBudget.hold` holds the estimate on the request; the pipeline settles it when the
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from gateway.config import Deployment, GatewayConfig
+from gateway.redisio import RedisUnavailable, RedisUse
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext as ChatRequest
@@ -186,47 +188,53 @@ return 0
 
 
 class RedisWindows:
-    """Sliding windows in Redis under `{prefix}win:{key}:r|t`, shared across replicas; in process when
-    Redis fails."""
+    """Sliding windows in Redis under `{prefix}win:{{key}}:r|t`, shared across replicas; a local share of
+    each cap, in process, when Redis fails."""
 
-    def __init__(self, redis, prefix: str, *, window_s: float = WINDOW_S, bucket_s: float = 1.0) -> None:
+    def __init__(self, use: RedisUse, *, window_s: float = WINDOW_S, bucket_s: float = 1.0) -> None:
         self.local = MemoryWindows(window_s=window_s, bucket_s=bucket_s)
         self.bucket_s, self.n = bucket_s, self.local.n
-        self._prefix = prefix
-        self._redis = redis
-        self._take = redis.register_script(_TAKE)
-        self._adjust = redis.register_script(_ADJUST)
+        self.use = use
+        self._prefix = use.prefix
+        self._redis = use.client
+        self._take = use.script(_TAKE)
+        self._adjust = use.script(_ADJUST)
 
     def _keys(self, key: str) -> list[str]:
-        return [f"{self._prefix}win:{key}:r", f"{self._prefix}win:{key}:t"]
+        return [f"{self._prefix}win:{{{key}}}:r", f"{self._prefix}win:{{{key}}}:t"]
 
     async def take(self, key: str, caps: tuple[float | None, float | None], costs: tuple[int, int]) -> Grant:
         args = [self.bucket_s, self.n, *(-1 if c is None else c for c in caps), *costs]
+        keys = self._keys(key)
         try:
-            ok, bucket, wait = await self._take(keys=self._keys(key), args=args)
-        except Exception as exc:  # Redis away: keep counting in process, never fail the request
-            log.warning("budget %s: Redis failed (%s); counting in process", key, type(exc).__name__)
-            return await self.local.take(key, caps, costs)
+            ok, bucket, wait = await self.use.call("take", lambda: self._take(keys=keys, args=args))
+        except RedisUnavailable:  # this replica's share of the limit, in process (the use logs, throttled)
+            share = self.use.replicas
+            return await self.local.take(key, tuple(None if c is None else c / share for c in caps), costs)
+        if ok:  # counted here too: a fall-back to the local share starts from what this replica already took
+            await self.local.take(key, (None, None), costs)
         return Grant(bool(ok), int(bucket), float(wait))
 
     async def current(self, key: str) -> tuple[int, int]:
         """Requests and tokens counted in the window that ends now (this process's count when Redis fails)."""
         oldest = int(time.time() // self.bucket_s) - self.n
+        keys = self._keys(key)
         try:
-            flat = [await self._redis.hgetall(k) for k in self._keys(key)]
-        except Exception:
+            flat = [await self.use.call("read", lambda k=k: self._redis.hgetall(k)) for k in keys]
+        except RedisUnavailable:
             return await self.local.current(key)
         return tuple(sum(int(c) for b, c in buckets.items() if int(b) > oldest) for buckets in flat)  # type: ignore[return-value]
 
     async def adjust(self, key: str, bucket: int, tokens: int) -> None:
+        keys = self._keys(key)[1:]
         try:
-            await self._adjust(keys=self._keys(key)[1:], args=[bucket, tokens])
-        except Exception as exc:
-            log.warning("budget %s: Redis failed on adjust (%s)", key, type(exc).__name__)
+            await self.use.call("adjust", lambda: self._adjust(keys=keys, args=[bucket, tokens]))
+        except RedisUnavailable:
+            await self.local.adjust(key, bucket, tokens)
 
 
-def make_windows(redis=None, prefix: str = "gw:") -> MemoryWindows | RedisWindows:
-    return RedisWindows(redis, prefix) if redis is not None else MemoryWindows()
+def make_windows(use: RedisUse | None = None) -> MemoryWindows | RedisWindows:
+    return RedisWindows(use) if use is not None else MemoryWindows()
 
 
 class UpstreamBudget:

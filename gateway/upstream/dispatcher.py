@@ -6,7 +6,9 @@ For each deployment of the chain, in order (the tier's deployments, then the bas
     budget.acquire     skipped when its requests/tokens per minute would go over the provider's quota
                        (batch keeps off the last `batch_reserve` of it, normal off the last `normal_reserve`)
     policy.run         the call, retried on 429/5xx/timeouts/dropped connections with backoff and jitter,
-                       honouring Retry-After, within the request's deadline and the retry budget
+                       honouring Retry-After, within the request's deadline and the retry budget; a
+                       Retry-After longer than `retry.fallback_after_s` moves the request on at once and
+                       holds the deployment's circuit open that long (every replica skips it, then probes)
 
 A deployment that still fails, or is skipped, hands the request to the next one; any other 4xx is the
 caller's error and goes straight back. So is a request that fails the same way (same status, same error)
@@ -48,7 +50,7 @@ from gateway.upstream.breaker import CircuitBreaker, Permit
 from gateway.upstream.budget import UpstreamBudget, estimate_tokens, make_windows
 from gateway.upstream.client import Transport, UpstreamAnswer, UpstreamStream
 from gateway.upstream.providers import Upstream
-from gateway.upstream.retry import RetryBudget, RetryPolicy
+from gateway.upstream.retry import RetryBudget, RetryPolicy, retry_after_s
 from gateway.verbatim import encode
 
 Chain = Sequence[tuple[str, Deployment]]
@@ -76,6 +78,13 @@ def upstream_body(req: ChatRequest, deployment: Deployment) -> bytes:
         # Ask for usage even when the client did not; the relay hides that chunk from such a client.
         changes["stream_options"] = {**(req.body.get("stream_options") or {}), "include_usage": True}
     return encode(req.body, changes)  # the client's bytes where re-serialising would change them
+
+
+def _retry_after(exc: UpstreamError) -> float | None:
+    """The wait a 429 asks for (Retry-After and the like), or None."""
+    if not isinstance(exc, UpstreamStatus) or exc.status != 429 or not exc.upstream_headers:
+        return None
+    return retry_after_s(exc.upstream_headers)
 
 
 class _Expiry:
@@ -111,17 +120,18 @@ async def _within(seconds: float, call: Awaitable[Any]) -> Any:
 
 class Dispatcher:
     def __init__(self, config: GatewayConfig, transport: Transport, metrics: Metrics, *, redis=None,
-                 prefix: str | None = None, breaker: CircuitBreaker | None = None,
+                 breaker_redis=None, breaker: CircuitBreaker | None = None,
                  budget: UpstreamBudget | None = None, policy: RetryPolicy | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.config = config
         self.transport = transport
         self.metrics = metrics
-        prefix = config.redis.prefix if prefix is None else prefix
         resilience = config.resilience
         self.deadline_s = resilience.retry.deadline_s
-        self.breaker = breaker or CircuitBreaker(resilience.breaker, redis=redis, prefix=prefix, metrics=metrics)
-        self.budget = budget or UpstreamBudget(config, make_windows(redis, prefix))
+        self.fallback_after_s = resilience.retry.fallback_after_s
+        # `redis`, `breaker_redis`: gateway.redisio uses for the budgets and the breaker (None: in process)
+        self.breaker = breaker or CircuitBreaker(resilience.breaker, redis=breaker_redis or redis, metrics=metrics)
+        self.budget = budget or UpstreamBudget(config, make_windows(redis))
         self.policy = policy or RetryPolicy(resilience.retry, budget=RetryBudget(resilience.retry.budget_ratio),
                                             sleep=sleep)
         self.sleep = sleep
@@ -177,7 +187,7 @@ class Dispatcher:
         suspects = _Suspects()  # failures that may be the request's own fault: not yet counted
         while True:
             waits: list[float] = []
-            for name, deployment in chain:
+            for index, (name, deployment) in enumerate(chain):
                 if time.perf_counter() >= deadline:
                     break
                 permit = await self.breaker.allow(name, deployment.timeout.connect + deployment.timeout.read + 1)
@@ -198,7 +208,8 @@ class Dispatcher:
                 try:
                     result = await self.policy.run(
                         self._attempts(req, name, deployment, permit, send, deadline, tokens, suspects),
-                        deadline=deadline, deployment=name, on_retry=self._on_retry)
+                        deadline=deadline, deployment=name, on_retry=self._on_retry,
+                        can_fall_back=index < len(chain) - 1)
                 except _Skip as skip:
                     if skip.reason == "budget":
                         waits.append(skip.wait_s)
@@ -293,7 +304,11 @@ class Dispatcher:
                 raise
             except UpstreamError as exc:
                 self._failed(exc, name)
-                if _may_be_the_request(exc):
+                asked = _retry_after(exc)
+                if asked is not None and asked > self.fallback_after_s:
+                    await self.breaker.hold(name, asked)  # not a failure: the provider said when to come back
+                    permit.done = True
+                elif _may_be_the_request(exc):
                     suspects.hold(permit)  # counted once the dispatch knows whose fault it was
                 elif exc.retryable:
                     await self.breaker.failure(permit)

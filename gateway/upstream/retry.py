@@ -9,7 +9,8 @@
   or the upstream's own hint when it gave one (`retry-after-ms`, `Retry-After` in seconds or as an
   HTTP date, `x-ratelimit-reset-requests/-tokens` such as "1s", "6m0s", "200ms"), whichever is longer.
 - It stops after `attempts`, when the wait would end past the request's deadline, when the upstream asks
-  for a wait longer than `max_backoff_s` (another deployment will do better than waiting), and when the
+  for a wait longer than `max_backoff_s` (or than `fallback_after_s` when the caller has another
+  deployment to go to: it will do better than waiting), and when the
   retry budget is spent: retries stay under `budget_ratio` of the requests of a sliding window, so a
   failing upstream does not see its traffic multiplied. Stopping re-raises the last error: the dispatcher
   then falls back to the next deployment.
@@ -147,7 +148,7 @@ class RetryPolicy:
         return self.rng.uniform(0, cap)
 
     async def run(self, fn: Callable[[], Awaitable[T]], *, deadline: float, deployment: str = "",
-                  on_retry: Callable[[str, str, float], None] | None = None) -> T:
+                  on_retry: Callable[[str, str, float], None] | None = None, can_fall_back: bool = False) -> T:
         """Call `fn` until it succeeds or the policy gives up; then its last error is raised as is.
         `on_retry(deployment, reason, wait_s)` is called before each wait. The caller counts each request
         once in `budget.record_request()`."""
@@ -172,7 +173,7 @@ class RetryPolicy:
             if state.attempt_number >= config.attempts:
                 return True
             asked = hint(state)
-            if asked is not None and asked > config.max_backoff_s:
+            if asked is not None and asked > (config.fallback_after_s if can_fall_back else config.max_backoff_s):
                 return True  # a long Retry-After: fall back now rather than wait
             if self.clock() + state.upcoming_sleep >= deadline:
                 return True  # the wait alone would overrun the deadline

@@ -8,11 +8,9 @@ import uuid
 
 import numpy as np
 import pytest
-import redis.asyncio as aioredis
 
 from gateway.cache.store import MemoryStore, RedisStore, StoreUnavailable, VectorRow, _Mirror
-
-REDIS_URL = "redis://127.0.0.1:6379/15"
+from tests.conftest import async_redis
 
 
 def unit(seed: int, dim: int = 32) -> np.ndarray:
@@ -22,7 +20,7 @@ def unit(seed: int, dim: int = 32) -> np.ndarray:
 
 @pytest.fixture
 async def redis_client():
-    client = aioredis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    client = async_redis()
     prefix = f"gwtest:{uuid.uuid4().hex[:12]}:"
     client.test_prefix = prefix
     yield client
@@ -140,7 +138,7 @@ async def test_flush_all_keeps_other_prefixes(redis_client):
 
 
 async def test_dead_redis_fails_open_fast_and_backs_off():
-    dead = aioredis.from_url("redis://127.0.0.1:1/0", socket_timeout=0.05, socket_connect_timeout=0.05)
+    dead = async_redis("redis://127.0.0.1:1/0")
     store = RedisStore(dead, "gwtest:dead:", backoff_s=60)
     with pytest.raises(StoreUnavailable):
         await store.get("k")

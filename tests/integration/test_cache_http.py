@@ -16,9 +16,8 @@ import redis.asyncio as aioredis
 import yaml
 
 from gateway.auth import hash_key
-from tests.conftest import LIGHT_MODEL, TEST_KEY, base_config, wait_until
+from tests.conftest import LIGHT_MODEL, REDIS_URL, TEST_KEY, base_config, sync_redis_client, wait_until
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
 MODEL = "gpt-3.5-turbo"
 ADMIN_KEY = "sk-admin-0123456789"
 INTENTS_FILE = Path(__file__).resolve().parents[2] / "config" / "intents.yaml"
@@ -29,7 +28,7 @@ def prefix():
     """Autouse: set up first, torn down last, after the gateways have written their last counters."""
     value = f"gwtest:{uuid.uuid4().hex[:12]}:"
     yield value
-    client = redis.Redis.from_url(REDIS_URL)
+    client = sync_redis_client()
     keys = list(client.scan_iter(match=value + "*"))
     if keys:
         client.delete(*keys)
@@ -38,7 +37,7 @@ def prefix():
 
 @pytest.fixture
 def sync_redis():
-    client = redis.Redis.from_url(REDIS_URL)
+    client = sync_redis_client()
     yield client
     client.close()
 
@@ -51,10 +50,13 @@ def intents_with(**changes: dict) -> dict:
     return data
 
 
-def config(light_mock, heavy_mock, prefix: str, url: str = REDIS_URL, **sections):
+def config(light_mock, heavy_mock, prefix: str, url: str = REDIS_URL, timeout_ms: int = 500, **sections):
+    """Redis timeouts generous enough for a loaded machine: these tests are about the cache's behaviour
+    (test_a_slow_redis_times_out_and_fails_open sets short ones)."""
     sections.setdefault("auth", {"admin_key_sha256": hash_key(ADMIN_KEY)})
     sections.setdefault("pricing", {LIGHT_MODEL: {"input_per_1m": 1.0, "output_per_1m": 2.0}})
-    return base_config(light_mock.url, heavy_mock.url, redis={"url": url, "prefix": prefix, "timeout_ms": 50},
+    sections["cache"] = {"redis_timeout_ms": timeout_ms, **sections.get("cache", {})}
+    return base_config(light_mock.url, heavy_mock.url, redis={"url": url, "prefix": prefix, "timeout_ms": timeout_ms},
                        **sections)
 
 
@@ -148,7 +150,7 @@ def test_a_stream_hit_is_a_proper_sse_stream(gw, light_mock, sync_redis, prefix)
     stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Is shipping free?"}],
                                             stream=True)
     original = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
-    assert wait_until(lambda: any(sync_redis.scan_iter(match=prefix + "c:e:*")))  # stored after [DONE]
+    assert wait_until(lambda: any(sync_redis.scan_iter(match=prefix + "{c}:e:*")))  # stored after [DONE]
     calls = upstream_calls(light_mock)
 
     raw = client.chat.completions.with_raw_response.create(
@@ -351,10 +353,10 @@ def test_a_slow_redis_times_out_and_fails_open(start_gateway, light_mock, heavy_
     silent.listen(64)  # accepts connections (the kernel does), never answers
     try:
         url = f"redis://127.0.0.1:{silent.getsockname()[1]}/15"
-        server = start_gateway(config(light_mock, heavy_mock, prefix, url=url))
+        server = start_gateway(config(light_mock, heavy_mock, prefix, url=url, timeout_ms=50))
         headers, answer = ask(sdk(server), "How do I get a refund?")
         assert headers["x-gateway-cache"] == "miss" and answer.choices[0].message.content
-        assert float(headers["x-gateway-overhead-ms"]) < 250  # cache.redis_timeout_ms (10), then the breaker
+        assert float(headers["x-gateway-overhead-ms"]) < 250  # cache.redis_timeout_ms (50), then the backoff
         assert metric(server, "gateway_cache_errors_total", {"operation": "lookup"}) == 1
     finally:
         silent.close()

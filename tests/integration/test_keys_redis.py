@@ -4,14 +4,12 @@ import uuid
 
 import openai
 import pytest
-import redis
 import yaml
 
 from gateway.cli import main as cli_main
 from gateway.config import CONFIG_DIR, load_config
-from tests.conftest import LIGHT_MODEL, wait_until
+from tests.conftest import LIGHT_MODEL, REDIS_URL, sync_redis_client, wait_until
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
 @pytest.fixture
@@ -29,7 +27,7 @@ def config_file(tmp_path, light_mock):
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     yield path
-    client = redis.Redis.from_url(REDIS_URL)
+    client = sync_redis_client()
     for key in client.scan_iter(f"{prefix}*"):
         client.delete(key)
     client.close()

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -22,23 +21,10 @@ import yaml
 
 from gateway.auth import hash_key
 from gateway.mock_upstream import MockServerThread, MockSettings
-from tests.conftest import TEST_KEY, async_wait_until, base_config, wait_until
+from tests.conftest import REDIS_URL, TEST_KEY, async_wait_until, base_config, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 HELLO = [{"role": "user", "content": "Where is my parcel?"}]
-
-
-@pytest.fixture
-def redis_prefix():
-    import redis
-
-    prefix = f"gwtest:{uuid.uuid4().hex}:"
-    yield prefix
-    client = redis.Redis.from_url("redis://127.0.0.1:6379")
-    keys = list(client.scan_iter(prefix + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @pytest.fixture
@@ -63,7 +49,7 @@ def resilient_config(primary_url: str, backup_url: str, *, redis_prefix: str | N
     resilience = {"retry": {"attempts": 3, "base_s": 0.02, "max_backoff_s": 0.5, "deadline_s": 5, **(retry or {})},
                   "breaker": {"failures": 5, "window_s": 10, "cooldown_s": 1, **(breaker or {})}}
     if redis_prefix:
-        sections["redis"] = {"url": "redis://127.0.0.1:6379", "prefix": redis_prefix, "timeout_ms": 500}
+        sections["redis"] = {"url": REDIS_URL, "prefix": redis_prefix, "timeout_ms": 500}
     return base_config(primary_url, backup_url, deployments=deployments, models=models, resilience=resilience,
                        cache={"enabled": False}, embedding={"enabled": False}, **sections)
 
@@ -85,6 +71,10 @@ async def sdk():
 def p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[max(0, int(len(ordered) * 0.95) - 1)]
+
+
+def p99(values: list[float]) -> float:
+    return sorted(values)[min(len(values) - 1, int(len(values) * 0.99))]
 
 
 def metric(gw, name: str, **labels) -> float:
@@ -290,6 +280,36 @@ async def test_key_limits_answer_429_with_retry_after(sdk, start_gateway, primar
     assert metric(gw, "gateway_rate_limited_total", scope="key") == 1
 
 
+async def test_a_long_retry_after_moves_on_at_once_and_keeps_the_deployment_out(sdk, start_gateway, primary, backup,
+                                                                               redis_prefix):
+    """The primary answers every call 429 with Retry-After: 2, the backup is healthy: requests go to the
+    backup at once (no 2 s sleep), and the primary is called about once per 2 s (a probe), not per request."""
+    primary.configure(fail_every_n=1, fail_status=429, retry_after_s=2.0)
+    gw = start_gateway(resilient_config(primary.url, backup.url, redis_prefix=redis_prefix))
+    client, gate = sdk(gw), asyncio.Semaphore(20)
+    durations: list[float] = []
+    served: dict[str, int] = {}
+
+    async def one() -> None:
+        async with gate:
+            started = time.perf_counter()
+            raw = await client.chat.completions.with_raw_response.create(model="chat", messages=HELLO)
+            durations.append(time.perf_counter() - started)
+            served[raw.headers["x-gateway-served-by"]] = served.get(raw.headers["x-gateway-served-by"], 0) + 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*[one() for _ in range(300)])
+    elapsed = time.perf_counter() - started
+    calls = primary.stats()["requests"]
+    print(f"\n429 Retry-After 2 on the primary: p99 {p99(durations) * 1000:.0f} ms over 300 requests, served {served}, "
+          f"primary called {calls} times in {elapsed:.1f} s")
+    assert served == {"backup": 300}
+    assert p99(durations) < 2.0  # nobody waited out the Retry-After (before: every request that met the primary
+    # slept 2 s); idle, p99 is well under 1 s: the bound leaves room for a loaded machine
+    assert calls <= 20 + elapsed / 2 + 2  # the first wave (up to 20 in flight), then one probe per Retry-After
+    assert gw.state.dispatcher.breaker.state("primary") in ("open", "half-open")
+
+
 async def test_client_disconnect_cancels_the_upstream_call(start_gateway, primary, backup):
     primary.configure(latency_ms=3000)
     gw = start_gateway(resilient_config(primary.url, backup.url))
@@ -331,7 +351,8 @@ def test_sigterm_drains_in_flight_requests_and_streams(tmp_path, primary, backup
     primary.configure(latency_ms=1500, tokens_per_second=10, chunks=10)  # a 1.5 s answer, a 2.5 s stream
     port = _free_port()
     config = {
-        "server": {"host": "127.0.0.1", "port": port, "shutdown_grace_s": 10, "log_level": "warning"},
+        "server": {"host": "127.0.0.1", "port": port, "shutdown_grace_s": 10, "drain_delay_s": 1.0,
+                   "log_level": "warning"},
         "auth": {"keys": [{"name": "test", "sha256": hash_key(TEST_KEY)}]},
         "deployments": {"primary": {"base_url": primary.url, "model": "primary-model"}},
         "models": {"chat": {"deployments": ["primary"]}},
@@ -369,6 +390,9 @@ def test_sigterm_drains_in_flight_requests_and_streams(tmp_path, primary, backup
             thread.start()
         assert wait_until(lambda: primary.stats()["in_flight"] == 2, timeout=5)
         proc.send_signal(signal.SIGTERM)
+        # Readiness turns 503 first, while the listener still accepts (load balancers stop sending), ...
+        assert wait_until(lambda: httpx.get(url + "/readyz", timeout=2).status_code == 503, timeout=2)
+        assert httpx.get(url + "/healthz", timeout=2).status_code == 200
 
         def refused() -> bool:
             try:
@@ -379,7 +403,8 @@ def test_sigterm_drains_in_flight_requests_and_streams(tmp_path, primary, backup
             except httpx.HTTPError:
                 return False
 
-        assert wait_until(refused, timeout=2)  # new connections are refused while the slow one drains
+        # ... then, server.drain_delay_s later, new connections are refused while the slow ones drain.
+        assert wait_until(refused, timeout=5)
         for thread in threads:
             thread.join(timeout=10)
         assert result == {"status": 200, "model": "primary-model", "stream": True}
@@ -389,3 +414,46 @@ def test_sigterm_drains_in_flight_requests_and_streams(tmp_path, primary, backup
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_stream_still_running_when_the_grace_ends_gets_an_error_event(tmp_path, primary, backup):
+    primary.configure(latency_ms=0, tokens_per_second=2, chunks=40)  # a 20 s stream
+    port = _free_port()
+    config = {
+        "server": {"host": "127.0.0.1", "port": port, "shutdown_grace_s": 1, "drain_delay_s": 0.5,
+                   "log_level": "warning"},
+        "auth": {"keys": [{"name": "test", "sha256": hash_key(TEST_KEY)}]},
+        "deployments": {"primary": {"base_url": primary.url, "model": "primary-model"}},
+        "models": {"chat": {"deployments": ["primary"]}},
+        "embedding": {"enabled": False}, "cache": {"enabled": False},
+        "intents_file": str(REPO / "config" / "intents.yaml"), "pricing_file": str(REPO / "config" / "pricing.yaml"),
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(path)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(url + "/healthz", timeout=0.5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        assert wait_until(up, timeout=30), proc.stdout.read1().decode() if proc.poll() is not None else "not up"
+        received: list[bytes] = []
+        with httpx.stream("POST", url + "/v1/chat/completions", headers={"authorization": f"Bearer {TEST_KEY}"},
+                          json={"model": "chat", "messages": HELLO, "stream": True}, timeout=30) as response:
+            for chunk in response.iter_bytes():
+                received.append(chunk)
+                if len(received) == 1:
+                    proc.send_signal(signal.SIGTERM)
+        body = b"".join(received)
+        assert b"gateway_shutting_down" in body and b"data: [DONE]" not in body  # an error event, not a cut
+        assert proc.wait(timeout=15) in (0, -signal.SIGTERM)
+        log = proc.stdout.read().decode()
+        assert "Traceback" not in log, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()

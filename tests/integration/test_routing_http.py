@@ -6,7 +6,7 @@ import pytest
 
 from gateway.cli import main as cli_main
 from gateway.embeddings import Embedder
-from tests.conftest import HEAVY_MODEL, LIGHT_MODEL, TEST_KEY, base_config
+from tests.conftest import HEAVY_MODEL, LIGHT_MODEL, REDIS_URL, TEST_KEY, base_config, sync_redis_client
 
 EASY = "Hi, where can I download the invoice for my last order?"
 HARD = ("Under EU consumer law, can a shop legally refuse a refund for a defective digital product that I "
@@ -83,13 +83,11 @@ def test_route_explain_prints_score_tier_and_reasons(capsys):
 def test_stickiness_is_shared_by_replicas_through_redis(start_gateway, light_mock, heavy_mock):
     import uuid
 
-    import redis
-
     prefix = f"gwtest:{uuid.uuid4().hex}:"
-    # Redis waits are bounded by cache.redis_timeout_ms (10 ms): on a loaded machine a first call (connect)
-    # can take longer and the turn is then routed on its own, which is what production wants, not this test.
+    # A generous cache.redis_timeout_ms: on a loaded machine a Redis wait can take longer and the turn is
+    # then routed on its own, which is what production wants, not this test.
     config = base_config(light_mock.url, heavy_mock.url, cache={"redis_timeout_ms": 2000},
-                         redis={"url": "redis://127.0.0.1:6379/15", "prefix": prefix})
+                         redis={"url": REDIS_URL, "prefix": prefix})
     first, second = start_gateway(config), start_gateway(config)
     try:
         one = openai.OpenAI(base_url=first.base_url, api_key=TEST_KEY, max_retries=0)
@@ -99,7 +97,7 @@ def test_stickiness_is_shared_by_replicas_through_redis(start_gateway, light_moc
         assert answer.model == HEAVY_MODEL and headers["x-gateway-tier"] == "heavy"
         assert ask(two, EASY, **{"x-session-id": "conv-8"})[0].model == LIGHT_MODEL
     finally:
-        client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
+        client = sync_redis_client()
         for key in client.scan_iter(f"{prefix}*"):
             client.delete(key)
         client.close()

@@ -1,12 +1,11 @@
 """The canary split (pure) and the shared percentage state (real Redis, its own prefix)."""
 
-import uuid
 
 import pytest
-import redis
-import redis.asyncio as aioredis
 
+from gateway.redisio import RedisIO, RedisUnavailable
 from gateway.routing.canary import CanaryState, in_canary
+from tests.conftest import async_redis
 
 
 def test_split_matches_the_percentage_and_is_sticky():
@@ -32,40 +31,61 @@ def test_aliases_split_independently():
     assert a != b
 
 
-@pytest.fixture
-async def redis_client():
-    client = aioredis.from_url("redis://127.0.0.1:6379/15")
-    prefix = f"gwtest:{uuid.uuid4().hex}:"
-    yield client, prefix
-    keys = [k async for k in client.scan_iter(f"{prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
-async def test_a_change_on_one_replica_reaches_another(redis_client):
-    client, prefix = redis_client
-    one = CanaryState({"support": 0.0}, client, prefix)
-    two = CanaryState({"support": 0.0}, client, prefix)
+async def test_a_change_on_one_replica_reaches_another(redis_io):
+    one = CanaryState({"support": 0.0}, redis_io.use("canary"))
+    two = CanaryState({"support": 0.0}, redis_io.use("other"))
     version = await one.set("support", 25.0)
     assert two.get("support") == 0.0
     await two.refresh(force=True)
     assert two.get("support") == 25.0 and two.version == version
 
 
-async def test_redis_away_keeps_the_last_known_value(redis_client):
-    client, prefix = redis_client
-    await CanaryState({"support": 0.0}, client, prefix).set("support", 40.0)
-    state = CanaryState({"support": 0.0}, client, prefix)
+async def test_redis_away_keeps_the_last_known_value(redis_io):
+    await CanaryState({"support": 0.0}, redis_io.use("canary")).set("support", 40.0)
+    state = CanaryState({"support": 0.0}, redis_io.use("other"))
     await state.refresh(force=True)
-    dead = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.05, socket_timeout=0.05)
-    state._redis = dead
+    dead = async_redis("redis://127.0.0.1:1/0")
+    state._redis = RedisIO(dead, prefix=redis_io.prefix, timeout_s=0.5).use("canary")
     await state.refresh(force=True)
     assert state.get("support") == 40.0
-    with pytest.raises(redis.exceptions.RedisError):
+    with pytest.raises(RedisUnavailable):
         await state.set("support", 5.0)  # not stored anywhere: nothing changes
     assert state.get("support") == 40.0
     await dead.aclose()
+
+
+async def test_replicas_agree_again_after_redis_restarts_empty(redis_io):
+    """Redis loses the percentages: running replicas write back theirs with its version, and a replica
+    started after the loss adopts it instead of its config's value."""
+    one = CanaryState({"support": 0.0}, redis_io.use("one"))
+    two = CanaryState({"support": 0.0}, redis_io.use("two"))
+    await one.set("support", 10.0)
+    version = await one.set("support", 20.0)
+    await two.refresh(force=True)
+    await redis_io.client.delete(one._state)  # restarted empty
+    late = CanaryState({"support": 0.0}, redis_io.use("late"))  # config says 0
+    await late.refresh(force=True)  # seeds version 0 with its config: it knows nothing newer
+    for state in (one, two, late):  # the next refreshes (every half second in the app)
+        await state.refresh(force=True)
+    for state in (one, two, late):
+        await state.refresh(force=True)
+        assert (state.get("support"), state.version) == (20.0, version)
+
+
+async def test_rollback_counts_failures_across_replicas(redis_io):
+    """Each replica sees a failure rate under the threshold; together they are over it: rolled back."""
+    one = CanaryState({"support": 50.0}, redis_io.use("one"))
+    two = CanaryState({"support": 50.0}, redis_io.use("two"))
+    await one.set("support", 50.0)
+    for i in range(5):  # one: 2 of 5 failed; two: 3 of 5 failed; together 5 of 10 > 40%
+        await one.observe("support", failed=i < 2, window=10, max_error_rate=0.4)
+        await two.observe("support", failed=i < 3, window=10, max_error_rate=0.4)
+    await one.refresh(force=True)
+    assert one.get("support") == 50.0  # 5 outcomes so far: the window is not full
+    await two.refresh(force=True)
+    assert two.get("support") == 0.0
+    await one.refresh(force=True)
+    assert one.get("support") == 0.0
 
 
 async def test_rollback_after_too_many_failures():

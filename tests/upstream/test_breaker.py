@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from gateway.config import BreakerConfig
 from gateway.metrics import Metrics
-from gateway.upstream.breaker import CircuitBreaker
+from gateway.redisio import RedisIO
+from gateway.upstream.breaker import CircuitBreaker, RedisBreakerStore
 
 CONFIG = BreakerConfig(failures=3, window_s=10, cooldown_s=5)
 
@@ -29,16 +28,8 @@ async def fail(breaker: CircuitBreaker, name: str = "d", times: int = 1) -> None
 
 
 @pytest.fixture
-async def redis_client():
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url("redis://127.0.0.1:6379", socket_timeout=1)
-    prefix = f"gwtest:{uuid.uuid4().hex}:"
-    yield client, prefix
-    keys = [k async for k in client.scan_iter(prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+def shared(redis_io):
+    return redis_io.use("breaker")
 
 
 async def run_state_machine(make) -> None:
@@ -77,9 +68,8 @@ async def test_memory_state_machine():
     await run_state_machine(lambda clock, metrics: CircuitBreaker(CONFIG, clock=clock, metrics=metrics))
 
 
-async def test_redis_state_machine(redis_client):
-    client, prefix = redis_client
-    await run_state_machine(lambda clock, metrics: CircuitBreaker(CONFIG, redis=client, prefix=prefix, clock=clock,
+async def test_redis_state_machine(shared):
+    await run_state_machine(lambda clock, metrics: CircuitBreaker(CONFIG, redis=shared, clock=clock,
                                                                   metrics=metrics, sync_s=0))
 
 
@@ -93,11 +83,10 @@ async def test_released_probe_lets_another_through():
     assert (await breaker.allow("d")).probe
 
 
-async def test_replicas_share_one_breaker_through_redis(redis_client):
-    client, prefix = redis_client
+async def test_replicas_share_one_breaker_through_redis(shared):
     clock = Clock()
-    a = CircuitBreaker(CONFIG, redis=client, prefix=prefix, clock=clock, sync_s=0)
-    b = CircuitBreaker(CONFIG, redis=client, prefix=prefix, clock=clock, sync_s=0)
+    a = CircuitBreaker(CONFIG, redis=shared, clock=clock, sync_s=0)
+    b = CircuitBreaker(CONFIG, redis=shared.io.use("other"), clock=clock, sync_s=0)
     await fail(a, times=2)
     await fail(b)  # the third failure, seen by another replica, opens it for both
     assert await a.allow("d") is None and await b.allow("d") is None
@@ -122,10 +111,36 @@ async def test_redis_failure_falls_back_to_local_state():
         set = delete = get
 
     clock = Clock()
-    breaker = CircuitBreaker(CONFIG, redis=Broken(), prefix="x:", clock=clock, sync_s=0)
+    breaker = CircuitBreaker(CONFIG, redis=RedisIO(Broken(), prefix="x:").use("breaker"), clock=clock, sync_s=0)
     await fail(breaker, times=3)
     assert await breaker.allow("d") is None
     clock.now += 6
     probe = await breaker.allow("d")
     await breaker.success(probe)
     assert breaker.state("d") == "closed"
+
+
+async def test_hold_keeps_a_deployment_out_for_retry_after_on_every_replica(shared):
+    clock = Clock()
+    a = CircuitBreaker(CONFIG, redis=shared, clock=clock, sync_s=0)
+    b = CircuitBreaker(CONFIG, redis=shared.io.use("other"), clock=clock, sync_s=0)
+    await a.hold("d", 30)  # a 429 with Retry-After: 30, longer than the cooldown (5 s)
+    assert await a.allow("d") is None and await b.allow("d") is None
+    clock.now += 29
+    assert await b.allow("d") is None
+    clock.now += 1.5
+    probe = await b.allow("d")
+    assert probe is not None and probe.probe
+    await b.success(probe)
+    assert await a.allow("d") is not None
+
+
+async def test_reseed_writes_back_open_circuits(shared):
+    clock = Clock()
+    a = CircuitBreaker(CONFIG, redis=shared, clock=clock, sync_s=0)
+    await fail(a, times=3)
+    await shared.client.delete(*RedisBreakerStore(shared)._keys("d"))  # Redis restarted empty
+    b = CircuitBreaker(CONFIG, redis=shared.io.use("other"), clock=clock, sync_s=0)
+    assert await b.allow("d") is not None
+    await a.reseed()
+    assert await b.allow("d") is None

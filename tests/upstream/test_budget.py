@@ -3,7 +3,6 @@ token estimates with real usage, and per-key limits."""
 
 from __future__ import annotations
 
-import uuid
 
 import pytest
 
@@ -13,6 +12,7 @@ from gateway.context import settle_holds
 from gateway.errors import RateLimited
 from gateway.limits import KeyLimits
 from gateway.request import ChatRequest
+from gateway.redisio import RedisIO
 from gateway.upstream.budget import MemoryWindows, RedisWindows, UpstreamBudget, estimate_tokens
 
 
@@ -35,16 +35,8 @@ def config(**deployment):
 
 
 @pytest.fixture
-async def redis_windows():
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url("redis://127.0.0.1:6379", socket_timeout=1)
-    prefix = f"gwtest:{uuid.uuid4().hex}:"
-    yield RedisWindows(client, prefix), client
-    keys = [k async for k in client.scan_iter(prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+async def redis_windows(redis_io):
+    yield RedisWindows(redis_io.use("budget")), redis_io.client
 
 
 def test_estimate_tokens():
@@ -130,7 +122,7 @@ async def test_redis_windows_are_shared_and_atomic(redis_windows):
     import asyncio
 
     windows, client = redis_windows
-    other = RedisWindows(client, windows._prefix)
+    other = RedisWindows(windows.use.io.use("other"))
     grants = await asyncio.gather(*[(windows if i % 2 else other).take("k", (25, 10_000), (1, 100))
                                     for i in range(60)])
     assert sum(g.ok for g in grants) == 25
@@ -138,19 +130,32 @@ async def test_redis_windows_are_shared_and_atomic(redis_windows):
     assert 0 < refused.wait_s <= 61
     ok = next(g for g in grants if g.ok)
     await windows.adjust("k", ok.bucket, -50)
-    total = sum(int(v) for v in (await client.hgetall(windows._prefix + "win:k:t")).values())
+    total = sum(int(v) for v in (await client.hgetall(windows._keys("k")[1])).values())
     assert total == 25 * 100 - 50
 
 
-async def test_redis_failure_counts_in_process():
-    class Broken:
-        def register_script(self, script):
-            async def run(*args, **kwargs):
-                raise ConnectionError("down")
-            return run
+class Broken:
+    """A Redis client whose every command fails."""
 
-    windows = RedisWindows(Broken(), "x:")
-    assert [(await windows.take("k", (2, None), (1, 0))).ok for _ in range(3)] == [True, True, False]
+    def register_script(self, script):
+        async def run(*args, **kwargs):
+            raise ConnectionError("down")
+        return run
+
+    async def get(self, *args, **kwargs):
+        raise ConnectionError("down")
+
+    set = delete = zadd = get
+
+
+async def test_redis_failure_counts_a_local_share():
+    """Redis away: each replica keeps to limit / live replicas, in process (never unlimited)."""
+    io = RedisIO(Broken(), prefix="x:")
+    windows = RedisWindows(io.use("budget"))
+    assert [(await windows.take("k", (4, None), (1, 0))).ok for _ in range(5)] == [True] * 4 + [False]
+    io.replicas = 2
+    assert not (await windows.take("k2", (4, None), (3, 0))).ok  # 3 > 4 / 2
+    assert [(await windows.take("k3", (4, None), (1, 0))).ok for _ in range(3)] == [True, True, False]
 
 
 def chat(key: ClientKey, content: str = "hello", **body) -> ChatRequest:
