@@ -224,7 +224,7 @@ class Pipeline:
             except asyncio.CancelledError:
                 if self.drain is None or not self.drain.draining:
                     raise  # the client went away
-                req.status = 503  # the shutdown grace is over: end the stream with a reason, not a cut
+                ctx.status = 503  # the shutdown grace is over: end the stream with a reason, not a cut
                 yield error_event("the gateway is shutting down; the answer is incomplete, retry it",
                                   code="gateway_shutting_down")
             finally:
