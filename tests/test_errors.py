@@ -267,19 +267,20 @@ def test_an_upstream_4xx_is_rebuilt_never_passed_verbatim():
     of its own: the client gets the status, type, code and a scrubbed message, nothing else."""
     import orjson
 
+    from gateway.api.render import error_answer
     from gateway.errors import UpstreamStatus
 
     echoed = orjson.dumps({"error": {"message": "bad field 'foo'; request had Authorization: Bearer sk-upstream-"
                                                 "secret-0123456789", "type": "invalid_request_error",
                                      "param": "foo", "code": "unknown_field", "internal": {"trace": "x" * 50}},
                            "request_headers": {"authorization": "Bearer sk-upstream-secret-0123456789"}})
-    response = UpstreamStatus(422, echoed).to_response()
-    body = orjson.loads(response.body)
-    assert response.status_code == 422 and list(body) == ["error"]
+    status, raw, _ = error_answer(UpstreamStatus(422, echoed))
+    body = orjson.loads(raw)
+    assert status == 422 and list(body) == ["error"]
     error = body["error"]
     assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", "foo", "unknown_field")
-    assert "secret" not in response.body.decode() and "bad field 'foo'" in error["message"]
+    assert "secret" not in raw.decode() and "bad field 'foo'" in error["message"]
     assert set(error) == {"message", "type", "param", "code"}
-    html = UpstreamStatus(404, b"<html>Not Found for key sk-abcdef0123456789</html>").to_response()
-    assert orjson.loads(html.body)["error"] == {"message": "the upstream refused the request (404)",
+    html = error_answer(UpstreamStatus(404, b"<html>Not Found for key sk-abcdef0123456789</html>"))[1]
+    assert orjson.loads(html)["error"] == {"message": "the upstream refused the request (404)",
                                                 "type": "invalid_request_error", "param": None, "code": None}

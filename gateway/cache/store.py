@@ -288,7 +288,7 @@ class RedisStore:
         self._use = redis if isinstance(redis, RedisUse) else RedisIO.wrap(redis, prefix).use(
             "cache", fallback="serving without the cache")
         self.redis = self._use.client
-        self._writes = self._use.io.use(self._use.name + "_write", fallback="the entry is not stored")
+        self._write_use = self._use.io.use(self._use.name + "_write", fallback="the entry is not stored")
         self.lookup_timeout_s = lookup_timeout_s  # the two reads on a request's path; others: redis.timeout_ms
         self.max_entries = max_entries_per_intent
         self.reload_s = reload_s
@@ -309,7 +309,7 @@ class RedisStore:
             raise StoreUnavailable("redis circuit open: not trying before the backoff ends")
         lookup = op in _LOOKUPS
         try:  # a timeout stops the wait, not the command: the connection stays usable (gateway.redisio)
-            result = await (self._use if lookup else self._writes).call(op, make, timeout_s)
+            result = await (self._use if lookup else self._write_use).call(op, make, timeout_s)
         except RedisUnavailable as exc:  # redis errors, timeouts, connection refused: all fail open
             if not lookup:  # a slow write (stats, a put) does not switch the lookups off
                 raise StoreUnavailable(f"redis: {exc}") from exc

@@ -187,7 +187,7 @@ async def test_put_later_answers_at_once_and_writes_in_the_background(redis_clie
 
 
 async def test_put_later_reports_a_failed_write_and_is_bounded(redis_client):
-    dead = aioredis.from_url("redis://127.0.0.1:1/15", socket_timeout=0.2, socket_connect_timeout=0.2)
+    dead = async_redis("redis://127.0.0.1:1/15")
     store = RedisStore(dead, redis_client.test_prefix, max_pending=2)
     errors: list[StoreUnavailable] = []
     for i in range(5):
