@@ -27,6 +27,7 @@ import orjson
 from gateway.config import Deployment, GatewayConfig, ShadowConfig
 from gateway.redact import redact
 from gateway.shadow.judge import Judge, Side, answer_side
+from gateway.redisio import RedisIO
 from gateway.upstream.budget import make_windows
 from gateway.upstream.providers import Upstream
 from gateway.verbatim import encode
@@ -138,7 +139,7 @@ class ShadowMirror:
         self._cost_of = cost_of
         self.store = store
         self._metrics = metrics
-        self._windows = make_windows(redis, prefix)
+        self._windows = make_windows(RedisIO.wrap(redis, prefix).use("shadow") if redis is not None else None)
         self._rng = rng
         self._percent = {alias: shadow.percent for alias, shadow in self._routes.items()}
         self._primary = {alias: config.models[alias].deployments[0] for alias in self._routes}
