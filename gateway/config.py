@@ -326,7 +326,7 @@ class CacheConfig(Section):
     max_temperature: float = Field(0.7, ge=0)  # above this an answer is too random to reuse
     semantic: bool = True
     max_entries_per_intent: int = Field(2000, gt=0)
-    redis_timeout_ms: int = Field(50, gt=0)  # a cache lookup (and the sticky check) waits no longer on Redis, then serves without it
+    redis_timeout_ms: int = Field(50, gt=0)  # a cache lookup (and the sticky check) waits no longer on Redis
     default_ttl_s: int = Field(3600, gt=0)
     # shared: every client key reads the same cached answers; key: each client key has a cache of its own
     scope: Literal["shared", "key"] = "shared"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import uuid
 import time
+import uuid
 from typing import Any
 
 import openai

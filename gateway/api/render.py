@@ -20,7 +20,7 @@ import orjson
 from starlette.responses import Response
 
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, RateLimited, UpstreamStatus, rebuilt_upstream_error, upstream_error
+from gateway.errors import GatewayError, RateLimited, UpstreamStatus, rebuilt_upstream_error
 from gateway.request import Answer, StreamAnswer
 from gateway.sse import error_event
 

@@ -69,12 +69,11 @@ def _confirmed(args: argparse.Namespace, where: str) -> bool:
 
 def _open(args: argparse.Namespace):
     """(cache, redis client) on the config's Redis, or None after printing why not."""
-    from gateway.redisio import make_client
-
     from gateway.cache.service import build_cache
     from gateway.config import load_config
     from gateway.intents import IntentsConfig
     from gateway.metrics import Metrics
+    from gateway.redisio import make_client
 
     config = load_config(args.config)
     if not config.redis.url:

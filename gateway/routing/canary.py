@@ -163,7 +163,8 @@ class CanaryState:
         for alias, (outcomes, window, max_rate) in pending.items():
             args = [window, max_rate, alias, *("1" if failed else "0" for failed in outcomes)]
             keys = [f"{self._redis.prefix}{{canary}}:outcomes:{alias}", self._state]
-            failed, version = await self._redis.call("observe", lambda: self._observe(keys=keys, args=args))
+            failed, version = await self._redis.call(
+                "observe", lambda keys=keys, args=args: self._observe(keys=keys, args=args))
             if version:
                 self._rolled_back(alias)
                 self.percent[alias], self.version = 0.0, int(version)

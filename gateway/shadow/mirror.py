@@ -26,8 +26,8 @@ import orjson
 
 from gateway.config import Deployment, GatewayConfig, ShadowConfig
 from gateway.redact import redact
-from gateway.shadow.judge import Judge, Side, answer_side
 from gateway.redisio import RedisIO
+from gateway.shadow.judge import Judge, Side, answer_side
 from gateway.upstream.budget import make_windows
 from gateway.upstream.providers import Upstream
 from gateway.verbatim import encode

@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import redis
 import redis.asyncio as aioredis
 import yaml
 

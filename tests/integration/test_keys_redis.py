@@ -11,7 +11,6 @@ from gateway.config import CONFIG_DIR, load_config
 from tests.conftest import LIGHT_MODEL, REDIS_URL, sync_redis_client, wait_until
 
 
-
 @pytest.fixture
 def config_file(tmp_path, light_mock):
     prefix = f"gwtest:{uuid.uuid4().hex}:"

@@ -128,7 +128,7 @@ def test_a_gateway_on_the_cluster_limits_caches_and_routes(start_gateway, light_
         ask(), ask()
         with pytest.raises(openai.RateLimitError):
             ask()  # the fifth request of the minute: the key's rpm is 4, counted in the cluster
-        errors = {k: v for k, v in gw.state.metrics.redis_errors.metric._metrics.items()}
+        errors = dict(gw.state.metrics.redis_errors.metric._metrics.items())
         assert not errors, errors
     finally:
         delete_prefix(prefix, cluster_url)

@@ -3,7 +3,6 @@ token estimates with real usage, and per-key limits."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from gateway.auth import ClientKey
@@ -11,8 +10,8 @@ from gateway.config import build_config
 from gateway.context import settle_holds
 from gateway.errors import RateLimited
 from gateway.limits import KeyLimits
-from gateway.request import ChatRequest
 from gateway.redisio import RedisIO
+from gateway.request import ChatRequest
 from gateway.upstream.budget import MemoryWindows, RedisWindows, UpstreamBudget, estimate_tokens
 
 
