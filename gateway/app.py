@@ -59,11 +59,10 @@ def _redis_client(config: GatewayConfig, timeout_s: float | None = None, max_con
     """The request path's client waits `redis.timeout_ms`; background work (batches) passes its own timeout."""
     if not config.redis.url:
         return None
-    import redis.asyncio as aioredis
+    from gateway.redisio import make_client  # the same URLs as the rest (cluster, sentinel)
 
     timeout = config.redis.timeout_ms / 1000 if timeout_s is None else timeout_s
-    return aioredis.from_url(config.redis.url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                             health_check_interval=0, max_connections=max_connections)
+    return make_client(config.redis.url, socket_timeout_s=timeout, pool_size=max_connections)[0]
 
 
 def _intent_detector(config: GatewayConfig, embedder: Embedder):
