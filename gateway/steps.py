@@ -69,6 +69,10 @@ class Router(Protocol):
 
     def chain(self, alias: str, tier: str) -> Chain: ...
 
+    def prefetch(self, req: RequestContext) -> None:
+        """Start the Redis reads `decide` will need, so that they overlap the steps before it."""
+        ...
+
     async def decide(self, req: RequestContext) -> Chain:
         """Sets req.difficulty, req.tier and req.variant; the deployments to try."""
         ...
