@@ -4,8 +4,6 @@ the shared state, and the histograms reach past a second."""
 
 from __future__ import annotations
 
-import uuid
-
 import httpx
 import openai
 import pytest
@@ -124,19 +122,6 @@ def test_overhead_and_latency_histograms_reach_a_minute():
     assert 30 < quantile(data, "gateway_request_duration_seconds", 0.95) <= 60
 
 
-@pytest.fixture
-async def redis_client():
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url("redis://127.0.0.1:6379", socket_timeout=1)
-    prefix = f"gwtest:{uuid.uuid4().hex}:"
-    yield client, prefix
-    keys = [k async for k in client.scan_iter(prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
 class Clock:
     now = 1_000_000.0
 
@@ -144,10 +129,9 @@ class Clock:
         return self.now
 
 
-async def test_circuit_gauges_follow_the_shared_state_not_this_process_calls(redis_client):
+async def test_circuit_gauges_follow_the_shared_state_not_this_process_calls(redis_io):
     """Another replica opens the breaker; this one reads it on its timer, and sees it close after the
     cooldown although it never calls the deployment (the alert kept firing 16 minutes after recovery)."""
-    redis, prefix = redis_client
     config = build_config({
         "auth": {"open": True},
         "deployments": {"fallback": {"base_url": "http://127.0.0.1:9/v1", "model": "m", "rpm": 100, "tpm": 5000}},
@@ -155,11 +139,11 @@ async def test_circuit_gauges_follow_the_shared_state_not_this_process_calls(red
         "pricing_file": "pricing.yaml", "intents_file": "intents.yaml"})
     breaker_config = BreakerConfig(failures=2, window_s=10, cooldown_s=5)
     clock = Clock()
-    other = CircuitBreaker(breaker_config, redis=redis, prefix=prefix, clock=clock)
-    mine = CircuitBreaker(breaker_config, redis=redis, prefix=prefix, clock=clock)
+    other = CircuitBreaker(breaker_config, redis=redis_io.use("breaker"), clock=clock, sync_s=0)
+    mine = CircuitBreaker(breaker_config, redis=redis_io.use("breaker"), clock=clock, sync_s=0)
     metrics = Metrics()
-    budget = UpstreamBudget(config, make_windows(redis, prefix))
-    refresher = GaugeRefresher(config, metrics, mine, budget, redis)
+    budget = UpstreamBudget(config, make_windows(redis_io.use("budget")))
+    refresher = GaugeRefresher(config, metrics, mine, budget, redis_io.client)
 
     await refresher.refresh()
     assert metrics.circuit_open.labels("fallback")._value.get() == 0
