@@ -71,15 +71,24 @@ def _intent_detector(config: GatewayConfig, embedder: Embedder):
     return IntentDetector(IntentsConfig.model_validate(config.intents), embedder)
 
 
-def _cache(config: GatewayConfig, intents, embedder: Embedder, redis, metrics: Metrics, recorder: Recorder,
-           side_of=None):
+def _cache(
+    config: GatewayConfig, intents, embedder: Embedder, redis, metrics: Metrics, recorder: Recorder, side_of=None
+):
     """The intent cache (Redis when redis.url is set, in memory otherwise), or the pass-through when off."""
     if not config.cache.enabled:
         return DisabledCache()
     from gateway.cache.service import build_cache
 
-    return build_cache(config, intents.config, redis, metrics, cost_of=recorder.cost_of,
-                       semantic=embedder.available, side_of=side_of, embedding=embedder.kind)
+    return build_cache(
+        config,
+        intents.config,
+        redis,
+        metrics,
+        cost_of=recorder.cost_of,
+        semantic=embedder.available,
+        side_of=side_of,
+        embedding=embedder.kind,
+    )
 
 
 async def _keep_refreshed(canary: CanaryState, every_s: float = 0.5) -> None:
@@ -144,8 +153,9 @@ class GatewayApp(FastAPI):
             in_flight.dec()
 
 
-def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metrics: Metrics | None = None,
-               transport=None) -> FastAPI:
+def create_app(
+    config: GatewayConfig, *, embedder: Embedder | None = None, metrics: Metrics | None = None, transport=None
+) -> FastAPI:
     """`embedder`, `metrics` and `transport` may be given (tests share one embedding model between apps)."""
 
     @asynccontextmanager
@@ -160,52 +170,97 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
         intents = _intent_detector(config, state.embedder)
         # Pools last, once nothing else can fail. Each component gets its own use of the one Redis pool.
         io = state.redis = RedisIO.from_config(config.redis, state.metrics)
-        use = (lambda name, fallback, timeout_s=None: io.use(name, timeout_s=timeout_s, fallback=fallback)) \
-            if io is not None else (lambda *args, **kwargs: None)
+        use = (
+            (lambda name, fallback, timeout_s=None: io.use(name, timeout_s=timeout_s, fallback=fallback))
+            if io is not None
+            else (lambda *args, **kwargs: None)
+        )
         quick_s = config.cache.redis_timeout_ms / 1000  # reads a request can do without
-        state.canary = CanaryState({alias: route.canary.percent for alias, route in config.models.items()
-                                    if route.canary is not None}, use("canary", "keeping the last known percentages"),
-                                   metrics=state.metrics)
-        state.router = Router(config, _difficulty_scorer(config), metrics=state.metrics, canary=state.canary,
-                              sticky=StickyTiers(use("sticky", "routing the turn on its own difficulty", quick_s)))
+        state.canary = CanaryState(
+            {alias: route.canary.percent for alias, route in config.models.items() if route.canary is not None},
+            use("canary", "keeping the last known percentages"),
+            metrics=state.metrics,
+        )
+        state.router = Router(
+            config,
+            _difficulty_scorer(config),
+            metrics=state.metrics,
+            canary=state.canary,
+            sticky=StickyTiers(use("sticky", "routing the turn on its own difficulty", quick_s)),
+        )
         state.transport = transport or make_transport(config.server.upstream_client, config.server.max_connections)
         state.auth = Authenticator(config.auth, use("auth", "keeping the keys already known"))
-        state.dispatcher = Dispatcher(config, state.transport, state.metrics,
-                                      redis=use("budget", "counting a local share of each upstream budget"),
-                                      breaker_redis=use("breaker", "keeping the breakers' local state"))
-        state.limits = KeyLimits(make_windows(use("limits", "counting a local share of each key's limits")),
-                                 state.metrics)
-        state.models_body = orjson.dumps({"object": "list",
-                                          "data": [model_entry(config, alias) for alias in config.models]})
+        state.dispatcher = Dispatcher(
+            config,
+            state.transport,
+            state.metrics,
+            redis=use("budget", "counting a local share of each upstream budget"),
+            breaker_redis=use("breaker", "keeping the breakers' local state"),
+        )
+        state.limits = KeyLimits(
+            make_windows(use("limits", "counting a local share of each key's limits")), state.metrics
+        )
+        state.models_body = orjson.dumps(
+            {"object": "list", "data": [model_entry(config, alias) for alias in config.models]}
+        )
         recorder = Recorder(config, state.metrics, Pricing(config.pricing))
-        state.cache = _cache(config, intents, state.embedder, use("cache", "serving without the cache"),
-                             state.metrics, recorder, side_of=state.router.canary_side)
+        state.cache = _cache(
+            config,
+            intents,
+            state.embedder,
+            use("cache", "serving without the cache"),
+            state.metrics,
+            recorder,
+            side_of=state.router.canary_side,
+        )
         raw = io.client if io is not None else None  # shadow and registry: the bare client (not yet on redisio)
         state.registry = ModelRegistry(config, raw, config.redis.prefix)
-        state.shadow = ShadowMirror(config, state.transport, recorder.cost_of,
-                                    ShadowStore(raw, config.redis.prefix), state.metrics,
-                                    redis=raw, prefix=config.redis.prefix)
-        state.promoter = Promoter(config, state.canary, state.shadow, state.registry, raw,
-                                  config.redis.prefix, state.metrics)
+        state.shadow = ShadowMirror(
+            config,
+            state.transport,
+            recorder.cost_of,
+            ShadowStore(raw, config.redis.prefix),
+            state.metrics,
+            redis=raw,
+            prefix=config.redis.prefix,
+        )
+        state.promoter = Promoter(
+            config, state.canary, state.shadow, state.registry, raw, config.redis.prefix, state.metrics
+        )
         state.pipeline = Pipeline(
-            auth=state.auth, limits=state.limits, cache=state.cache, embedder=state.embedder,
-            intents=intents, router=state.router,
-            dispatcher=state.dispatcher, recorder=recorder, shadow=state.shadow,
+            auth=state.auth,
+            limits=state.limits,
+            cache=state.cache,
+            embedder=state.embedder,
+            intents=intents,
+            router=state.router,
+            dispatcher=state.dispatcher,
+            recorder=recorder,
+            shadow=state.shadow,
             cascade=Cascade(config, state.metrics, recorder) if _cascade_on(config) else None,
-            access_log=AccessLog(config.server.access_log), request_log=RequestLog(config.server.request_log),
+            access_log=AccessLog(config.server.access_log),
+            request_log=RequestLog(config.server.request_log),
             spend=SpendBudgets(config, recorder.pricing, raw, config.redis.prefix, state.metrics)
-            if config.budgets.keys or config.budgets.teams else None,
-            drain=state.drain)
+            if config.budgets.keys or config.budgets.teams
+            else None,
+            drain=state.drain,
+        )
         recorder.promoter = state.promoter
         state.metrics.prime(config, [spec.name for spec in intents.config.intents])
-        state.gauges = GaugeRefresher(config, state.metrics, state.dispatcher.breaker, state.dispatcher.budget,
-                                      state.redis)
+        state.gauges = GaugeRefresher(
+            config, state.metrics, state.dispatcher.breaker, state.dispatcher.budget, state.redis
+        )
         # Everything built so far lives as long as the app: keep it out of the collector's way, so that
         # full collections under load walk only per-request garbage (shorter pauses, a lower p99).
         gc.collect()
         gc.freeze()
-        log.info("gateway ready: %d models, %d deployments, upstream client %s, embedding model %s",
-                 len(config.models), len(config.deployments), config.server.upstream_client, state.embedder.name)
+        log.info(
+            "gateway ready: %d models, %d deployments, upstream client %s, embedding model %s",
+            len(config.models),
+            len(config.deployments),
+            config.server.upstream_client,
+            state.embedder.name,
+        )
         if io is not None:  # connections opened and scripts loaded before the first request
             io.on_reset(state.dispatcher.breaker.reseed)
             await io.start()
@@ -215,12 +270,18 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
         promotions = asyncio.create_task(state.promoter.run()) if state.shadow.aliases else None
         # Batches move whole files and result sets: a client of their own, patient (nobody waits on it live)
         batch_redis = _redis_client(config, timeout_s=10.0, max_connections=32)
-        state.batches = BatchStore(FileStore(batch_redis, config.redis.prefix, config.batches.file_ttl_s),
-                                   batch_redis, config.redis.prefix)
-        batch_worker = BatchWorker(state.batches, make_run_item(state.pipeline, config.server.max_body_bytes),
-                                   max_concurrency=config.batches.max_concurrency, lease_s=config.batches.lease_s,
-                                   poll_s=config.batches.poll_s, max_per_s=config.batch_pace(),
-                                   metrics=state.metrics)
+        state.batches = BatchStore(
+            FileStore(batch_redis, config.redis.prefix, config.batches.file_ttl_s), batch_redis, config.redis.prefix
+        )
+        batch_worker = BatchWorker(
+            state.batches,
+            make_run_item(state.pipeline, config.server.max_body_bytes),
+            max_concurrency=config.batches.max_concurrency,
+            lease_s=config.batches.lease_s,
+            poll_s=config.batches.poll_s,
+            max_per_s=config.batch_pace(),
+            metrics=state.metrics,
+        )
         batch_work = asyncio.create_task(batch_worker.run()) if config.batches.enabled else None
         try:
             yield
@@ -263,8 +324,9 @@ def create_app(config: GatewayConfig, *, embedder: Embedder | None = None, metri
     async def http_error(request: Request, exc: HTTPException) -> Response:
         kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
         message = f"{request.method} {request.url.path}: {exc.detail}"
-        response = render.error_response(status=exc.status_code, message=message, type_="invalid_request_error",
-                                         code=kind)
+        response = render.error_response(
+            status=exc.status_code, message=message, type_="invalid_request_error", code=kind
+        )
         response.headers.update(exc.headers or {})  # Allow on a 405 (RFC 9110 15.5.6)
         return response
 

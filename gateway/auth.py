@@ -94,10 +94,14 @@ class Authenticator:
         client = None
         if fields:
             get = lambda name: (fields.get(name.encode()) or b"").decode() or None  # noqa: E731
-            client = ClientKey(name=get("name") or digest[:8], id=get("id") or digest[:12],
-                               rpm=int(get("rpm")) if get("rpm") else None,
-                               tpm=int(get("tpm")) if get("tpm") else None,
-                               allow_force_tier=get("allow_force_tier") in ("1", "true"), team=get("team"))
+            client = ClientKey(
+                name=get("name") or digest[:8],
+                id=get("id") or digest[:12],
+                rpm=int(get("rpm")) if get("rpm") else None,
+                tpm=int(get("tpm")) if get("tpm") else None,
+                allow_force_tier=get("allow_force_tier") in ("1", "true"),
+                team=get("team"),
+            )
         if len(self._remembered) > 10_000:
             self._remembered.clear()
         self._remembered[digest] = (now + self._ttl_s, client)

@@ -1,16 +1,16 @@
 """The `gateway` command (also `python -m gateway`).
 
-    gateway serve [--config F] [--host H] [--port N] [--workers N]
-    gateway demo [--port N]               mock upstreams + gateway on the demo config, in-memory, open auth
-    gateway mock-upstream [...]           the built-in OpenAI-compatible upstream
-    gateway config check [FILE]           validate a config and say what it would serve
-    gateway keys hash KEY                 the sha256 to put in auth.keys
-    gateway keys create NAME | rotate NAME [--grace 1h] | revoke NAME|ID|PREFIX | list
-                                          client keys kept in Redis (auth.redis_keys)
-    gateway canary get [MODEL] | set MODEL PERCENT   on a running gateway (admin API)
-    gateway cache eval|stats|flush ...    the intent cache
-    gateway route explain|eval|calibrate|train ...
-    gateway report [--url URL]            latency, cost per intent, hit rate, heavy share of a running gateway
+gateway serve [--config F] [--host H] [--port N] [--workers N]
+gateway demo [--port N]               mock upstreams + gateway on the demo config, in-memory, open auth
+gateway mock-upstream [...]           the built-in OpenAI-compatible upstream
+gateway config check [FILE]           validate a config and say what it would serve
+gateway keys hash KEY                 the sha256 to put in auth.keys
+gateway keys create NAME | rotate NAME [--grace 1h] | revoke NAME|ID|PREFIX | list
+                                      client keys kept in Redis (auth.redis_keys)
+gateway canary get [MODEL] | set MODEL PERCENT   on a running gateway (admin API)
+gateway cache eval|stats|flush ...    the intent cache
+gateway route explain|eval|calibrate|train ...
+gateway report [--url URL]            latency, cost per intent, hit rate, heavy share of a running gateway
 """
 
 from __future__ import annotations
@@ -36,18 +36,30 @@ def _serve(args: argparse.Namespace) -> int:
     workers = args.workers or config.server.workers
     busy = _cannot_listen(host, port)
     if busy:
-        print(f"gateway serve: cannot listen on {host}:{port}: {busy}; choose another with --port N "
-              "(or server.port, GATEWAY_SERVER__PORT)", file=sys.stderr)
+        print(
+            f"gateway serve: cannot listen on {host}:{port}: {busy}; choose another with --port N "
+            "(or server.port, GATEWAY_SERVER__PORT)",
+            file=sys.stderr,
+        )
         return 1
     temp_metrics_dir = _prepare_multiproc_dir(workers)
     log_config = dict_config(config.server.log_level, config.server.log_format)
     logging.config.dictConfig(log_config)
     try:  # uvicorn applies log_config in every worker: the same format with --workers N
-        uvicorn.run("gateway.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    loop="uvloop", http="httptools", access_log=False, log_config=log_config,
-                    log_level=config.server.log_level,
-                    timeout_graceful_shutdown=config.server.shutdown_grace_s,  # type: ignore[arg-type]  # a float works
-                    lifespan="on")
+        uvicorn.run(
+            "gateway.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_config=log_config,
+            log_level=config.server.log_level,
+            timeout_graceful_shutdown=config.server.shutdown_grace_s,  # type: ignore[arg-type]  # a float works
+            lifespan="on",
+        )
     finally:
         if temp_metrics_dir:
             import shutil
@@ -113,23 +125,35 @@ def _demo(args: argparse.Namespace) -> int:
         sock.listen(2048)
     except OSError as exc:
         sock.close()
-        print(f"gateway demo: cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}; "
-              "choose another port: gateway demo --port N (or make demo PORT=N)", file=sys.stderr)
+        print(
+            f"gateway demo: cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}; "
+            "choose another port: gateway demo --port N (or make demo PORT=N)",
+            file=sys.stderr,
+        )
         return 1
     port = sock.getsockname()[1]
     for variable in ("LIGHT_API_KEY", "HEAVY_API_KEY"):  # the mocks take any key; the demo config names these
         os.environ.setdefault(variable, "demo-upstream-key")
     logging.config.dictConfig(dict_config("info"))
-    light = MockServerThread(MockSettings(served_model="ft:gpt-3.5-turbo-0125:acme:support:v3", latency_ms=40,
-                                          tokens_per_second=200))
+    light = MockServerThread(
+        MockSettings(served_model="ft:gpt-3.5-turbo-0125:acme:support:v3", latency_ms=40, tokens_per_second=200)
+    )
     heavy = MockServerThread(MockSettings(served_model="gpt-4o", latency_ms=120, tokens_per_second=80))
     with sock, light, heavy:
         env = {"LIGHT_URL": light.url, "HEAVY_URL": heavy.url, "GATEWAY_REDIS__URL": "", "GATEWAY_AUTH__OPEN": "true"}
         config = load_config(args.config, environ={**os.environ, **env})
         url = f"http://127.0.0.1:{port}"
         print(DEMO_HELP.format(url=url, light=light.url, heavy=heavy.url), flush=True)
-        server = uvicorn.Server(uvicorn.Config(create_app(config), loop="uvloop", http="httptools",
-                                               access_log=False, log_config=None, log_level="warning"))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(config),
+                loop="uvloop",
+                http="httptools",
+                access_log=False,
+                log_config=None,
+                log_level="warning",
+            )
+        )
         server.run(sockets=[sock])
     return 0
 
@@ -165,8 +189,9 @@ def _config_check(args: argparse.Namespace) -> int:
     print(f"{config.source}: valid")
     for alias, route in config.models.items():
         tiers = f"light {route.deployments + route.fallbacks}" + (f", heavy {route.heavy}" if route.heavy else "")
-        threshold = ("" if route.difficulty_threshold is None
-                     else f", heavy above difficulty {route.difficulty_threshold}")
+        threshold = (
+            "" if route.difficulty_threshold is None else f", heavy above difficulty {route.difficulty_threshold}"
+        )
         print(f"  model {alias}: {tiers}{threshold}")
     from gateway.upstream.providers import make_provider
 
@@ -176,8 +201,10 @@ def _config_check(args: argparse.Namespace) -> int:
             notes.append(f"no price for {deployment.pricing_key!r}: its cost counts as 0")
         keys = len(deployment.api_keys) + bool(deployment.api_key_env)
         url = make_provider(deployment).url("/chat/completions")
-        print(f"  deployment {name}: {deployment.provider} POST {url} (model {deployment.model}, "
-              f"{keys or 'no'} key source{'s' * (keys != 1)})" + (f"  warning: {'; '.join(notes)}" if notes else ""))
+        print(
+            f"  deployment {name}: {deployment.provider} POST {url} (model {deployment.model}, "
+            f"{keys or 'no'} key source{'s' * (keys != 1)})" + (f"  warning: {'; '.join(notes)}" if notes else "")
+        )
     auth = "OPEN" if config.auth.open else f"{len(config.auth.keys)} keys"
     print(f"  redis: {config.redis.url or 'none (in-memory stores)'}; auth: {auth}")
     return 0
@@ -217,11 +244,13 @@ def _key_store(args: argparse.Namespace):
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    key, record = _key_store(args).create(args.name, rpm=args.rpm, tpm=args.tpm,
-                                           allow_force_tier=args.allow_force_tier)
+    key, record = _key_store(args).create(args.name, rpm=args.rpm, tpm=args.tpm, allow_force_tier=args.allow_force_tier)
     print(key)
-    print(f"key '{record.name}' (id {record.id}, {record.prefix}…) stored as its sha256; this is the only time "
-          "it is shown", file=sys.stderr)
+    print(
+        f"key '{record.name}' (id {record.id}, {record.prefix}…) stored as its sha256; this is the only time "
+        "it is shown",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -243,8 +272,11 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     key, record, old = _key_store(args).rotate(args.name, grace)
     print(key)
     until = "stop working now" if grace == 0 else f"keep working for {args.grace}"
-    print(f"key '{record.name}' (id {record.id}) rotated: new secret {record.prefix}…; the old one(s) "
-          f"({', '.join(r.prefix + '…' for r in old)}) {until}. The new key is shown only this once.", file=sys.stderr)
+    print(
+        f"key '{record.name}' (id {record.id}) rotated: new secret {record.prefix}…; the old one(s) "
+        f"({', '.join(r.prefix + '…' for r in old)}) {until}. The new key is shown only this once.",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -330,14 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tpm", type=int)
     create.add_argument("--allow-force-tier", action="store_true")
     create.set_defaults(func=_keys_create)
-    revoke = keys.add_parser("revoke", help="delete a client key from Redis: by name, id, the hash prefix "
-                                            "`keys list` shows, the key itself or its sha256")
+    revoke = keys.add_parser(
+        "revoke",
+        help="delete a client key from Redis: by name, id, the hash prefix "
+        "`keys list` shows, the key itself or its sha256",
+    )
     revoke.add_argument("key", help="name, id, listed hash prefix (6+ characters), key or sha256")
     revoke.set_defaults(func=_keys_revoke)
     rotate = keys.add_parser("rotate", help="give a key a new secret; the old one works until the grace ends")
     rotate.add_argument("name", help="the key's name or id")
-    rotate.add_argument("--grace", default="1h", help="how long the old secret keeps working (1h, 30m, 0; "
-                                                      "default 1h)")
+    rotate.add_argument("--grace", default="1h", help="how long the old secret keeps working (1h, 30m, 0; default 1h)")
     rotate.set_defaults(func=_keys_rotate)
     list_ = keys.add_parser("list", help="the client keys in Redis (names, ids, hash prefixes, limits)")
     list_.set_defaults(func=_keys_list)
@@ -349,8 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in (("get", "show the canary percentages"), ("set", "change a model's canary percentage")):
         command = canary_sub.add_parser(name, help=help_)
         command.add_argument("--url", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080"))
-        command.add_argument("--admin-key", default=os.environ.get("GATEWAY_ADMIN_KEY"),
-                             help="default: $GATEWAY_ADMIN_KEY")
+        command.add_argument(
+            "--admin-key", default=os.environ.get("GATEWAY_ADMIN_KEY"), help="default: $GATEWAY_ADMIN_KEY"
+        )
         command.set_defaults(func=_canary)
     canary_sub.choices["get"].add_argument("model", nargs="?")
     canary_sub.choices["set"].add_argument("model")

@@ -65,15 +65,22 @@ class KeyStore:
             if not fields:
                 continue
             ttl = self.redis.pttl(name)
-            found.append(KeyRecord(digest, fields.get("id") or digest[:12], fields.get("name") or digest[:8],
-                                   int(fields["rpm"]) if fields.get("rpm") else None,
-                                   int(fields["tpm"]) if fields.get("tpm") else None,
-                                   fields.get("allow_force_tier") in ("1", "true"),
-                                   ttl / 1000 if ttl and ttl > 0 else None))
+            found.append(
+                KeyRecord(
+                    digest,
+                    fields.get("id") or digest[:12],
+                    fields.get("name") or digest[:8],
+                    int(fields["rpm"]) if fields.get("rpm") else None,
+                    int(fields["tpm"]) if fields.get("tpm") else None,
+                    fields.get("allow_force_tier") in ("1", "true"),
+                    ttl / 1000 if ttl and ttl > 0 else None,
+                )
+            )
         return sorted(found, key=lambda r: (r.name, r.expires_in_s is not None, r.digest))  # current key first
 
-    def create(self, name: str, *, rpm: int | None = None, tpm: int | None = None,
-               allow_force_tier: bool = False) -> tuple[str, KeyRecord]:
+    def create(
+        self, name: str, *, rpm: int | None = None, tpm: int | None = None, allow_force_tier: bool = False
+    ) -> tuple[str, KeyRecord]:
         if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}", name):
             raise KeyStoreError(f"invalid key name {name!r}: letters, digits, . _ @ - (64 at most)")
         key_id = "key_" + secrets.token_hex(6)
@@ -82,16 +89,23 @@ class KeyStore:
             self.redis.delete(self._name_key(name))
             taken = True
         if taken:
-            raise KeyStoreError(f"a key named {name!r} exists already; choose another name, or "
-                                f"`gateway keys rotate {name}` for a new secret")
+            raise KeyStoreError(
+                f"a key named {name!r} exists already; choose another name, or "
+                f"`gateway keys rotate {name}` for a new secret"
+            )
         return self._store(key_id, name, rpm, tpm, allow_force_tier)
 
-    def _store(self, key_id: str, name: str, rpm: int | None, tpm: int | None,
-               allow_force_tier: bool) -> tuple[str, KeyRecord]:
+    def _store(
+        self, key_id: str, name: str, rpm: int | None, tpm: int | None, allow_force_tier: bool
+    ) -> tuple[str, KeyRecord]:
         key = "sk-gw-" + secrets.token_urlsafe(32)
         digest = hash_key(key)
-        fields = {"id": key_id, "name": name, "allow_force_tier": "1" if allow_force_tier else "0",
-                  "created": str(int(time.time()))}
+        fields = {
+            "id": key_id,
+            "name": name,
+            "allow_force_tier": "1" if allow_force_tier else "0",
+            "created": str(int(time.time())),
+        }
         fields.update({field: str(value) for field, value in (("rpm", rpm), ("tpm", tpm)) if value})
         self.redis.hset(redis_key_name(self.prefix, digest), mapping=fields)
         return key, KeyRecord(digest, key_id, name, rpm, tpm, allow_force_tier, None)
@@ -120,8 +134,10 @@ class KeyStore:
     def revoke(self, ref: str) -> list[KeyRecord]:
         records = self.find(ref)
         if not records:
-            raise KeyStoreError(f"no key matches {ref!r} (a name, an id, a hash prefix from `gateway keys list` "
-                                "of at least 6 characters, the key or its sha256)")
+            raise KeyStoreError(
+                f"no key matches {ref!r} (a name, an id, a hash prefix from `gateway keys list` "
+                "of at least 6 characters, the key or its sha256)"
+            )
         for record in records:
             self.redis.delete(redis_key_name(self.prefix, record.digest))
         for record in records:

@@ -64,13 +64,19 @@ def check_redis_url(value: str) -> str:
     if parts.scheme.endswith(("+cluster", "+sentinel")):  # several HOST:PORT, comma-separated
         hosts = parts.netloc.rpartition("@")[2].split(",")
         if not all(h.rpartition(":")[0] and h.rpartition(":")[2].isdigit() for h in hosts):
-            raise ValueError(f"not a Redis URL: {value!r} (expected {parts.scheme}://HOST:PORT[,HOST:PORT...]"
-                             f"{'/SERVICE' if 'sentinel' in parts.scheme else ''})")
+            raise ValueError(
+                f"not a Redis URL: {value!r} (expected {parts.scheme}://HOST:PORT[,HOST:PORT...]"
+                f"{'/SERVICE' if 'sentinel' in parts.scheme else ''})"
+            )
         return value
-    if parts.scheme not in REDIS_SCHEMES or (parts.scheme != "unix" and not parts.hostname) \
-            or (parts.scheme == "unix" and not parts.path):
-        raise ValueError(f"not a Redis URL: {value!r} (expected redis://HOST:PORT/DB, rediss:// for TLS, "
-                         "or unix:///path/to/socket)")
+    if (
+        parts.scheme not in REDIS_SCHEMES
+        or (parts.scheme != "unix" and not parts.hostname)
+        or (parts.scheme == "unix" and not parts.path)
+    ):
+        raise ValueError(
+            f"not a Redis URL: {value!r} (expected redis://HOST:PORT/DB, rediss:// for TLS, or unix:///path/to/socket)"
+        )
     try:
         _ = parts.port  # raises ValueError on a bad port
     except ValueError:
@@ -128,9 +134,11 @@ class AuthConfig(Section):
     @model_validator(mode="after")
     def _open_only_where_allowed(self) -> "AuthConfig":
         if self.open and not self.open_allowed:
-            raise ValueError("auth.open (any key or none accepted, admin API included) is refused here: "
-                             "auth.open_allowed is false, as in the Docker image. Configure client keys "
-                             "(auth.keys, auth.redis_keys), or set GATEWAY_AUTH__OPEN_ALLOWED=true for a demo")
+            raise ValueError(
+                "auth.open (any key or none accepted, admin API included) is refused here: "
+                "auth.open_allowed is false, as in the Docker image. Configure client keys "
+                "(auth.keys, auth.redis_keys), or set GATEWAY_AUTH__OPEN_ALLOWED=true for a demo"
+            )
         return self
 
     @model_validator(mode="after")
@@ -138,8 +146,10 @@ class AuthConfig(Section):
         names = [key.name for key in self.keys]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
-            raise ValueError(f"keys: the name {repeated[0]!r} is used by several keys; names must be unique "
-                             "(limits are counted per key)")
+            raise ValueError(
+                f"keys: the name {repeated[0]!r} is used by several keys; names must be unique "
+                "(limits are counted per key)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -465,8 +475,13 @@ def _expand_env(value: Any, environ: dict[str, str]) -> Any:
     return value
 
 
-def build_config(data: dict, source: str = "<dict>", base_dir: Path | None = None,
-                 environ: dict[str, str] | None = None, overrides: dict | None = None) -> GatewayConfig:
+def build_config(
+    data: dict,
+    source: str = "<dict>",
+    base_dir: Path | None = None,
+    environ: dict[str, str] | None = None,
+    overrides: dict | None = None,
+) -> GatewayConfig:
     """Validate a config mapping. `pricing_file` / `intents_file` (relative to base_dir) hold the whole
     `pricing` / `intents` section; keys given inline win over the file's."""
     data = _expand_env(dict(data), os.environ if environ is None else environ)
@@ -491,8 +506,10 @@ def _validate_sections(config: GatewayConfig, overrides: dict | None = None) -> 
     from gateway.intents import IntentsConfig
     from gateway.routing.difficulty import DifficultySettings
 
-    for name, model, data in (("intents", IntentsConfig, config.intents),
-                              ("difficulty", DifficultySettings, config.difficulty)):
+    for name, model, data in (
+        ("intents", IntentsConfig, config.intents),
+        ("difficulty", DifficultySettings, config.difficulty),
+    ):
         try:
             model.model_validate(data)
         except ValidationError as exc:

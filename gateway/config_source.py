@@ -129,14 +129,16 @@ def apply_env_overrides(data: dict, environ: typing.Mapping[str, str], root: typ
         # as GATEWAY_PORT=tcp://... are not config fields.
         if not name.startswith("GATEWAY_") or "__" not in name:
             continue
-        path = tuple(name[len("GATEWAY_"):].lower().split("__"))
+        path = tuple(name[len("GATEWAY_") :].lower().split("__"))
         annotation: Any = root
         for depth, part in enumerate(path):
             annotation, problem = _child(annotation, part)
             if problem:
                 where = ".".join(path[:depth]) or "the configuration"
-                raise ConfigError(f"environment {name}: {where} has no field {part!r}"
-                                  + problem.removeprefix(f"unknown field {part!r}"))
+                raise ConfigError(
+                    f"environment {name}: {where} has no field {part!r}"
+                    + problem.removeprefix(f"unknown field {part!r}")
+                )
         try:
             value = _parse_override(annotation, raw)
         except ValueError as exc:
@@ -158,8 +160,13 @@ def _origin(loc: Path_, origins: dict[Path_, str]) -> str | None:
     return None
 
 
-def describe_validation(source: str, exc: ValidationError, root: type[BaseModel],
-                        origins: dict[Path_, str] | None = None, prefix: Path_ = ()) -> str:
+def describe_validation(
+    source: str,
+    exc: ValidationError,
+    root: type[BaseModel],
+    origins: dict[Path_, str] | None = None,
+    prefix: Path_ = (),
+) -> str:
     """One line per error: the dotted field, where its value came from when not `source` (an environment
     variable, an included file), and the message (an unknown field gets the nearest known name)."""
     lines = [f"{source}: invalid configuration"]

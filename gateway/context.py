@@ -116,8 +116,15 @@ class RequestContext:
 
     @classmethod
     def start(cls, headers: dict[str, str], kind: str, path: str, started: float | None = None) -> RequestContext:
-        return cls({}, "", headers, started=started if started is not None else time.perf_counter(),
-                   request_id=request_id_from(headers), kind=kind, path=path)
+        return cls(
+            {},
+            "",
+            headers,
+            started=started if started is not None else time.perf_counter(),
+            request_id=request_id_from(headers),
+            kind=kind,
+            path=path,
+        )
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -130,8 +137,9 @@ class RequestContext:
 
     @property
     def system_prompt(self) -> str:
-        return "\n".join(content_text(m.get("content")) for m in self.body["messages"]
-                         if m.get("role") in ("system", "developer"))
+        return "\n".join(
+            content_text(m.get("content")) for m in self.body["messages"] if m.get("role") in ("system", "developer")
+        )
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -147,8 +155,9 @@ class RequestContext:
 
 
 def _real_tokens(usage: dict[str, Any]) -> int:
-    return int(usage.get("total_tokens") or 0) or (int(usage.get("prompt_tokens") or 0)
-                                                   + int(usage.get("completion_tokens") or 0))
+    return int(usage.get("total_tokens") or 0) or (
+        int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+    )
 
 
 async def settle_holds(holds: list[Hold], usage: dict[str, Any] | None, served_by: str | None) -> None:

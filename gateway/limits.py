@@ -34,10 +34,15 @@ class KeyLimits:
             if self.metrics is not None:
                 self.metrics.rate_limited.labels("key").inc()
             if grant.wait_s < 0:
-                raise RateLimited(f"this request (about {tokens} tokens) is larger than the key's limit of "
-                                  f"{key.tpm} tokens per minute", retry_after_s=60.0)
-            raise RateLimited(f"rate limit reached for key '{key.name}' ({key.rpm or '-'} requests, "
-                              f"{key.tpm or '-'} tokens per minute); retry in {grant.wait_s:.1f}s",
-                              retry_after_s=grant.wait_s)
+                raise RateLimited(
+                    f"this request (about {tokens} tokens) is larger than the key's limit of "
+                    f"{key.tpm} tokens per minute",
+                    retry_after_s=60.0,
+                )
+            raise RateLimited(
+                f"rate limit reached for key '{key.name}' ({key.rpm or '-'} requests, "
+                f"{key.tpm or '-'} tokens per minute); retry in {grant.wait_s:.1f}s",
+                retry_after_s=grant.wait_s,
+            )
         if key.tpm:
             req.hold(self.windows, window, grant.bucket, tokens)

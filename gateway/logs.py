@@ -64,7 +64,9 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname, "logger": record.name}
+            "level": record.levelname,
+            "logger": record.name,
+        }
         if isinstance(record.msg, _Fields):
             out.update((k, v) for k, v in record.msg.fields.items() if v is not None)
         else:
@@ -81,11 +83,14 @@ def dict_config(level: str = "info", fmt: str = "text") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"gateway": {"()": formatter}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "gateway",
-                                "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "gateway", "stream": "ext://sys.stderr"}
+        },
         "root": {"handlers": ["stderr"], "level": level.upper()},
-        "loggers": {name: {"handlers": [], "propagate": True, "level": level.upper()}
-                    for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
+        "loggers": {
+            name: {"handlers": [], "propagate": True, "level": level.upper()}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
     }
 
 
@@ -101,21 +106,33 @@ class AccessLog:
             return
         usage = ctx.usage or {}
         fields: dict[str, Any] = {
-            "rid": ctx.request_id, "kind": ctx.kind, "path": ctx.path, "status": ctx.status,
-            "key": ctx.key.name if ctx.key is not None else None, "model": ctx.alias or None,
-            "ms": round(ctx.elapsed() * 1000, 2), "overhead_ms": round(ctx.overhead() * 1000, 2),
+            "rid": ctx.request_id,
+            "kind": ctx.kind,
+            "path": ctx.path,
+            "status": ctx.status,
+            "key": ctx.key.name if ctx.key is not None else None,
+            "model": ctx.alias or None,
+            "ms": round(ctx.elapsed() * 1000, 2),
+            "overhead_ms": round(ctx.overhead() * 1000, 2),
         }
         if ctx.kind == "chat" or ctx.kind == "embeddings":
-            fields.update(intent=ctx.intent, tier=ctx.tier, variant=ctx.variant, cache=ctx.cache_result,
-                          served_by=ctx.served_by, prompt_tokens=usage.get("prompt_tokens"),
-                          completion_tokens=usage.get("completion_tokens"),
-                          cost_usd=round(ctx.cost, 8) if ctx.served_by else None,
-                          ttft_ms=None if ctx.ttft is None else round(ctx.ttft * 1000, 2))
+            fields.update(
+                intent=ctx.intent,
+                tier=ctx.tier,
+                variant=ctx.variant,
+                cache=ctx.cache_result,
+                served_by=ctx.served_by,
+                prompt_tokens=usage.get("prompt_tokens"),
+                completion_tokens=usage.get("completion_tokens"),
+                cost_usd=round(ctx.cost, 8) if ctx.served_by else None,
+                ttft_ms=None if ctx.ttft is None else round(ctx.ttft * 1000, 2),
+            )
         if ctx.error is not None:
             fields["error"] = ctx.error
         # handle() a record made here: logger.info() would walk the stack for the caller on every request
-        self.logger.handle(self.logger.makeRecord(self.logger.name, logging.INFO, __file__, 0, _Fields(fields),
-                                                  (), None))
+        self.logger.handle(
+            self.logger.makeRecord(self.logger.name, logging.INFO, __file__, 0, _Fields(fields), (), None)
+        )
 
 
 class RequestLog:
@@ -130,18 +147,39 @@ class RequestLog:
         if not self.enabled or ctx.kind != "chat" or not self.logger.isEnabledFor(logging.INFO):
             return
         messages = ctx.body.get("messages")
-        redacted = [{"role": m.get("role"), "content": _redact_content(m.get("content"))}
-                    for m in messages if isinstance(m, dict)] if isinstance(messages, list) else None
-        self.logger.info(_Fields({"rid": ctx.request_id, "status": ctx.status, "messages": _json(redacted),
-                                  "reply": None if ctx.reply is None else redact(ctx.reply)}))
+        redacted = (
+            [
+                {"role": m.get("role"), "content": _redact_content(m.get("content"))}
+                for m in messages
+                if isinstance(m, dict)
+            ]
+            if isinstance(messages, list)
+            else None
+        )
+        self.logger.info(
+            _Fields(
+                {
+                    "rid": ctx.request_id,
+                    "status": ctx.status,
+                    "messages": _json(redacted),
+                    "reply": None if ctx.reply is None else redact(ctx.reply),
+                }
+            )
+        )
 
 
 def _redact_content(content: Any) -> Any:
     if isinstance(content, str):
         return redact(content)
     if isinstance(content, list):
-        return [{**part, "text": redact(part["text"])} if isinstance(part, dict) and isinstance(part.get("text"), str)
-                else {"type": part.get("type")} if isinstance(part, dict) else None for part in content]
+        return [
+            {**part, "text": redact(part["text"])}
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+            else {"type": part.get("type")}
+            if isinstance(part, dict)
+            else None
+            for part in content
+        ]
     return None
 
 

@@ -27,8 +27,15 @@ CACHE_RESULTS = ("hit-exact", "hit-semantic", "miss", "coalesced", "bypass", "of
 STATUS_CLASSES = ("2xx", "4xx", "5xx")
 VARIANTS = ("stable", "canary")
 DEPLOYMENT_STATES = {"closed": 0, "half-open": 1, "open": 2}  # gateway_deployment_state values
-UPSTREAM_ERRORS = ("upstream", "upstream_connect", "upstream_timeout", "upstream_unavailable", "upstream_429",
-                   "upstream_4xx", "upstream_5xx")
+UPSTREAM_ERRORS = (
+    "upstream",
+    "upstream_connect",
+    "upstream_timeout",
+    "upstream_unavailable",
+    "upstream_429",
+    "upstream_4xx",
+    "upstream_5xx",
+)
 SCORE_BUCKETS = tuple(i / 10 for i in range(1, 11))
 
 
@@ -56,123 +63,260 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.requests = Counter("gateway_requests", "Chat requests answered, by outcome.",
-                                ["model", "intent", "tier", "cache", "status"], registry=r)
-        self.request_duration = Histogram("gateway_request_duration_seconds",
-                                          "Time from request to last byte (client errors, 4xx, not timed).",
-                                          ["model", "intent", "stream", "cache"], buckets=LATENCY_BUCKETS,
-                                          registry=r)
-        self.errors = Counter("gateway_errors", "Requests answered with an error, by status class.",
-                              ["model", "intent", "status_class"], registry=r)
-        self.upstream_duration = Histogram("gateway_upstream_duration_seconds",
-                                           "Time waiting on the upstream, per deployment.",
-                                           ["deployment"], buckets=LATENCY_BUCKETS, registry=r)
-        self.overhead = Histogram("gateway_overhead_seconds",
-                                  "Time spent in the gateway itself (request time minus upstream wait).",
-                                  ["model", "cache"], buckets=OVERHEAD_BUCKETS, registry=r)
-        self.ttft = Histogram("gateway_time_to_first_token_seconds", "Time to the first content token of a stream.",
-                              ["model", "tier"], buckets=LATENCY_BUCKETS, registry=r)
-        self.tokens = Counter("gateway_tokens", "Tokens, by kind (prompt, completion).",
-                              ["model", "intent", "kind"], registry=r)
-        self.cost = Counter("gateway_cost_usd", "Upstream cost in USD, from the pricing table.",
-                            ["model", "intent", "deployment"], registry=r)
-        self.cost_saved = Counter("gateway_cost_saved_usd", "Cost of answers served from the cache.",
-                                  ["intent"], registry=r)
-        self.cache_requests = Counter("gateway_cache_requests", "Cache lookups, by result.",
-                                      ["intent", "result"], registry=r)
-        self.cache_errors = Counter("gateway_cache_errors", "Cache store failures (served anyway).",
-                                    ["operation"], registry=r)
-        self.cache_semantic_hits = Counter("gateway_cache_semantic_hits", "Semantic cache hits, by intent and "
-                                           "language of the question.", ["intent", "lang"], registry=r)
-        self.retries = Counter("gateway_retries", "Upstream retries, by reason.", ["deployment", "reason"],
-                               registry=r)
-        self.fallbacks = Counter("gateway_fallbacks", "Requests moved to the next deployment.",
-                                 ["from_deployment", "to_deployment"], registry=r)
-        self.rate_limited = Counter("gateway_rate_limited", "Requests refused or shed by a limit.", ["scope"],
-                                    registry=r)
-        self.upstream_errors = Counter("gateway_upstream_errors", "Failed upstream attempts.",
-                                       ["deployment", "error"], registry=r)
-        self.route_decisions = Counter("gateway_route_decisions", "Routing decisions, by tier.",
-                                       ["model", "tier"], registry=r)
-        self.difficulty = Histogram("gateway_difficulty_score", "Difficulty scores.", ["model"],
-                                    buckets=SCORE_BUCKETS, registry=r)
-        self.circuit_open = Gauge("gateway_circuit_open", "1 while a deployment's breaker is open.",
-                                  ["deployment"], registry=r, multiprocess_mode="max")
-        self.canary_percent = Gauge("gateway_canary_percent", "Share of light traffic sent to the canary.",
-                                    ["model"], registry=r, multiprocess_mode="mostrecent")
-        self.canary_requests = Counter("gateway_canary_requests",
-                                       "Light requests of a model with a canary, by variant and outcome "
-                                       "(failed: the variant's own deployments did not answer).",
-                                       ["model", "variant", "outcome"], registry=r)
-        self.variant_duration = Histogram("gateway_variant_duration_seconds",
-                                          "Request time of the light requests of a model with a canary, by variant.",
-                                          ["model", "variant"], buckets=LATENCY_BUCKETS, registry=r)
-        self.canary_rollbacks = Counter("gateway_canary_rollbacks", "Automatic canary rollbacks.", ["model"],
-                                        registry=r)
+        self.requests = Counter(
+            "gateway_requests",
+            "Chat requests answered, by outcome.",
+            ["model", "intent", "tier", "cache", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Time from request to last byte (client errors, 4xx, not timed).",
+            ["model", "intent", "stream", "cache"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter(
+            "gateway_errors",
+            "Requests answered with an error, by status class.",
+            ["model", "intent", "status_class"],
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "gateway_upstream_duration_seconds",
+            "Time waiting on the upstream, per deployment.",
+            ["deployment"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "gateway_overhead_seconds",
+            "Time spent in the gateway itself (request time minus upstream wait).",
+            ["model", "cache"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "gateway_time_to_first_token_seconds",
+            "Time to the first content token of a stream.",
+            ["model", "tier"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "gateway_tokens", "Tokens, by kind (prompt, completion).", ["model", "intent", "kind"], registry=r
+        )
+        self.cost = Counter(
+            "gateway_cost_usd",
+            "Upstream cost in USD, from the pricing table.",
+            ["model", "intent", "deployment"],
+            registry=r,
+        )
+        self.cost_saved = Counter(
+            "gateway_cost_saved_usd", "Cost of answers served from the cache.", ["intent"], registry=r
+        )
+        self.cache_requests = Counter(
+            "gateway_cache_requests", "Cache lookups, by result.", ["intent", "result"], registry=r
+        )
+        self.cache_errors = Counter(
+            "gateway_cache_errors", "Cache store failures (served anyway).", ["operation"], registry=r
+        )
+        self.cache_semantic_hits = Counter(
+            "gateway_cache_semantic_hits",
+            "Semantic cache hits, by intent and language of the question.",
+            ["intent", "lang"],
+            registry=r,
+        )
+        self.retries = Counter("gateway_retries", "Upstream retries, by reason.", ["deployment", "reason"], registry=r)
+        self.fallbacks = Counter(
+            "gateway_fallbacks",
+            "Requests moved to the next deployment.",
+            ["from_deployment", "to_deployment"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "gateway_rate_limited", "Requests refused or shed by a limit.", ["scope"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors", "Failed upstream attempts.", ["deployment", "error"], registry=r
+        )
+        self.route_decisions = Counter(
+            "gateway_route_decisions", "Routing decisions, by tier.", ["model", "tier"], registry=r
+        )
+        self.difficulty = Histogram(
+            "gateway_difficulty_score", "Difficulty scores.", ["model"], buckets=SCORE_BUCKETS, registry=r
+        )
+        self.circuit_open = Gauge(
+            "gateway_circuit_open",
+            "1 while a deployment's breaker is open.",
+            ["deployment"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.canary_percent = Gauge(
+            "gateway_canary_percent",
+            "Share of light traffic sent to the canary.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.canary_requests = Counter(
+            "gateway_canary_requests",
+            "Light requests of a model with a canary, by variant and outcome "
+            "(failed: the variant's own deployments did not answer).",
+            ["model", "variant", "outcome"],
+            registry=r,
+        )
+        self.variant_duration = Histogram(
+            "gateway_variant_duration_seconds",
+            "Request time of the light requests of a model with a canary, by variant.",
+            ["model", "variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.canary_rollbacks = Counter(
+            "gateway_canary_rollbacks", "Automatic canary rollbacks.", ["model"], registry=r
+        )
         # Cascade (routing/cascade.py): uncertain-band requests answered light first, by outcome and reason.
-        self.cascade = Counter("gateway_cascade", "Cascade requests: kept light or escalated to heavy.",
-                               ["model", "outcome", "reason"], registry=r)
-        self.cascade_added_seconds = Histogram("gateway_cascade_added_seconds",
-                                               "Time of the light attempt added to escalated requests.", ["model"],
-                                               buckets=LATENCY_BUCKETS, registry=r)
-        self.cascade_light_cost = Counter("gateway_cascade_light_cost_usd",
-                                          "What the light attempts of escalated requests cost.", ["model"],
-                                          registry=r)
-        self.redis_seconds = Histogram("gateway_redis_seconds", "Redis calls that answered, by operation.",
-                                       ["operation"], buckets=REDIS_BUCKETS, registry=r)
-        self.redis_errors = Counter("gateway_redis_errors", "Redis calls that failed open, by operation and error "
-                                    "(timeout, connection, error, skipped while backing off).",
-                                    ["operation", "error"], registry=r)
-        self.in_flight = Gauge("gateway_in_flight_requests", "Requests being served.", registry=r,
-                               multiprocess_mode="livesum")
-        self.deployment_state = Gauge("gateway_deployment_state",
-                                      "Breaker state of each deployment, read from the shared state: "
-                                      "0 closed, 1 half-open, 2 open.", ["deployment"], registry=r,
-                                      multiprocess_mode="max")
-        self.quota_remaining = Gauge("gateway_upstream_quota_remaining",
-                                     "What is left of a deployment's provider quota in the current minute.",
-                                     ["deployment", "kind"], registry=r, multiprocess_mode="min")
-        self.redis_up = Gauge("gateway_redis_up", "1 when the last Redis health check answered.", registry=r,
-                              multiprocess_mode="min")
-        self.redis_ping = Histogram("gateway_redis_ping_seconds", "Round trip of the periodic Redis health check.",
-                                    buckets=REDIS_BUCKETS, registry=r)
-        self.redis_failures = Counter("gateway_redis_health_failures", "Redis health checks that failed.",
-                                      registry=r)
-        self.build_info = Gauge("gateway_build_info", "Always 1: the version that runs.", ["version", "python"],
-                                registry=r, multiprocess_mode="max")
-        self.process_cpu = Gauge("gateway_process_cpu_seconds", "CPU time used by the gateway's processes.",
-                                 registry=r, multiprocess_mode="livesum")
-        self.process_memory = Gauge("gateway_process_resident_memory_bytes", "Resident memory of the processes.",
-                                    registry=r, multiprocess_mode="livesum")
-        self.process_fds = Gauge("gateway_process_open_fds", "Open file descriptors of the processes.",
-                                 registry=r, multiprocess_mode="livesum")
+        self.cascade = Counter(
+            "gateway_cascade",
+            "Cascade requests: kept light or escalated to heavy.",
+            ["model", "outcome", "reason"],
+            registry=r,
+        )
+        self.cascade_added_seconds = Histogram(
+            "gateway_cascade_added_seconds",
+            "Time of the light attempt added to escalated requests.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cascade_light_cost = Counter(
+            "gateway_cascade_light_cost_usd",
+            "What the light attempts of escalated requests cost.",
+            ["model"],
+            registry=r,
+        )
+        self.redis_seconds = Histogram(
+            "gateway_redis_seconds",
+            "Redis calls that answered, by operation.",
+            ["operation"],
+            buckets=REDIS_BUCKETS,
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "gateway_redis_errors",
+            "Redis calls that failed open, by operation and error "
+            "(timeout, connection, error, skipped while backing off).",
+            ["operation", "error"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "gateway_in_flight_requests", "Requests being served.", registry=r, multiprocess_mode="livesum"
+        )
+        self.deployment_state = Gauge(
+            "gateway_deployment_state",
+            "Breaker state of each deployment, read from the shared state: 0 closed, 1 half-open, 2 open.",
+            ["deployment"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.quota_remaining = Gauge(
+            "gateway_upstream_quota_remaining",
+            "What is left of a deployment's provider quota in the current minute.",
+            ["deployment", "kind"],
+            registry=r,
+            multiprocess_mode="min",
+        )
+        self.redis_up = Gauge(
+            "gateway_redis_up", "1 when the last Redis health check answered.", registry=r, multiprocess_mode="min"
+        )
+        self.redis_ping = Histogram(
+            "gateway_redis_ping_seconds",
+            "Round trip of the periodic Redis health check.",
+            buckets=REDIS_BUCKETS,
+            registry=r,
+        )
+        self.redis_failures = Counter("gateway_redis_health_failures", "Redis health checks that failed.", registry=r)
+        self.build_info = Gauge(
+            "gateway_build_info",
+            "Always 1: the version that runs.",
+            ["version", "python"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.process_cpu = Gauge(
+            "gateway_process_cpu_seconds",
+            "CPU time used by the gateway's processes.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.process_memory = Gauge(
+            "gateway_process_resident_memory_bytes",
+            "Resident memory of the processes.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.process_fds = Gauge(
+            "gateway_process_open_fds",
+            "Open file descriptors of the processes.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.workers = Gauge("gateway_workers", "Live worker processes.", registry=r, multiprocess_mode="livesum")
         self.workers.set(1)
         self.build_info.labels(_version(), platform.python_version()).set(1)
 
         # Shadow traffic and promotions (gateway/shadow/): never mixed into the request and cost metrics above.
-        self.shadow_calls = Counter("gateway_shadow_calls", "Shadow calls to candidates, by outcome.",
-                                    ["model", "outcome"], registry=r)
-        self.shadow_verdicts = Counter("gateway_shadow_verdicts", "Side-by-side verdicts, candidate's side.",
-                                       ["model", "verdict"], registry=r)
-        self.shadow_cost = Counter("gateway_shadow_cost_usd", "Spend of shadow calls (candidate, judge).",
-                                   ["model", "side"], registry=r)
-        self.promotion_events = Counter("gateway_promotion_events", "Promotion steps, by event.",
-                                        ["model", "event"], registry=r)
+        self.shadow_calls = Counter(
+            "gateway_shadow_calls", "Shadow calls to candidates, by outcome.", ["model", "outcome"], registry=r
+        )
+        self.shadow_verdicts = Counter(
+            "gateway_shadow_verdicts", "Side-by-side verdicts, candidate's side.", ["model", "verdict"], registry=r
+        )
+        self.shadow_cost = Counter(
+            "gateway_shadow_cost_usd", "Spend of shadow calls (candidate, judge).", ["model", "side"], registry=r
+        )
+        self.promotion_events = Counter(
+            "gateway_promotion_events", "Promotion steps, by event.", ["model", "event"], registry=r
+        )
 
         # Batch jobs and spend budgets (gateway/batches/, gateway/spend.py).
-        self.batch_items = Counter("gateway_batch_items", "Batch items worked, by outcome (shed: yielded to "
-                                   "interactive traffic, tried again).", ["outcome"], registry=r)
-        self.batch_running = Gauge("gateway_batch_items_running", "Batch items in flight.", registry=r,
-                                   multiprocess_mode="livesum")
-        self.batch_pending = Gauge("gateway_batch_items_pending", "Items of active batches without a result.",
-                                   registry=r, multiprocess_mode="max")
-        self.batch_concurrency = Gauge("gateway_batch_concurrency", "Batch items this replica may run at once "
-                                       "(the headroom it found).", registry=r, multiprocess_mode="livesum")
-        self.spend = Gauge("gateway_spend_usd", "Spend in the current period, per budget.",
-                           ["scope", "name", "period"], registry=r, multiprocess_mode="mostrecent")
-        self.spend_budget = Gauge("gateway_spend_budget_usd", "Spend budgets.", ["scope", "name", "period"],
-                                  registry=r, multiprocess_mode="max")
+        self.batch_items = Counter(
+            "gateway_batch_items",
+            "Batch items worked, by outcome (shed: yielded to interactive traffic, tried again).",
+            ["outcome"],
+            registry=r,
+        )
+        self.batch_running = Gauge(
+            "gateway_batch_items_running", "Batch items in flight.", registry=r, multiprocess_mode="livesum"
+        )
+        self.batch_pending = Gauge(
+            "gateway_batch_items_pending",
+            "Items of active batches without a result.",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.batch_concurrency = Gauge(
+            "gateway_batch_concurrency",
+            "Batch items this replica may run at once (the headroom it found).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.spend = Gauge(
+            "gateway_spend_usd",
+            "Spend in the current period, per budget.",
+            ["scope", "name", "period"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.spend_budget = Gauge(
+            "gateway_spend_budget_usd",
+            "Spend budgets.",
+            ["scope", "name", "period"],
+            registry=r,
+            multiprocess_mode="max",
+        )
         for outcome in ("completed", "failed", "shed"):
             self.batch_items.labels(outcome)
 

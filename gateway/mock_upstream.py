@@ -98,10 +98,18 @@ class _Dropped(Exception):
 
 
 def _new_stats(in_flight: int = 0) -> dict[str, Any]:
-    counters = ("requests chat_requests embedding_requests streams_started streams_completed streams_cancelled "
-                "streams_cut requests_cancelled dropped rpm_exceeded").split()
-    return {**dict.fromkeys(counters, 0), "in_flight": in_flight, "status_counts": {}, "last_authorization": None,
-            "last_api_key": None, "last_path": None}
+    counters = (
+        "requests chat_requests embedding_requests streams_started streams_completed streams_cancelled "
+        "streams_cut requests_cancelled dropped rpm_exceeded"
+    ).split()
+    return {
+        **dict.fromkeys(counters, 0),
+        "in_flight": in_flight,
+        "status_counts": {},
+        "last_authorization": None,
+        "last_api_key": None,
+        "last_path": None,
+    }
 
 
 class _State:
@@ -158,18 +166,24 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
     return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers)
 
 
-def _error(status: int, message: str | None = None, param: str | None = None,
-           headers: dict[str, str] | None = None) -> web.Response:
+def _error(
+    status: int, message: str | None = None, param: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
     default, kind, code = _ERRORS.get(status, (f"Mock error {status}.", "server_error", None))
-    return _json({"error": {"message": message or default, "type": kind, "param": param, "code": code}},
-                 status, headers)
+    return _json(
+        {"error": {"message": message or default, "type": kind, "param": param, "code": code}}, status, headers
+    )
 
 
 def _rate_limit_headers(retry_after: float) -> dict[str, str]:
     """Retry-After is whole seconds (rounded up); retry-after-ms is exact."""
     reset = f"{int(retry_after * 1000)}ms" if retry_after < 1 else f"{retry_after:g}s"
-    return {"Retry-After": str(math.ceil(retry_after)), "retry-after-ms": str(int(retry_after * 1000)),
-            "x-ratelimit-reset-requests": reset, "x-ratelimit-remaining-requests": "0"}
+    return {
+        "Retry-After": str(math.ceil(retry_after)),
+        "retry-after-ms": str(int(retry_after * 1000)),
+        "x-ratelimit-reset-requests": reset,
+        "x-ratelimit-remaining-requests": "0",
+    }
 
 
 def _configured_fault(kind: int | str, s: MockSettings, chunks: int) -> _Fault:
@@ -240,9 +254,18 @@ def _azure_refusal(request: web.Request, s: MockSettings) -> web.Response | None
         return _error(404, "Resource not found")
     deployment = request.match_info.get("deployment")
     if s.azure_deployments and deployment not in s.azure_deployments:
-        return _json({"error": {"code": "DeploymentNotFound", "message": (
-            "The API deployment for this resource does not exist. If you created the deployment within the "
-            "last 5 minutes, please wait a moment and try again.")}}, 404)
+        return _json(
+            {
+                "error": {
+                    "code": "DeploymentNotFound",
+                    "message": (
+                        "The API deployment for this resource does not exist. If you created the deployment within the "
+                        "last 5 minutes, please wait a moment and try again."
+                    ),
+                }
+            },
+            404,
+        )
     return None
 
 
@@ -257,15 +280,25 @@ def _azure_shaped(response: web.Response, api_version: str) -> web.Response:
     status, headers = response.status, None
     message, code = error["message"], error.get("code") or str(status)
     if status == 401:
-        message, code = ("Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
-                         "provide a valid key for an active subscription and use a correct regional API "
-                         "endpoint for your resource."), "401"
+        message, code = (
+            (
+                "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
+                "provide a valid key for an active subscription and use a correct regional API "
+                "endpoint for your resource."
+            ),
+            "401",
+        )
     elif status == 429:
         wait = response.headers.get("Retry-After", "1")
-        message, code = (f"Requests to the ChatCompletions_Create Operation under Azure OpenAI API version "
-                         f"{api_version} have exceeded call rate limit of your current OpenAI S0 pricing tier. "
-                         f"Please retry after {wait} seconds. Please go here: https://aka.ms/oai/quotaincrease "
-                         "if you would like to further increase the default rate limit."), "429"
+        message, code = (
+            (
+                f"Requests to the ChatCompletions_Create Operation under Azure OpenAI API version "
+                f"{api_version} have exceeded call rate limit of your current OpenAI S0 pricing tier. "
+                f"Please retry after {wait} seconds. Please go here: https://aka.ms/oai/quotaincrease "
+                "if you would like to further increase the default rate limit."
+            ),
+            "429",
+        )
         headers = {"retry-after": wait, "x-ratelimit-remaining-requests": "0", "x-ratelimit-remaining-tokens": "0"}
     return _json({"error": {"code": code, "message": message}}, status, headers)
 
@@ -337,8 +370,9 @@ def _example(schema: Any, depth: int = 0) -> Any:
     return {"integer": 0, "number": 0.5, "boolean": True, "null": None}.get(kind, "mock")
 
 
-def _answer_words(body: dict[str, Any], messages: list[Any], default_tokens: int,
-                  prefix: str = "Mock answer to:") -> tuple[list[str], str]:
+def _answer_words(
+    body: dict[str, Any], messages: list[Any], default_tokens: int, prefix: str = "Mock answer to:"
+) -> tuple[list[str], str]:
     """The deterministic answer to the last user message, as words (a word is a token), and finish_reason."""
     user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), messages[-1])
     words = f"{prefix} {_text_of(user.get('content') if isinstance(user, dict) else None)[:60]}".split()
@@ -354,7 +388,7 @@ def _split(items: Any, parts: int) -> list[Any]:
     parts = max(1, min(parts, len(items)))
     size, extra = divmod(len(items), parts)
     bounds = [i * size + min(i, extra) for i in range(parts + 1)]
-    return [items[bounds[i]:bounds[i + 1]] for i in range(parts)]
+    return [items[bounds[i] : bounds[i + 1]] for i in range(parts)]
 
 
 async def _chat(request: web.Request) -> web.StreamResponse:
@@ -405,12 +439,18 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         pieces = [" " * (i > 0) + " ".join(group) for i, group in enumerate(_split(words, chunks))]
     prompt_tokens = max(1, sum(len(_text_of(m.get("content"))) for m in messages if isinstance(m, dict)) // 4)
     completion_tokens = max(1, tokens) * n
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-             "total_tokens": prompt_tokens + completion_tokens}
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
     seed = body.get("seed")
-    base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
-            "model": s.served_model or body.get("model") or "mock-model",
-            "system_fingerprint": f"fp_mock{seed % 10000:04d}" if isinstance(seed, int) else "fp_mock"}
+    base = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "created": int(time.time()),
+        "model": s.served_model or body.get("model") or "mock-model",
+        "system_fingerprint": f"fp_mock{seed % 10000:04d}" if isinstance(seed, int) else "fp_mock",
+    }
     call_id = f"call_{base['id'][9:]}"
     if stream:
         return await _stream(request, state, fault, body, base, n, pieces, finish, usage, call_id, tool)
@@ -422,29 +462,55 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     return _json({**base, "object": "chat.completion", "choices": choices, "usage": usage})
 
 
-async def _stream(request: web.Request, state: _State, fault: _Fault | None, body: dict[str, Any],
-                  base: dict[str, Any], n: int, pieces: list[str], finish: str, usage: dict[str, int],
-                  call_id: str, tool: str | None) -> web.StreamResponse:
+async def _stream(
+    request: web.Request,
+    state: _State,
+    fault: _Fault | None,
+    body: dict[str, Any],
+    base: dict[str, Any],
+    n: int,
+    pieces: list[str],
+    finish: str,
+    usage: dict[str, int],
+    call_id: str,
+    tool: str | None,
+) -> web.StreamResponse:
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     head = {**base, "object": "chat.completion.chunk", **({"usage": None} if include_usage else {})}
 
     def event(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        return b"".join(b"data: " + orjson.dumps({**head, "choices": [
-            {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}) + b"\n\n"
-            for i in range(n))
+        return b"".join(
+            b"data: "
+            + orjson.dumps(
+                {**head, "choices": [{"index": i, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+            )
+            + b"\n\n"
+            for i in range(n)
+        )
 
     tps = float(request.headers.get("x-mock-tokens-per-second", state.settings.tokens_per_second))
     pause = usage["completion_tokens"] / n / len(pieces) / tps if tps > 0 else 0.0  # whole answer: tokens / tps
     cut_after = fault.cut_after if fault is not None and fault.kind == "cut" else None
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
-                                           "Cache-Control": "no-cache"})
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+    )
     try:
         await response.prepare(request)
         if request.path.startswith("/openai/"):  # Azure opens a stream with its prompt filter results
-            await response.write(b"data: " + orjson.dumps({"choices": [], "created": 0, "id": "", "model": "",
-                                                            "object": "", "prompt_filter_results": [
-                                                                {"prompt_index": 0, "content_filter_results": {}}]})
-                                 + b"\n\n")
+            await response.write(
+                b"data: "
+                + orjson.dumps(
+                    {
+                        "choices": [],
+                        "created": 0,
+                        "id": "",
+                        "model": "",
+                        "object": "",
+                        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}],
+                    }
+                )
+                + b"\n\n"
+            )
         if tool is None:
             await response.write(event({"role": "assistant", "content": "", "refusal": None}))
         else:
@@ -509,8 +575,9 @@ async def _embeddings(request: web.Request) -> web.Response:
         data.append({"object": "embedding", "index": i, "embedding": vector})
     tokens = max(1, sum(len(item) for item in inputs) // 4)
     model = state.settings.served_model or body.get("model") or "mock-embedding"
-    return _json({"object": "list", "data": data, "model": model,
-                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+    return _json(
+        {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    )
 
 
 async def _models(request: web.Request) -> web.Response:
@@ -670,8 +737,7 @@ def _positive_int(text: str) -> int:
 
 _CLI_OPTIONS = (  # (setting, type, help)
     ("served_model", str, "the model name answers carry (default: the request's model)"),
-    ("api_key", str, "require this key (Authorization: Bearer KEY; api-key: KEY on the Azure paths); "
-                     "never printed"),
+    ("api_key", str, "require this key (Authorization: Bearer KEY; api-key: KEY on the Azure paths); never printed"),
     ("seed", int, "seed of the random faults, for reproducible runs"),
     ("chunks", _positive_int, "content chunks per stream (default 20)"),
     ("latency_ms", _non_negative, "wait before answering, in ms (default 0)"),
@@ -688,8 +754,11 @@ _CLI_OPTIONS = (  # (setting, type, help)
 
 def _describe(settings: MockSettings) -> str:
     """The settings that differ from the defaults, without the API key."""
-    changed = [f"{f.name}={getattr(settings, f.name)!r}" for f in dataclasses.fields(MockSettings)
-               if f.name != "api_key" and getattr(settings, f.name) != f.default]
+    changed = [
+        f"{f.name}={getattr(settings, f.name)!r}"
+        for f in dataclasses.fields(MockSettings)
+        if f.name != "api_key" and getattr(settings, f.name) != f.default
+    ]
     if settings.api_key:
         changed.append("API key required")
     return ", ".join(changed) or "defaults"
@@ -716,17 +785,20 @@ def _run_cli(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     print(f"mock upstream on http://{args.host}:{port}/v1 ({_describe(settings)})", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
-        web.run_app(create_app(settings), sock=sock, access_log=None, print=None, handler_cancellation=True,
-                    loop=_new_loop())
+        web.run_app(
+            create_app(settings), sock=sock, access_log=None, print=None, handler_cancellation=True, loop=_new_loop()
+        )
     return 0
 
 
 def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     """Adds the ``mock-upstream`` subcommand; the caller then runs ``args.func(args)``."""
     parser = subparsers.add_parser(
-        "mock-upstream", help="run the built-in OpenAI-compatible mock upstream (also Azure's paths)",
+        "mock-upstream",
+        help="run the built-in OpenAI-compatible mock upstream (also Azure's paths)",
         description="An OpenAI-compatible fake upstream with latency and fault injection: /v1/chat/completions, "
-                    "/v1/embeddings, /v1/models, and Azure's /openai/deployments/NAME/... paths.")
+        "/v1/embeddings, /v1/models, and Azure's /openai/deployments/NAME/... paths.",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9100, help="port to listen on; 0 picks a free one (default 9100)")
     for name, kind, help_ in _CLI_OPTIONS:

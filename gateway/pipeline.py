@@ -62,11 +62,24 @@ RECORDED_KINDS = frozenset({"chat", "embeddings"})  # the requests gateway_reque
 
 
 class Pipeline:
-    def __init__(self, *, auth: Auth, limits: Limits, cache: Cache, embedder: Embedder, intents: Intents,
-                 router: Router, dispatcher: Dispatcher, recorder: Recorder, cascade: Cascade | None = None,
-                 shadow: Shadow | None = None,
-                 access_log: AccessLog | None = None, request_log: RequestLog | None = None,
-                 spend: Spend | None = None, drain=None) -> None:
+    def __init__(
+        self,
+        *,
+        auth: Auth,
+        limits: Limits,
+        cache: Cache,
+        embedder: Embedder,
+        intents: Intents,
+        router: Router,
+        dispatcher: Dispatcher,
+        recorder: Recorder,
+        cascade: Cascade | None = None,
+        shadow: Shadow | None = None,
+        access_log: AccessLog | None = None,
+        request_log: RequestLog | None = None,
+        spend: Spend | None = None,
+        drain=None,
+    ) -> None:
         self.auth = auth
         self.limits = limits
         self.cache = cache
@@ -168,6 +181,7 @@ class Pipeline:
         if key is not None:
             future = self._in_flight[key] = asyncio.get_running_loop().create_future()
         try:
+
             def call(chain: Chain) -> Awaitable[Any]:
                 return self._observed(self.dispatcher.complete(ctx, chain), ctx)
 
@@ -181,9 +195,20 @@ class Pipeline:
                 ctx.reply = _reply_text(parsed)
             answer = Answer(upstream.status, upstream.body)
             if self.shadow is not None:
-                self.shadow.offer(ctx.alias, ctx.intent, ctx.variant, ctx.tier, ctx.body,
-                                  {"status": upstream.status, "parsed": parsed, "latency_s": ctx.upstream_seconds,
-                                   "usage": ctx.usage, "served_by": ctx.served_by})
+                self.shadow.offer(
+                    ctx.alias,
+                    ctx.intent,
+                    ctx.variant,
+                    ctx.tier,
+                    ctx.body,
+                    {
+                        "status": upstream.status,
+                        "parsed": parsed,
+                        "latency_s": ctx.upstream_seconds,
+                        "usage": ctx.usage,
+                        "served_by": ctx.served_by,
+                    },
+                )
             if future is not None:
                 future.set_result((answer, ctx.served_by))
                 await self.cache.store(ctx, parsed)
@@ -199,8 +224,11 @@ class Pipeline:
 
     async def _stream(self, ctx: RequestContext, chain: Chain) -> StreamAnswer:
         stream, first = await self._observed(self.dispatcher.open_stream(ctx, chain), ctx)
-        relay = StreamRelay(hide_usage=not ctx.include_usage, started=ctx.started,
-                            collect=ctx.cache_result == "miss" or self.request_log.enabled)
+        relay = StreamRelay(
+            hide_usage=not ctx.include_usage,
+            started=ctx.started,
+            collect=ctx.cache_result == "miss" or self.request_log.enabled,
+        )
 
         async def relay_chunks() -> AsyncIterator[bytes]:
             # Waits on the upstream and on the client are timed apart: the rest is the gateway's overhead.
@@ -225,8 +253,9 @@ class Pipeline:
                 if self.drain is None or not self.drain.draining:
                     raise  # the client went away
                 ctx.status = 503  # the shutdown grace is over: end the stream with a reason, not a cut
-                yield error_event("the gateway is shutting down; the answer is incomplete, retry it",
-                                  code="gateway_shutting_down")
+                yield error_event(
+                    "the gateway is shutting down; the answer is incomplete, retry it", code="gateway_shutting_down"
+                )
             finally:
                 await stream.aclose()
                 ctx.ttft, ctx.usage = relay.ttft, relay.usage
@@ -260,8 +289,11 @@ class Pipeline:
             ctx.spend = await self.spend.reserve(ctx.key, ctx.alias, ctx.body)
         body = ctx.body
         answer = await self.dispatcher.complete(
-            ctx, self.router.chain(ctx.alias, "light"), path="/embeddings",
-            body_for=lambda deployment: encode(body, {"model": deployment.model}))
+            ctx,
+            self.router.chain(ctx.alias, "light"),
+            path="/embeddings",
+            body_for=lambda deployment: encode(body, {"model": deployment.model}),
+        )
         try:
             parsed = orjson.loads(answer.body)
         except orjson.JSONDecodeError:

@@ -29,12 +29,14 @@ class Recorder:
         if req.status >= 400:
             m.errors.labels(model, req.intent, f"{req.status // 100}xx").inc()
         if not 400 <= req.status < 500:  # refused requests (auth, limits, bad input) would pull latency down
-            m.request_duration.labels(model, req.intent, "true" if req.stream else "false",
-                                      req.cache_result).observe(elapsed)
+            m.request_duration.labels(model, req.intent, "true" if req.stream else "false", req.cache_result).observe(
+                elapsed
+            )
             if model in self._with_canary and req.tier == "light" and req.cache_result in ("miss", "bypass", "off"):
                 m.variant_duration.labels(model, req.variant).observe(elapsed)
         m.overhead.labels(model, req.cache_result).observe(
-            max(0.0, elapsed - req.upstream_seconds - req.client_seconds))
+            max(0.0, elapsed - req.upstream_seconds - req.client_seconds)
+        )
         if self.promoter is not None and req.tier == "light" and req.cache_result in ("miss", "bypass", "off"):
             self.promoter.observe(model, req.variant, req.status, req.served_by, elapsed)  # what the gates compare
         if req.ttft is not None:
@@ -53,5 +55,6 @@ class Recorder:
     def cost_of(self, usage: dict | None, deployment: str | None) -> float:
         if not usage or deployment not in self._price_keys:
             return 0.0
-        return self.pricing.cost(self._price_keys[deployment], int(usage.get("prompt_tokens") or 0),
-                                 int(usage.get("completion_tokens") or 0))
+        return self.pricing.cost(
+            self._price_keys[deployment], int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        )

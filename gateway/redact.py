@@ -51,12 +51,18 @@ def _order(match: re.Match[str]) -> str:
     return match.group(0)[: match.start("id") - match.start()] + "[ORDER]"
 
 
-_STREET_FR = (r"rue|avenue|av\.|boulevard|bd|place|chemin|all[ée]e|impasse|quai|route|cours|square|passage"
-              r"|r[ée]sidence|lieu-dit|faubourg|fbg")
-_STREET_EN = (r"Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Boulevard|Blvd|Close|Court|Ct|Way|Place|Pl"
-              r"|Square|Sq|Terrace|Crescent|Highway|Hwy|Parkway|Pkwy")
-_ORDER_WORDS = (r"order|orders|commande|cde|cmd|invoice|facture|ticket|tracking|suivi|colis|parcel|package"
-                r"|r[ée]f[ée]rence|reference|ref|dossier|case")
+_STREET_FR = (
+    r"rue|avenue|av\.|boulevard|bd|place|chemin|all[ée]e|impasse|quai|route|cours|square|passage"
+    r"|r[ée]sidence|lieu-dit|faubourg|fbg"
+)
+_STREET_EN = (
+    r"Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Boulevard|Blvd|Close|Court|Ct|Way|Place|Pl"
+    r"|Square|Sq|Terrace|Crescent|Highway|Hwy|Parkway|Pkwy"
+)
+_ORDER_WORDS = (
+    r"order|orders|commande|cde|cmd|invoice|facture|ticket|tracking|suivi|colis|parcel|package"
+    r"|r[ée]f[ée]rence|reference|ref|dossier|case"
+)
 
 _RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}"), "[EMAIL]"),
@@ -65,18 +71,39 @@ _RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     # Card: 13 to 19 digits, single spaces or dashes between them (Luhn decides).
     (re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)"), _card),
     # Order id after a word that announces one ("order #A-12345", "commande n° 48213", "ref: XK42-77").
-    (re.compile(rf"\b(?:{_ORDER_WORDS})\b[^\w\n]{{0,3}}(?:(?:id|no|n|nr|num[ée]ro|number|is|est|de|du)\b[^\w\n]{{0,3}}){{0,3}}"
-                r"(?P<id>(?=[A-Za-z-]{0,29}\d)[A-Za-z0-9][A-Za-z0-9-]{2,29})\b", re.IGNORECASE), _order),
+    (
+        re.compile(
+            rf"\b(?:{_ORDER_WORDS})\b[^\w\n]{{0,3}}(?:(?:id|no|n|nr|num[ée]ro|number|is|est|de|du)\b[^\w\n]{{0,3}}){{0,3}}"
+            r"(?P<id>(?=[A-Za-z-]{0,29}\d)[A-Za-z0-9][A-Za-z0-9-]{2,29})\b",
+            re.IGNORECASE,
+        ),
+        _order,
+    ),
     # Order-like references on their own: "#48213", "CMD-2024-118", "ORD123456".
     (re.compile(r"(?<![\w#])#\d{4,20}\b|\b[A-Z]{2,5}-?\d{4,12}(?:-\d{1,8})?\b"), "[ORDER]"),
     # Postal addresses. FR: "12 bis, rue de la Paix", "75002 Paris"; EN: "221B Baker Street", "SW1A 1AA",
     # "CA 94103".
-    (re.compile(rf"\b\d{{1,4}}(?:\s?(?:bis|ter|[A-Da-d])\b)?,?\s{{1,3}}(?:{_STREET_FR})\b"
-                rf"(?:\s{{1,3}}[{_LETTER}0-9'’-]{{1,30}}){{1,6}}", re.IGNORECASE), "[ADDRESS]"),
-    (re.compile(rf"\b\d{{1,5}}[A-Za-z]?,?\s{{1,3}}(?:[A-Z][{_LETTER}'’-]{{0,30}}\s{{1,3}}){{1,4}}(?:{_STREET_EN})\b\.?"),
-     "[ADDRESS]"),
-    (re.compile(rf"\b(?:F-)?\d{{5}}\s{{1,3}}[A-ZÀ-Ö][{_LETTER}'’-]{{1,30}}(?:[ -][A-ZÀ-Ö][{_LETTER}'’-]{{1,30}}){{0,3}}"
-                r"(?:\s{1,3}CEDEX(?:\s{1,3}\d{1,2})?)?"), "[ADDRESS]"),
+    (
+        re.compile(
+            rf"\b\d{{1,4}}(?:\s?(?:bis|ter|[A-Da-d])\b)?,?\s{{1,3}}(?:{_STREET_FR})\b"
+            rf"(?:\s{{1,3}}[{_LETTER}0-9'’-]{{1,30}}){{1,6}}",
+            re.IGNORECASE,
+        ),
+        "[ADDRESS]",
+    ),
+    (
+        re.compile(
+            rf"\b\d{{1,5}}[A-Za-z]?,?\s{{1,3}}(?:[A-Z][{_LETTER}'’-]{{0,30}}\s{{1,3}}){{1,4}}(?:{_STREET_EN})\b\.?"
+        ),
+        "[ADDRESS]",
+    ),
+    (
+        re.compile(
+            rf"\b(?:F-)?\d{{5}}\s{{1,3}}[A-ZÀ-Ö][{_LETTER}'’-]{{1,30}}(?:[ -][A-ZÀ-Ö][{_LETTER}'’-]{{1,30}}){{0,3}}"
+            r"(?:\s{1,3}CEDEX(?:\s{1,3}\d{1,2})?)?"
+        ),
+        "[ADDRESS]",
+    ),
     (re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b|\b[A-Z]{2}\s\d{5}(?:-\d{4})?\b"), "[ADDRESS]"),
     # Phones, FR and international: "06 12 34 56 78", "+33 (0)6 12 34 56 78", "(555) 123-4567".
     (re.compile(r"(?<![\w+])(?:\+|00)?\(?\d[\d\s.()/-]{6,30}\d(?!\w)"), _phone),

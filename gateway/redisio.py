@@ -73,16 +73,24 @@ def make_client(url: str, *, socket_timeout_s: float, pool_size: int):
     """A redis.asyncio client for a plain, cluster or sentinel URL; returns (client, kind)."""
     import redis.asyncio as aioredis
 
-    common = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": socket_timeout_s,
-              "health_check_interval": 0}
+    common = {
+        "socket_timeout": socket_timeout_s,
+        "socket_connect_timeout": socket_timeout_s,
+        "health_check_interval": 0,
+    }
     parts = urlsplit(url)
     if parts.scheme in ("redis+cluster", "rediss+cluster"):
         from redis.asyncio.cluster import ClusterNode, RedisCluster
 
         hosts, user, password = _hosts(parts.netloc, 6379)
-        client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in hosts], username=user,
-                              password=password, ssl=parts.scheme.startswith("rediss"),
-                              max_connections=pool_size * 4, **common)
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in hosts],
+            username=user,
+            password=password,
+            ssl=parts.scheme.startswith("rediss"),
+            max_connections=pool_size * 4,
+            **common,
+        )
         return client, "cluster"
     if parts.scheme in ("redis+sentinel", "rediss+sentinel"):
         from redis.asyncio.sentinel import Sentinel
@@ -91,13 +99,17 @@ def make_client(url: str, *, socket_timeout_s: float, pool_size: int):
         path = [p for p in parts.path.split("/") if p]
         if not path:
             raise ValueError("redis+sentinel:// URLs name the service: redis+sentinel://host:26379/mymaster[/db]")
-        sentinel = Sentinel(hosts, sentinel_kwargs={"socket_timeout": socket_timeout_s}, username=user,
-                            password=password, ssl=parts.scheme.startswith("rediss"), **common)
-        client = sentinel.master_for(path[0], db=int(path[1]) if len(path) > 1 else 0,
-                                     max_connections=pool_size)
+        sentinel = Sentinel(
+            hosts,
+            sentinel_kwargs={"socket_timeout": socket_timeout_s},
+            username=user,
+            password=password,
+            ssl=parts.scheme.startswith("rediss"),
+            **common,
+        )
+        client = sentinel.master_for(path[0], db=int(path[1]) if len(path) > 1 else 0, max_connections=pool_size)
         return client, "sentinel"
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=socket_timeout_s,
-                                                    **common)
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=socket_timeout_s, **common)
     return aioredis.Redis.from_pool(pool), "single"
 
 
@@ -110,15 +122,21 @@ def make_sync_client(url: str, socket_timeout_s: float = 5.0):
         from redis.cluster import ClusterNode, RedisCluster
 
         hosts, user, password = _hosts(parts.netloc, 6379)
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in hosts], username=user, password=password,
-                            ssl=parts.scheme.startswith("rediss"), socket_timeout=socket_timeout_s)
+        return RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in hosts],
+            username=user,
+            password=password,
+            ssl=parts.scheme.startswith("rediss"),
+            socket_timeout=socket_timeout_s,
+        )
     if parts.scheme in ("redis+sentinel", "rediss+sentinel"):
         from redis.sentinel import Sentinel
 
         hosts, user, password = _hosts(parts.netloc, 26379)
         path = [p for p in parts.path.split("/") if p]
         return Sentinel(hosts, username=user, password=password, socket_timeout=socket_timeout_s).master_for(
-            path[0], db=int(path[1]) if len(path) > 1 else 0)
+            path[0], db=int(path[1]) if len(path) > 1 else 0
+        )
     return redis.Redis.from_url(url, socket_timeout=socket_timeout_s)
 
 
@@ -205,8 +223,11 @@ class RedisUse:
             raise RedisUnavailable(f"Redis did not answer {self.name}.{op} in time")
         exc = task.exception()
         if exc is not None:
-            kind = "connection" if isinstance(exc, (ConnectionError, OSError)) or "Connection" in type(exc).__name__ \
+            kind = (
+                "connection"
+                if isinstance(exc, (ConnectionError, OSError)) or "Connection" in type(exc).__name__
                 else "error"
+            )
             self._failed(op, kind, f"{type(exc).__name__}: {exc}")
             raise RedisUnavailable(f"Redis failed on {self.name}.{op}: {type(exc).__name__}") from exc
         pair = self._metrics(op)
@@ -229,8 +250,14 @@ class RedisUse:
         health.open_until = now + min(MAX_BACKOFF_S, BACKOFF_S * 2 ** min(health.failures - 1, 10))
         health.unlogged += 1
         if health.failures == 1 or now - health.logged_at >= LOG_EVERY_S:
-            log.warning("Redis %s.%s: %s; %s (%d failure(s) since the last report)", self.name, op, detail,
-                        self.fallback, health.unlogged)
+            log.warning(
+                "Redis %s.%s: %s; %s (%d failure(s) since the last report)",
+                self.name,
+                op,
+                detail,
+                self.fallback,
+                health.unlogged,
+            )
             health.unlogged, health.logged_at = 0, now
 
     def _recovered(self) -> None:
@@ -240,8 +267,16 @@ class RedisUse:
 
 
 class RedisIO:
-    def __init__(self, client, *, prefix: str = "gw:", kind: str = "single", pool_size: int = 32,
-                 timeout_s: float = 0.05, metrics=None) -> None:
+    def __init__(
+        self,
+        client,
+        *,
+        prefix: str = "gw:",
+        kind: str = "single",
+        pool_size: int = 32,
+        timeout_s: float = 0.05,
+        metrics=None,
+    ) -> None:
         self.client = client
         self.kind = kind
         self.prefix = prefix
@@ -270,8 +305,9 @@ class RedisIO:
         timeout_s = config.timeout_ms / 1000
         # The socket's own timeout only ends commands that never answer: callers stop waiting much sooner.
         client, kind = make_client(config.url, socket_timeout_s=max(2.0, 20 * timeout_s), pool_size=config.pool_size)
-        return cls(client, prefix=config.prefix, kind=kind, pool_size=config.pool_size, timeout_s=timeout_s,
-                   metrics=metrics)
+        return cls(
+            client, prefix=config.prefix, kind=kind, pool_size=config.pool_size, timeout_s=timeout_s, metrics=metrics
+        )
 
     @classmethod
     def wrap(cls, client, prefix: str = "gw:") -> "RedisIO":
@@ -315,8 +351,9 @@ class RedisIO:
         try:
             await asyncio.wait_for(self._warm(), timeout=max(5.0, 20 * self.timeout_s))
         except Exception as exc:
-            log.warning("Redis not ready at start (%s: %s); serving without it until it answers",
-                        type(exc).__name__, exc)
+            log.warning(
+                "Redis not ready at start (%s: %s); serving without it until it answers", type(exc).__name__, exc
+            )
         await self.beat()
         if self._heartbeat is None:
             self._heartbeat = asyncio.create_task(self._beat_forever())
@@ -329,8 +366,7 @@ class RedisIO:
 
             await self.client.initialize()
             for _ in range(max(1, self.pool_size // 4)):
-                await asyncio.gather(*(self.client.ping(target_nodes=RedisCluster.PRIMARIES)
-                                       for _ in range(4)))
+                await asyncio.gather(*(self.client.ping(target_nodes=RedisCluster.PRIMARIES) for _ in range(4)))
             return
         pool = self.client.connection_pool
         connections = []

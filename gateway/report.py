@@ -69,16 +69,21 @@ def render(text: str) -> str:
         return lambda labels: labels.get("stream") == stream and labels.get("cache") in ("miss", "bypass", "off")
 
     for title, name, keep in (
-            ("latency", "gateway_request_duration_seconds", upstream_served("false")),
-            ("latency (streams)", "gateway_request_duration_seconds", upstream_served("true")),
-            ("latency (cache hits)", "gateway_request_duration_seconds",
-             lambda labels: labels.get("cache", "").startswith("hit-")),
-            ("time to first token", "gateway_time_to_first_token_seconds", lambda labels: True),
-            ("gateway overhead", "gateway_overhead_seconds",
-             lambda labels: not labels.get("cache", "").startswith("hit-"))):
-        lines.append(f"{title:20} p50 {ms(quantile(data, name, 0.5, keep)):>10}"
-                     f"   p95 {ms(quantile(data, name, 0.95, keep)):>10}"
-                     f"   p99 {ms(quantile(data, name, 0.99, keep)):>10}")
+        ("latency", "gateway_request_duration_seconds", upstream_served("false")),
+        ("latency (streams)", "gateway_request_duration_seconds", upstream_served("true")),
+        (
+            "latency (cache hits)",
+            "gateway_request_duration_seconds",
+            lambda labels: labels.get("cache", "").startswith("hit-"),
+        ),
+        ("time to first token", "gateway_time_to_first_token_seconds", lambda labels: True),
+        ("gateway overhead", "gateway_overhead_seconds", lambda labels: not labels.get("cache", "").startswith("hit-")),
+    ):
+        lines.append(
+            f"{title:20} p50 {ms(quantile(data, name, 0.5, keep)):>10}"
+            f"   p95 {ms(quantile(data, name, 0.95, keep)):>10}"
+            f"   p99 {ms(quantile(data, name, 0.99, keep)):>10}"
+        )
 
     per_intent = by(data, "gateway_requests_total", "intent")
     served: dict[str, float] = defaultdict(float)
@@ -94,24 +99,32 @@ def render(text: str) -> str:
             if labels.get("cache", "").startswith("hit-") or labels.get("cache") == "coalesced":
                 hits[labels["intent"]] += value
     lines.append("")
-    lines.append(f"{'intent':20} {'requests':>9} {'cost USD':>11} {'USD/request':>12} {'hit rate':>9} "
-                 f"{'saved USD':>10}")
+    lines.append(
+        f"{'intent':20} {'requests':>9} {'cost USD':>11} {'USD/request':>12} {'hit rate':>9} {'saved USD':>10}"
+    )
     for intent in sorted(per_intent, key=lambda i: -per_intent[i]):
         n, ok = per_intent[intent], served[intent]  # cost per served request (cache hits included), as the dashboard
         rate = f"{hits[intent] / looked[intent]:.0%}" if looked[intent] else "-"
-        lines.append(f"{intent:20} {n:9.0f} {cost[intent]:11.6f} {cost[intent] / ok if ok else 0:12.8f} "
-                     f"{rate:>9} {saved[intent]:10.6f}")
+        lines.append(
+            f"{intent:20} {n:9.0f} {cost[intent]:11.6f} {cost[intent] / ok if ok else 0:12.8f} "
+            f"{rate:>9} {saved[intent]:10.6f}"
+        )
 
     tiers = by(data, "gateway_route_decisions_total", "tier")
     decided = sum(tiers.values())
     lines.append("")
-    lines.append(f"heavy share {tiers.get('heavy', 0) / decided:.1%} of {decided:.0f} routed" if decided
-                 else "heavy share - (no routing decisions)")
+    lines.append(
+        f"heavy share {tiers.get('heavy', 0) / decided:.1%} of {decided:.0f} routed"
+        if decided
+        else "heavy share - (no routing decisions)"
+    )
     retries = by(data, "gateway_retries_total", "reason")
-    lines.append(f"retries {sum(retries.values()):.0f}"
-                 + (f" ({', '.join(f'{k} {v:.0f}' for k, v in sorted(retries.items()))})" if retries else "")
-                 + f"   fallbacks {total(data, 'gateway_fallbacks_total'):.0f}"
-                 + f"   rate limited {total(data, 'gateway_rate_limited_total'):.0f}")
+    lines.append(
+        f"retries {sum(retries.values()):.0f}"
+        + (f" ({', '.join(f'{k} {v:.0f}' for k, v in sorted(retries.items()))})" if retries else "")
+        + f"   fallbacks {total(data, 'gateway_fallbacks_total'):.0f}"
+        + f"   rate limited {total(data, 'gateway_rate_limited_total'):.0f}"
+    )
     open_circuits = [labels["deployment"] for labels, v in data.get("gateway_circuit_open", ()) if v]
     lines.append(f"open circuits: {', '.join(open_circuits) if open_circuits else 'none'}")
     for model in sorted({labels["model"] for labels, _ in data.get("gateway_canary_requests_total", ())}):
@@ -119,9 +132,14 @@ def render(text: str) -> str:
         for variant in ("stable", "canary"):
             n = total(data, "gateway_canary_requests_total", model=model, variant=variant)
             failed = total(data, "gateway_canary_requests_total", model=model, variant=variant, outcome="failed")
-            p95 = quantile(data, "gateway_variant_duration_seconds", 0.95,
-                           lambda labels, model=model, variant=variant: labels.get("model") == model
-                           and labels.get("variant") == variant)
+            p95 = quantile(
+                data,
+                "gateway_variant_duration_seconds",
+                0.95,
+                lambda labels, model=model, variant=variant: (
+                    labels.get("model") == model and labels.get("variant") == variant
+                ),
+            )
             parts.append(f"{variant} {n:.0f} ({failed / n if n else 0:.1%} failed, p95 {ms(p95)})")
         rollbacks = total(data, "gateway_canary_rollbacks_total", model=model)
         lines.append(f"canary {model}: {'  vs  '.join(parts)}   rollbacks {rollbacks:.0f}")
@@ -142,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register_cli(subparsers) -> None:
-    report = subparsers.add_parser("report",
-                                   help="latency, cost per intent, hit rate, heavy share of a running gateway")
+    report = subparsers.add_parser(
+        "report", help="latency, cost per intent, hit rate, heavy share of a running gateway"
+    )
     report.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway (its /metrics is read)")
     report.set_defaults(func=run)

@@ -17,8 +17,17 @@ from gateway.errors import BodyTooLarge, InvalidRequest
 from gateway.messages import content_text, last_user_text
 from gateway.verbatim import ClientBody
 
-__all__ = ["PRIORITIES", "ROLES", "Answer", "ChatRequest", "RequestContext", "StreamAnswer", "content_text",
-           "last_user_text", "parse_chat_body"]
+__all__ = [
+    "PRIORITIES",
+    "ROLES",
+    "Answer",
+    "ChatRequest",
+    "RequestContext",
+    "StreamAnswer",
+    "content_text",
+    "last_user_text",
+    "parse_chat_body",
+]
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 PRIORITIES = ("critical", "normal", "batch")
@@ -40,8 +49,9 @@ class StreamAnswer:
     chunks: AsyncIterator[bytes]
 
 
-def _number(body: dict, name: str, *, integer: bool = False, low: float | None = None,
-            high: float | None = None) -> None:
+def _number(
+    body: dict, name: str, *, integer: bool = False, low: float | None = None, high: float | None = None
+) -> None:
     value = body.get(name)
     if value is None:
         return
@@ -54,7 +64,8 @@ def _number(body: dict, name: str, *, integer: bool = False, low: float | None =
 
 def _json_type(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number")
+        type(value), "number"
+    )
 
 
 def _check_parts(parts: list, where: str) -> None:
@@ -71,8 +82,9 @@ def _check_parts(parts: list, where: str) -> None:
         if kind == "image_url":
             image = part.get("image_url")
             if not isinstance(image, dict) or not isinstance(image.get("url"), str):
-                raise InvalidRequest(f"{where}[{j}].image_url must be an object with a string url",
-                                     param=f"{where}[{j}].image_url")
+                raise InvalidRequest(
+                    f"{where}[{j}].image_url must be an object with a string url", param=f"{where}[{j}].image_url"
+                )
 
 
 def parse_chat_body(raw: bytes, max_bytes: int) -> dict[str, Any]:
@@ -100,12 +112,15 @@ def parse_chat_body(raw: bytes, max_bytes: int) -> dict[str, Any]:
         role = message.get("role")
         if not isinstance(role, str) or role not in ROLES:
             shown = repr(role) if isinstance(role, str) else f"a JSON {_json_type(role)}"
-            raise InvalidRequest(f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}; got {shown[:60]}",
-                                 param=f"messages[{i}].role")
+            raise InvalidRequest(
+                f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}; got {shown[:60]}",
+                param=f"messages[{i}].role",
+            )
         content = message.get("content")
         if content is not None and not isinstance(content, (str, list)):
-            raise InvalidRequest(f"messages[{i}].content must be a string or an array of content parts",
-                                 param=f"messages[{i}].content")
+            raise InvalidRequest(
+                f"messages[{i}].content must be a string or an array of content parts", param=f"messages[{i}].content"
+            )
         if isinstance(content, list):
             _check_parts(content, f"messages[{i}].content")
         if content is None and role in ("user", "system", "developer"):
@@ -148,8 +163,11 @@ def parse_embeddings_body(raw: bytes) -> dict[str, Any]:
     elif isinstance(inputs, list):
         if not inputs or len(inputs) > MAX_EMBEDDING_INPUTS:
             raise InvalidRequest(f"'input' must hold 1 to {MAX_EMBEDDING_INPUTS} items", param="input")
-        if not (all(isinstance(item, str) for item in inputs) or all(_token_id(item) for item in inputs)
-                or all(isinstance(item, list) and item and all(_token_id(t) for t in item) for item in inputs)):
+        if not (
+            all(isinstance(item, str) for item in inputs)
+            or all(_token_id(item) for item in inputs)
+            or all(isinstance(item, list) and item and all(_token_id(t) for t in item) for item in inputs)
+        ):
             raise InvalidRequest(f"'input' must be {shapes}", param="input")
     else:
         raise InvalidRequest(f"'input' is required and must be {shapes}", param="input")

@@ -29,8 +29,17 @@ from gateway.errors import InvalidRequest
 
 __all__ = ["StreamTranslator", "chat_body", "response_from_chat"]
 
-_PASSED = ("temperature", "top_p", "user", "metadata", "parallel_tool_calls", "service_tier", "top_logprobs",
-           "safety_identifier", "prompt_cache_key")
+_PASSED = (
+    "temperature",
+    "top_p",
+    "user",
+    "metadata",
+    "parallel_tool_calls",
+    "service_tier",
+    "top_logprobs",
+    "safety_identifier",
+    "prompt_cache_key",
+)
 _STATEFUL = ("previous_response_id", "conversation")
 _ROLES = {"user", "assistant", "system", "developer"}
 
@@ -41,6 +50,7 @@ def _new_id(prefix: str) -> str:
 
 # ------------------------------------------------------------------------------------------ the request
 
+
 def chat_body(request: dict[str, Any]) -> dict[str, Any]:
     """The chat completions body that asks the same question. InvalidRequest (with `param`) for what the
     Responses API would refuse or what the gateway cannot serve."""
@@ -49,8 +59,11 @@ def chat_body(request: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
     for name in _STATEFUL:
         if request.get(name) is not None:
-            raise InvalidRequest(f"'{name}' is not supported: the gateway keeps no responses (store: false); "
-                                 "send the earlier turns in 'input'", param=name)
+            raise InvalidRequest(
+                f"'{name}' is not supported: the gateway keeps no responses (store: false); "
+                "send the earlier turns in 'input'",
+                param=name,
+            )
     messages: list[dict[str, Any]] = []
     instructions = request.get("instructions")
     if instructions is not None:
@@ -98,8 +111,11 @@ def _messages(items: Any) -> list[dict[str, Any]]:
                 raise InvalidRequest(f"{where}.role must be one of {', '.join(sorted(_ROLES))}", param=f"{where}.role")
             messages.append({"role": role, "content": _content(item.get("content"), f"{where}.content")})
         elif kind == "function_call":
-            call = {"id": item.get("call_id"), "type": "function",
-                    "function": {"name": item.get("name"), "arguments": item.get("arguments")}}
+            call = {
+                "id": item.get("call_id"),
+                "type": "function",
+                "function": {"name": item.get("name"), "arguments": item.get("arguments")},
+            }
             if not all(isinstance(v, str) for v in (call["id"], item.get("name"), item.get("arguments"))):
                 raise InvalidRequest(f"{where} needs string call_id, name and arguments", param=where)
             if messages and messages[-1]["role"] == "assistant" and messages[-1].get("tool_calls"):
@@ -113,8 +129,10 @@ def _messages(items: Any) -> list[dict[str, Any]]:
             text = output if isinstance(output, str) else _content(output, f"{where}.output")
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
         else:
-            raise InvalidRequest(f"{where}.type {kind!r} is not supported by the gateway (it has no state and "
-                                 "no built-in tools)", param=f"{where}.type")
+            raise InvalidRequest(
+                f"{where}.type {kind!r} is not supported by the gateway (it has no state and no built-in tools)",
+                param=f"{where}.type",
+            )
     return messages
 
 
@@ -138,8 +156,10 @@ def _content(content: Any, where: str) -> Any:
         elif kind == "refusal" and isinstance(part.get("refusal"), str):
             parts.append({"type": "text", "text": part["refusal"]})
         else:
-            raise InvalidRequest(f"{where}[{j}] must be an input_text, output_text or input_image (with an "
-                                 "image_url) part", param=f"{where}[{j}]")
+            raise InvalidRequest(
+                f"{where}[{j}] must be an input_text, output_text or input_image (with an image_url) part",
+                param=f"{where}[{j}]",
+            )
     return parts
 
 
@@ -149,8 +169,9 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     out = []
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(tool.get("name"), str):
-            raise InvalidRequest(f"tools[{i}]: only function tools (type 'function' with a name) are supported",
-                                 param=f"tools[{i}]")
+            raise InvalidRequest(
+                f"tools[{i}]: only function tools (type 'function' with a name) are supported", param=f"tools[{i}]"
+            )
         function = {k: tool[k] for k in ("name", "description", "parameters", "strict") if tool.get(k) is not None}
         out.append({"type": "function", "function": function})
     return out
@@ -178,20 +199,37 @@ def _response_format(fmt: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------- the answer
 
+
 def _shell(request: dict[str, Any], model: str, status: str) -> dict[str, Any]:
     """The fields of a `response` that echo the request."""
     tools = request.get("tools") if isinstance(request.get("tools"), list) else []
     fmt = (request.get("text") or {}).get("format") if isinstance(request.get("text"), dict) else None
     reasoning = request.get("reasoning") if isinstance(request.get("reasoning"), dict) else {}
-    return {"id": _new_id("resp_"), "object": "response", "created_at": int(time.time()), "status": status,
-            "error": None, "incomplete_details": None, "instructions": request.get("instructions"),
-            "max_output_tokens": request.get("max_output_tokens"), "model": model, "output": [],
-            "parallel_tool_calls": request.get("parallel_tool_calls", True), "previous_response_id": None,
-            "reasoning": {"effort": reasoning.get("effort"), "summary": None}, "store": False,
-            "temperature": request.get("temperature", 1.0), "text": {"format": fmt or {"type": "text"}},
-            "tool_choice": request.get("tool_choice", "auto"), "tools": tools, "top_p": request.get("top_p", 1.0),
-            "truncation": "disabled", "usage": None, "user": request.get("user"),
-            "metadata": request.get("metadata") or {}}
+    return {
+        "id": _new_id("resp_"),
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": request.get("instructions"),
+        "max_output_tokens": request.get("max_output_tokens"),
+        "model": model,
+        "output": [],
+        "parallel_tool_calls": request.get("parallel_tool_calls", True),
+        "previous_response_id": None,
+        "reasoning": {"effort": reasoning.get("effort"), "summary": None},
+        "store": False,
+        "temperature": request.get("temperature", 1.0),
+        "text": {"format": fmt or {"type": "text"}},
+        "tool_choice": request.get("tool_choice", "auto"),
+        "tools": tools,
+        "top_p": request.get("top_p", 1.0),
+        "truncation": "disabled",
+        "usage": None,
+        "user": request.get("user"),
+        "metadata": request.get("metadata") or {},
+    }
 
 
 def _usage(usage: Any) -> dict[str, Any] | None:
@@ -200,24 +238,37 @@ def _usage(usage: Any) -> dict[str, Any] | None:
     prompt = (usage.get("prompt_tokens_details") or {}) if isinstance(usage.get("prompt_tokens_details"), dict) else {}
     completion = usage.get("completion_tokens_details")
     completion = completion if isinstance(completion, dict) else {}
-    return {"input_tokens": int(usage.get("prompt_tokens") or 0),
-            "input_tokens_details": {"cached_tokens": int(prompt.get("cached_tokens") or 0)},
-            "output_tokens": int(usage.get("completion_tokens") or 0),
-            "output_tokens_details": {"reasoning_tokens": int(completion.get("reasoning_tokens") or 0)},
-            "total_tokens": int(usage.get("total_tokens") or 0)}
+    return {
+        "input_tokens": int(usage.get("prompt_tokens") or 0),
+        "input_tokens_details": {"cached_tokens": int(prompt.get("cached_tokens") or 0)},
+        "output_tokens": int(usage.get("completion_tokens") or 0),
+        "output_tokens_details": {"reasoning_tokens": int(completion.get("reasoning_tokens") or 0)},
+        "total_tokens": int(usage.get("total_tokens") or 0),
+    }
 
 
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
 def _message_item(text: str, status: str = "completed", item_id: str | None = None) -> dict[str, Any]:
-    return {"type": "message", "id": item_id or _new_id("msg_"), "status": status, "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    return {
+        "type": "message",
+        "id": item_id or _new_id("msg_"),
+        "status": status,
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
 
 
 def _call_item(call_id: str, name: str, arguments: str, item_id: str | None = None) -> dict[str, Any]:
-    return {"type": "function_call", "id": item_id or _new_id("fc_"), "call_id": call_id, "name": name,
-            "arguments": arguments, "status": "completed"}
+    return {
+        "type": "function_call",
+        "id": item_id or _new_id("fc_"),
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": "completed",
+    }
 
 
 def _finish(response: dict[str, Any], finish_reason: Any) -> None:
@@ -239,8 +290,9 @@ def response_from_chat(completion: dict[str, Any], request: dict[str, Any]) -> d
     for call in message.get("tool_calls") or ():
         if isinstance(call, dict):
             function = call.get("function") if isinstance(call.get("function"), dict) else {}
-            response["output"].append(_call_item(str(call.get("id")), str(function.get("name")),
-                                                  str(function.get("arguments") or "")))
+            response["output"].append(
+                _call_item(str(call.get("id")), str(function.get("name")), str(function.get("arguments") or ""))
+            )
     _finish(response, choice.get("finish_reason"))
     response["usage"] = _usage(completion.get("usage"))
     return response
@@ -273,8 +325,9 @@ class StreamTranslator:
 
     def start(self) -> bytes:
         self.started = True
-        return (self._event("response.created", response=self.response)
-                + self._event("response.in_progress", response=self.response))
+        return self._event("response.created", response=self.response) + self._event(
+            "response.in_progress", response=self.response
+        )
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._tail + chunk
@@ -282,7 +335,7 @@ class StreamTranslator:
         if end < 0:
             self._tail = data
             return b""
-        complete, self._tail = data[:end], data[end + 2:]
+        complete, self._tail = data[:end], data[end + 2 :]
         out = [] if self.started else [self.start()]
         for event in complete.split(b"\n\n"):
             for line in event.split(b"\n"):
@@ -303,8 +356,10 @@ class StreamTranslator:
             self.ended = True
             self.response["status"] = "failed"
             error = chunk["error"]
-            self.response["error"] = {"code": str(error.get("code") or "server_error"),
-                                      "message": str(error.get("message") or "the upstream failed")}
+            self.response["error"] = {
+                "code": str(error.get("code") or "server_error"),
+                "message": str(error.get("message") or "the upstream failed"),
+            }
             return self._event("response.failed", response=self.response)
         if chunk.get("model"):
             self.response["model"] = chunk["model"]
@@ -334,11 +389,22 @@ class StreamTranslator:
             self.text_id = _new_id("msg_")
             item = {**_message_item("", "in_progress", self.text_id), "content": []}
             out += self._event("response.output_item.added", output_index=0, item=item)
-            out += self._event("response.content_part.added", item_id=self.text_id, output_index=0,
-                               content_index=0, part={"type": "output_text", "text": "", "annotations": []})
+            out += self._event(
+                "response.content_part.added",
+                item_id=self.text_id,
+                output_index=0,
+                content_index=0,
+                part={"type": "output_text", "text": "", "annotations": []},
+            )
         self.text.append(delta)
-        return out + self._event("response.output_text.delta", item_id=self.text_id, output_index=0,
-                                 content_index=0, delta=delta, logprobs=[])
+        return out + self._event(
+            "response.output_text.delta",
+            item_id=self.text_id,
+            output_index=0,
+            content_index=0,
+            delta=delta,
+            logprobs=[],
+        )
 
     def close(self) -> bytes:
         """The closing events (once): the items done, then response.completed or .incomplete."""
@@ -350,20 +416,35 @@ class StreamTranslator:
         if self.text_id is not None:
             text = "".join(self.text)
             part = {"type": "output_text", "text": text, "annotations": []}
-            out += self._event("response.output_text.done", item_id=self.text_id, output_index=0, content_index=0,
-                               text=text, logprobs=[])
-            out += self._event("response.content_part.done", item_id=self.text_id, output_index=0,
-                               content_index=0, part=part)
+            out += self._event(
+                "response.output_text.done",
+                item_id=self.text_id,
+                output_index=0,
+                content_index=0,
+                text=text,
+                logprobs=[],
+            )
+            out += self._event(
+                "response.content_part.done", item_id=self.text_id, output_index=0, content_index=0, part=part
+            )
             item = _message_item(text, item_id=self.text_id)
             out += self._event("response.output_item.done", output_index=0, item=item)
             output.append(item)
         for _, call in sorted(self.calls.items()):
             index = len(output)
             item = _call_item(call["id"], call["name"], call["arguments"])
-            out += self._event("response.output_item.added", output_index=index, item={**item, "arguments": "",
-                                                                                      "status": "in_progress"})
-            out += self._event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                               arguments=call["arguments"], name=call["name"])
+            out += self._event(
+                "response.output_item.added",
+                output_index=index,
+                item={**item, "arguments": "", "status": "in_progress"},
+            )
+            out += self._event(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=index,
+                arguments=call["arguments"],
+                name=call["name"],
+            )
             out += self._event("response.output_item.done", output_index=index, item=item)
             output.append(item)
         response = {**self.response, "output": output, "status": "completed", "usage": _usage(self.usage)}

@@ -64,8 +64,10 @@ def _periods(now: datetime) -> dict[str, tuple[str, int, float]]:
     tomorrow = datetime(now.year, now.month, now.day, tzinfo=UTC).timestamp() + 86400
     month_end = datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=UTC).timestamp()
     ts = now.timestamp()
-    return {"daily": (now.strftime("%Y%m%d"), 2 * 86400, tomorrow - ts),
-            "monthly": (now.strftime("%Y%m"), 32 * 86400, month_end - ts)}
+    return {
+        "daily": (now.strftime("%Y%m%d"), 2 * 86400, tomorrow - ts),
+        "monthly": (now.strftime("%Y%m"), 32 * 86400, month_end - ts),
+    }
 
 
 class SpendBudgets:
@@ -79,11 +81,15 @@ class SpendBudgets:
         # the dearest price among an alias's deployments: an estimate that never under-reserves
         self._price = {}
         for alias, route in config.models.items():
-            names = route.deployments + route.fallbacks + route.heavy + (route.canary.deployments if route.canary else [])
+            names = (
+                route.deployments + route.fallbacks + route.heavy + (route.canary.deployments if route.canary else [])
+            )
             prices = [config.pricing.get(config.deployments[n].pricing_key) for n in names]
             prices = [p for p in prices if p is not None]
-            self._price[alias] = (max((p.input_per_1m for p in prices), default=0.0),
-                                  max((p.output_per_1m for p in prices), default=0.0))
+            self._price[alias] = (
+                max((p.input_per_1m for p in prices), default=0.0),
+                max((p.output_per_1m for p in prices), default=0.0),
+            )
         self.enabled = any(self._budgets.values())
         if metrics is not None:
             for scope, limits in self._budgets.items():
@@ -130,7 +136,9 @@ class SpendBudgets:
                 self._metrics.rate_limited.labels("spend_budget").inc()
             raise QuotaExceeded(
                 f"the {period} spend budget of {scope} '{name}' (${cap:g}) is used up; it resets in "
-                f"{periods[period][2] / 3600:.1f} h", retry_after_s=periods[period][2])
+                f"{periods[period][2] / 3600:.1f} h",
+                retry_after_s=periods[period][2],
+            )
         return SpendHold(keys, [(scope, name, period) for scope, name, period, _ in applying], amount)
 
     async def settle(self, hold: SpendHold | None, cost: float) -> None:
@@ -179,4 +187,3 @@ class SpendBudgets:
         for key in keys:
             self._memory[key] = self._memory.get(key, 0.0) + delta
         return [self._memory[key] for key in keys]
-

@@ -33,7 +33,7 @@ class StreamRelay:
         if end < 0:
             self._tail = data
             return b""
-        complete, self._tail = data[: end + 2], data[end + 2:]
+        complete, self._tail = data[: end + 2], data[end + 2 :]
         if self.collect:  # the content is wanted: look at every event
             kept = b"".join(event + b"\n\n" for event in complete.split(b"\n\n")[:-1] if self._keep(event))
             if self.hide_usage and b'"usage":null' in kept:
@@ -45,8 +45,9 @@ class StreamRelay:
             # escaped, so these bytes are always the field itself.)
             complete = complete.replace(b',"usage":null', b"").replace(b'"usage":null,', b"")
         # Otherwise byte searches over the whole block: a fast upstream sends many events per read.
-        if self.ttft is None and (complete.count(b'"content":"') > complete.count(b'"content":""')
-                                  or b'"tool_calls"' in complete):
+        if self.ttft is None and (
+            complete.count(b'"content":"') > complete.count(b'"content":""') or b'"tool_calls"' in complete
+        ):
             self.ttft = time.perf_counter() - self.started
         if b"data: [DONE]" in complete:
             self.finished = True
@@ -55,7 +56,7 @@ class StreamRelay:
             start = complete.rfind(b"\n\n", 0, at)
             start = 0 if start < 0 else start + 2  # the event around this usage
             stop = complete.find(b"\n\n", at) + 2
-            if self._keep(complete[start:stop - 2]):
+            if self._keep(complete[start : stop - 2]):
                 at = complete.find(b'"usage":{', stop)
             else:
                 complete = complete[:start] + complete[stop:]
@@ -73,8 +74,9 @@ class StreamRelay:
         if payload == b"[DONE]":
             self.finished = True
             return True
-        if self.ttft is None and ((b'"content":"' in payload and b'"content":""' not in payload)
-                                  or b'"tool_calls"' in payload):
+        if self.ttft is None and (
+            (b'"content":"' in payload and b'"content":""' not in payload) or b'"tool_calls"' in payload
+        ):
             self.ttft = time.perf_counter() - self.started
         if b'"usage":{' in payload or self.collect:
             try:
@@ -112,5 +114,6 @@ class StreamRelay:
 
 def error_event(message: str, type_: str = "api_error", code: str | None = "upstream_error") -> bytes:
     """The event that ends a stream whose upstream failed after the first byte reached the client."""
-    return b"data: " + orjson.dumps({"error": {"message": message, "type": type_, "param": None,
-                                               "code": code}}) + b"\n\n"
+    return (
+        b"data: " + orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}) + b"\n\n"
+    )

@@ -19,8 +19,22 @@ if TYPE_CHECKING:
     from gateway.sse import StreamRelay
     from gateway.upstream.client import UpstreamAnswer, UpstreamStream
 
-__all__ = ["Auth", "Cache", "Chain", "Dispatcher", "Embedder", "Intents", "Limits", "NoCache", "NoEmbedder",
-           "NoIntents", "NoLimits", "NoRecorder", "Recorder", "Router"]
+__all__ = [
+    "Auth",
+    "Cache",
+    "Chain",
+    "Dispatcher",
+    "Embedder",
+    "Intents",
+    "Limits",
+    "NoCache",
+    "NoEmbedder",
+    "NoIntents",
+    "NoLimits",
+    "NoRecorder",
+    "Recorder",
+    "Router",
+]
 
 Chain = Sequence[tuple[str, "Deployment"]]  # deployments to try, in order: (name, deployment)
 
@@ -83,8 +97,9 @@ class Router(Protocol):
 
 
 class Dispatcher(Protocol):
-    async def complete(self, req: RequestContext, chain: Chain, path: str = "/chat/completions",
-                       body_for: Any = None) -> UpstreamAnswer: ...
+    async def complete(
+        self, req: RequestContext, chain: Chain, path: str = "/chat/completions", body_for: Any = None
+    ) -> UpstreamAnswer: ...
 
     async def open_stream(self, req: RequestContext, chain: Chain) -> tuple[UpstreamStream, bytes]: ...
 
@@ -100,10 +115,12 @@ class Recorder(Protocol):
 
 
 class Shadow(Protocol):
-    def offer(self, alias: str, intent: str, variant: str, tier: str, body: dict[str, Any],
-              primary: dict[str, Any]) -> bool:
+    def offer(
+        self, alias: str, intent: str, variant: str, tier: str, body: dict[str, Any], primary: dict[str, Any]
+    ) -> bool:
         """After a light answer went to its user: maybe mirror the request to a candidate, in the background."""
         ...
+
 
 class Spend(Protocol):
     async def reserve(self, key: ClientKey | None, alias: str, body: dict[str, Any]) -> Any:

@@ -74,16 +74,21 @@ async def interactive(urls: list[str], rate: float, seconds: float) -> dict:
     refused = {"critical": 0, "normal": 0}
     errors = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
         async def one(i: int) -> None:
             nonlocal errors
             priority = "critical" if i % 3 == 0 else "normal"
-            headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json",
-                       "x-gateway-priority": priority}
+            headers = {
+                "authorization": f"Bearer {KEY}",
+                "content-type": "application/json",
+                "x-gateway-priority": priority,
+            }
             body = orjson.dumps({"model": "support", "messages": [{"role": "user", "content": f"Live question {i}"}]})
             started = time.perf_counter()
             try:
-                async with session.post(urls[i % len(urls)] + "/v1/chat/completions", data=body,
-                                        headers=headers) as response:
+                async with session.post(
+                    urls[i % len(urls)] + "/v1/chat/completions", data=body, headers=headers
+                ) as response:
                     await response.read()
             except aiohttp.ClientError:
                 errors += 1
@@ -102,8 +107,12 @@ async def interactive(urls: list[str], rate: float, seconds: float) -> dict:
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
     ordered = sorted(latencies)
-    return {"p95": ordered[int(0.95 * (len(ordered) - 1))] if ordered else float("nan"), "n": len(latencies),
-            "refused": refused, "errors": errors}
+    return {
+        "p95": ordered[int(0.95 * (len(ordered) - 1))] if ordered else float("nan"),
+        "n": len(latencies),
+        "refused": refused,
+        "errors": errors,
+    }
 
 
 def main() -> int:
@@ -117,8 +126,13 @@ def main() -> int:
     prefix = f"bench-batches-{os.urandom(3).hex()}:"
     tmp = Path(tempfile.mkdtemp(prefix="bench-batches-"))
     mock_port = free_port()
-    procs = {"mock": subprocess.Popen([GATEWAY, "mock-upstream", "--port", str(mock_port), "--latency-ms", "30"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)}
+    procs = {
+        "mock": subprocess.Popen(
+            [GATEWAY, "mock-upstream", "--port", str(mock_port), "--latency-ms", "30"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    }
     mock = f"http://127.0.0.1:{mock_port}"
     try:
         wait_http(mock + "/mock/stats")
@@ -134,20 +148,37 @@ def main() -> int:
             wait_http(url + "/healthz")
 
         alone = asyncio.run(interactive(urls, args.rate, args.phase_s))
-        print(f"interactive alone:      p95 {alone['p95'] * 1000:7.1f} ms  n {alone['n']}  refused {alone['refused']}"
-              f"  errors {alone['errors']}", flush=True)
+        print(
+            f"interactive alone:      p95 {alone['p95'] * 1000:7.1f} ms  n {alone['n']}  refused {alone['refused']}"
+            f"  errors {alone['errors']}",
+            flush=True,
+        )
 
         client = openai.OpenAI(base_url=urls[0] + "/v1", api_key=KEY, max_retries=3, timeout=60)
-        lines = b"\n".join(orjson.dumps({"custom_id": f"item-{i}", "method": "POST", "url": "/v1/chat/completions",
-                                         "body": {"model": "support", "max_tokens": 16,
-                                                  "messages": [{"role": "user", "content": f"Summarise ticket {i}"}]}})
-                           for i in range(args.items))
+        lines = b"\n".join(
+            orjson.dumps(
+                {
+                    "custom_id": f"item-{i}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {
+                        "model": "support",
+                        "max_tokens": 16,
+                        "messages": [{"role": "user", "content": f"Summarise ticket {i}"}],
+                    },
+                }
+            )
+            for i in range(args.items)
+        )
         upload = client.files.create(file=("items.jsonl", io.BytesIO(lines), "application/jsonl"), purpose="batch")
         batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
         started = time.monotonic()
         with_batch = asyncio.run(interactive(urls, args.rate, args.phase_s))
-        print(f"interactive with batch: p95 {with_batch['p95'] * 1000:7.1f} ms  n {with_batch['n']}  refused "
-              f"{with_batch['refused']}  errors {with_batch['errors']}", flush=True)
+        print(
+            f"interactive with batch: p95 {with_batch['p95'] * 1000:7.1f} ms  n {with_batch['n']}  refused "
+            f"{with_batch['refused']}  errors {with_batch['errors']}",
+            flush=True,
+        )
 
         killed = False
         while True:
@@ -166,12 +197,16 @@ def main() -> int:
         output = client.files.content(batch.output_file_id).content.splitlines() if batch.output_file_id else []
         ids = [orjson.loads(line)["custom_id"] for line in output]
         stats = httpx.get(mock + "/mock/stats").json()
-        print(f"batch {batch.status} in {elapsed:.0f} s: {len(ids)} outputs, {len(set(ids))} distinct, "
-              f"{batch.request_counts.failed} failed; all {args.items} present once: "
-              f"{sorted(ids) == sorted(f'item-{i}' for i in range(args.items))}")
+        print(
+            f"batch {batch.status} in {elapsed:.0f} s: {len(ids)} outputs, {len(set(ids))} distinct, "
+            f"{batch.request_counts.failed} failed; all {args.items} present once: "
+            f"{sorted(ids) == sorted(f'item-{i}' for i in range(args.items))}"
+        )
         print(f"provider: {stats['chat_requests']} chat requests, over its rpm: {stats['rpm_exceeded']}")
-        print(f"interactive p95 with the batch / without: x{with_batch['p95'] / alone['p95']:.3f}; critical refused: "
-              f"{alone['refused']['critical'] + with_batch['refused']['critical']}")
+        print(
+            f"interactive p95 with the batch / without: x{with_batch['p95'] / alone['p95']:.3f}; critical refused: "
+            f"{alone['refused']['critical'] + with_batch['refused']['critical']}"
+        )
     finally:
         for proc in procs.values():
             if proc.poll() is None:

@@ -35,10 +35,27 @@ from gateway.embeddings import Embedder
 from gateway.mock_upstream import MockServerThread, MockSettings
 from gateway.request import ChatRequest
 
-QUESTIONS = ["How can I get my money back?", "When will I get reimbursed?", "How long does a refund take?",
-             "Can I get a refund on a damaged item?", "Is the refund made to my card?"]
-OPENERS = ["", "Hello, ", "Hi, ", "Please, ", "Quick question: ", "Good morning, ", "Hey, ", "Sorry to bother, ",
-           "Excuse me, ", "Dear support, ", "Bonjour, ", "Hello again, "]
+QUESTIONS = [
+    "How can I get my money back?",
+    "When will I get reimbursed?",
+    "How long does a refund take?",
+    "Can I get a refund on a damaged item?",
+    "Is the refund made to my card?",
+]
+OPENERS = [
+    "",
+    "Hello, ",
+    "Hi, ",
+    "Please, ",
+    "Quick question: ",
+    "Good morning, ",
+    "Hey, ",
+    "Sorry to bother, ",
+    "Excuse me, ",
+    "Dear support, ",
+    "Bonjour, ",
+    "Hello again, ",
+]
 CLOSERS = ["", " Thanks.", " Thank you!", " Cheers.", " Regards.", " Thanks a lot.", " Many thanks.", " Merci."]
 
 
@@ -48,14 +65,16 @@ def percentiles(values: list[float]) -> str:
 
 
 def make_config(upstream: str, redis_url: str, prefix: str):
-    return build_config({
-        "auth": {"open": True},
-        "redis": {"url": redis_url or None, "prefix": prefix, "timeout_ms": 50},
-        "deployments": {"light": {"base_url": upstream, "model": "gpt-3.5-turbo"}},
-        "models": {"gpt-3.5-turbo": {"deployments": ["light"]}},
-        "pricing_file": "pricing.yaml",
-        "intents_file": "intents.yaml",
-    })
+    return build_config(
+        {
+            "auth": {"open": True},
+            "redis": {"url": redis_url or None, "prefix": prefix, "timeout_ms": 50},
+            "deployments": {"light": {"base_url": upstream, "model": "gpt-3.5-turbo"}},
+            "models": {"gpt-3.5-turbo": {"deployments": ["light"]}},
+            "pricing_file": "pricing.yaml",
+            "intents_file": "intents.yaml",
+        }
+    )
 
 
 def request(text: str, **headers: str) -> ChatRequest:
@@ -99,8 +118,13 @@ async def in_process(config, embedder: Embedder, n: int, partition: int) -> dict
             rng = np.random.default_rng(0)
             for i in range(partition):
                 v = rng.standard_normal(embedder.encode(["x"]).shape[1]).astype(np.float32)
-                await cache.backend.put(f"bench{i}", first.body, "refund", 600,
-                                        VectorRow("refund", context, f"filler question {i}", v / np.linalg.norm(v)))
+                await cache.backend.put(
+                    f"bench{i}",
+                    first.body,
+                    "refund",
+                    600,
+                    VectorRow("refund", context, f"filler question {i}", v / np.linalg.norm(v)),
+                )
             texts = [o + q + c for o, q, c in itertools.product(OPENERS, QUESTIONS, CLOSERS)]
             rng.shuffle(texts)
             semantic, outcomes = [], {}
@@ -125,14 +149,21 @@ async def in_process(config, embedder: Embedder, n: int, partition: int) -> dict
         finally:
             embedder.embed = real_embed
             await cache.flush()
-    return {"exact": exact, "header": header, "embeddings_on_hits": embeddings_on_hits, "semantic": semantic,
-            "search": search, "outcomes": outcomes}
+    return {
+        "exact": exact,
+        "header": header,
+        "embeddings_on_hits": embeddings_on_hits,
+        "semantic": semantic,
+        "search": search,
+        "outcomes": outcomes,
+    }
 
 
 def over_http(config, embedder: Embedder, n: int) -> list[float]:
     app = create_app(config, embedder=embedder)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
-                                           lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -182,8 +213,10 @@ def main() -> int:
     print(f"exact hit, whole pipeline in process:       {percentiles(result['exact'])}")
     print(f"exact hit, x-gateway-overhead-ms in process: {percentiles(result['header'])}")
     print(f"exact hit, x-gateway-overhead-ms over HTTP:  {percentiles(http)}")
-    print(f"semantic lookup on an exact miss (embedding + intent + search + guards + GET): "
-          f"{percentiles(result['semantic'])}  outcomes {result['outcomes']}")
+    print(
+        f"semantic lookup on an exact miss (embedding + intent + search + guards + GET): "
+        f"{percentiles(result['semantic'])}  outcomes {result['outcomes']}"
+    )
     print(f"semantic lookup alone (embedding memoised):  {percentiles(result['search'])}")
     print(f"embeddings computed during {len(result['exact'])} exact hits: {result['embeddings_on_hits']}")
     ok = statistics.median(result["exact"]) < 1.0 and result["embeddings_on_hits"] == 0

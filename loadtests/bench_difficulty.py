@@ -59,8 +59,9 @@ def main() -> None:
         return samples
 
     timed(True)  # warm-up
-    print(f"{len(rows)} prompts from {args.file}, mean {np.mean([len(t) for t in texts]):.0f} chars, "
-          f"{args.repeat} passes")
+    print(
+        f"{len(rows)} prompts from {args.file}, mean {np.mean([len(t) for t in texts]):.0f} chars, {args.repeat} passes"
+    )
     if embedder.available:
         print(f"decision (score, model)          {percentiles(timed(True))}")
     print(f"decision (score, features only)  {percentiles(timed(False))}")

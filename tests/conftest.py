@@ -1,9 +1,9 @@
 """Shared fixtures: real mock upstreams and a real gateway on real ports, the real openai SDK.
 
-    def test_x(gateway, client):            # gateway on the base config below, light + heavy mocks
-        client.chat.completions.create(...)
-    def test_y(start_gateway, light_mock):  # a gateway on a config of the test's own
-        gw = start_gateway(base_config(light_mock.url, ..., cache={"enabled": False}))
+def test_x(gateway, client):            # gateway on the base config below, light + heavy mocks
+    client.chat.completions.create(...)
+def test_y(start_gateway, light_mock):  # a gateway on a config of the test's own
+    gw = start_gateway(base_config(light_mock.url, ..., cache={"enabled": False}))
 """
 
 from __future__ import annotations
@@ -96,8 +96,13 @@ async def redis_io(redis_prefix):
     from gateway.redisio import RedisIO
 
     client = async_redis()
-    io = RedisIO(client, prefix=redis_prefix, kind="cluster" if REDIS_URL.startswith("redis+cluster") else "single",
-                 pool_size=8, timeout_s=1.0)
+    io = RedisIO(
+        client,
+        prefix=redis_prefix,
+        kind="cluster" if REDIS_URL.startswith("redis+cluster") else "single",
+        pool_size=8,
+        timeout_s=1.0,
+    )
     await io.start()  # as the app does (on a cluster: the slots known before the first command)
     yield io
     await io.close()
@@ -108,16 +113,24 @@ def base_config(light_url: str, heavy_url: str, **sections: Any) -> GatewayConfi
     from gateway.auth import hash_key
 
     data: dict[str, Any] = {
-        "auth": {"keys": [{"name": "test", "sha256": hash_key(TEST_KEY), "allow_force_tier": True},
-                          {"name": "plain", "sha256": hash_key("sk-plain-0123456789")}]},
+        "auth": {
+            "keys": [
+                {"name": "test", "sha256": hash_key(TEST_KEY), "allow_force_tier": True},
+                {"name": "plain", "sha256": hash_key("sk-plain-0123456789")},
+            ]
+        },
         "deployments": {
             "light": {"base_url": light_url, "model": LIGHT_MODEL, "timeout": {"connect": 1, "read": 5}},
             "base": {"base_url": light_url, "model": BASE_MODEL, "timeout": {"connect": 1, "read": 5}},
             "heavy": {"base_url": heavy_url, "model": HEAVY_MODEL, "timeout": {"connect": 1, "read": 5}},
         },
         "models": {
-            "support": {"deployments": ["light"], "fallbacks": ["base"], "heavy": ["heavy"],
-                        "difficulty_threshold": 0.5},
+            "support": {
+                "deployments": ["light"],
+                "fallbacks": ["base"],
+                "heavy": ["heavy"],
+                "difficulty_threshold": 0.5,
+            },
             "gpt-3.5-turbo": {"deployments": ["light"]},
         },
         "pricing_file": "pricing.yaml",
@@ -136,8 +149,11 @@ class GatewayServer:
 
     def __init__(self, config: GatewayConfig, embedder: Embedder | None = None, **app_kwargs: Any) -> None:
         self.app = create_app(config, embedder=embedder, **app_kwargs)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning",
-                                                    access_log=False, loop="asyncio", lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                self.app, host="127.0.0.1", port=0, log_level="warning", access_log=False, loop="asyncio", lifespan="on"
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> "GatewayServer":

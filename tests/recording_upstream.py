@@ -19,10 +19,16 @@ from aiohttp import web
 
 
 def completion(model: str, text: str = "ok") -> dict[str, Any]:
-    return {"id": "chatcmpl-rec", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+    return {
+        "id": "chatcmpl-rec",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
 
 
 class RecordingUpstream:
@@ -46,27 +52,34 @@ class RecordingUpstream:
         if self.answer is not None:
             status, payload = self.answer(body)
             if status != 200 or not isinstance(body, dict) or not body.get("stream"):
-                return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json",
-                                    headers=self.headers)
+                return web.Response(
+                    body=orjson.dumps(payload), status=status, content_type="application/json", headers=self.headers
+                )
         model = body.get("model", "m") if isinstance(body, dict) else "m"
         if request.path.endswith("/embeddings"):
-            data = {"object": "list", "model": model, "usage": {"prompt_tokens": 1, "total_tokens": 1},
-                    "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 1.0]}]}
+            data = {
+                "object": "list",
+                "model": model,
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 1.0]}],
+            }
             return web.Response(body=orjson.dumps(data), content_type="application/json", headers=self.headers)
         if isinstance(body, dict) and body.get("stream"):
             response = web.StreamResponse(headers={"content-type": "text/event-stream", **self.headers})
             await response.prepare(request)
             head = {"id": "chatcmpl-rec", "object": "chat.completion.chunk", "created": 1, "model": model}
-            for delta, finish in (({"role": "assistant", "content": ""}, None), ({"content": "ok"}, None),
-                                  ({}, "stop")):
+            for delta, finish in (
+                ({"role": "assistant", "content": ""}, None),
+                ({"content": "ok"}, None),
+                ({}, "stop"),
+            ):
                 chunk = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
                 await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
             usage = {**head, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
             await response.write(b"data: " + orjson.dumps(usage) + b"\n\ndata: [DONE]\n\n")
             await response.write_eof()
             return response
-        return web.Response(body=orjson.dumps(completion(model)), content_type="application/json",
-                            headers=self.headers)
+        return web.Response(body=orjson.dumps(completion(model)), content_type="application/json", headers=self.headers)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)

@@ -34,11 +34,31 @@ class LocalCluster:
             self.ports.append(port)
             node = self.dir / str(port)
             node.mkdir()
-            self.processes.append(subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                 "--cluster-config-file", str(node / "nodes.conf"), "--cluster-node-timeout", "2000",
-                 "--save", "", "--appendonly", "no", "--dir", str(node)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.processes.append(
+                subprocess.Popen(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        str(node / "nodes.conf"),
+                        "--cluster-node-timeout",
+                        "2000",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(node),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         try:
             self._create()
         except BaseException:
@@ -47,8 +67,7 @@ class LocalCluster:
         self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
 
     def _cli(self, port: int, *args: str) -> str:
-        return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True,
-                              timeout=30).stdout
+        return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=30).stdout
 
     def _create(self) -> None:
         deadline = time.monotonic() + 20
@@ -56,9 +75,21 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError("the cluster's nodes did not start")
             time.sleep(0.1)
-        subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-                        "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True,
-                       timeout=60, check=True)
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         while any("cluster_state:ok" not in self._cli(p, "cluster", "info") for p in self.ports):
             if time.monotonic() > deadline + 30:
                 raise RuntimeError("the cluster did not reach cluster_state:ok")

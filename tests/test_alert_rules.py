@@ -22,8 +22,10 @@ def promtool() -> str:
         subprocess.run([str(ROOT / "scripts" / "ensure-prometheus.sh")], check=False, timeout=600)
     path = shutil.which("promtool")
     if path is None:
-        pytest.skip("promtool is not installed and scripts/ensure-prometheus.sh could not install Debian's "
-                    "prometheus package (no apt, no root, or no network)")
+        pytest.skip(
+            "promtool is not installed and scripts/ensure-prometheus.sh could not install Debian's "
+            "prometheus package (no apt, no root, or no network)"
+        )
     return path
 
 
@@ -32,8 +34,9 @@ def _rules() -> list[dict]:
 
 
 def test_alert_rule_unit_tests_pass(promtool):
-    result = subprocess.run([promtool, "test", "rules", "alerts.test.yml"], cwd=DEPLOY, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [promtool, "test", "rules", "alerts.test.yml"], cwd=DEPLOY, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -47,15 +50,17 @@ def test_every_alert_is_tested_firing_and_not_firing():
 
 
 def test_rules_and_scrape_configs_pass_promtool_check(promtool, tmp_path):
-    result = subprocess.run([promtool, "check", "rules", str(DEPLOY / "alerts.yml")], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [promtool, "check", "rules", str(DEPLOY / "alerts.yml")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     # The compose config reads the rules at their path in the container: check it against a copy there.
     shutil.copy(DEPLOY / "alerts.yml", tmp_path / "alerts.yml")
     config = (DEPLOY / "prometheus.yml").read_text().replace("/etc/prometheus/alerts.yml", str(tmp_path / "alerts.yml"))
     (tmp_path / "prometheus.yml").write_text(config)
-    result = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

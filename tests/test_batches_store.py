@@ -21,9 +21,17 @@ REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def lines(n: int, url: str = "/v1/chat/completions") -> bytes:
-    return b"\n".join(orjson.dumps({"custom_id": f"req-{i}", "method": "POST", "url": url,
-                                    "body": {"model": "support", "messages": [{"role": "user", "content": f"q{i}"}]}})
-                      for i in range(n))
+    return b"\n".join(
+        orjson.dumps(
+            {
+                "custom_id": f"req-{i}",
+                "method": "POST",
+                "url": url,
+                "body": {"model": "support", "messages": [{"role": "user", "content": f"q{i}"}]},
+            }
+        )
+        for i in range(n)
+    )
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -46,11 +54,19 @@ async def new_batch(store, n: int, window_s: int = 3600) -> dict:
 
 
 def test_the_input_is_checked_line_by_line():
-    bad = lines(2) + b"\nnot json\n" + orjson.dumps({"custom_id": "req-0", "method": "GET", "url": "/v1/embeddings",
-                                                      "body": []})
+    bad = (
+        lines(2)
+        + b"\nnot json\n"
+        + orjson.dumps({"custom_id": "req-0", "method": "GET", "url": "/v1/embeddings", "body": []})
+    )
     _, errors = parse_input(bad, "/v1/chat/completions", 100)
-    assert [e["code"] for e in errors] == ["invalid_json_line", "duplicate_custom_id", "invalid_method",
-                                           "mismatched_url", "invalid_body"]
+    assert [e["code"] for e in errors] == [
+        "invalid_json_line",
+        "duplicate_custom_id",
+        "invalid_method",
+        "mismatched_url",
+        "invalid_body",
+    ]
     assert errors[1]["line"] == 4
 
 
@@ -132,8 +148,9 @@ async def test_a_shed_item_waits_and_the_worker_slows_down(store):
 
 async def test_expiry_keeps_partial_results_and_cancel_stops_the_rest(store):
     batch = await new_batch(store, 3, window_s=0)
-    await store.finish(batch["id"], 1, {"custom_id": "req-1", "response": {"status_code": 200, "body": {}},
-                                        "error": None}, True)
+    await store.finish(
+        batch["id"], 1, {"custom_id": "req-1", "response": {"status_code": 200, "body": {}}, "error": None}, True
+    )
     meta = await store.finalize(batch["id"])
     assert meta["status"] == "expired" and meta["expired_at"]
     errors = (await store.files.content(meta["error_file_id"])).splitlines()
@@ -143,16 +160,18 @@ async def test_expiry_keeps_partial_results_and_cancel_stops_the_rest(store):
     other = await new_batch(store, 3)
     await store.claim(other["id"], 1, lease_s=60)
     assert (await store.cancel(other["id"]))["status"] == "cancelling"  # one item still in flight
-    await store.finish(other["id"], 0, {"custom_id": "req-0", "response": {"status_code": 200, "body": {}},
-                                        "error": None}, True)
+    await store.finish(
+        other["id"], 0, {"custom_id": "req-0", "response": {"status_code": 200, "body": {}}, "error": None}, True
+    )
     assert await store.claim(other["id"], 5, lease_s=60) == []
     assert (await store.finalize(other["id"]))["status"] == "cancelled"
 
 
 async def test_a_failed_output_write_is_retried_by_the_next_poll(store):
     batch = await new_batch(store, 1)
-    await store.finish(batch["id"], 0, {"custom_id": "req-0", "response": {"status_code": 200, "body": {}},
-                                        "error": None}, True)
+    await store.finish(
+        batch["id"], 0, {"custom_id": "req-0", "response": {"status_code": 200, "body": {}}, "error": None}, True
+    )
     put = store.files.put
 
     async def broken(*args, **kwargs):
@@ -171,6 +190,7 @@ async def test_a_result_after_the_output_was_written_is_not_counted(store):
     batch = await new_batch(store, 2, window_s=0)
     await store.claim(batch["id"], 2, lease_s=60)
     assert (await store.finalize(batch["id"]))["status"] == "expired"
-    await store.finish(batch["id"], 0, {"custom_id": "req-0", "response": {"status_code": 200, "body": {}},
-                                        "error": None}, True)
+    await store.finish(
+        batch["id"], 0, {"custom_id": "req-0", "response": {"status_code": 200, "body": {}}, "error": None}, True
+    )
     assert (await store.get(batch["id"]))["completed"] == 0

@@ -35,19 +35,22 @@ def _timed(scan, text: str) -> float:
 def test_text_scans_are_linear(seed):
     """Quadratic: 4x the text costs ~16x (and seconds); linear: ~4x. Only both a slow run and a steep
     growth fail, so that a loaded machine's slowness alone does not."""
+
     def text(size: int) -> str:
         return (seed * (size // len(seed) + 1))[:size]
 
     def exact_key(t: str) -> str:
-        return keys.exact_key(ChatRequest(body={"model": "m", "messages": [{"role": "user", "content": t}]},
-                                          alias="m", headers={}))
+        return keys.exact_key(
+            ChatRequest(body={"model": "m", "messages": [{"role": "user", "content": t}]}, alias="m", headers={})
+        )
 
-    for name, scan in [("keys.has_personal_data", keys.has_personal_data),
-                       ("semantic.features", semantic.features.__wrapped__),
-                       ("semantic.contains_personal_data", semantic.contains_personal_data),
-                       ("difficulty.extract_features", lambda t: difficulty.extract_features(
-                           [{"role": "user", "content": t}] * 2)),
-                       ("keys.exact_key", exact_key)]:
+    for name, scan in [
+        ("keys.has_personal_data", keys.has_personal_data),
+        ("semantic.features", semantic.features.__wrapped__),
+        ("semantic.contains_personal_data", semantic.contains_personal_data),
+        ("difficulty.extract_features", lambda t: difficulty.extract_features([{"role": "user", "content": t}] * 2)),
+        ("keys.exact_key", exact_key),
+    ]:
         small = min(_timed(scan, text(SIZE // 4)) for _ in range(2))
         big = _timed(scan, text(SIZE))
         assert big < 2.0 or big / max(small, 1e-4) < 10, f"{name} on {seed!r}: {small:.3f} s -> {big:.3f} s"
@@ -74,8 +77,7 @@ def test_clip_keeps_head_and_tail():
 
 def test_long_user_text_is_not_cached():
     def req(text):
-        return ChatRequest(body={"model": "m", "messages": [{"role": "user", "content": text}]}, alias="m",
-                           headers={})
+        return ChatRequest(body={"model": "m", "messages": [{"role": "user", "content": text}]}, alias="m", headers={})
 
     assert keys.uncacheable(req("x" * CACHE_TEXT_LIMIT), 1.0) is None
     assert keys.uncacheable(req("x" * (CACHE_TEXT_LIMIT + 1)), 1.0) == "too_long"
@@ -107,18 +109,22 @@ class HealthProbe:
         self._thread.join(timeout=60)
 
 
-@pytest.mark.parametrize("text", [
-    pytest.param("y" * 65_536, id="64KiB-of-y"),
-    pytest.param(("Where is my order 12345? Write to a@b.co. " * 25_000)[:1_000_000], id="1MB-of-prose"),
-    pytest.param("a-" * 500_000, id="1MB-of-a-"),
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("y" * 65_536, id="64KiB-of-y"),
+        pytest.param(("Where is my order 12345? Write to a@b.co. " * 25_000)[:1_000_000], id="1MB-of-prose"),
+        pytest.param("a-" * 500_000, id="1MB-of-a-"),
+    ],
+)
 def test_big_message_leaves_healthz_answering(start_gateway, light_mock, heavy_mock, text):
     gw = start_gateway(base_config(light_mock.url, heavy_mock.url))
     body = {"model": "support", "messages": [{"role": "user", "content": text}], "max_tokens": 5}
     with HealthProbe(gw.url) as probe:
         started = time.perf_counter()
-        response = httpx.post(gw.base_url + "/chat/completions", json=body, timeout=120,
-                              headers={"authorization": f"Bearer {TEST_KEY}"})
+        response = httpx.post(
+            gw.base_url + "/chat/completions", json=body, timeout=120, headers={"authorization": f"Bearer {TEST_KEY}"}
+        )
         elapsed = time.perf_counter() - started
     assert response.status_code == 200, response.text
     assert response.headers["x-gateway-cache"] == "bypass"  # too long to be cached

@@ -66,10 +66,12 @@ class RecordingUpstream:
         headers = {name: request.headers[name] for name in ("content-type", "authorization") if name in request.headers}
         out = bytearray()
         self.answers.append(out)  # filled before each write: complete once the gateway has read the answer
-        async with self._session.request(request.method, self.target + request.path, data=raw or None,
-                                         headers=headers) as upstream:
-            response = web.StreamResponse(status=upstream.status,
-                                          headers={"content-type": upstream.headers.get("content-type", "")})
+        async with self._session.request(
+            request.method, self.target + request.path, data=raw or None, headers=headers
+        ) as upstream:
+            response = web.StreamResponse(
+                status=upstream.status, headers={"content-type": upstream.headers.get("content-type", "")}
+            )
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
                 out += chunk
@@ -97,9 +99,13 @@ def recorder(light_mock):
 @pytest.fixture(scope="module")
 def gw(recorder, embedder):
     """One gateway for the module (starts cost ~1 s). Cache off: every request must reach the upstream."""
-    config = base_config(recorder.url, recorder.url, cache={"enabled": False},
-                         deployments={"embed": {"base_url": recorder.url, "model": "text-embedding-3-small"}},
-                         models={"text-embedding-3-small": {"deployments": ["embed"]}})
+    config = base_config(
+        recorder.url,
+        recorder.url,
+        cache={"enabled": False},
+        deployments={"embed": {"base_url": recorder.url, "model": "text-embedding-3-small"}},
+        models={"text-embedding-3-small": {"deployments": ["embed"]}},
+    )
     with GatewayServer(config, embedder=embedder) as server:
         yield server
 
@@ -133,6 +139,7 @@ def is_usage_event(event: bytes) -> bool:
 
 # --- non-streaming ---------------------------------------------------------------------------------------
 
+
 def test_sync_sdk_answer_and_usage(sdk, recorder):
     answer = sdk.chat.completions.create(model="gpt-3.5-turbo", messages=HELLO)
     assert answer.model == LIGHT_MODEL  # served by the light deployment
@@ -148,8 +155,9 @@ async def test_async_sdk_answer(async_sdk):
 
 
 def test_the_answer_is_the_upstream_body_byte_for_byte(gw, recorder):
-    response = httpx.post(gw.base_url + "/chat/completions", headers=AUTH,
-                          json={"model": "gpt-3.5-turbo", "messages": HELLO, "seed": 3})
+    response = httpx.post(
+        gw.base_url + "/chat/completions", headers=AUTH, json={"model": "gpt-3.5-turbo", "messages": HELLO, "seed": 3}
+    )
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.content == bytes(recorder.answers[-1])
@@ -170,18 +178,50 @@ def test_the_answer_matches_a_direct_call_to_the_mock(gw, light_mock):
 
 
 def test_the_callers_fields_are_forwarded_untouched(sdk, recorder):
-    tools = [{"type": "function", "function": {
-        "name": "track_parcel", "description": "Where a parcel is",
-        "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}, "express": {"type": "boolean"}},
-                       "required": ["order_id"]}}}]
-    fields = dict(tools=tools, tool_choice="auto", logprobs=True, top_logprobs=2, n=2, seed=42, user="user-7",
-                  temperature=0.3, top_p=0.9, max_tokens=64, stop=["\n\n"], presence_penalty=0.1,
-                  frequency_penalty=0.2, logit_bias={"50256": -100}, metadata={"team": "support"},
-                  parallel_tool_calls=False)
-    answer = sdk.chat.completions.create(model="gpt-3.5-turbo", messages=HELLO, **fields,
-                                         extra_body={"vendor_extension": {"nested": [1, 2.5, None, "é"]}})
-    assert recorder.last_body == {"model": LIGHT_MODEL, "messages": HELLO, **fields,
-                                  "vendor_extension": {"nested": [1, 2.5, None, "é"]}}
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "track_parcel",
+                "description": "Where a parcel is",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"order_id": {"type": "string"}, "express": {"type": "boolean"}},
+                    "required": ["order_id"],
+                },
+            },
+        }
+    ]
+    fields = dict(
+        tools=tools,
+        tool_choice="auto",
+        logprobs=True,
+        top_logprobs=2,
+        n=2,
+        seed=42,
+        user="user-7",
+        temperature=0.3,
+        top_p=0.9,
+        max_tokens=64,
+        stop=["\n\n"],
+        presence_penalty=0.1,
+        frequency_penalty=0.2,
+        logit_bias={"50256": -100},
+        metadata={"team": "support"},
+        parallel_tool_calls=False,
+    )
+    answer = sdk.chat.completions.create(
+        model="gpt-3.5-turbo",
+        messages=HELLO,
+        **fields,
+        extra_body={"vendor_extension": {"nested": [1, 2.5, None, "é"]}},
+    )
+    assert recorder.last_body == {
+        "model": LIGHT_MODEL,
+        "messages": HELLO,
+        **fields,
+        "vendor_extension": {"nested": [1, 2.5, None, "é"]},
+    }
     assert len(answer.choices) == 2
     call = answer.choices[0].message.tool_calls[0]
     assert answer.choices[0].finish_reason == "tool_calls"
@@ -198,14 +238,22 @@ def test_response_format_json_schema_passes_through(sdk, recorder):
 
 
 def test_multimodal_content_parts_pass_through(sdk, recorder):
-    messages = [{"role": "system", "content": "Be brief."},
-                {"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            ],
+        },
+    ]
     sdk.chat.completions.create(model="gpt-3.5-turbo", messages=messages)
     assert recorder.last_body["messages"] == messages
 
 
 # --- streaming: usage read from the answer, the extra chunk hidden unless asked for --------------------------
+
 
 def test_stream_without_include_usage_hides_the_usage_chunk(gw, sdk, recorder):
     before = metric(httpx.get(gw.url + "/metrics").text, "gateway_tokens_total", kind="completion")
@@ -219,8 +267,11 @@ def test_stream_without_include_usage_hides_the_usage_chunk(gw, sdk, recorder):
 
 
 def test_stream_with_include_usage_gets_the_usage_chunk(sdk, recorder):
-    chunks = list(sdk.chat.completions.create(model="gpt-3.5-turbo", messages=HELLO, stream=True,
-                                              stream_options={"include_usage": True}))
+    chunks = list(
+        sdk.chat.completions.create(
+            model="gpt-3.5-turbo", messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert recorder.last_body["stream_options"] == {"include_usage": True}
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 30
     assert sum(1 for chunk in chunks if chunk.usage is not None) == 1
@@ -230,8 +281,9 @@ def test_stream_bytes_pass_through(gw, recorder):
     """Asked for usage: exactly the upstream's bytes. Not asked: the same minus the usage event and the
     "usage":null the gateway's own ask made the upstream add to each chunk (OpenAI sends neither then)."""
     body = {"model": "gpt-3.5-turbo", "messages": HELLO, "stream": True}
-    with_usage = httpx.post(gw.base_url + "/chat/completions", headers=AUTH,
-                            json={**body, "stream_options": {"include_usage": True}})
+    with_usage = httpx.post(
+        gw.base_url + "/chat/completions", headers=AUTH, json={**body, "stream_options": {"include_usage": True}}
+    )
     assert with_usage.headers["content-type"].startswith("text/event-stream")
     assert with_usage.content == bytes(recorder.answers[-1])
     assert with_usage.content.endswith(b"data: [DONE]\n\n")
@@ -245,11 +297,25 @@ def test_stream_bytes_pass_through(gw, recorder):
 
 
 async def test_async_stream_with_tools(async_sdk, recorder):
-    tools = [{"type": "function", "function": {"name": "refund", "parameters": {
-        "type": "object", "properties": {"order_id": {"type": "string"}, "amount": {"type": "number"}}}}}]
-    stream = await async_sdk.chat.completions.create(model="gpt-3.5-turbo", messages=HELLO, tools=tools,
-                                                     tool_choice={"type": "function", "function": {"name": "refund"}},
-                                                     stream=True)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "refund",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"order_id": {"type": "string"}, "amount": {"type": "number"}},
+                },
+            },
+        }
+    ]
+    stream = await async_sdk.chat.completions.create(
+        model="gpt-3.5-turbo",
+        messages=HELLO,
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "refund"}},
+        stream=True,
+    )
     arguments, names, finish = "", set(), None
     async for chunk in stream:
         for call in chunk.choices[0].delta.tool_calls or ():
@@ -262,13 +328,15 @@ async def test_async_stream_with_tools(async_sdk, recorder):
 
 
 async def test_async_stream_with_response_format(async_sdk):
-    stream = await async_sdk.chat.completions.create(model="gpt-3.5-turbo", messages=HELLO, stream=True,
-                                                     response_format={"type": "json_object"})
+    stream = await async_sdk.chat.completions.create(
+        model="gpt-3.5-turbo", messages=HELLO, stream=True, response_format={"type": "json_object"}
+    )
     text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
     assert json.loads(text)["answer"].startswith("Mock answer to: Where is my parcel?")
 
 
 # --- other endpoints -------------------------------------------------------------------------------------
+
 
 def test_models_lists_the_public_aliases(sdk):
     assert sorted(model.id for model in sdk.models.list()) == ["gpt-3.5-turbo", "support", "text-embedding-3-small"]
@@ -285,8 +353,11 @@ def test_embeddings_pass_through(gw, sdk, recorder):
     assert recorder.requests[-1][1] == "/v1/embeddings"
     sent = recorder.last_body
     assert sent["model"] == "text-embedding-3-small" and sent["input"] == ["refund policy", "where is my parcel"]
-    raw = httpx.post(gw.base_url + "/embeddings", headers=AUTH,
-                     json={"model": "text-embedding-3-small", "input": "hello", "dimensions": 4})
+    raw = httpx.post(
+        gw.base_url + "/embeddings",
+        headers=AUTH,
+        json={"model": "text-embedding-3-small", "input": "hello", "dimensions": 4},
+    )
     assert raw.status_code == 200 and raw.content == bytes(recorder.answers[-1])
     assert len(raw.json()["data"][0]["embedding"]) == 4
 

@@ -55,14 +55,17 @@ def test_config_check_accepts_a_small_config(tmp_path, capsys):
     assert "model gpt-3.5-turbo" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("old,new,field,words", [
-    ("upstream_client: aiohttp", "upstream_client: curl", "server.upstream_client", "aiohttp"),
-    ("port: 8080", "port: eighty", "server.port", "integer"),
-    ("port: 8080", "prot: 8080", "server.prot", "unknown field 'prot' (did you mean 'port'?)"),
-    ('base_url: "http://127.0.0.1:9100/v1"', 'base_url: "127.0.0.1:9100"', "deployments.primary.base_url", "URL"),
-    ("deployments: [primary]", "deployments: [primry]", "models.gpt-3.5-turbo.deployments", "primry"),
-    ('sha256: "', 'sha256: "abc', "auth.keys.0.sha256", "sha256"),
-])
+@pytest.mark.parametrize(
+    "old,new,field,words",
+    [
+        ("upstream_client: aiohttp", "upstream_client: curl", "server.upstream_client", "aiohttp"),
+        ("port: 8080", "port: eighty", "server.port", "integer"),
+        ("port: 8080", "prot: 8080", "server.prot", "unknown field 'prot' (did you mean 'port'?)"),
+        ('base_url: "http://127.0.0.1:9100/v1"', 'base_url: "127.0.0.1:9100"', "deployments.primary.base_url", "URL"),
+        ("deployments: [primary]", "deployments: [primry]", "models.gpt-3.5-turbo.deployments", "primry"),
+        ('sha256: "', 'sha256: "abc', "auth.keys.0.sha256", "sha256"),
+    ],
+)
 def test_config_check_names_the_file_and_the_field(tmp_path, capsys, old, new, field, words):
     assert old in GOOD
     path = write(tmp_path, GOOD.replace(old, new))
@@ -93,8 +96,13 @@ def test_keys_hash(capsys):
 def test_a_wrong_config_stops_the_start(tmp_path):
     path = write(tmp_path, GOOD.replace("upstream_client: aiohttp", "upstream_client: curl"))
     port = free_port()
-    done = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", str(port)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", str(port)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert str(path) in done.stderr and "server.upstream_client" in done.stderr
     assert "Traceback" not in done.stderr
@@ -105,8 +113,14 @@ def test_a_wrong_config_stops_the_start(tmp_path):
 def test_demo_starts_and_answers():
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    demo = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -120,7 +134,9 @@ def test_demo_starts_and_answers():
             assert time.monotonic() < deadline, "the demo did not become ready in 60 s"
             time.sleep(0.1)
         sdk = openai.OpenAI(base_url=url + "/v1", api_key="demo", max_retries=0, timeout=20)
-        answer = sdk.chat.completions.create(model="support", messages=[{"role": "user", "content": "Where is my refund?"}])
+        answer = sdk.chat.completions.create(
+            model="support", messages=[{"role": "user", "content": "Where is my refund?"}]
+        )
         assert answer.choices[0].message.content and answer.usage.total_tokens > 0
         assert {m.id for m in sdk.models.list()} >= {"support", "gpt-3.5-turbo"}
     finally:

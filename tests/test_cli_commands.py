@@ -22,8 +22,9 @@ ADMIN_KEY = "sk-admin-cli-0123456789"
 
 
 def gateway_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, **kwargs
+    )
 
 
 def test_version(capsys):
@@ -32,8 +33,9 @@ def test_version(capsys):
 
 
 def test_a_closed_pipe_is_not_a_traceback():
-    process = subprocess.Popen([sys.executable, "-m", "gateway", "config", "check"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "config", "check"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     process.stdout.close()  # like `| head` that has read enough: closed before the first line
     errors = process.stderr.read().decode()
     assert process.wait(timeout=60) != 0
@@ -68,9 +70,24 @@ def test_mock_upstream_checks_its_options():
 
 
 def test_mock_upstream_never_prints_its_key():
-    process = subprocess.Popen([sys.executable, "-m", "gateway", "mock-upstream", "--port", "0",
-                                "--api-key", "sk-mock-secret", "--served-model", "m"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "mock-upstream",
+            "--port",
+            "0",
+            "--api-key",
+            "sk-mock-secret",
+            "--served-model",
+            "m",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         line = process.stdout.readline()
         url = line.split()[3].removesuffix("/v1")
@@ -84,11 +101,12 @@ def test_mock_upstream_never_prints_its_key():
 
 
 def test_cache_stats_and_flush_against_a_running_gateway(start_gateway, light_mock, heavy_mock, capsys):
-    gw = start_gateway(base_config(light_mock.url, heavy_mock.url,
-                                   auth={"admin_key_sha256": hash_key(ADMIN_KEY)}))
+    gw = start_gateway(base_config(light_mock.url, heavy_mock.url, auth={"admin_key_sha256": hash_key(ADMIN_KEY)}))
     client = openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0)
     for _ in range(2):
-        client.chat.completions.create(model="support", messages=[{"role": "user", "content": "How do I get a refund?"}])
+        client.chat.completions.create(
+            model="support", messages=[{"role": "user", "content": "How do I get a refund?"}]
+        )
     url = ["--url", gw.url, "--admin-key", ADMIN_KEY]
     assert main(["cache", "stats", *url, "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)

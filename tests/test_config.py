@@ -44,9 +44,16 @@ def test_an_override_is_a_string_when_the_field_is_one(config_file):
 
 
 def test_overrides_of_numbers_booleans_and_lists_follow_the_field_type(config_file):
-    config = load_config(config_file, environ={
-        "GATEWAY_SERVER__PORT": "9000", "GATEWAY_AUTH__OPEN": "true", "GATEWAY_CACHE__MAX_TEMPERATURE": "0.5",
-        "GATEWAY_MODELS__GPT-3.5-TURBO__FALLBACKS": "[primary]", "GATEWAY_SERVER__HOST": "0.0.0.0"})
+    config = load_config(
+        config_file,
+        environ={
+            "GATEWAY_SERVER__PORT": "9000",
+            "GATEWAY_AUTH__OPEN": "true",
+            "GATEWAY_CACHE__MAX_TEMPERATURE": "0.5",
+            "GATEWAY_MODELS__GPT-3.5-TURBO__FALLBACKS": "[primary]",
+            "GATEWAY_SERVER__HOST": "0.0.0.0",
+        },
+    )
     assert config.server.port == 9000 and config.auth.open is True and config.cache.max_temperature == 0.5
     assert config.server.host == "0.0.0.0"
 
@@ -80,39 +87,56 @@ def test_a_directory_as_config(tmp_path):
     assert message.startswith(f"{tmp_path}: is a directory, not a config file")
 
 
-@pytest.mark.parametrize("url", ["rediss//x", "http://localhost:6379", "redis://", "redis://host:port/0",
-                                 "redis://localhost:6379/zero"])
+@pytest.mark.parametrize(
+    "url", ["rediss//x", "http://localhost:6379", "redis://", "redis://host:port/0", "redis://localhost:6379/zero"]
+)
 def test_a_bad_redis_url_is_caught_at_check_time(config_file, url):
     config_file.write_text(GOOD + f"redis: {{url: '{url}'}}\n")
     message = error_of(config_file)
     assert "redis.url" in message and repr(url) in message
 
 
-@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://user:pw@cache.example:6380",
-                                 "unix:///run/redis.sock", ""])
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "rediss://user:pw@cache.example:6380", "unix:///run/redis.sock", ""]
+)
 def test_good_redis_urls_pass(config_file, url):
     config_file.write_text(GOOD + f"redis: {{url: '{url}'}}\n")
     assert load_config(config_file, environ={}).redis.url == (url or None)
 
 
-@pytest.mark.parametrize("url,words", [
-    ("127.0.0.1:9100", "not an http(s) URL"), ("http://", "not an http(s) URL"),
-    ("http://host:99999/v1", "not a valid port"), ("https://x/v1?key=1", "has a query string"),
-    ("https://res.openai.azure.com/openai/deployments/gpt4?api-version=2024-06-01", "set provider: azure"),
-])
+@pytest.mark.parametrize(
+    "url,words",
+    [
+        ("127.0.0.1:9100", "not an http(s) URL"),
+        ("http://", "not an http(s) URL"),
+        ("http://host:99999/v1", "not a valid port"),
+        ("https://x/v1?key=1", "has a query string"),
+        ("https://res.openai.azure.com/openai/deployments/gpt4?api-version=2024-06-01", "set provider: azure"),
+    ],
+)
 def test_bad_upstream_urls(url, words):
     with pytest.raises(ConfigError) as caught:
-        build_config({"auth": {"open": True}, "deployments": {"d": {"base_url": url, "model": "m"}},
-                      "models": {"m": {"deployments": ["d"]}}}, source="test.yaml")
+        build_config(
+            {
+                "auth": {"open": True},
+                "deployments": {"d": {"base_url": url, "model": "m"}},
+                "models": {"m": {"deployments": ["d"]}},
+            },
+            source="test.yaml",
+        )
     assert "deployments.d" in str(caught.value) and words in str(caught.value)
 
 
 def test_the_cli_prints_config_errors_without_a_traceback(tmp_path):
     (tmp_path / "gateway.yaml").write_text(GOOD + "redis: {url: 'rediss//x'}\n")
-    for args in (["config", "check", str(tmp_path)], ["config", "check", str(tmp_path / "gateway.yaml")],
-                 ["serve", "--config", str(tmp_path / "gateway.yaml"), "--port", "0"]):
-        done = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=60)
+    for args in (
+        ["config", "check", str(tmp_path)],
+        ["config", "check", str(tmp_path / "gateway.yaml")],
+        ["serve", "--config", str(tmp_path / "gateway.yaml"), "--port", "0"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
         assert done.returncode != 0, args
         assert "Traceback" not in done.stderr and str(tmp_path) in done.stderr, done.stderr
 
@@ -125,9 +149,12 @@ def test_config_check_names_a_bad_override(config_file, monkeypatch, capsys):
 
 def test_client_key_names_are_unique(config_file):
     digest = hash_key("sk-ci")
-    config_file.write_text(GOOD.replace('auth: {keys: [{name: ci, sha256: "%s"}]}' % digest,
-                                        'auth: {keys: [{name: ci, sha256: "%s"}, {name: ci, sha256: "%s"}]}'
-                                        % (digest, hash_key("sk-other"))))
+    config_file.write_text(
+        GOOD.replace(
+            'auth: {keys: [{name: ci, sha256: "%s"}]}' % digest,
+            'auth: {keys: [{name: ci, sha256: "%s"}, {name: ci, sha256: "%s"}]}' % (digest, hash_key("sk-other")),
+        )
+    )
     assert "auth: keys: the name 'ci' is used by several keys" in error_of(config_file)
 
 

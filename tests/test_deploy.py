@@ -44,6 +44,7 @@ K8S = DEPLOY / "k8s"
 
 # ---------------------------------------------------------------------------------------------- helpers
 
+
 def _yaml(path: Path):
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
@@ -83,8 +84,13 @@ def _all_queries() -> list[tuple[str, str, str]]:
 
 def _grafana_to_promql(expr: str) -> str:
     """Grafana's variables, as Prometheus would receive them."""
-    return (expr.replace("$__rate_interval", "1m").replace("$__interval", "1m").replace("$__range", "1h")
-            .replace("$model", ".*").replace("$intent", ".*"))
+    return (
+        expr.replace("$__rate_interval", "1m")
+        .replace("$__interval", "1m")
+        .replace("$__range", "1h")
+        .replace("$model", ".*")
+        .replace("$intent", ".*")
+    )
 
 
 def _defined_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -116,7 +122,7 @@ def _balanced_group(expr: str, start: int) -> str:
     for i in range(start, len(expr)):
         depth += {"(": 1, ")": -1}.get(expr[i], 0)
         if depth == 0:
-            return expr[start:i + 1]
+            return expr[start : i + 1]
     raise AssertionError(f"unbalanced parentheses in {expr!r}")
 
 
@@ -129,7 +135,7 @@ def _preceding_group(expr: str, end: int) -> str:
     for j in range(i, -1, -1):
         depth += {")": 1, "(": -1}.get(expr[j], 0)
         if depth == 0:
-            return expr[j:i + 1]
+            return expr[j : i + 1]
     raise AssertionError(f"unbalanced parentheses in {expr!r}")
 
 
@@ -140,7 +146,7 @@ def _grouping_clauses(expr: str) -> list[tuple[list[str], str]]:
         if match.group(1) != "by":
             continue
         labels = [label.strip() for label in match.group(2).split(",") if label.strip()]
-        rest = expr[match.end():].lstrip()
+        rest = expr[match.end() :].lstrip()
         if rest.startswith("("):
             argument = _balanced_group(expr, len(expr) - len(rest))
         else:
@@ -157,8 +163,11 @@ def _parse_exposition(text: str) -> tuple[set[str], dict[str, list[dict[str, str
         if line.startswith("# TYPE "):
             _, _, family, kind = line.split(" ", 3)
             base = family.removesuffix("_total")
-            derived = {"counter": [base + "_total"], "histogram": [family + s for s in ("_bucket", "_sum", "_count")],
-                       "gauge": [family]}.get(kind, [family])
+            derived = {
+                "counter": [base + "_total"],
+                "histogram": [family + s for s in ("_bucket", "_sum", "_count")],
+                "gauge": [family],
+            }.get(kind, [family])
             names.update(derived)
         elif line and not line.startswith("#"):
             match = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s", line)
@@ -171,12 +180,16 @@ def _parse_exposition(text: str) -> tuple[set[str], dict[str, list[dict[str, str
 
 # --------------------------------------------------------------------------- metric names versus the gateway
 
+
 @pytest.fixture
 def exported(gateway, client) -> tuple[set[str], dict[str, list[dict[str, str]]]]:
     """/metrics of a real gateway after one plain and one streamed request."""
     client.chat.completions.create(model="support", messages=[{"role": "user", "content": "Where is my refund?"}])
-    stream = client.chat.completions.create(model="support", stream=True,  # another question: no cache hit
-                                            messages=[{"role": "user", "content": "How do I reset my password?"}])
+    stream = client.chat.completions.create(
+        model="support",
+        stream=True,  # another question: no cache hit
+        messages=[{"role": "user", "content": "How do I reset my password?"}],
+    )
     for _ in stream:
         pass
     response = httpx.get(gateway.url + "/metrics", timeout=10)
@@ -198,9 +211,16 @@ def test_queries_name_only_metrics_the_gateway_exports(exported):
 def test_one_request_produces_the_core_series(exported):
     """The headline panels (rate, latency, overhead, TTFT, tokens, cost) have data after one request."""
     _, samples = exported
-    for name in ("gateway_requests_total", "gateway_request_duration_seconds_bucket", "gateway_overhead_seconds_bucket",
-                 "gateway_upstream_duration_seconds_bucket", "gateway_time_to_first_token_seconds_bucket",
-                 "gateway_tokens_total", "gateway_cost_usd_total", "gateway_route_decisions_total"):
+    for name in (
+        "gateway_requests_total",
+        "gateway_request_duration_seconds_bucket",
+        "gateway_overhead_seconds_bucket",
+        "gateway_upstream_duration_seconds_bucket",
+        "gateway_time_to_first_token_seconds_bucket",
+        "gateway_tokens_total",
+        "gateway_cost_usd_total",
+        "gateway_route_decisions_total",
+    ):
         assert samples.get(name), f"no {name} sample after two requests"
 
 
@@ -267,11 +287,15 @@ def test_queries_are_valid_promql():
 def test_every_metric_is_on_the_dashboard():
     """A metric nobody can see is a metric nobody maintains: each one has a panel (or says why not)."""
     used = {name for _, expr, _ in _dashboard_queries() for name in _METRIC.findall(expr)}
-    families = {name.removesuffix(suffix) for name in _defined_metrics()
-                for suffix in ("_total", "_bucket", "_sum", "_count") if name.endswith(suffix)} | {
-        name for name, (kind, _) in _defined_metrics().items() if kind == "gauge"}
-    unseen = sorted(family for family in families
-                    if not any(name == family or name.startswith(family + "_") for name in used))
+    families = {
+        name.removesuffix(suffix)
+        for name in _defined_metrics()
+        for suffix in ("_total", "_bucket", "_sum", "_count")
+        if name.endswith(suffix)
+    } | {name for name, (kind, _) in _defined_metrics().items() if kind == "gauge"}
+    unseen = sorted(
+        family for family in families if not any(name == family or name.startswith(family + "_") for name in used)
+    )
     assert not unseen, f"metrics with no dashboard panel: {unseen}"
 
 
@@ -283,6 +307,7 @@ def test_gauges_declare_how_workers_aggregate():
 
 
 # ------------------------------------------------------------------------------------------- the dashboard
+
 
 def test_dashboard_panels_have_datasource_and_targets():
     dashboard = _dashboard()
@@ -332,16 +357,30 @@ def test_dashboard_variables_and_required_panels():
     compact = re.sub(r"\s+", "", joined)
     for quantile in ("0.5", "0.95", "0.99"):
         assert f"histogram_quantile({quantile},sumby(le)(rate(gateway_request_duration_seconds_bucket" in compact
-    assert re.search(r"sumby\(intent\)\(rate\(gateway_cost_usd_total\{[^}]*\}\[5m\]\)\)/sumby\(intent\)\(rate\("
-                     r"gateway_requests_total\{[^}]*\}\[5m\]\)\)", compact), "cost per request by intent"
-    for needle in ("gateway_time_to_first_token_seconds_bucket", "gateway_overhead_seconds_bucket", "by (kind)",
-                   "gateway_cost_saved_usd_total", 'tier="heavy"', "gateway_difficulty_score_bucket", "by (reason)",
-                   "gateway_fallbacks_total", "gateway_rate_limited_total", "gateway_circuit_open",
-                   "gateway_in_flight_requests", 'cache=~"hit-.*|coalesced"'):
+    assert re.search(
+        r"sumby\(intent\)\(rate\(gateway_cost_usd_total\{[^}]*\}\[5m\]\)\)/sumby\(intent\)\(rate\("
+        r"gateway_requests_total\{[^}]*\}\[5m\]\)\)",
+        compact,
+    ), "cost per request by intent"
+    for needle in (
+        "gateway_time_to_first_token_seconds_bucket",
+        "gateway_overhead_seconds_bucket",
+        "by (kind)",
+        "gateway_cost_saved_usd_total",
+        'tier="heavy"',
+        "gateway_difficulty_score_bucket",
+        "by (reason)",
+        "gateway_fallbacks_total",
+        "gateway_rate_limited_total",
+        "gateway_circuit_open",
+        "gateway_in_flight_requests",
+        'cache=~"hit-.*|coalesced"',
+    ):
         assert needle in joined, needle
 
 
 # ---------------------------------------------------------------------------------------------- the alerts
+
 
 def test_alert_rules_are_complete():
     rules = _alert_rules()
@@ -364,6 +403,7 @@ def test_alert_rules_are_complete():
 
 
 # ---------------------------------------------------------------------------------------- YAML and compose
+
 
 def test_every_yaml_file_parses():
     files = sorted(DEPLOY.rglob("*.yml")) + sorted(DEPLOY.rglob("*.yaml"))
@@ -467,6 +507,7 @@ def test_prometheus_and_grafana_files_are_mounted_where_they_are_read():
 
 # ------------------------------------------------------------------------------------------------ Kubernetes
 
+
 def _k8s() -> dict[str, dict]:
     """The applied manifests and the example Secret (kept outside deploy/k8s/: see test_manifests.py)."""
     docs = {}
@@ -561,8 +602,9 @@ def test_k8s_service_links_do_not_leak_into_config(tmp_path):
     (tmp_path / "gateway.yaml").write_text(docs["ConfigMap"]["data"]["gateway.yaml"], encoding="utf-8")
     for name in ("pricing.yaml", "intents.yaml"):
         (tmp_path / name).write_text(docs["ConfigMap"]["data"][name], encoding="utf-8")
-    config = load_config(tmp_path / "gateway.yaml", environ={"GATEWAY_PORT": "tcp://10.0.0.1:80",
-                                                             "GATEWAY_SERVER__PORT": "9000"})
+    config = load_config(
+        tmp_path / "gateway.yaml", environ={"GATEWAY_PORT": "tcp://10.0.0.1:80", "GATEWAY_SERVER__PORT": "9000"}
+    )
     assert config.server.port == 9000
 
 
@@ -573,6 +615,7 @@ def test_k8s_secret_example_holds_no_real_keys():
 
 
 # ------------------------------------------------------------------------------------------------ Dockerfile
+
 
 def _dockerfile() -> list[tuple[str, str]]:
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
@@ -618,21 +661,26 @@ def test_dockerfile_runs_the_gateway_as_non_root():
 
 
 def test_dockerfile_copies_what_dockerignore_lets_through():
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     for instruction, rest in _dockerfile():
         if instruction != "COPY" or "--from" in rest:
             continue
         for source in rest.split()[:-1]:
             assert (ROOT / source).exists(), f"COPY {source}: no such file"
             for pattern in patterns:
-                assert not fnmatch.fnmatch(source.rstrip("/"), pattern.rstrip("/")), \
+                assert not fnmatch.fnmatch(source.rstrip("/"), pattern.rstrip("/")), (
                     f"COPY {source} is excluded by .dockerignore ({pattern})"
+                )
     for needed in ("gateway", "config", "pyproject.toml"):
         assert not any(fnmatch.fnmatch(needed, p) for p in patterns), needed
 
 
 # ------------------------------------------------------------------------------------ multiprocess metrics
+
 
 def test_serve_prepares_the_multiprocess_directory(tmp_path, monkeypatch):
     stale = tmp_path / "metrics"
@@ -671,12 +719,19 @@ def test_metrics_of_several_workers_add_up(tmp_path):
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     for _ in range(2):
         subprocess.run([sys.executable, "-c", worker], env=env, check=True, timeout=60)
-    out = subprocess.run([sys.executable, "-c", reader], env=env, check=True, timeout=60, capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", reader], env=env, check=True, timeout=60, capture_output=True, text=True
+    ).stdout
     _, samples = _parse_exposition(out)
-    lines = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in out.splitlines()
-             if line and not line.startswith("#")}
+    lines = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in out.splitlines()
+        if line and not line.startswith("#")
+    }
     assert lines['gateway_requests_total{cache="miss",intent="refund",model="support",status="200",tier="light"}'] == 2
-    assert lines['gateway_request_duration_seconds_count{cache="miss",intent="refund",model="support",stream="false"}'] == 2
+    assert (
+        lines['gateway_request_duration_seconds_count{cache="miss",intent="refund",model="support",stream="false"}']
+        == 2
+    )
     assert lines['gateway_circuit_open{deployment="ft-primary"}'] == 1  # max, not one series per pid
     assert all("pid" not in labels for series in samples.values() for labels in series)

@@ -49,15 +49,32 @@ def light_mock():
 def gw(light_mock, embedder):
     """Besides the base models: `dead` (a closed port, with an upstream key set) and one model per fault
     the mock injects through a deployment header."""
-    deployments = {"dead": {"base_url": f"http://127.0.0.1:{closed_port()}/v1", "model": "dead-model",
-                            "api_key_env": "DEAD_UPSTREAM_KEY", "timeout": {"connect": 1, "read": 2}}}
+    deployments = {
+        "dead": {
+            "base_url": f"http://127.0.0.1:{closed_port()}/v1",
+            "model": "dead-model",
+            "api_key_env": "DEAD_UPSTREAM_KEY",
+            "timeout": {"connect": 1, "read": 2},
+        }
+    }
     models = {"dead": {"deployments": ["dead"]}}
     for name, headers in FAULTS.items():
-        deployments[name] = {"base_url": light_mock.url, "model": LIGHT_MODEL, "headers": headers,
-                             "timeout": {"connect": 1, "read": 0.5}}
+        deployments[name] = {
+            "base_url": light_mock.url,
+            "model": LIGHT_MODEL,
+            "headers": headers,
+            "timeout": {"connect": 1, "read": 0.5},
+        }
         models[name] = {"deployments": [name]}
-    config = base_config(light_mock.url, light_mock.url, cache={"enabled": False}, resilience=ONE_TRY,
-                         server={"max_body_bytes": 4096}, deployments=deployments, models=models)
+    config = base_config(
+        light_mock.url,
+        light_mock.url,
+        cache={"enabled": False},
+        resilience=ONE_TRY,
+        server={"max_body_bytes": 4096},
+        deployments=deployments,
+        models=models,
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DEAD_UPSTREAM_KEY", UPSTREAM_SECRET)  # read when the gateway starts
         with GatewayServer(config, embedder=embedder) as server:  # one gateway for the module: starts cost ~1 s
@@ -92,6 +109,7 @@ def post(gw, body, **kwargs) -> httpx.Response:
 
 
 # --- bad input: 400 invalid_request_error, never 500 --------------------------------------------------------
+
 
 def chat(**fields):
     return {"model": "gpt-3.5-turbo", "messages": HELLO, **fields}
@@ -130,8 +148,15 @@ def test_bad_input_is_a_400_in_openai_shape(gw, body, param):
     assert error["param"] == param
 
 
-@pytest.mark.parametrize("fields,param", [({"n": 0}, "n"), ({"temperature": "hot"}, "temperature"),
-                                          ({"messages": []}, "messages"), ({"stream": "yes"}, "stream")])
+@pytest.mark.parametrize(
+    "fields,param",
+    [
+        ({"n": 0}, "n"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"messages": []}, "messages"),
+        ({"stream": "yes"}, "stream"),
+    ],
+)
 def test_bad_input_through_the_sdk(sdk, fields, param):
     kwargs = {"model": "gpt-3.5-turbo", "messages": HELLO}
     extra = {k: fields.pop(k) for k in list(fields) if k != "messages"}
@@ -151,6 +176,7 @@ def test_a_body_over_the_limit_is_413(gw, sdk):
         for _ in range(10):
             yield b"x" * 1000
         yield b'"}]}'
+
     assert_openai_error(post(gw, chunked()), 413, "invalid_request_error", "request_too_large")
 
     with pytest.raises(openai.APIStatusError) as caught:
@@ -193,6 +219,7 @@ def test_bad_embeddings_input_is_400(gw):
 
 # --- upstream failures --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_unreachable_upstream_is_a_clear_502_without_the_key(gw, sdk, caplog, stream):
     caplog.set_level(logging.DEBUG)
@@ -211,13 +238,20 @@ def test_the_upstream_key_is_sent_upstream_and_never_shown(start_gateway, heavy_
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("MOCK_UPSTREAM_KEY", UPSTREAM_SECRET)
     with MockServerThread(MockSettings(served_model=LIGHT_MODEL, api_key=UPSTREAM_SECRET)) as keyed:
-        deployments = {"keyed": {"base_url": keyed.url, "model": LIGHT_MODEL, "api_key_env": "MOCK_UPSTREAM_KEY"},
-                       "wrong-key": {"base_url": keyed.url, "model": LIGHT_MODEL,
-                                     "headers": {"authorization": "Bearer sk-wrong"}}}
-        gw = start_gateway(base_config(keyed.url, heavy_mock.url, cache={"enabled": False}, resilience=ONE_TRY,
-                                       deployments=deployments,
-                                       models={"keyed": {"deployments": ["keyed"]},
-                                               "wrong-key": {"deployments": ["wrong-key"]}}))
+        deployments = {
+            "keyed": {"base_url": keyed.url, "model": LIGHT_MODEL, "api_key_env": "MOCK_UPSTREAM_KEY"},
+            "wrong-key": {"base_url": keyed.url, "model": LIGHT_MODEL, "headers": {"authorization": "Bearer sk-wrong"}},
+        }
+        gw = start_gateway(
+            base_config(
+                keyed.url,
+                heavy_mock.url,
+                cache={"enabled": False},
+                resilience=ONE_TRY,
+                deployments=deployments,
+                models={"keyed": {"deployments": ["keyed"]}, "wrong-key": {"deployments": ["wrong-key"]}},
+            )
+        )
         ok = post(gw, chat(model="keyed"))
         assert ok.status_code == 200 and UPSTREAM_SECRET not in ok.text
         assert keyed.stats()["last_authorization"] == f"Bearer {UPSTREAM_SECRET}"
@@ -231,10 +265,13 @@ def test_the_upstream_key_is_sent_upstream_and_never_shown(start_gateway, heavy_
     assert UPSTREAM_SECRET not in caplog.text
 
 
-@pytest.mark.parametrize("model,status,type_", [
-    ("upstream-400", 400, "invalid_request_error"),
-    ("upstream-404", 404, "invalid_request_error"),
-])
+@pytest.mark.parametrize(
+    "model,status,type_",
+    [
+        ("upstream-400", 400, "invalid_request_error"),
+        ("upstream-404", 404, "invalid_request_error"),
+    ],
+)
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_upstream_4xx_keeps_its_status_and_reason_rebuilt(gw, light_mock, model, status, type_, stream):
     """Rebuilt by the gateway, never passed verbatim (issue 11): same status, type and code, its message."""
@@ -245,13 +282,16 @@ def test_an_upstream_4xx_keeps_its_status_and_reason_rebuilt(gw, light_mock, mod
     assert ours["code"] == theirs.get("code") and theirs["message"] in ours["message"]
 
 
-@pytest.mark.parametrize("model,status,type_,code", [
-    ("upstream-429", 429, "rate_limit_error", "rate_limit_exceeded"),
-    ("upstream-500", 502, "api_error", None),
-    ("upstream-503", 502, "api_error", None),
-    ("upstream-drop", 502, "api_error", None),
-    ("upstream-hang", 504, "api_error", "upstream_timeout"),
-])
+@pytest.mark.parametrize(
+    "model,status,type_,code",
+    [
+        ("upstream-429", 429, "rate_limit_error", "rate_limit_exceeded"),
+        ("upstream-500", 502, "api_error", None),
+        ("upstream-503", 502, "api_error", None),
+        ("upstream-drop", 502, "api_error", None),
+        ("upstream-hang", 504, "api_error", "upstream_timeout"),
+    ],
+)
 def test_upstream_failures_map_to_gateway_statuses(gw, sdk, model, status, type_, code):
     response = post(gw, chat(model=model))
     assert_openai_error(response, status, type_, code)
@@ -270,10 +310,18 @@ def test_an_upstream_4xx_is_rebuilt_never_passed_verbatim():
     from gateway.api.render import error_answer
     from gateway.errors import UpstreamStatus
 
-    echoed = orjson.dumps({"error": {"message": "bad field 'foo'; request had Authorization: Bearer sk-upstream-"
-                                                "secret-0123456789", "type": "invalid_request_error",
-                                     "param": "foo", "code": "unknown_field", "internal": {"trace": "x" * 50}},
-                           "request_headers": {"authorization": "Bearer sk-upstream-secret-0123456789"}})
+    echoed = orjson.dumps(
+        {
+            "error": {
+                "message": "bad field 'foo'; request had Authorization: Bearer sk-upstream-secret-0123456789",
+                "type": "invalid_request_error",
+                "param": "foo",
+                "code": "unknown_field",
+                "internal": {"trace": "x" * 50},
+            },
+            "request_headers": {"authorization": "Bearer sk-upstream-secret-0123456789"},
+        }
+    )
     status, raw, _ = error_answer(UpstreamStatus(422, echoed))
     body = orjson.loads(raw)
     assert status == 422 and list(body) == ["error"]
@@ -282,5 +330,9 @@ def test_an_upstream_4xx_is_rebuilt_never_passed_verbatim():
     assert "secret" not in raw.decode() and "bad field 'foo'" in error["message"]
     assert set(error) == {"message", "type", "param", "code"}
     html = error_answer(UpstreamStatus(404, b"<html>Not Found for key sk-abcdef0123456789</html>"))[1]
-    assert orjson.loads(html)["error"] == {"message": "the upstream refused the request (404)",
-                                                "type": "invalid_request_error", "param": None, "code": None}
+    assert orjson.loads(html)["error"] == {
+        "message": "the upstream refused the request (404)",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }

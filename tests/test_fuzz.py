@@ -22,8 +22,13 @@ from tests.conftest import TEST_KEY, GatewayServer, base_config  # noqa: E402
 from tests.recording_upstream import RecordingUpstream  # noqa: E402
 
 # (path, method, examples per mode): 280 cases; the chat and responses schemas are slow to draw from
-OPERATIONS = [("/chat/completions", "POST", 25), ("/embeddings", "POST", 50), ("/models", "GET", 20),
-              ("/models/{model}", "GET", 20), ("/responses", "POST", 25)]
+OPERATIONS = [
+    ("/chat/completions", "POST", 25),
+    ("/embeddings", "POST", 50),
+    ("/models", "GET", 20),
+    ("/models/{model}", "GET", 20),
+    ("/responses", "POST", 25),
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +62,9 @@ def test_no_case_gets_a_5xx(schema, gw, path, method, examples, mode):
     # would look like the gateway dropping the request.
     client = httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
     @given(strategy)
     def run(pair):
         case = _aimed(*pair)
@@ -72,8 +78,9 @@ def test_no_case_gets_a_5xx(schema, gw, path, method, examples, mode):
                 content = json.dumps(case.body).encode()
             except (TypeError, ValueError):
                 return
-        response = client.request(method, gw.base_url + case.formatted_path, params=case.query or None, content=content,
-                                  headers=headers)
+        response = client.request(
+            method, gw.base_url + case.formatted_path, params=case.query or None, content=content, headers=headers
+        )
         if response.status_code >= 500:
             server_errors.append(f"{response.status_code} {response.text[:300]} for {str(case.body)[:300]}")
 

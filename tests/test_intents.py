@@ -100,23 +100,28 @@ def test_header_overrides_only_with_a_configured_intent(config):
     assert detector.detect("bonjour", None, header="unknown") == OTHER
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("I forgot my password", "password_reset"),
-    ("Où est ma commande ?", "order_status"),
-    ("Comment annuler mon abonnement ?", "cancel_subscription"),
-    ("What are your opening hours?", "opening_hours"),
-    ("I want to close my account", "account_deletion"),
-    ("Tell me a joke", OTHER),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("I forgot my password", "password_reset"),
+        ("Où est ma commande ?", "order_status"),
+        ("Comment annuler mon abonnement ?", "cancel_subscription"),
+        ("What are your opening hours?", "opening_hours"),
+        ("I want to close my account", "account_deletion"),
+        ("Tell me a joke", OTHER),
+    ],
+)
 def test_keyword_fallback_without_vector(config, text, expected):
     assert IntentDetector(config, None).detect(text, None) == expected
 
 
 def test_held_out_phrasings(detector, embedder):
     vectors = embedder.encode([text for text, _ in HELD_OUT])
-    wrong = [(text, expected, detector.detect(text, vec))
-             for (text, expected), vec in zip(HELD_OUT, vectors)
-             if detector.detect(text, vec) != expected]
+    wrong = [
+        (text, expected, detector.detect(text, vec))
+        for (text, expected), vec in zip(HELD_OUT, vectors)
+        if detector.detect(text, vec) != expected
+    ]
     assert len(wrong) <= 2, wrong  # ~90%+ expected; observed 100% on this list
 
 

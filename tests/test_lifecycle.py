@@ -28,8 +28,11 @@ def requests_by_status(server, **labels: str) -> dict[str, float]:
         if family.name != "gateway_requests":
             continue
         for sample in family.samples:
-            if sample.name.endswith("_total") and sample.value and all(sample.labels.get(k) == v
-                                                                       for k, v in labels.items()):
+            if (
+                sample.name.endswith("_total")
+                and sample.value
+                and all(sample.labels.get(k) == v for k, v in labels.items())
+            ):
                 status = sample.labels["status"]
                 out[status] = out.get(status, 0.0) + sample.value
     return out
@@ -38,9 +41,13 @@ def requests_by_status(server, **labels: str) -> dict[str, float]:
 def access_lines(caplog, request_id: str | None = None) -> list[logging.LogRecord]:
     """The access lines (of one request). A request's line is written just after its last byte is sent:
     wait for it."""
+
     def lines():
-        return [r for r in caplog.records if r.name == "gateway.access"
-                and (request_id is None or f"rid={request_id} " in r.getMessage() + " ")]
+        return [
+            r
+            for r in caplog.records
+            if r.name == "gateway.access" and (request_id is None or f"rid={request_id} " in r.getMessage() + " ")
+        ]
 
     if request_id is not None:
         wait_until(lambda: bool(lines()), timeout=5)
@@ -56,8 +63,9 @@ def logs(caplog):
 def chat(server, content: str = "Where is my parcel?", **kwargs) -> httpx.Response:
     body = {"model": "support", "messages": [{"role": "user", "content": content}], **kwargs.pop("body", {})}
     kwargs.setdefault("timeout", 20)
-    return httpx.post(server.base_url + "/chat/completions", json=body, headers={**AUTH, **kwargs.pop("headers", {})},
-                      **kwargs)
+    return httpx.post(
+        server.base_url + "/chat/completions", json=body, headers={**AUTH, **kwargs.pop("headers", {})}, **kwargs
+    )
 
 
 # ------------------------------------------------------------------------------------------ counting
@@ -93,8 +101,10 @@ def test_a_client_leaving_before_the_first_byte_is_counted(start_gateway, heavy_
 def test_a_client_leaving_mid_body_is_counted(start_gateway, light_mock, heavy_mock):
     gw = start_gateway(base_config(light_mock.url, heavy_mock.url))
     with socket.create_connection(("127.0.0.1", gw.port)) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                     b"authorization: Bearer " + TEST_KEY.encode() + b"\r\ncontent-length: 500\r\n\r\n{\"model\":")
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"authorization: Bearer " + TEST_KEY.encode() + b'\r\ncontent-length: 500\r\n\r\n{"model":'
+        )
     assert wait_until(lambda: requests_by_status(gw) == {"499": 1.0})
 
 
@@ -102,8 +112,14 @@ def test_every_upstream_failing_is_recorded_with_the_status_the_client_got(start
     """Upstreams answering 503: the client gets a 502, and so do the metrics and the access line. Upstreams
     all answering the same 500: the request's own fault, a 400 (upstream_rejected), recorded as 400."""
     with MockServerThread(MockSettings(fail_every_n=1, fail_status=503)) as failing:
-        gw = start_gateway(base_config(failing.url, failing.url, cache={"enabled": False},
-                                       resilience={"retry": {"attempts": 2, "base_s": 0.01}}))
+        gw = start_gateway(
+            base_config(
+                failing.url,
+                failing.url,
+                cache={"enabled": False},
+                resilience={"retry": {"attempts": 2, "base_s": 0.01}},
+            )
+        )
         responses = [chat(gw) for _ in range(3)]
     assert [r.status_code for r in responses] == [502] * 3
     assert wait_until(lambda: requests_by_status(gw) == {"502": 3.0}), requests_by_status(gw)
@@ -136,18 +152,26 @@ def test_embeddings_obey_the_keys_limits_and_are_recorded(start_gateway, light_m
     for _ in range(2):
         with pytest.raises(openai.RateLimitError):
             client.embeddings.create(model="support", input="hello")
-    assert wait_until(lambda: requests_by_status(gw, intent="embeddings") == {"200": 1.0, "429": 2.0}), requests_by_status(gw)
-    assert (gw.state.metrics.registry.get_sample_value(
-        "gateway_tokens_total", {"model": "support", "intent": "embeddings", "kind": "prompt"}) or 0) > 0
+    assert wait_until(lambda: requests_by_status(gw, intent="embeddings") == {"200": 1.0, "429": 2.0}), (
+        requests_by_status(gw)
+    )
+    assert (
+        gw.state.metrics.registry.get_sample_value(
+            "gateway_tokens_total", {"model": "support", "intent": "embeddings", "kind": "prompt"}
+        )
+        or 0
+    ) > 0
 
 
 # ----------------------------------------------------------------------------------- headers, access log
 def test_every_response_has_a_request_id_and_overhead_and_a_good_client_id_is_kept(gateway):
     own = "trace-01HF8-abc_42:7"
-    for response in (chat(gateway, headers={"x-request-id": own}),
-                     chat(gateway, headers={"x-request-id": own, "authorization": "Bearer nope"}),
-                     httpx.get(gateway.base_url + "/models", headers={"x-request-id": own, **AUTH}),
-                     httpx.get(gateway.url + "/nowhere", headers={"x-request-id": own})):
+    for response in (
+        chat(gateway, headers={"x-request-id": own}),
+        chat(gateway, headers={"x-request-id": own, "authorization": "Bearer nope"}),
+        httpx.get(gateway.base_url + "/models", headers={"x-request-id": own, **AUTH}),
+        httpx.get(gateway.url + "/nowhere", headers={"x-request-id": own}),
+    ):
         assert response.headers["x-request-id"] == own, response.request.url
         assert float(response.headers["x-gateway-overhead-ms"]) >= 0
     for bad in ("x" * 200, "a b", "<script>", "a/b", "-leading-dash"):
@@ -174,8 +198,20 @@ def test_each_request_writes_exactly_one_access_line_without_content(gateway, lo
         assert f"status={response.status_code}" in lines[0].getMessage()
     assert len(access_lines(logs)) == len(responses)
     first = access_lines(logs, responses[0].headers["x-request-id"])[0].getMessage()
-    for field in ("key=test", "model=support", "intent=", "tier=light", "variant=stable", "cache=miss",
-                  "served_by=light", "ms=", "overhead_ms=", "prompt_tokens=", "completion_tokens=", "cost_usd="):
+    for field in (
+        "key=test",
+        "model=support",
+        "intent=",
+        "tier=light",
+        "variant=stable",
+        "cache=miss",
+        "served_by=light",
+        "ms=",
+        "overhead_ms=",
+        "prompt_tokens=",
+        "completion_tokens=",
+        "cost_usd=",
+    ):
         assert field in first, field
     everything = "\n".join(logging.Formatter().format(r) for r in logs.records)
     assert SECRET_TEXT not in everything and TEST_KEY not in everything and "sk-nope" not in everything

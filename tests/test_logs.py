@@ -51,8 +51,11 @@ def test_repeated_warnings_are_throttled_and_counted():
     warn.warning("failed:b", "upstream %s failed", "b")
     now[0] = 11
     warn.warning("failed:a", "upstream %s failed", "a")
-    assert seen == ["upstream a failed", "upstream b failed",
-                    "upstream a failed (49 similar in the last 11s not logged)"]
+    assert seen == [
+        "upstream a failed",
+        "upstream b failed",
+        "upstream a failed (49 similar in the last 11s not logged)",
+    ]
 
 
 def test_access_log_off_writes_nothing(caplog):
@@ -69,9 +72,14 @@ def test_every_worker_logs_in_the_configured_format():
     (before, the workers' INFO lines were lost and their format was uvicorn's)."""
     env = {**os.environ, "GATEWAY_SERVER__LOG_FORMAT": "json", "GATEWAY_SERVER__LOG_LEVEL": "info"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", "loadtests/bench.yaml",
-                                "--port", "0", "--workers", "2"], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", "loadtests/bench.yaml", "--port", "0", "--workers", "2"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     lines: queue.Queue[bytes] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
     ready, seen = [], []

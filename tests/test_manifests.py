@@ -25,7 +25,9 @@ def _applied() -> dict[str, dict]:
 
 @pytest.mark.parametrize("path", [*sorted(K8S.glob("*.y*ml")), DEPLOY / "secret.example.yaml"], ids=lambda p: p.name)
 def test_manifest_validates_against_the_kubernetes_schema(path):
-    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="a test dependency: pip install -e '.[test]'")
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="a test dependency: pip install -e '.[test]'"
+    )
     for doc in _docs(path):
         try:
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)  # strict: unknown fields fail
@@ -34,7 +36,9 @@ def test_manifest_validates_against_the_kubernetes_schema(path):
 
 
 def test_the_validator_catches_a_wrong_field():
-    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="a test dependency: pip install -e '.[test]'")
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="a test dependency: pip install -e '.[test]'"
+    )
     deployment = _applied()["Deployment"]
     broken = yaml.safe_load(yaml.safe_dump(deployment))
     broken["spec"]["template"]["spec"]["containers"][0]["resource"] = {}  # `resources` misspelt
@@ -93,6 +97,7 @@ def test_network_policy_admits_the_gateway_port_and_the_needed_egress_only():
 
 # ------------------------------------------------------------------------------ the image, compose and the CLI
 
+
 def _dockerfile_env() -> dict[str, str]:
     from tests.test_deploy import _dockerfile_env
 
@@ -119,9 +124,24 @@ def test_the_image_refuses_open_auth_unless_told_it_is_a_demo():
     assert load_config(ROOT / "config" / "gateway.yaml", environ=demo).auth.open
     # The image's own command line, with the image's environment: exits at once, saying why.
     env = {**os.environ, **image_env, "PROMETHEUS_MULTIPROC_DIR": ""}
-    result = subprocess.run([sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", "0",
-                             "--config", str(ROOT / "config" / "gateway.yaml")], env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--config",
+            str(ROOT / "config" / "gateway.yaml"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "auth.open" in result.stderr, result.stderr
 
 
@@ -153,8 +173,9 @@ def test_compose_prometheus_sends_alerts_to_an_alertmanager():
 
     amtool = shutil.which("amtool")
     if amtool:  # Debian's prometheus-alertmanager; the structure above is checked either way
-        result = subprocess.run([amtool, "check-config", str(DEPLOY / "alertmanager.yml")], capture_output=True,
-                                text=True, timeout=60)
+        result = subprocess.run(
+            [amtool, "check-config", str(DEPLOY / "alertmanager.yml")], capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -24,8 +24,11 @@ ADMIN_KEY = "sk-admin-0123456789"
 
 def series(url: str) -> dict[str, float]:
     text = httpx.get(url + "/metrics", timeout=10).text
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line and not line.startswith("#")}
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
 
 
 @pytest.fixture
@@ -37,19 +40,31 @@ def canary_mock():
 @pytest.fixture
 def canary_gateway(start_gateway, light_mock, heavy_mock, canary_mock):
     timeout = {"connect": 1, "read": 5}
-    return start_gateway(base_config(
-        light_mock.url, heavy_mock.url,
-        auth={"admin_key_sha256": hash_key(ADMIN_KEY)},
-        deployments={
-            "light": {"base_url": light_mock.url, "model": LIGHT_MODEL, "timeout": timeout},
-            "heavy": {"base_url": heavy_mock.url, "model": "heavy-model", "timeout": timeout},
-            "canary": {"base_url": canary_mock.url, "model": CANARY_MODEL, "timeout": timeout},
-        },
-        models={"support": {"deployments": ["light"], "heavy": ["heavy"],
-                            "canary": {"deployments": ["canary"], "percent": 0, "rollback_window": 10,
-                                       "rollback_error_rate": 0.5}}},
-        resilience={"breaker": {"failures": 1000}},
-    ))
+    return start_gateway(
+        base_config(
+            light_mock.url,
+            heavy_mock.url,
+            auth={"admin_key_sha256": hash_key(ADMIN_KEY)},
+            deployments={
+                "light": {"base_url": light_mock.url, "model": LIGHT_MODEL, "timeout": timeout},
+                "heavy": {"base_url": heavy_mock.url, "model": "heavy-model", "timeout": timeout},
+                "canary": {"base_url": canary_mock.url, "model": CANARY_MODEL, "timeout": timeout},
+            },
+            models={
+                "support": {
+                    "deployments": ["light"],
+                    "heavy": ["heavy"],
+                    "canary": {
+                        "deployments": ["canary"],
+                        "percent": 0,
+                        "rollback_window": 10,
+                        "rollback_error_rate": 0.5,
+                    },
+                }
+            },
+            resilience={"breaker": {"failures": 1000}},
+        )
+    )
 
 
 def test_counters_that_alerts_read_exist_at_zero_before_any_request(canary_gateway):
@@ -75,14 +90,20 @@ def test_canary_and_stable_are_both_measured_and_the_rollback_counted(canary_gat
 
     def ask(user: str):
         return client.chat.completions.with_raw_response.create(
-            model="support", user=user, messages=[{"role": "user", "content": "Where is my parcel?"}],
-            extra_headers={"x-gateway-cache": "bypass"})
+            model="support",
+            user=user,
+            messages=[{"role": "user", "content": "Where is my parcel?"}],
+            extra_headers={"x-gateway-cache": "bypass"},
+        )
 
     for i in range(4):
         ask(f"stable-{i}")
     canary_mock.configure(fail_rate_500=1.0)
-    httpx.put(f"{canary_gateway.url}/admin/canary/support", json={"percent": 100},
-              headers={"authorization": f"Bearer {ADMIN_KEY}"}).raise_for_status()
+    httpx.put(
+        f"{canary_gateway.url}/admin/canary/support",
+        json={"percent": 100},
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+    ).raise_for_status()
     for i in range(10):
         assert ask(f"canary-{i}").parse().model == LIGHT_MODEL  # fell back to stable
     s = series(canary_gateway.url)
@@ -98,15 +119,23 @@ def test_latency_is_split_by_stream_and_cache_outcome_and_refusals_are_not_timed
     question = [{"role": "user", "content": "Where is my refund?"}]
     client.chat.completions.create(model="support", messages=question, temperature=0)
     client.chat.completions.create(model="support", messages=question, temperature=0)  # exact hit
-    for _ in client.chat.completions.create(model="support", stream=True, temperature=0,
-                                            messages=[{"role": "user", "content": "How do I reset my password?"}]):
+    for _ in client.chat.completions.create(
+        model="support",
+        stream=True,
+        temperature=0,
+        messages=[{"role": "user", "content": "How do I reset my password?"}],
+    ):
         pass
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=gateway.base_url, api_key="sk-wrong-0123456789", max_retries=0).chat.completions.create(
-            model="support", messages=question)
+            model="support", messages=question
+        )
     data = samples(httpx.get(gateway.url + "/metrics", timeout=10).text)
-    counts = {(labels["stream"], labels["cache"]): value
-              for labels, value in data["gateway_request_duration_seconds_count"] if value}
+    counts = {
+        (labels["stream"], labels["cache"]): value
+        for labels, value in data["gateway_request_duration_seconds_count"]
+        if value
+    }
     assert counts == {("false", "miss"): 1, ("false", "hit-exact"): 1, ("true", "miss"): 1}
     errors = {labels["status_class"]: value for labels, value in data["gateway_errors_total"] if value}
     assert errors == {"4xx": 1}
@@ -132,11 +161,15 @@ class Clock:
 async def test_circuit_gauges_follow_the_shared_state_not_this_process_calls(redis_io):
     """Another replica opens the breaker; this one reads it on its timer, and sees it close after the
     cooldown although it never calls the deployment (the alert kept firing 16 minutes after recovery)."""
-    config = build_config({
-        "auth": {"open": True},
-        "deployments": {"fallback": {"base_url": "http://127.0.0.1:9/v1", "model": "m", "rpm": 100, "tpm": 5000}},
-        "models": {"m": {"deployments": ["fallback"]}},
-        "pricing_file": "pricing.yaml", "intents_file": "intents.yaml"})
+    config = build_config(
+        {
+            "auth": {"open": True},
+            "deployments": {"fallback": {"base_url": "http://127.0.0.1:9/v1", "model": "m", "rpm": 100, "tpm": 5000}},
+            "models": {"m": {"deployments": ["fallback"]}},
+            "pricing_file": "pricing.yaml",
+            "intents_file": "intents.yaml",
+        }
+    )
     breaker_config = BreakerConfig(failures=2, window_s=10, cooldown_s=5)
     clock = Clock()
     other = CircuitBreaker(breaker_config, redis=redis_io.use("breaker"), clock=clock, sync_s=0)

@@ -15,8 +15,17 @@ import pytest_asyncio
 from gateway.mock_upstream import MockServerThread, MockSettings, register_cli, start_mock
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
-WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            "required": ["city"],
+        },
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +78,9 @@ def test_sync_non_stream_is_a_real_chat_completion(sync_client, thread_mock):
 
 
 def test_sync_stream_with_usage_and_max_tokens(sync_client):
-    stream = sync_client.chat.completions.create(model="gpt-x", messages=USER, stream=True, max_tokens=50,
-                                                 stream_options={"include_usage": True})
+    stream = sync_client.chat.completions.create(
+        model="gpt-x", messages=USER, stream=True, max_tokens=50, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-2].choices[0].finish_reason == "stop"
@@ -112,8 +122,11 @@ def test_json_response_formats(sync_client):
     loose = sync_client.chat.completions.create(model="m", messages=USER, response_format={"type": "json_object"})
     assert "answer" in json.loads(loose.choices[0].message.content)
     schema = {"type": "object", "properties": {"city": {"type": "string"}, "ok": {"type": "boolean"}}}
-    strict = sync_client.chat.completions.create(model="m", messages=USER, response_format={
-        "type": "json_schema", "json_schema": {"name": "answer", "schema": schema}})
+    strict = sync_client.chat.completions.create(
+        model="m",
+        messages=USER,
+        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
+    )
     assert set(json.loads(strict.choices[0].message.content)) == {"city", "ok"}
 
 
@@ -129,8 +142,9 @@ def test_embeddings_and_models(sync_client):
 @pytest.mark.asyncio
 async def test_injected_429_carries_retry_after(client, mock):
     with pytest.raises(openai.RateLimitError) as caught:
-        await client.chat.completions.create(model="m", messages=USER, extra_headers={
-            "x-mock-status": "429", "x-mock-retry-after": "2.5"})
+        await client.chat.completions.create(
+            model="m", messages=USER, extra_headers={"x-mock-status": "429", "x-mock-retry-after": "2.5"}
+        )
     headers = caught.value.response.headers
     assert headers["retry-after"] == "3" and headers["retry-after-ms"] == "2500"
     assert headers["x-ratelimit-reset-requests"] == "2.5s"
@@ -153,8 +167,9 @@ async def test_drop_is_a_connection_error_not_a_500(client, mock):
 
 @pytest.mark.asyncio
 async def test_cut_stream_ends_without_done(client, mock):
-    stream = await client.chat.completions.create(model="m", messages=USER, stream=True,
-                                                  extra_headers={"x-mock-cut-after": "3"})
+    stream = await client.chat.completions.create(
+        model="m", messages=USER, stream=True, extra_headers={"x-mock-cut-after": "3"}
+    )
     received = []
     with pytest.raises((openai.APIConnectionError, httpx.TransportError)):
         async for chunk in stream:
@@ -190,7 +205,8 @@ async def test_config_changes_behaviour_at_run_time(client, mock):
         with pytest.raises(openai.APIConnectionError):
             await client.chat.completions.create(model="m", messages=USER)
         fast = await client.chat.completions.with_raw_response.create(
-            model="m", messages=USER, extra_headers={"x-mock-hang-s": "0.01"})  # headers beat the config
+            model="m", messages=USER, extra_headers={"x-mock-hang-s": "0.01"}
+        )  # headers beat the config
         assert fast.status_code == 200
         stats = (await http.get("/mock/stats")).json()
         assert stats["status_counts"] == {"500": 2, "200": 3, "429": 1} and stats["dropped"] == 1
@@ -204,8 +220,10 @@ async def test_random_faults_are_reproducible_with_a_seed(mock):
     async def statuses() -> list[int]:
         mock.configure(seed=3, fail_rate_500=0.3, fail_rate_429=0.2)
         async with httpx.AsyncClient() as http:
-            return [(await http.post(f"{mock.url}/chat/completions", json={"messages": USER})).status_code
-                    for _ in range(30)]
+            return [
+                (await http.post(f"{mock.url}/chat/completions", json={"messages": USER})).status_code
+                for _ in range(30)
+            ]
 
     first = await statuses()
     assert first == await statuses()
@@ -215,8 +233,9 @@ async def test_random_faults_are_reproducible_with_a_seed(mock):
 @pytest.mark.asyncio
 async def test_timeout_hangs_until_the_client_gives_up(client, mock):
     with pytest.raises(openai.APITimeoutError):
-        await client.chat.completions.create(model="m", messages=USER, timeout=0.2,
-                                             extra_headers={"x-mock-hang-s": "30"})
+        await client.chat.completions.create(
+            model="m", messages=USER, timeout=0.2, extra_headers={"x-mock-hang-s": "30"}
+        )
     await wait_for(lambda: mock.stats()["requests_cancelled"] == 1)
     assert mock.stats()["in_flight"] == 0
 
@@ -225,8 +244,9 @@ async def test_timeout_hangs_until_the_client_gives_up(client, mock):
 async def test_client_disconnect_mid_stream_is_counted(mock):
     mock.configure(tokens_per_second=200)  # 30 tokens: a 150 ms stream
     async with httpx.AsyncClient() as http:
-        async with http.stream("POST", f"{mock.url}/chat/completions",
-                               json={"messages": USER, "stream": True}) as response:
+        async with http.stream(
+            "POST", f"{mock.url}/chat/completions", json={"messages": USER, "stream": True}
+        ) as response:
             lines = response.aiter_lines()
             assert (await anext(lines)).startswith("data: ")
     await wait_for(lambda: mock.stats()["streams_cancelled"] == 1)

@@ -44,10 +44,20 @@ LIMITED_KEY = "sk-limited-0123456789"
 VARIABLES = {"$model": ".*", "$intent": ".*", "$deployment": ".*", "$__rate_interval": "30s", "$__interval": "30s"}
 PRICE_AS = {"light": "gpt-3.5-turbo", "heavy": "gpt-4o", "canary": "gpt-4o-mini", "plain": "gpt-3.5-turbo"}
 
-EN = ["How do I get a refund?", "Where is my order?", "How do I reset my password?", "What are your opening hours?",
-      "How can I change my delivery address?", "Which payment methods do you accept?"]
-FR = ["Comment obtenir un remboursement ?", "Où en est ma commande ?", "Comment réinitialiser mon mot de passe ?",
-      "Quels sont vos horaires d'ouverture ?"]
+EN = [
+    "How do I get a refund?",
+    "Where is my order?",
+    "How do I reset my password?",
+    "What are your opening hours?",
+    "How can I change my delivery address?",
+    "Which payment methods do you accept?",
+]
+FR = [
+    "Comment obtenir un remboursement ?",
+    "Où en est ma commande ?",
+    "Comment réinitialiser mon mot de passe ?",
+    "Quels sont vos horaires d'ouverture ?",
+]
 PARAPHRASES = ["How can I get my money back?", "I forgot my password, how do I reset it?"]
 
 
@@ -72,17 +82,26 @@ class Prometheus:
 
     def __init__(self, binary: str, target: str, workdir: Path) -> None:
         shutil.copy(DEPLOY / "alerts.yml", workdir / "alerts.yml")
-        config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                  "rule_files": [str(workdir / "alerts.yml")],
-                  "scrape_configs": [{"job_name": "gateway", "static_configs": [{"targets": [target]}]}]}
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(workdir / "alerts.yml")],
+            "scrape_configs": [{"job_name": "gateway", "static_configs": [{"targets": [target]}]}],
+        }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.port = _free_port()  # Prometheus cannot report a port 0 it picked
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(workdir / "prometheus.log", "w")
         self.process = subprocess.Popen(
-            [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                binary,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def ready(self) -> bool:
         try:
@@ -165,8 +184,13 @@ def _drive(gateway_url: str, truth: Truth, plain_mock, canary_mock, scraped=lamb
     def ask(text: str, model: str = "support", stream: bool = False, headers: dict | None = None, **params) -> None:
         try:
             raw = client.chat.completions.with_raw_response.create(
-                model=model, messages=[{"role": "user", "content": text}], stream=stream, extra_headers=headers or {},
-                **({"stream_options": {"include_usage": True}} if stream else {}), **params)
+                model=model,
+                messages=[{"role": "user", "content": text}],
+                stream=stream,
+                extra_headers=headers or {},
+                **({"stream_options": {"include_usage": True}} if stream else {}),
+                **params,
+            )
         except openai.APIStatusError as exc:
             truth.refused(exc.status_code)
             return
@@ -192,8 +216,10 @@ def _drive(gateway_url: str, truth: Truth, plain_mock, canary_mock, scraped=lamb
         ask(f"{text} ({i})", stream=True, headers={"x-gateway-cache": "bypass"})
     scraped()
     for i in range(6):  # hard prompts, forced heavy
-        ask(f"Compare the refund policies of these {i + 3} plans and draft a migration plan.",
-            headers={"x-gateway-tier": "heavy", "x-gateway-cache": "bypass"})
+        ask(
+            f"Compare the refund policies of these {i + 3} plans and draft a migration plan.",
+            headers={"x-gateway-tier": "heavy", "x-gateway-cache": "bypass"},
+        )
     scraped()
     for i in range(12):  # canary at 50 %, failing: falls back to stable, then rolled back
         ask("Where is my parcel?", user=f"user-{i}", headers={"x-gateway-cache": "bypass"})
@@ -205,8 +231,9 @@ def _drive(gateway_url: str, truth: Truth, plain_mock, canary_mock, scraped=lamb
     scraped()
     for _ in range(2):  # refused: bad key, unknown model
         try:
-            openai.OpenAI(base_url=gateway_url + "/v1", api_key="sk-wrong-0123456789", max_retries=0).chat.completions.create(
-                model="support", messages=[{"role": "user", "content": "hi"}])
+            openai.OpenAI(
+                base_url=gateway_url + "/v1", api_key="sk-wrong-0123456789", max_retries=0
+            ).chat.completions.create(model="support", messages=[{"role": "user", "content": "hi"}])
         except openai.AuthenticationError as exc:
             truth.refused(exc.status_code)
     ask("hello", model="no-such-model")
@@ -214,8 +241,10 @@ def _drive(gateway_url: str, truth: Truth, plain_mock, canary_mock, scraped=lamb
     for i in range(5):  # rpm 3: the last two refused
         try:
             raw = limited.chat.completions.with_raw_response.create(
-                model="support", messages=[{"role": "user", "content": f"Where is order {i}?"}],
-                extra_headers={"x-gateway-cache": "bypass"})
+                model="support",
+                messages=[{"role": "user", "content": f"Where is order {i}?"}],
+                extra_headers={"x-gateway-cache": "bypass"},
+            )
             truth.answered({**raw.headers, "x-gateway-model-alias": "support"}, raw.parse().usage.model_dump())
         except openai.RateLimitError as exc:
             truth.refused(exc.status_code)
@@ -238,8 +267,10 @@ def _panel_queries() -> list[tuple[str, str]]:
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
             out.append((panel["title"] + " / " + target.get("legendFormat", ""), _substitute(target["expr"])))
-    variables = [(f"variable ${v['name']}", _substitute(v["query"]["query"] if isinstance(v["query"], dict) else v["query"]))
-                 for v in dashboard["templating"]["list"]]
+    variables = [
+        (f"variable ${v['name']}", _substitute(v["query"]["query"] if isinstance(v["query"], dict) else v["query"]))
+        for v in dashboard["templating"]["list"]
+    ]
     return out + variables
 
 
@@ -259,27 +290,58 @@ def canary_mock():
         yield mock
 
 
-def test_every_panel_and_alert_against_a_real_prometheus(prometheus_binary, start_gateway, light_mock, heavy_mock,
-                                                          plain_mock, canary_mock, tmp_path):
+def test_every_panel_and_alert_against_a_real_prometheus(
+    prometheus_binary, start_gateway, light_mock, heavy_mock, plain_mock, canary_mock, tmp_path
+):
     prefix = f"gwtest:{uuid.uuid4().hex}:"
     timeout = {"connect": 1, "read": 5}
     config = base_config(
-        light_mock.url, heavy_mock.url,
-        auth={"keys": [{"name": "test", "sha256": hash_key(TEST_KEY), "allow_force_tier": True},
-                       {"name": "limited", "sha256": hash_key(LIMITED_KEY), "rpm": 3}]},
+        light_mock.url,
+        heavy_mock.url,
+        auth={
+            "keys": [
+                {"name": "test", "sha256": hash_key(TEST_KEY), "allow_force_tier": True},
+                {"name": "limited", "sha256": hash_key(LIMITED_KEY), "rpm": 3},
+            ]
+        },
         redis={"url": "redis://127.0.0.1:6379/15", "prefix": prefix},
         deployments={
-            "light": {"base_url": light_mock.url, "model": "light-model", "price_as": PRICE_AS["light"],
-                      "timeout": timeout, "rpm": 10_000, "tpm": 10_000_000},
-            "heavy": {"base_url": heavy_mock.url, "model": "heavy-model", "price_as": PRICE_AS["heavy"], "timeout": timeout},
-            "canary": {"base_url": canary_mock.url, "model": "canary-model", "price_as": PRICE_AS["canary"],
-                       "timeout": timeout},
-            "plain": {"base_url": plain_mock.url, "model": "plain-model", "price_as": PRICE_AS["plain"], "timeout": timeout},
+            "light": {
+                "base_url": light_mock.url,
+                "model": "light-model",
+                "price_as": PRICE_AS["light"],
+                "timeout": timeout,
+                "rpm": 10_000,
+                "tpm": 10_000_000,
+            },
+            "heavy": {
+                "base_url": heavy_mock.url,
+                "model": "heavy-model",
+                "price_as": PRICE_AS["heavy"],
+                "timeout": timeout,
+            },
+            "canary": {
+                "base_url": canary_mock.url,
+                "model": "canary-model",
+                "price_as": PRICE_AS["canary"],
+                "timeout": timeout,
+            },
+            "plain": {
+                "base_url": plain_mock.url,
+                "model": "plain-model",
+                "price_as": PRICE_AS["plain"],
+                "timeout": timeout,
+            },
         },
-        models={"support": {"deployments": ["light"], "heavy": ["heavy"], "difficulty_threshold": 0.99,
-                            "canary": {"deployments": ["canary"], "percent": 50, "rollback_window": 5,
-                                       "rollback_error_rate": 0.5}},
-                "gpt-3.5-turbo": {"deployments": ["plain"]}},
+        models={
+            "support": {
+                "deployments": ["light"],
+                "heavy": ["heavy"],
+                "difficulty_threshold": 0.99,
+                "canary": {"deployments": ["canary"], "percent": 50, "rollback_window": 5, "rollback_error_rate": 0.5},
+            },
+            "gpt-3.5-turbo": {"deployments": ["plain"]},
+        },
         resilience={"breaker": {"failures": 3, "window_s": 30, "cooldown_s": 30}},
         cache={"redis_timeout_ms": 500},  # a loaded test machine: the panels need their hits
     )
@@ -291,16 +353,23 @@ def test_every_panel_and_alert_against_a_real_prometheus(prometheus_binary, star
         assert wait_until(lambda: prometheus.instant('up{job="gateway"} == 1'), timeout=30)
         truth = Truth(Pricing(config.pricing))
         started = time.time()
+
         def scraped() -> None:
             after = time.time()
-            assert wait_until(lambda: float(prometheus.instant('timestamp(up{job="gateway"})')[0]["value"][1]) > after,
-                              timeout=30)
+            assert wait_until(
+                lambda: float(prometheus.instant('timestamp(up{job="gateway"})')[0]["value"][1]) > after, timeout=30
+            )
 
         _drive(gateway.url, truth, plain_mock, canary_mock, scraped)
         sent = sum(truth.status.values())
         # Scraped after the last request, and the gauges' timer (5 s) has run at least once since.
-        assert wait_until(lambda: (prometheus.instant("sum(gateway_requests_total)") or [{"value": [0, "0"]}])[0]["value"][1]
-                          == str(sent) and prometheus.instant("increase(gateway_redis_ping_seconds_count[1m]) > 0"), timeout=30)
+        assert wait_until(
+            lambda: (
+                (prometheus.instant("sum(gateway_requests_total)") or [{"value": [0, "0"]}])[0]["value"][1] == str(sent)
+                and prometheus.instant("increase(gateway_redis_ping_seconds_count[1m]) > 0")
+            ),
+            timeout=30,
+        )
         time.sleep(2)  # two more scrapes: every series has at least two samples for rate()
         ended = time.time()
         _check_panels(prometheus, started, ended)
@@ -319,8 +388,11 @@ def test_every_panel_and_alert_against_a_real_prometheus(prometheus_binary, star
 
 
 # Panels this mix does not reach (its difficulty scores put no request in a cascade's uncertain band).
-NOT_EXERCISED = {"Cascade: kept light or escalated", "Cascade: time added to escalated requests (p95)",
-                 "Cascade: cost of light attempts that escalated"}
+NOT_EXERCISED = {
+    "Cascade: kept light or escalated",
+    "Cascade: time added to escalated requests (p95)",
+    "Cascade: cost of light attempts that escalated",
+}
 
 
 def _check_panels(prometheus: Prometheus, started: float, ended: float) -> None:
@@ -384,7 +456,9 @@ def _check_figures(prometheus: Prometheus, truth: Truth) -> dict:
     cost_per_request = prometheus.by(_panel("Cost per request by intent"), "intent")
     hit_rate = prometheus.by(_panel("Cache hit rate by intent"), "intent")
     for intent, served in truth.by_intent.items():
-        assert _close(cost_per_request.get(intent, 0.0), truth.cost_by_intent[intent] / served), intent  # no cost series: only hits
+        assert _close(cost_per_request.get(intent, 0.0), truth.cost_by_intent[intent] / served), (
+            intent
+        )  # no cost series: only hits
         seen = truth.cache_by_intent[intent]
         intent_hits = sum(n for cache, n in seen.items() if cache.startswith("hit-") or cache == "coalesced")
         if intent_hits + seen["miss"]:
@@ -412,5 +486,10 @@ def _check_alerts(prometheus: Prometheus) -> None:
             silent.append(f"{rule['name']}: {expr}")
     assert not silent, "alert expressions that return nothing (wrong metric or label?):\n" + "\n".join(silent)
     assert not prometheus.instant('absent(up{job="gateway"} == 1)'), "GatewayAbsent would fire on a live target"
-    assert wait_until(lambda: any(a["labels"]["alertname"] == "GatewayCanaryRolledBack" and a["state"] == "firing"
-                                  for a in prometheus.api("alerts")["alerts"]), timeout=15)
+    assert wait_until(
+        lambda: any(
+            a["labels"]["alertname"] == "GatewayCanaryRolledBack" and a["state"] == "firing"
+            for a in prometheus.api("alerts")["alerts"]
+        ),
+        timeout=15,
+    )

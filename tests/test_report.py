@@ -21,8 +21,11 @@ def test_quantiles_interpolate_inside_buckets_like_prometheus():
 
 
 def test_report_of_a_running_gateway(gateway, client, capsys):
-    for text in ("How do I get a refund?", "How do I get a refund?",
-                 "Prove that the square root of 2 is irrational, step by step, with a rigorous argument."):
+    for text in (
+        "How do I get a refund?",
+        "How do I get a refund?",
+        "Prove that the square root of 2 is irrational, step by step, with a rigorous argument.",
+    ):
         client.chat.completions.create(model="support", messages=[{"role": "user", "content": text}])
     assert cli_main(["report", "--url", gateway.url]) == 0
     out = capsys.readouterr().out

@@ -11,8 +11,9 @@ from tests.conftest import TEST_KEY
 
 
 def test_create(client: openai.OpenAI, gateway):
-    raw = client.responses.with_raw_response.create(model="support", input="Where is my parcel?",
-                                                    instructions="Be brief.", max_output_tokens=40)
+    raw = client.responses.with_raw_response.create(
+        model="support", input="Where is my parcel?", instructions="Be brief.", max_output_tokens=40
+    )
     response = raw.parse()
     assert response.object == "response" and response.status == "completed" and response.store is False
     assert response.output_text and response.output[0].type == "message"
@@ -42,23 +43,28 @@ def test_same_question_both_ways_shares_the_cache(client: openai.OpenAI, gateway
     assert raw.parse().output_text
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"model": "support", "input": "hi", "previous_response_id": "resp_123"}, "previous_response_id"),
-    ({"model": "support", "input": [{"role": {}, "content": "hi"}]}, "input[0].role"),
-    ({"model": "support", "input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
-    ({"model": "support", "input": "hi", "tools": [{"type": "web_search"}]}, "tools[0]"),
-    ({"model": "support"}, "input"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"model": "support", "input": "hi", "previous_response_id": "resp_123"}, "previous_response_id"),
+        ({"model": "support", "input": [{"role": {}, "content": "hi"}]}, "input[0].role"),
+        ({"model": "support", "input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
+        ({"model": "support", "input": "hi", "tools": [{"type": "web_search"}]}, "tools[0]"),
+        ({"model": "support"}, "input"),
+    ],
+)
 def test_refusals_are_400_with_param(gateway, body, param):
-    response = httpx.post(gateway.base_url + "/responses", json=body,
-                          headers={"authorization": f"Bearer {TEST_KEY}"})
+    response = httpx.post(gateway.base_url + "/responses", json=body, headers={"authorization": f"Bearer {TEST_KEY}"})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
 
 
 def test_unknown_model_and_bad_key(gateway):
-    response = httpx.post(gateway.base_url + "/responses", json={"model": "nope", "input": "hi"},
-                          headers={"authorization": f"Bearer {TEST_KEY}"})
+    response = httpx.post(
+        gateway.base_url + "/responses",
+        json={"model": "nope", "input": "hi"},
+        headers={"authorization": f"Bearer {TEST_KEY}"},
+    )
     assert response.status_code == 404
     assert httpx.post(gateway.base_url + "/responses", json={"model": "support", "input": "hi"}).status_code == 401
 

@@ -6,8 +6,10 @@ import pytest
 from gateway.sse import StreamRelay
 
 ROLE = b'data: {"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
-WORDS = [b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"%s "}}]}\n\n' % w
-         for w in (b"hello", b"dear", b"customer")]
+WORDS = [
+    b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"%s "}}]}\n\n' % w
+    for w in (b"hello", b"dear", b"customer")
+]
 STOP = b'data: {"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
 USAGE = b'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}\n\n'
 DONE = b"data: [DONE]\n\n"
@@ -23,7 +25,7 @@ def relay_all(pieces, **kwargs):
 def cuts(data: bytes):
     """The stream as the upstream might deliver it: whole, one event per read, or in 5-byte slivers."""
     events = [e + b"\n\n" for e in data.split(b"\n\n")[:-1]]
-    return {"whole": [data], "per event": events, "slivers": [data[i:i + 5] for i in range(0, len(data), 5)]}
+    return {"whole": [data], "per event": events, "slivers": [data[i : i + 5] for i in range(0, len(data), 5)]}
 
 
 @pytest.mark.parametrize("how", ["whole", "per event", "slivers"])
@@ -46,7 +48,7 @@ def test_the_usage_chunk_is_hidden_from_a_client_that_did_not_ask(how, collect):
 
 def test_usage_inside_a_content_chunk_is_never_hidden():
     """Upstreams that report usage on every chunk (choices not empty): the content must still arrive."""
-    with_usage = WORDS[0].replace(b'}]}\n\n', b'}],"usage":{"total_tokens":1}}\n\n')
+    with_usage = WORDS[0].replace(b"}]}\n\n", b'}],"usage":{"total_tokens":1}}\n\n')
     data = ROLE + with_usage + STOP + DONE
     relay, out = relay_all([data], hide_usage=True)
     assert out == data and relay.usage == {"total_tokens": 1}
@@ -60,8 +62,29 @@ def test_content_is_collected_only_for_finished_streams():
 
 
 def test_tool_calls_are_not_collected():
-    call = b'data: ' + orjson.dumps({"choices": [{"index": 0, "delta": {"tool_calls": [
-        {"index": 0, "id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}]}) + b"\n\n"
+    call = (
+        b"data: "
+        + orjson.dumps(
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {
+                                    "index": 0,
+                                    "id": "t1",
+                                    "type": "function",
+                                    "function": {"name": "f", "arguments": "{}"},
+                                }
+                            ]
+                        },
+                    }
+                ]
+            }
+        )
+        + b"\n\n"
+    )
     relay, _ = relay_all([ROLE + call + STOP + DONE], collect=True)
     assert relay.content is None and relay.ttft is not None
 
@@ -74,7 +97,8 @@ def test_the_first_token_is_not_the_empty_role_chunk():
 
 
 OPENAI_STYLE = STREAM.replace(b'"choices":[{', b'"usage":null,"choices":[{').replace(
-    b'"finish_reason":"stop"}]}', b'"finish_reason":"stop"}],"usage":null}')
+    b'"finish_reason":"stop"}]}', b'"finish_reason":"stop"}],"usage":null}'
+)
 
 
 @pytest.mark.parametrize("how", ["whole", "per event", "slivers"])

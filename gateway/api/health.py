@@ -18,9 +18,11 @@ async def healthz() -> Response:
 async def readyz(request: Request) -> Response:
     """Ready unless draining. Redis and the embedding model are reported: the gateway serves without them."""
     state = request.app.state
-    checks = {"embedding_model": state.embedder.name,
-              "routing": "embedding+features" if state.embedder.available else "features only (no embedding model)",
-              "redis": "not configured"}
+    checks = {
+        "embedding_model": state.embedder.name,
+        "routing": "embedding+features" if state.embedder.available else "features only (no embedding model)",
+        "redis": "not configured",
+    }
     if state.redis is not None:
         try:
             await state.redis.ping()
@@ -29,11 +31,13 @@ async def readyz(request: Request) -> Response:
             checks["redis"] = f"unreachable ({exc}): cache and shared limits fail open"
     draining = state.draining or state.drain.draining  # from SIGTERM on, before the listener closes
     status = "draining" if draining else "ready"
-    return Response(orjson.dumps({"status": status, "checks": checks}), status_code=503 if draining else 200,
-                    media_type="application/json")
+    return Response(
+        orjson.dumps({"status": status, "checks": checks}),
+        status_code=503 if draining else 200,
+        media_type="application/json",
+    )
 
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    return Response(request.app.state.metrics.exposition(),
-                    media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(request.app.state.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -25,8 +25,16 @@ from gateway.context import RequestContext
 from gateway.errors import BodyTooLarge, GatewayError, InvalidRequest, ModelNotFound
 from gateway.request import PRIORITIES, Answer, parse_chat_body, parse_embeddings_body
 
-__all__ = ["ROUTES", "chat_completions", "router", "embeddings", "list_models", "receive_body", "retrieve_model",
-           "scope_headers"]
+__all__ = [
+    "ROUTES",
+    "chat_completions",
+    "router",
+    "embeddings",
+    "list_models",
+    "receive_body",
+    "retrieve_model",
+    "scope_headers",
+]
 
 
 def scope_headers(scope) -> dict[str, str]:
@@ -70,8 +78,9 @@ async def chat_completions(scope, receive, send) -> None:
         priority = ctx.headers.get("x-gateway-priority")
         if priority:
             if priority not in PRIORITIES:
-                raise InvalidRequest(f"x-gateway-priority must be one of {', '.join(PRIORITIES)}",
-                                     param="x-gateway-priority")
+                raise InvalidRequest(
+                    f"x-gateway-priority must be one of {', '.join(PRIORITIES)}", param="x-gateway-priority"
+                )
             ctx.priority = priority
         result = await state.pipeline.chat(ctx)
         if not isinstance(result, (Answer, render.StreamAnswer)):
@@ -107,8 +116,11 @@ async def list_models(scope, receive, send) -> None:
     await state.pipeline.run(ctx, lambda: render.respond(ctx, send, work))
 
 
-ROUTES = {("POST", "/v1/chat/completions"): chat_completions, ("POST", "/v1/embeddings"): embeddings,
-          ("GET", "/v1/models"): list_models}
+ROUTES = {
+    ("POST", "/v1/chat/completions"): chat_completions,
+    ("POST", "/v1/embeddings"): embeddings,
+    ("GET", "/v1/models"): list_models,
+}
 
 
 class _Endpoint:
@@ -133,9 +145,10 @@ async def retrieve_model(model: str, request: Request) -> Response:
     try:
         await state.auth.check(request_headers(request))
         if model not in state.config.models:
-            raise ModelNotFound(f"the model '{model}' does not exist; GET /v1/models lists the models",
-                                param="model")
+            raise ModelNotFound(f"the model '{model}' does not exist; GET /v1/models lists the models", param="model")
     except GatewayError as exc:
         return render.error_response(exc)
-    return Response(orjson.dumps({"id": model, "object": "model", "created": 0, "owned_by": "gateway"}),
-                    media_type="application/json")
+    return Response(
+        orjson.dumps({"id": model, "object": "model", "created": 0, "owned_by": "gateway"}),
+        media_type="application/json",
+    )

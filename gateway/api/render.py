@@ -24,8 +24,18 @@ from gateway.errors import GatewayError, RateLimited, UpstreamStatus, rebuilt_up
 from gateway.request import Answer, StreamAnswer
 from gateway.sse import error_event
 
-__all__ = ["ClientGone", "cached_answer", "error_answer", "error_json", "error_response", "headers",
-           "respond", "send_answer", "send_stream", "stamp"]
+__all__ = [
+    "ClientGone",
+    "cached_answer",
+    "error_answer",
+    "error_json",
+    "error_response",
+    "headers",
+    "respond",
+    "send_answer",
+    "send_stream",
+    "stamp",
+]
 
 log = logging.getLogger("gateway")
 
@@ -34,10 +44,18 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _JSON = (b"content-type", b"application/json")
 _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 # A cached answer cost no tokens; the detail objects keep OpenAI's shape (clients read cached_tokens).
-_ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
-               "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-               "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                             "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+_ZERO_USAGE = {
+    "prompt_tokens": 0,
+    "completion_tokens": 0,
+    "total_tokens": 0,
+    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+    "completion_tokens_details": {
+        "reasoning_tokens": 0,
+        "audio_tokens": 0,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    },
+}
 STREAM_PIECES = 4  # a cached answer is replayed as a stream in this many content chunks
 
 
@@ -48,8 +66,10 @@ class ClientGone(Exception):
 # ------------------------------------------------------------------------------------------------ headers
 def headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
     """The gateway's response headers, computed when the response starts (the overhead is up to date)."""
-    out = [(b"x-request-id", ctx.request_id.encode("latin-1")),
-           (b"x-gateway-overhead-ms", b"%.2f" % (ctx.overhead() * 1000))]
+    out = [
+        (b"x-request-id", ctx.request_id.encode("latin-1")),
+        (b"x-gateway-overhead-ms", b"%.2f" % (ctx.overhead() * 1000)),
+    ]
     if ctx.kind != "chat" and ctx.kind != "embeddings":
         return out
     out.append((b"x-gateway-cache", ctx.cache_result.encode("latin-1")))
@@ -107,8 +127,9 @@ async def respond(ctx: RequestContext, send, produce: Callable[[], Awaitable[Sen
         await send_stream(ctx, send, result)
 
 
-async def send_answer(ctx: RequestContext, send, answer: Answer,
-                      extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def send_answer(
+    ctx: RequestContext, send, answer: Answer, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     raw = [_JSON, (b"content-length", b"%d" % len(answer.body)), *headers(ctx)]
     if extra:
         raw.extend(extra)
@@ -132,9 +153,15 @@ async def send_stream(ctx: RequestContext, send, stream: StreamAnswer) -> None:
         except Exception:  # a bug after the first byte: the status is sent, end the stream and say so
             log.exception("unexpected error on %s mid-stream (request %s)", ctx.path, ctx.request_id)
             ctx.status, ctx.error = 500, "internal"
-            await send({"type": "http.response.body", "body": error_event(
-                "the gateway hit an internal error; the answer is incomplete", code="internal_error"),
-                "more_body": True})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": error_event(
+                        "the gateway hit an internal error; the answer is incomplete", code="internal_error"
+                    ),
+                    "more_body": True,
+                }
+            )
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
@@ -152,8 +179,9 @@ async def send_error(ctx: RequestContext, send, exc: GatewayError) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ errors
-def error_json(status_message: str, type_: str = "api_error", code: str | None = None,
-               param: str | None = None) -> bytes:
+def error_json(
+    status_message: str, type_: str = "api_error", code: str | None = None, param: str | None = None
+) -> bytes:
     return orjson.dumps({"error": {"message": status_message, "type": type_, "param": param, "code": code}})
 
 
@@ -174,16 +202,23 @@ def _upstream_status(exc: UpstreamStatus) -> tuple[int, bytes, dict[str, str]]:
     if not exc.retryable:  # the caller's error: the upstream's reason, rebuilt, never its body verbatim
         return exc.status, rebuilt_upstream_error(exc.status, exc.upstream_body), {}
     if exc.status == 429:
-        return error_answer(RateLimited("the upstream is rate limiting and no fallback could serve the request",
-                                        retry_after_s=1.0))
+        return error_answer(
+            RateLimited("the upstream is rate limiting and no fallback could serve the request", retry_after_s=1.0)
+        )
     if not exc.retryable:
         return exc.status, error_json(f"the upstream answered {exc.status}", exc.type, exc.code), {}
     message = f"the upstream failed ({exc.status}) and no fallback could serve the request"
     return 502, error_json(message, exc.type, exc.code), {}
 
 
-def error_response(exc: GatewayError | None = None, *, status: int = 500, message: str = "",
-                   type_: str = "api_error", code: str | None = None) -> Response:
+def error_response(
+    exc: GatewayError | None = None,
+    *,
+    status: int = 500,
+    message: str = "",
+    type_: str = "api_error",
+    code: str | None = None,
+) -> Response:
     """An error as a Starlette Response: `exc`, or any status with a message (the 404/405 handler)."""
     if exc is not None:
         status, body, extra = error_answer(exc)
@@ -198,10 +233,16 @@ def cached_answer(ctx: RequestContext, cached: Any) -> Sent:
     created = int(time.time())
     if ctx.stream:
         return StreamAnswer(_replay(cached, answer_id, created, ctx.include_usage))
-    body = {"id": answer_id, "object": "chat.completion", "created": created, "model": cached.model,
-            "choices": [{"index": 0, "message": cached.message, "logprobs": None, "finish_reason": "stop"}],
-            "usage": _ZERO_USAGE, "system_fingerprint": cached.system_fingerprint,
-            "service_tier": _service_tier(ctx)}
+    body = {
+        "id": answer_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": cached.model,
+        "choices": [{"index": 0, "message": cached.message, "logprobs": None, "finish_reason": "stop"}],
+        "usage": _ZERO_USAGE,
+        "system_fingerprint": cached.system_fingerprint,
+        "service_tier": _service_tier(ctx),
+    }
     return Answer(200, orjson.dumps(body))
 
 
@@ -213,8 +254,13 @@ def _service_tier(ctx: RequestContext) -> str:
 
 async def _replay(cached: Any, answer_id: str, created: int, include_usage: bool) -> AsyncIterator[bytes]:
     """A stored answer as chat.completion.chunk events, in a few pieces, one write."""
-    head: dict[str, Any] = {"id": answer_id, "object": "chat.completion.chunk", "created": created,
-                            "model": cached.model, "system_fingerprint": cached.system_fingerprint}
+    head: dict[str, Any] = {
+        "id": answer_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": cached.model,
+        "system_fingerprint": cached.system_fingerprint,
+    }
     if include_usage:
         head["usage"] = None
 
@@ -225,7 +271,7 @@ async def _replay(cached: Any, answer_id: str, created: int, include_usage: bool
     content = cached.message.get("content") or ""
     size = max(1, -(-len(content) // STREAM_PIECES))
     events = [event({"role": "assistant", "content": ""})]
-    events += [event({"content": content[i:i + size]}) for i in range(0, len(content), size)]
+    events += [event({"content": content[i : i + size]}) for i in range(0, len(content), size)]
     events.append(event({}, "stop"))
     if include_usage:
         events.append(b"data: " + orjson.dumps({**head, "choices": [], "usage": _ZERO_USAGE}) + b"\n\n")

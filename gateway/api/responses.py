@@ -25,8 +25,13 @@ from gateway.responses_translation import StreamTranslator, chat_body, response_
 __all__ = ["ROUTES", "create_response", "router"]
 
 # chat's names for a refused field -> the Responses API's
-_PARAMS = {"max_completion_tokens": "max_output_tokens", "messages": "input", "response_format": "text.format",
-           "reasoning_effort": "reasoning.effort", "stream_options": "stream"}
+_PARAMS = {
+    "max_completion_tokens": "max_output_tokens",
+    "messages": "input",
+    "response_format": "text.format",
+    "reasoning_effort": "reasoning.effort",
+    "stream_options": "stream",
+}
 
 
 def _request(raw: bytes) -> dict[str, Any]:
@@ -85,8 +90,9 @@ async def create_response(scope, receive, send) -> None:
         priority = ctx.headers.get("x-gateway-priority")
         if priority:
             if priority not in PRIORITIES:
-                raise InvalidRequest(f"x-gateway-priority must be one of {', '.join(PRIORITIES)}",
-                                     param="x-gateway-priority")
+                raise InvalidRequest(
+                    f"x-gateway-priority must be one of {', '.join(PRIORITIES)}", param="x-gateway-priority"
+                )
             ctx.priority = priority
         result = await state.pipeline.chat(ctx)
         if not isinstance(result, (Answer, StreamAnswer)):

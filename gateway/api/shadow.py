@@ -64,6 +64,7 @@ async def _guarded(request: Request, action) -> Response:
 async def list_models(request: Request) -> Response:
     async def action(state):
         return _json({"object": "list", "data": await state.registry.all()})
+
     return await _guarded(request, action)
 
 
@@ -71,6 +72,7 @@ async def list_models(request: Request) -> Response:
 async def registry_audit(request: Request) -> Response:
     async def action(state):
         return _json({"object": "list", "data": await state.registry.audit()})
+
     return await _guarded(request, action)
 
 
@@ -80,6 +82,7 @@ async def show_model(name: str, request: Request) -> Response:
         if name not in state.registry.names:
             raise ModelNotFound(f"no deployment named {name!r}", param="name")
         return _json(await state.registry.get(name))
+
     return await _guarded(request, action)
 
 
@@ -91,10 +94,11 @@ async def update_model(name: str, request: Request) -> Response:
         body = await _body(request)
         changes, why = body.get("set"), body.get("why")
         if not isinstance(changes, dict) or not changes:
-            raise InvalidRequest("expected {\"set\": {field: value, ...}, \"why\": \"...\"}", param="set")
+            raise InvalidRequest('expected {"set": {field: value, ...}, "why": "..."}', param="set")
         if not isinstance(why, str) or not why.strip():
-            raise InvalidRequest("say why the entry changes: \"why\" is required", param="why")
+            raise InvalidRequest('say why the entry changes: "why" is required', param="why")
         return _json(await state.registry.update(name, changes, who=_actor(request), why=why))
+
     return await _guarded(request, action)
 
 
@@ -105,15 +109,20 @@ def _known_shadow(state, alias: str) -> None:
 
 async def _summary(state, alias: str) -> dict[str, Any]:
     ties_win = state.config.models[alias].promotion.promote_on_ties
-    return {"alias": alias, "candidate": state.config.models[alias].shadow.deployment,
-            "percent": state.shadow.percent(alias), "spent_usd_today": await state.shadow.store.spent(alias),
-            **summarise(await state.shadow.store.pairs(alias), ties_win=ties_win)}
+    return {
+        "alias": alias,
+        "candidate": state.config.models[alias].shadow.deployment,
+        "percent": state.shadow.percent(alias),
+        "spent_usd_today": await state.shadow.store.spent(alias),
+        **summarise(await state.shadow.store.pairs(alias), ties_win=ties_win),
+    }
 
 
 @router.get("/shadow")
 async def shadow_all(request: Request) -> Response:
     async def action(state):
         return _json({"models": {alias: await _summary(state, alias) for alias in state.shadow.aliases}})
+
     return await _guarded(request, action)
 
 
@@ -127,6 +136,7 @@ async def shadow_one(alias: str, request: Request) -> Response:
             raise InvalidRequest("pairs must be a whole number", param="pairs")
         summary["recent"] = (await state.shadow.store.pairs(alias))[: int(wanted)]
         return _json(summary)
+
     return await _guarded(request, action)
 
 
@@ -139,6 +149,7 @@ async def shadow_percent(alias: str, request: Request) -> Response:
             raise InvalidRequest("'percent' must be a number between 0 and 100", param="percent")
         state.shadow.set_percent(alias, float(percent))
         return _json({"alias": alias, "percent": float(percent)})
+
     return await _guarded(request, action)
 
 
@@ -153,6 +164,7 @@ async def promotion_status(alias: str, request: Request) -> Response:
         _known_alias(state, alias)
         plan = await state.promoter.status(alias)
         return _json(plan or {"alias": alias, "status": "none", "stages": state.promoter.plan_stages(alias)})
+
     return await _guarded(request, action)
 
 
@@ -162,6 +174,7 @@ async def promotion_start(alias: str, request: Request) -> Response:
         _known_alias(state, alias)
         why = (await _body(request)).get("why") or ""
         return _json(await state.promoter.start(alias, who=_actor(request), why=str(why)), 201)
+
     return await _guarded(request, action)
 
 
@@ -171,6 +184,7 @@ async def promotion_step(alias: str, request: Request) -> Response:
         _known_alias(state, alias)
         plan = await state.promoter.step(alias, who=_actor(request))
         return _json(plan or {"alias": alias, "status": "none"})
+
     return await _guarded(request, action)
 
 
@@ -180,4 +194,5 @@ async def promotion_stop(alias: str, request: Request) -> Response:
         _known_alias(state, alias)
         why = request.query_params.get("why") or "stopped by an operator"
         return _json(await state.promoter.stop(alias, who=_actor(request), why=why))
+
     return await _guarded(request, action)

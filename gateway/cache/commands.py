@@ -30,12 +30,20 @@ def add_commands(cache_subparsers: argparse._SubParsersAction) -> None:
     flush.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     flush.set_defaults(func=run_flush)
     for command in (stats, flush):
-        command.add_argument("--config", metavar="FILE", default=None,
-                             help="read the cache from this config's Redis (default: $GATEWAY_CONFIG)")
-        command.add_argument("--url", default=None,
-                             help="ask a running gateway instead (its admin API), e.g. http://127.0.0.1:8080")
-        command.add_argument("--admin-key", default=os.environ.get("GATEWAY_ADMIN_KEY"),
-                             help="the admin key, for --url (default: $GATEWAY_ADMIN_KEY)")
+        command.add_argument(
+            "--config",
+            metavar="FILE",
+            default=None,
+            help="read the cache from this config's Redis (default: $GATEWAY_CONFIG)",
+        )
+        command.add_argument(
+            "--url", default=None, help="ask a running gateway instead (its admin API), e.g. http://127.0.0.1:8080"
+        )
+        command.add_argument(
+            "--admin-key",
+            default=os.environ.get("GATEWAY_ADMIN_KEY"),
+            help="the admin key, for --url (default: $GATEWAY_ADMIN_KEY)",
+        )
 
 
 def _admin_call(args: argparse.Namespace, method: str, path: str, params: dict | None = None) -> dict | None:
@@ -77,8 +85,11 @@ def _open(args: argparse.Namespace):
 
     config = load_config(args.config)
     if not config.redis.url:
-        print("no redis.url in the config: the cache is in the gateway's own memory; use "
-              "GET /admin/cache/stats or DELETE /admin/cache on the running gateway", file=sys.stderr)
+        print(
+            "no redis.url in the config: the cache is in the gateway's own memory; use "
+            "GET /admin/cache/stats or DELETE /admin/cache on the running gateway",
+            file=sys.stderr,
+        )
         return None
     timeout = max(1.0, config.redis.timeout_ms / 1000)  # an admin command may wait longer than a request
     client = make_client(config.redis.url, socket_timeout_s=timeout, pool_size=4)[0]
@@ -111,18 +122,24 @@ def _print_stats(stats: dict, as_json: bool) -> None:
     if as_json:
         print(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode())
         return
-    print(f"{'intent':<22}{'entries':>8}{'vectors':>8}{'hits':>8}{'exact':>7}{'semantic':>9}"
-          f"{'misses':>8}{'hit rate':>9}{'saved tokens':>13}{'saved $':>11}")
+    print(
+        f"{'intent':<22}{'entries':>8}{'vectors':>8}{'hits':>8}{'exact':>7}{'semantic':>9}"
+        f"{'misses':>8}{'hit rate':>9}{'saved tokens':>13}{'saved $':>11}"
+    )
     total = {"hits": 0, "misses": 0, "saved_usd": 0.0, "saved_tokens": 0, "entries": 0}
     for name, row in stats["intents"].items():
-        print(f"{name:<22}{row['entries']:>8}{row['vectors']:>8}{row['hits']:>8}{row['hits_exact']:>7}"
-              f"{row['hits_semantic']:>9}{row['misses']:>8}{row['hit_rate']:>9.1%}{row['saved_tokens']:>13}"
-              f"{row['saved_usd']:>11.4f}")
+        print(
+            f"{name:<22}{row['entries']:>8}{row['vectors']:>8}{row['hits']:>8}{row['hits_exact']:>7}"
+            f"{row['hits_semantic']:>9}{row['misses']:>8}{row['hit_rate']:>9.1%}{row['saved_tokens']:>13}"
+            f"{row['saved_usd']:>11.4f}"
+        )
         for key in total:
             total[key] += row[key]
     asked = total["hits"] + total["misses"]
-    print(f"total: {total['entries']} entries, hit rate {total['hits'] / asked if asked else 0:.1%}, "
-          f"saved {total['saved_tokens']} tokens, ${total['saved_usd']:.4f}")
+    print(
+        f"total: {total['entries']} entries, hit rate {total['hits'] / asked if asked else 0:.1%}, "
+        f"saved {total['saved_tokens']} tokens, ${total['saved_usd']:.4f}"
+    )
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -154,8 +171,7 @@ def run_flush(args: argparse.Namespace) -> int:
 
     async def action(cache) -> int:
         if args.intent is not None and args.intent not in cache.labels:
-            print(f"error: unknown intent {args.intent!r} (known: {', '.join(sorted(cache.labels))})",
-                  file=sys.stderr)
+            print(f"error: unknown intent {args.intent!r} (known: {', '.join(sorted(cache.labels))})", file=sys.stderr)
             return 2
         if not _confirmed(args, "the shared cache in Redis"):
             return 1

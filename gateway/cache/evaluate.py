@@ -44,8 +44,12 @@ def load_pairs(path: str | Path) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict) or not isinstance(row.get("a"), str) \
-                    or not isinstance(row.get("b"), str) or not isinstance(row.get("same"), bool):
+            if (
+                not isinstance(row, dict)
+                or not isinstance(row.get("a"), str)
+                or not isinstance(row.get("b"), str)
+                or not isinstance(row.get("same"), bool)
+            ):
                 raise ValueError(f'{path}:{number}: expected {{"a": str, "b": str, "same": bool}}')
             rows.append(row)
     return rows
@@ -63,13 +67,28 @@ def _verifier_reason(verifier, language, a: str, b: str, vectors: dict, score: f
     return None if verifier.best(b, vectors[b], candidates) is not None else "verifier"
 
 
-def evaluate_pairs(rows: Iterable[dict], embedder: "Embedder", settings: SemanticSettings,
-                   detector: "IntentDetector | None" = None, verifier=None, language=None) -> dict:
+def evaluate_pairs(
+    rows: Iterable[dict],
+    embedder: "Embedder",
+    settings: SemanticSettings,
+    detector: "IntentDetector | None" = None,
+    verifier=None,
+    language=None,
+) -> dict:
     """With `verifier` (and `language`): the gateway's decision (same language, verified); without: the
     cosine threshold and guards alone."""
     rows = list(rows)
-    result = {"pairs": len(rows), "threshold": settings.threshold, "tp": 0, "fp": 0, "fn": 0, "tn": 0,
-              "false_hits": [], "misses": [], "rejections": {}}
+    result = {
+        "pairs": len(rows),
+        "threshold": settings.threshold,
+        "tp": 0,
+        "fp": 0,
+        "fn": 0,
+        "tn": 0,
+        "false_hits": [],
+        "misses": [],
+        "rejections": {},
+    }
     if not rows:
         result.update(precision=1.0, recall=0.0)
         return result
@@ -115,6 +134,7 @@ def evaluate_pairs(rows: Iterable[dict], embedder: "Embedder", settings: Semanti
 
 # ------------------------------------------------------------------------------------------ pooled eval
 
+
 def load_pool(path: str | Path) -> list[dict]:
     """Read a JSON Lines pool `{"group", "lang", "text"}`; errors name the file and line."""
     path = Path(path)
@@ -127,15 +147,23 @@ def load_pool(path: str | Path) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row.get(k)
-                                                    for k in ("group", "lang", "text")):
+            if not isinstance(row, dict) or not all(
+                isinstance(row.get(k), str) and row.get(k) for k in ("group", "lang", "text")
+            ):
                 raise ValueError(f'{path}:{number}: expected {{"group": str, "lang": str, "text": str}}')
             rows.append(row)
     return rows
 
 
-async def evaluate_pool(rows: list[dict], cache, embedder: "Embedder", detector: "IntentDetector | None",
-                        *, seed: int = 0, alias: str = "support") -> dict:
+async def evaluate_pool(
+    rows: list[dict],
+    cache,
+    embedder: "Embedder",
+    detector: "IntentDetector | None",
+    *,
+    seed: int = 0,
+    alias: str = "support",
+) -> dict:
     """Send every question once, in a seeded shuffle, through the real cache logic (`cache` is an
     IntentCache on a fresh MemoryStore): exact lookup, embedding, intent, semantic lookup, and on a miss
     an answer "group|lang" stored as the upstream's would be. A hit on another (group, lang) is a false
@@ -149,12 +177,20 @@ async def evaluate_pool(rows: list[dict], cache, embedder: "Embedder", detector:
     texts = list(dict.fromkeys(row["text"] for row in order))
     vectors = dict(zip(texts, embedder.encode(texts))) if embedder is not None and embedder.available else {}
     cached_keys: set[str] = set()
-    result = {"questions": len(order), "seed": seed, "true_hits": 0, "false_hits": [], "misses_cached": 0,
-              "misses": 0, "missed": []}
+    result = {
+        "questions": len(order),
+        "seed": seed,
+        "true_hits": 0,
+        "false_hits": [],
+        "misses_cached": 0,
+        "misses": 0,
+        "missed": [],
+    }
     for row in order:
         key = f"{row['group']}|{row['lang']}"
-        req = ChatRequest(body={"model": alias, "messages": [{"role": "user", "content": row["text"]}]},
-                          alias=alias, headers={})
+        req = ChatRequest(
+            body={"model": alias, "messages": [{"role": "user", "content": row["text"]}]}, alias=alias, headers={}
+        )
         found = await cache.lookup_exact(req)
         if found is None:
             req.vector = vectors.get(row["text"])
@@ -166,15 +202,25 @@ async def evaluate_pool(rows: list[dict], cache, embedder: "Embedder", detector:
                 result["true_hits"] += 1
             else:
                 match = req.cache_match
-                result["false_hits"].append({"text": row["text"], "key": key, "served": served, "matched": {
-                    "text": match.text, "score": match.score} if match is not None and match.text else None})
+                result["false_hits"].append(
+                    {
+                        "text": row["text"],
+                        "key": key,
+                        "served": served,
+                        "matched": {"text": match.text, "score": match.score}
+                        if match is not None and match.text
+                        else None,
+                    }
+                )
             continue
         result["misses"] += 1
         if key in cached_keys:
             result["misses_cached"] += 1
             result["missed"].append({"text": row["text"], "key": key})
-        parsed = {"model": alias, "choices": [{"index": 0, "finish_reason": "stop",
-                                               "message": {"role": "assistant", "content": key}}]}
+        parsed = {
+            "model": alias,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": key}}],
+        }
         await cache.store(req, parsed)
         cached_keys.add(key)
     hits = result["true_hits"] + len(result["false_hits"])

@@ -26,12 +26,21 @@ from gateway.bounds import CACHE_TEXT_LIMIT
 from gateway.request import ChatRequest, content_text
 from gateway.verbatim import needs_verbatim
 
-__all__ = ["NOT_IN_KEY", "exact_key", "context_key", "controls", "uncacheable", "has_personal_data",
-           "normalise_user_text", "is_single_turn"]
+__all__ = [
+    "NOT_IN_KEY",
+    "exact_key",
+    "context_key",
+    "controls",
+    "uncacheable",
+    "has_personal_data",
+    "normalise_user_text",
+    "is_single_turn",
+]
 
 # Body fields that never change the answer: delivery, accounting, identification.
-NOT_IN_KEY = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier",
-                        "prompt_cache_key", "safety_identifier"})
+NOT_IN_KEY = frozenset(
+    {"stream", "stream_options", "user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier"}
+)
 # Also left out of the semantic partition: they change the sample, not what a good answer is.
 NOT_IN_CONTEXT = NOT_IN_KEY | {"messages", "temperature", "top_p", "seed"}
 
@@ -50,7 +59,8 @@ _PERSONAL = re.compile(
     r"|(?:#|\bn[°o]\.?\s?)\s?\d{3,}"
     r"|\b(?:order|commande|invoice|facture|ticket|tracking|colis|parcel|package)\s*(?:id|number|no\.?|n°|#)?\s*:?\s*#?\d{3,}"
     r"|(?<![\w-])(?=[a-z0-9-]*\d[a-z0-9-]*\d[a-z0-9-]*\d)(?=[a-z0-9-]*[a-z])[a-z0-9]+(?:-[a-z0-9]+)*\b",
-    re.I)
+    re.I,
+)
 _SAFE_CODES = re.compile(r"^(?:\d{3,4}(?:p|k|hz|mb|gb|go|ko|mo|mah|mm|cm|km|kg|ml)|[a-z]\d{3}[a-z]?)$", re.I)
 
 
@@ -60,7 +70,7 @@ def normalise_user_text(text: str) -> str:
         return _SPACE.sub(" ", text).strip().casefold()
     out, last = [], 0
     for match in _CODE.finditer(text):
-        out.append(_SPACE.sub(" ", text[last:match.start()]).casefold())
+        out.append(_SPACE.sub(" ", text[last : match.start()]).casefold())
         out.append(match.group(0))
         last = match.end()
     out.append(_SPACE.sub(" ", text[last:]).casefold())
@@ -74,9 +84,12 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
     if isinstance(content, str):
         return {**message, "content": normalise_user_text(content)}
     if isinstance(content, list):
-        parts = [{**p, "text": normalise_user_text(p["text"])}
-                 if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) else p
-                 for p in content]
+        parts = [
+            {**p, "text": normalise_user_text(p["text"])}
+            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+            else p
+            for p in content
+        ]
         return {**message, "content": parts}
     return message
 
@@ -107,8 +120,9 @@ def context_key(req: ChatRequest, side: str = "") -> str:
     output-shaping params."""
     fields = _fields(req.body, NOT_IN_CONTEXT)
     fields["model"] = req.alias
-    return _digest({"v": 1, "tier": req.headers.get("x-gateway-tier"), "side": side, "system": req.system_prompt,
-                    "body": fields})
+    return _digest(
+        {"v": 1, "tier": req.headers.get("x-gateway-tier"), "side": side, "system": req.system_prompt, "body": fields}
+    )
 
 
 def is_single_turn(req: ChatRequest) -> bool:

@@ -35,9 +35,18 @@ UNKNOWN = "?"
 MODEL_PATH = Path(__file__).with_name("language_model.json")
 MIN_LETTERS = 4
 _NOT_LETTERS = re.compile(r"[\W\d_]+")
-_SCRIPTS = (("CYRILLIC", "x-cyrillic"), ("GREEK", "x-greek"), ("ARABIC", "x-arabic"), ("HEBREW", "x-hebrew"),
-            ("CJK", "x-cjk"), ("HIRAGANA", "x-japanese"), ("KATAKANA", "x-japanese"), ("HANGUL", "x-korean"),
-            ("DEVANAGARI", "x-devanagari"), ("THAI", "x-thai"))
+_SCRIPTS = (
+    ("CYRILLIC", "x-cyrillic"),
+    ("GREEK", "x-greek"),
+    ("ARABIC", "x-arabic"),
+    ("HEBREW", "x-hebrew"),
+    ("CJK", "x-cjk"),
+    ("HIRAGANA", "x-japanese"),
+    ("KATAKANA", "x-japanese"),
+    ("HANGUL", "x-korean"),
+    ("DEVANAGARI", "x-devanagari"),
+    ("THAI", "x-thai"),
+)
 
 
 def _normalise(text: str) -> str:
@@ -47,8 +56,7 @@ def _normalise(text: str) -> str:
 def _grams(text: str) -> list[str]:
     """Character 1-, 2- and 3-grams of a normalised text (space-padded words)."""
     second, third = text[1:], text[2:]
-    return [*text.replace(" ", ""), *map(str.__add__, text, second),
-            *map("".join, zip(text, second, third))]
+    return [*text.replace(" ", ""), *map(str.__add__, text, second), *map("".join, zip(text, second, third))]
 
 
 def _script(text: str) -> str | None:
@@ -83,8 +91,12 @@ class LanguageDetector:
     def load(cls, path: str | Path = MODEL_PATH) -> "LanguageDetector":
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         logp = np.frombuffer(base64.b64decode(data["logp"]), dtype=np.float16).astype(np.float32)
-        return cls(data["languages"], data["grams"], logp.reshape(len(data["grams"]), len(data["languages"])),
-                   data["min_margin"])
+        return cls(
+            data["languages"],
+            data["grams"],
+            logp.reshape(len(data["grams"]), len(data["languages"])),
+            data["min_margin"],
+        )
 
     def scores(self, text: str) -> dict[str, float]:
         """Mean log-probability per known n-gram, per language (diagnostics)."""
@@ -116,8 +128,14 @@ class LanguageDetector:
         return self.languages[int(best)]
 
 
-def train_language_model(corpora: dict[str, list[str]], *, top: int = 1000, alpha: float = 0.5,
-                         min_margin: float = 0.03, prior: dict[str, float] | None = None) -> dict:
+def train_language_model(
+    corpora: dict[str, list[str]],
+    *,
+    top: int = 1000,
+    alpha: float = 0.5,
+    min_margin: float = 0.03,
+    prior: dict[str, float] | None = None,
+) -> dict:
     """The JSON model: per language its `top` most frequent n-grams; every kept n-gram gets each
     language's smoothed log-probability (one shared vocabulary: a gram common in French and rare in
     English counts against English)."""
@@ -137,5 +155,9 @@ def train_language_model(corpora: dict[str, list[str]], *, top: int = 1000, alph
     logp -= logp.mean(axis=1, keepdims=True)
     for j, lang in enumerate(languages):  # a per-gram prior: the languages the gateway mostly sees win a tie
         logp[:, j] += (prior or {}).get(lang, 0.0)
-    return {"languages": languages, "grams": grams, "min_margin": min_margin,
-            "logp": base64.b64encode(logp.astype(np.float16).tobytes()).decode()}
+    return {
+        "languages": languages,
+        "grams": grams,
+        "min_margin": min_margin,
+        "logp": base64.b64encode(logp.astype(np.float16).tobytes()).decode(),
+    }

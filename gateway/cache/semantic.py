@@ -97,9 +97,20 @@ def _fold(text: str) -> str:
     return text
 
 
-_CONTRACTION_MAP = {"can't": "can not", "cannot": "can not", "won't": "will not", "shan't": "shall not",
-                    "ain't": "is not", "where's": "where is", "what's": "what is", "how's": "how is",
-                    "it's": "it is", "there's": "there is", "that's": "that is", "who's": "who is"}
+_CONTRACTION_MAP = {
+    "can't": "can not",
+    "cannot": "can not",
+    "won't": "will not",
+    "shan't": "shall not",
+    "ain't": "is not",
+    "where's": "where is",
+    "what's": "what is",
+    "how's": "how is",
+    "it's": "it is",
+    "there's": "there is",
+    "that's": "that is",
+    "who's": "who is",
+}
 _CONTRACTIONS = re.compile(r"\b(" + "|".join(re.escape(k) for k in _CONTRACTION_MAP) + r")\b")
 _NT = re.compile(r"n't\b")
 _ELISION = re.compile(r"\b([ldjmnstc]|qu|jusqu|lorsqu|puisqu)'\s*")
@@ -123,18 +134,28 @@ _POLAR_RX = _compile_lexicon(POLAR)
 _EXCLUSIVE_RX = _compile_lexicon(EXCLUSIVE)
 _TOPIC_RX = _compile_lexicon(TOPICS)
 _SYNONYM_RX = _compile_lexicon(SYNONYMS)
-_NEGATION_RX = re.compile(r"(?<![\w])(?:" + "|".join(
-    re.escape(n[:-1]) + r"\w*" if n.endswith("*") else re.escape(n) + (r"(?![\w])" if n[-1] != "'" else "")
-    for n in NEGATIONS) + ")")
-_KNOWN_RX = re.compile(r"(?<![\w])(" + "|".join(
-    re.escape(n) for n in sorted(set(KNOWN_NAMES) | set(ALIASES), key=len, reverse=True)) + r")(?![\w])")
+_NEGATION_RX = re.compile(
+    r"(?<![\w])(?:"
+    + "|".join(
+        re.escape(n[:-1]) + r"\w*" if n.endswith("*") else re.escape(n) + (r"(?![\w])" if n[-1] != "'" else "")
+        for n in NEGATIONS
+    )
+    + ")"
+)
+_KNOWN_RX = re.compile(
+    r"(?<![\w])("
+    + "|".join(re.escape(n) for n in sorted(set(KNOWN_NAMES) | set(ALIASES), key=len, reverse=True))
+    + r")(?![\w])"
+)
 
 _TOKEN = re.compile(r"[\w][\w'-]*|[€$£%]")
 _RAW_WORD = re.compile(r"[^\W\d_][\w'-]*|\d[\w-]*")
 _ORDINAL = r"(?:st|nd|rd|th|er|ere|eme|e|re)"
 _NUMBER = re.compile(r"(?<![\w.,])(\d+(?:[.,]\d+)*)" + _ORDINAL + r"?(?![\w])")
-_CODE = re.compile(r"(?<![\w-])#?(?!\d+" + _ORDINAL + r"(?![\w]))"
-                   r"((?=[\w-]*\d)(?=[\w-]*[a-z])[a-z0-9]+(?:[-_/][a-z0-9]+)*|\d{5,})(?![\w])")
+_CODE = re.compile(
+    r"(?<![\w-])#?(?!\d+" + _ORDINAL + r"(?![\w]))"
+    r"((?=[\w-]*\d)(?=[\w-]*[a-z])[a-z0-9]+(?:[-_/][a-z0-9]+)*|\d{5,})(?![\w])"
+)
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]++@[\w-]++(?:\.[\w-]++)+")
 _URL = re.compile(r"https?://\S+|www\.\S+")
 _PHONE = re.compile(r"(?<![\w])(?:\+\d{1,3}[\s.-]?)?(?:\d[\s.-]?){9,12}\d(?![\w])")
@@ -142,19 +163,19 @@ _PHONE = re.compile(r"(?<![\w])(?:\+\d{1,3}[\s.-]?)?(?:\d[\s.-]?){9,12}\d(?![\w]
 
 @dataclass(frozen=True, slots=True)
 class TextFeatures:
-    lang: str                      # "en", "fr" or "?"
-    numbers: tuple[str, ...]       # canonical numbers in order of appearance
+    lang: str  # "en", "fr" or "?"
+    numbers: tuple[str, ...]  # canonical numbers in order of appearance
     units: frozenset[tuple[str, str]]  # (number, unit) when a unit follows the number
-    dates: tuple[str, ...]         # canonical weekday / month / relative-day tokens, in order
-    codes: frozenset[str]          # ids, tracking codes, e-mails, urls
-    names: tuple[str, ...]         # canonical proper nouns, in order
-    words: frozenset[str]          # every canonical word (to find a name written in lower case)
+    dates: tuple[str, ...]  # canonical weekday / month / relative-day tokens, in order
+    codes: frozenset[str]  # ids, tracking codes, e-mails, urls
+    names: tuple[str, ...]  # canonical proper nouns, in order
+    words: frozenset[str]  # every canonical word (to find a name written in lower case)
     negated: bool
     polar: frozenset[str]
     exclusive: frozenset[str]
     topics: frozenset[str]
-    content: tuple[str, ...]       # content words (synonyms mapped to their class), in order
-    wording: tuple[str, ...]       # content words as written (stemmed), in order
+    content: tuple[str, ...]  # content words (synonyms mapped to their class), in order
+    wording: tuple[str, ...]  # content words as written (stemmed), in order
 
 
 @lru_cache(maxsize=65536)
@@ -174,8 +195,8 @@ def features(text: str) -> TextFeatures:
         if value is None:
             continue
         numbers.append(value)
-        after = scrubbed[match.end():].lstrip()
-        before = scrubbed[:match.start()].rstrip()
+        after = scrubbed[match.end() :].lstrip()
+        before = scrubbed[: match.start()].rstrip()
         unit = _unit_at(after) or (UNITS.get(before[-1]) if before and before[-1] in "€$£" else None)
         if unit:
             units.add((value, unit))
@@ -301,6 +322,7 @@ def _language(tokens: list[str], raw: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ guard
 
+
 def guard(a_text: str, b_text: str) -> str | None:
     """The reason A's answer must not serve B, or None when no guard objects. Symmetric."""
     return compare(features(a_text), features(b_text))
@@ -363,8 +385,7 @@ def _check_topic(a: TextFeatures, b: TextFeatures) -> str | None:
 
 
 def _check_order(a: TextFeatures, b: TextFeatures) -> str | None:
-    if _order_differs(a.numbers, b.numbers) or _order_differs(a.names, b.names) \
-            or _order_differs(a.dates, b.dates):
+    if _order_differs(a.numbers, b.numbers) or _order_differs(a.names, b.names) or _order_differs(a.dates, b.dates):
         return "word order"
     return None
 
@@ -377,8 +398,16 @@ def _check_wording(a: TextFeatures, b: TextFeatures) -> str | None:
     return None
 
 
-_CHECKS = (_check_reference, _check_number, _check_entity, _check_negation, _check_antonym, _check_topic,
-           _check_order, _check_wording)
+_CHECKS = (
+    _check_reference,
+    _check_number,
+    _check_entity,
+    _check_negation,
+    _check_antonym,
+    _check_topic,
+    _check_order,
+    _check_wording,
+)
 
 
 def _unit_clash(a: frozenset, b: frozenset) -> bool:
@@ -402,6 +431,7 @@ def _substitution(a: tuple[str, ...], b: tuple[str, ...]) -> str | None:
 
 # ------------------------------------------------------------------------------------------------ match
 
+
 @dataclass(frozen=True, slots=True)
 class Match:
     index: int
@@ -415,7 +445,7 @@ class Candidates:
     """Cached questions of one partition (intent, system prompt): a matrix of unit vectors and the
     parallel texts and payloads. Build it once per partition change, search it per request."""
 
-    vectors: np.ndarray            # (n, d) float32, rows L2-normalised
+    vectors: np.ndarray  # (n, d) float32, rows L2-normalised
     texts: Sequence[str]
     payloads: Sequence[Any]
 
@@ -431,9 +461,14 @@ class Candidates:
         return len(self.texts)
 
 
-def find_match(query_text: str, query_vec: np.ndarray,
-               candidates: Candidates | Sequence[tuple[str, np.ndarray, Any]],
-               *, threshold: float = DEFAULT_THRESHOLD, max_checks: int = 8) -> Match | None:
+def find_match(
+    query_text: str,
+    query_vec: np.ndarray,
+    candidates: Candidates | Sequence[tuple[str, np.ndarray, Any]],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    max_checks: int = 8,
+) -> Match | None:
     """The most similar candidate at or above `threshold` that passes every guard, or None.
 
     One matrix-vector product; guards run only on the (at most `max_checks`) best candidates above the
@@ -460,5 +495,6 @@ def contains_personal_data(text: str) -> bool:
     """True when the text carries an e-mail, phone number, url, or an id/code (letters with digits,
     or five digits or more): such questions are cached only for intents with allow_personal_data."""
     folded = _fold(text)
-    return bool(_EMAIL.search(folded) or _PHONE.search(folded) or _URL.search(folded)
-                or _CODE.search(_EMAIL.sub(" ", folded)))
+    return bool(
+        _EMAIL.search(folded) or _PHONE.search(folded) or _URL.search(folded) or _CODE.search(_EMAIL.sub(" ", folded))
+    )

@@ -60,19 +60,39 @@ class Cached:
     served_by: str | None
     system_fingerprint: str | None = None
     kind: str = "exact"
-    tier: str = "light"        # where the answer came from: a hit says so in its headers
+    tier: str = "light"  # where the answer came from: a hit says so in its headers
     variant: str = "stable"
 
     @classmethod
     def decode(cls, blob: bytes, kind: str) -> "Cached":
         data = orjson.loads(blob)
-        return cls(data["i"], data["m"], data["msg"], data.get("u"), data.get("s"), data.get("fp"), kind,
-                   data.get("ti", "light"), data.get("va", "stable"))
+        return cls(
+            data["i"],
+            data["m"],
+            data["msg"],
+            data.get("u"),
+            data.get("s"),
+            data.get("fp"),
+            kind,
+            data.get("ti", "light"),
+            data.get("va", "stable"),
+        )
 
     def encode(self, question: str) -> bytes:
-        return orjson.dumps({"i": self.intent, "m": self.model, "msg": self.message, "u": self.usage,
-                             "s": self.served_by, "fp": self.system_fingerprint, "q": question[:500],
-                             "t": int(time.time()), "ti": self.tier, "va": self.variant})
+        return orjson.dumps(
+            {
+                "i": self.intent,
+                "m": self.model,
+                "msg": self.message,
+                "u": self.usage,
+                "s": self.served_by,
+                "fp": self.system_fingerprint,
+                "q": question[:500],
+                "t": int(time.time()),
+                "ti": self.tier,
+                "va": self.variant,
+            }
+        )
 
 
 @dataclass(slots=True)
@@ -87,10 +107,19 @@ class SemanticMatch:
 
 
 class IntentCache:
-    def __init__(self, config, intents: "IntentsConfig | None", store, metrics: "Metrics", *,
-                 cost_of: Callable[[dict | None, str | None], float] | None = None, semantic: bool = True,
-                 language: LanguageDetector | None = None,
-                 side_of: Callable[[ChatRequest], str] | None = None, verifier: Verifier | None = None) -> None:
+    def __init__(
+        self,
+        config,
+        intents: "IntentsConfig | None",
+        store,
+        metrics: "Metrics",
+        *,
+        cost_of: Callable[[dict | None, str | None], float] | None = None,
+        semantic: bool = True,
+        language: LanguageDetector | None = None,
+        side_of: Callable[[ChatRequest], str] | None = None,
+        verifier: Verifier | None = None,
+    ) -> None:
         self.config = config  # CacheConfig
         self.intents = intents
         self.backend = store
@@ -127,8 +156,13 @@ class IntentCache:
     def _semantic_ok(self, req: ChatRequest, spec) -> bool:
         """Questions outside the configured intents ("other") may match too: the verifier decides. A clipped
         question (bounds.clip) is not the whole question: exact cache only."""
-        return (self.semantic and (spec is None or spec.cacheable) and req.vector is not None
-                and keys.is_single_turn(req) and len(req.last_user_text) <= TEXT_LIMIT)
+        return (
+            self.semantic
+            and (spec is None or spec.cacheable)
+            and req.vector is not None
+            and keys.is_single_turn(req)
+            and len(req.last_user_text) <= TEXT_LIMIT
+        )
 
     def _side(self, req: ChatRequest) -> str:
         """Who may read what this request stores: its canary side, and its client key under scope "key"."""
@@ -178,8 +212,11 @@ class IntentCache:
             self._count(intent, "error")
             return None
         spec = self._spec(intent)
-        if not keys.controls(req.headers)[0] or not self._semantic_ok(req, spec) \
-                or not await self._personal_ok(req, spec):
+        if (
+            not keys.controls(req.headers)[0]
+            or not self._semantic_ok(req, spec)
+            or not await self._personal_ok(req, spec)
+        ):
             self._count(intent, "miss")
             return None
         found = self._partition(req)
@@ -219,11 +256,21 @@ class IntentCache:
         usage = cached.usage or {}
         req.saved_tokens = int(usage.get("total_tokens") or 0)
         intent = self._label(cached.intent)
-        self._count(intent, result, saved_tokens=req.saved_tokens,
-                    saved_usd=self.cost_of(cached.usage, cached.served_by))
+        self._count(
+            intent, result, saved_tokens=req.saved_tokens, saved_usd=self.cost_of(cached.usage, cached.served_by)
+        )
         if cached.intent != intent:
-            cached = Cached(intent, cached.model, cached.message, cached.usage, cached.served_by,
-                            cached.system_fingerprint, cached.kind, cached.tier, cached.variant)
+            cached = Cached(
+                intent,
+                cached.model,
+                cached.message,
+                cached.usage,
+                cached.served_by,
+                cached.system_fingerprint,
+                cached.kind,
+                cached.tier,
+                cached.variant,
+            )
         return cached
 
     # ----------------------------------------------------------------------------------------- stores
@@ -236,12 +283,21 @@ class IntentCache:
                 return
             choice = choices[0]
             message = choice.get("message")
-            if choice.get("finish_reason") != "stop" or not isinstance(message, dict) \
-                    or not isinstance(message.get("content"), str) \
-                    or message.get("tool_calls") or message.get("function_call"):
+            if (
+                choice.get("finish_reason") != "stop"
+                or not isinstance(message, dict)
+                or not isinstance(message.get("content"), str)
+                or message.get("tool_calls")
+                or message.get("function_call")
+            ):
                 return
-            await self._store(req, str(parsed.get("model") or req.alias), message, parsed.get("usage"),
-                              parsed.get("system_fingerprint"))
+            await self._store(
+                req,
+                str(parsed.get("model") or req.alias),
+                message,
+                parsed.get("usage"),
+                parsed.get("system_fingerprint"),
+            )
         except Exception:  # never fail a request for the cache
             log.exception("cache store failed")
 
@@ -251,14 +307,23 @@ class IntentCache:
             if content is None or relay.finish_reason != "stop":
                 return
             first = relay.first_chunk or {}
-            await self._store(req, str(first.get("model") or req.alias), {"role": "assistant", "content": content},
-                              relay.usage, first.get("system_fingerprint"))
+            await self._store(
+                req,
+                str(first.get("model") or req.alias),
+                {"role": "assistant", "content": content},
+                relay.usage,
+                first.get("system_fingerprint"),
+            )
         except Exception:
             log.exception("cache store failed")
 
     async def _store(self, req: ChatRequest, model: str, message: dict, usage: Any, fingerprint: Any) -> None:
-        if req.cache_result != "miss" or req.cache_key is None or req.status != 200 \
-                or not keys.controls(req.headers)[1]:
+        if (
+            req.cache_result != "miss"
+            or req.cache_key is None
+            or req.status != 200
+            or not keys.controls(req.headers)[1]
+        ):
             return
         intent = self._label(req.intent)
         spec = self._spec(intent)
@@ -268,12 +333,26 @@ class IntentCache:
         row = None
         if self._semantic_ok(req, spec) and (lang := self._partition(req).lang) != UNKNOWN:
             row = VectorRow("lang-" + lang, keys.context_key(req, self._side(req)), req.last_user_text, req.vector)
-        cached = Cached(intent, model, {k: v for k, v in message.items() if k != "audio"},
-                        usage if isinstance(usage, dict) else None, req.served_by,
-                        fingerprint if isinstance(fingerprint, str) else None, "exact", req.tier, req.variant)
+        cached = Cached(
+            intent,
+            model,
+            {k: v for k, v in message.items() if k != "audio"},
+            usage if isinstance(usage, dict) else None,
+            req.served_by,
+            fingerprint if isinstance(fingerprint, str) else None,
+            "exact",
+            req.tier,
+            req.variant,
+        )
         # off the response path (a bounded background write); this replica sees the entry at once
-        await self.backend.put_later(req.cache_key, cached.encode(req.last_user_text), intent, ttl, row,
-                                     on_error=lambda exc: self._error("store", exc))
+        await self.backend.put_later(
+            req.cache_key,
+            cached.encode(req.last_user_text),
+            intent,
+            ttl,
+            row,
+            on_error=lambda exc: self._error("store", exc),
+        )
 
     # ---------------------------------------------------------------------------------- stats & admin
     def _count(self, intent: str, result: str, saved_tokens: int = 0, saved_usd: float = 0.0) -> None:
@@ -288,7 +367,8 @@ class IntentCache:
         if saved_usd:
             pending["saved_usd"] += saved_usd
         if time.monotonic() - self._flushed_at >= STATS_FLUSH_S and (
-                self._flush_task is None or self._flush_task.done()):
+            self._flush_task is None or self._flush_task.done()
+        ):
             self._flush_task = asyncio.get_running_loop().create_task(self.flush_stats())
 
     def _error(self, operation: str, exc: Exception) -> None:
@@ -328,15 +408,31 @@ class IntentCache:
 def _summary(row: dict[str, float]) -> dict[str, Any]:
     hits = int(row.get("hits_exact", 0)) + int(row.get("hits_semantic", 0))
     misses = int(row.get("misses", 0))
-    return {"entries": int(row.get("entries", 0)), "vectors": int(row.get("vectors", 0)), "hits": hits,
-            "hits_exact": int(row.get("hits_exact", 0)), "hits_semantic": int(row.get("hits_semantic", 0)),
-            "misses": misses, "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
-            "stores": int(row.get("stores", 0)), "saved_tokens": int(row.get("saved_tokens", 0)),
-            "saved_usd": round(float(row.get("saved_usd", 0.0)), 6)}
+    return {
+        "entries": int(row.get("entries", 0)),
+        "vectors": int(row.get("vectors", 0)),
+        "hits": hits,
+        "hits_exact": int(row.get("hits_exact", 0)),
+        "hits_semantic": int(row.get("hits_semantic", 0)),
+        "misses": misses,
+        "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
+        "stores": int(row.get("stores", 0)),
+        "saved_tokens": int(row.get("saved_tokens", 0)),
+        "saved_usd": round(float(row.get("saved_usd", 0.0)), 6),
+    }
 
 
-def build_cache(config: "GatewayConfig", intents: "IntentsConfig | None", redis, metrics: "Metrics", *,
-                cost_of=None, semantic: bool = True, side_of=None, embedding: str | None = None) -> IntentCache:
+def build_cache(
+    config: "GatewayConfig",
+    intents: "IntentsConfig | None",
+    redis,
+    metrics: "Metrics",
+    *,
+    cost_of=None,
+    semantic: bool = True,
+    side_of=None,
+    embedding: str | None = None,
+) -> IntentCache:
     """`embedding`: the embedding the gateway serves (its verifier was trained on that embedding's cosines;
     default: config.embedding.model)."""
     from gateway.cache.verifier import model_path
@@ -344,10 +440,12 @@ def build_cache(config: "GatewayConfig", intents: "IntentsConfig | None", redis,
     """RedisStore when a Redis client is given (redis.url set), MemoryStore otherwise."""
     cache = config.cache
     if redis is not None:
-        store = RedisStore(redis, config.redis.prefix, cache.max_entries_per_intent,
-                           lookup_timeout_s=cache.redis_timeout_ms / 1000)
+        store = RedisStore(
+            redis, config.redis.prefix, cache.max_entries_per_intent, lookup_timeout_s=cache.redis_timeout_ms / 1000
+        )
     else:
         store = MemoryStore(cache.max_entries_per_intent)
     verifier = Verifier.load(model_path(embedding or config.embedding.model))
-    return IntentCache(cache, intents, store, metrics, cost_of=cost_of, semantic=semantic, side_of=side_of,
-                       verifier=verifier)
+    return IntentCache(
+        cache, intents, store, metrics, cost_of=cost_of, semantic=semantic, side_of=side_of, verifier=verifier
+    )

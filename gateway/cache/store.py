@@ -69,8 +69,15 @@ class CacheStore(Protocol):
 
     async def put(self, key: str, blob: bytes, intent: str, ttl_s: int, row: VectorRow | None) -> None: ...
 
-    async def put_later(self, key: str, blob: bytes, intent: str, ttl_s: int, row: VectorRow | None,
-                        on_error: Callable[[StoreUnavailable], None] | None = None) -> None:
+    async def put_later(
+        self,
+        key: str,
+        blob: bytes,
+        intent: str,
+        ttl_s: int,
+        row: VectorRow | None,
+        on_error: Callable[[StoreUnavailable], None] | None = None,
+    ) -> None:
         """`put` off the caller's path where the store allows it; errors go to `on_error`."""
 
     async def candidates(self, intent: str, context: str) -> Candidates | None:
@@ -136,7 +143,7 @@ class _Mirror:
         self._view = None
 
     def __contains__(self, key: str) -> bool:
-        return key in self._ids[self._start:]
+        return key in self._ids[self._start :]
 
     def discard(self, key: str) -> None:
         if key in self:
@@ -160,8 +167,8 @@ def _pack(expiry: float, text: str, vector: np.ndarray) -> bytes:
 
 def _unpack(raw: bytes) -> tuple[float, str, np.ndarray]:
     expiry, size = struct.unpack_from("<dI", raw)
-    text = raw[12:12 + size].decode()
-    return expiry, text, np.frombuffer(raw[12 + size:], dtype=np.float16).astype(np.float32)
+    text = raw[12 : 12 + size].decode()
+    return expiry, text, np.frombuffer(raw[12 + size :], dtype=np.float16).astype(np.float32)
 
 
 class MemoryStore:
@@ -202,8 +209,15 @@ class MemoryStore:
             mirror.discard(key)
             mirror.add(key, row.text, row.vector, expiry, self.max_entries)
 
-    async def put_later(self, key: str, blob: bytes, intent: str, ttl_s: int, row: VectorRow | None,
-                        on_error: Callable[[StoreUnavailable], None] | None = None) -> None:
+    async def put_later(
+        self,
+        key: str,
+        blob: bytes,
+        intent: str,
+        ttl_s: int,
+        row: VectorRow | None,
+        on_error: Callable[[StoreUnavailable], None] | None = None,
+    ) -> None:
         await self.put(key, blob, intent, ttl_s, row)  # no I/O: nothing to move off the path
 
     async def candidates(self, intent: str, context: str) -> Candidates | None:
@@ -281,12 +295,24 @@ return version
 class RedisStore:
     """Shared by every replica, through the "cache" use of gateway.redisio."""
 
-    def __init__(self, redis: Any, prefix: str = "gw:", max_entries_per_intent: int = 2000, *,
-                 lookup_timeout_s: float | None = None, reload_s: float = 1.0, backoff_s: float = 0.25,
-                 max_backoff_s: float = 5.0, max_pending: int = 256) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        prefix: str = "gw:",
+        max_entries_per_intent: int = 2000,
+        *,
+        lookup_timeout_s: float | None = None,
+        reload_s: float = 1.0,
+        backoff_s: float = 0.25,
+        max_backoff_s: float = 5.0,
+        max_pending: int = 256,
+    ) -> None:
         # `redis`: the app's gateway.redisio use, or a bare client (CLI, tests), wrapped the same way
-        self._use = redis if isinstance(redis, RedisUse) else RedisIO.wrap(redis, prefix).use(
-            "cache", fallback="serving without the cache")
+        self._use = (
+            redis
+            if isinstance(redis, RedisUse)
+            else RedisIO.wrap(redis, prefix).use("cache", fallback="serving without the cache")
+        )
         self.redis = self._use.client
         self._write_use = self._use.io.use(self._use.name + "_write", fallback="the entry is not stored")
         self.lookup_timeout_s = lookup_timeout_s  # the two reads on a request's path; others: redis.timeout_ms
@@ -345,10 +371,26 @@ class RedisStore:
         ttl_ms = int(ttl_s * 1000)
         vkey, zkey, nkey = self._partition_keys(row.intent, row.context) if row else ("", "", "")
         packed = _pack(now + ttl_s, row.text, row.vector) if row else b""
-        keys = [self._p + "e:" + key, self._p + "x:" + intent, vkey or self._p + "none", zkey or self._p + "none",
-                nkey or self._p + "none", self._p + "s:" + intent, self._p + "seq"]
-        args = [key, blob, ttl_ms, int(now * 1000), self.max_entries * EXACT_BOUND_FACTOR,
-                "1" if row else "0", packed, self.max_entries, self._p + "e:"]
+        keys = [
+            self._p + "e:" + key,
+            self._p + "x:" + intent,
+            vkey or self._p + "none",
+            zkey or self._p + "none",
+            nkey or self._p + "none",
+            self._p + "s:" + intent,
+            self._p + "seq",
+        ]
+        args = [
+            key,
+            blob,
+            ttl_ms,
+            int(now * 1000),
+            self.max_entries * EXACT_BOUND_FACTOR,
+            "1" if row else "0",
+            packed,
+            self.max_entries,
+            self._p + "e:",
+        ]
         await self._call(lambda: self._put(keys=keys, args=args, client=self.redis), op="put")
         self._mirror_own(key, row, now + ttl_s)
 
@@ -359,8 +401,15 @@ class RedisStore:
                 mirror.discard(key)
                 mirror.add(key, row.text, row.vector, expiry, self.max_entries)
 
-    async def put_later(self, key: str, blob: bytes, intent: str, ttl_s: int, row: VectorRow | None,
-                        on_error: Callable[[StoreUnavailable], None] | None = None) -> None:
+    async def put_later(
+        self,
+        key: str,
+        blob: bytes,
+        intent: str,
+        ttl_s: int,
+        row: VectorRow | None,
+        on_error: Callable[[StoreUnavailable], None] | None = None,
+    ) -> None:
         self._writing[key] = blob
         self._mirror_own(key, row, time.time() + ttl_s)
         task = asyncio.get_running_loop().create_task(self._write(key, blob, intent, ttl_s, row, on_error))
@@ -369,8 +418,15 @@ class RedisStore:
         if len(self._writes) > self.max_pending:  # bounded: the caller waits for the oldest write
             await asyncio.wait([next(iter(self._writes))])
 
-    async def _write(self, key: str, blob: bytes, intent: str, ttl_s: int, row: VectorRow | None,
-                     on_error: Callable[[StoreUnavailable], None] | None) -> None:
+    async def _write(
+        self,
+        key: str,
+        blob: bytes,
+        intent: str,
+        ttl_s: int,
+        row: VectorRow | None,
+        on_error: Callable[[StoreUnavailable], None] | None,
+    ) -> None:
         try:
             await self.put(key, blob, intent, ttl_s, row)
         except StoreUnavailable as exc:
@@ -429,7 +485,7 @@ class RedisStore:
         async def read() -> dict[str, dict[str, float]]:
             names = list(intents)
             async for raw in self.redis.scan_iter(match=_glob(self._p) + "s:*", count=500):
-                name = raw.decode()[len(self._p) + 2:]
+                name = raw.decode()[len(self._p) + 2 :]
                 if name not in names:
                     names.append(name)
             now_ms = int(time.time() * 1000)
@@ -469,7 +525,7 @@ class RedisStore:
                 return removed
             members = await self.redis.zrange(self._p + "x:" + intent, 0, -1)
             for start in range(0, len(members), 500):
-                part = members[start:start + 500]
+                part = members[start : start + 500]
                 removed += await self.redis.delete(*[self._p + "e:" + m.decode() for m in part])
             keys = [self._p + "x:" + intent]
             for kind in ("v", "z", "n"):

@@ -17,8 +17,7 @@ from pathlib import Path
 
 __all__ = ["catalog_corpora", "LANGUAGES"]
 
-LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "nl", "pl", "sv", "tr", "ro", "cs", "da", "fi", "hu", "ca",
-             "id", "vi")
+LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "nl", "pl", "sv", "tr", "ro", "cs", "da", "fi", "hu", "ca", "id", "vi")
 _MARKUP = re.compile(r"%[-#0-9.]*[a-zA-Z]|\{[^}]*\}|<[^>]*>|[_&](?=\w)|\\[nt]|\$\w+")
 
 
@@ -26,8 +25,12 @@ def _clean(text: str) -> str:
     return _MARKUP.sub(" ", text).strip()
 
 
-def catalog_corpora(locale_dir: str | Path = "/usr/share/locale", languages=LANGUAGES,
-                    max_chars: int = 1_500_000, holdout_every: int = 0) -> tuple[dict, dict]:
+def catalog_corpora(
+    locale_dir: str | Path = "/usr/share/locale",
+    languages=LANGUAGES,
+    max_chars: int = 1_500_000,
+    holdout_every: int = 0,
+) -> tuple[dict, dict]:
     """(train, held out) texts per language from the gettext catalogs under locale_dir: msgstr for each
     language, msgid for English. Every `holdout_every`-th string goes to the held-out side."""
     train: dict[str, list[str]] = {lang: [] for lang in languages}
@@ -54,22 +57,28 @@ def catalog_corpora(locale_dir: str | Path = "/usr/share/locale", languages=LANG
                     if not isinstance(text, str) or len(text) < 8 or sizes[target] >= max_chars:
                         continue
                     text = _clean(text)
-                    side = held if holdout_every and (len(train[target]) + len(held[target])) % holdout_every == 0 \
+                    side = (
+                        held
+                        if holdout_every and (len(train[target]) + len(held[target])) % holdout_every == 0
                         else train
+                    )
                     side[target].append(text)
                     sizes[target] += len(text)
     return train, held
 
 
 def add_commands(cache_subparsers) -> None:
-    language = cache_subparsers.add_parser("train-language", help="rebuild cache/language_model.json from the "
-                                                                  "system's gettext catalogs and the dev pool")
+    language = cache_subparsers.add_parser(
+        "train-language", help="rebuild cache/language_model.json from the system's gettext catalogs and the dev pool"
+    )
     language.add_argument("--locale-dir", default="/usr/share/locale")
     language.add_argument("--pool", default="data/cache/pool_dev.jsonl", help="labelled support questions")
     language.add_argument("--out", default=None, help="default: the packaged model")
     language.set_defaults(func=run_train_language)
-    verifier = cache_subparsers.add_parser("train-verifier", help="retrain cache/verifier.json on the dev pool "
-                                                                  "and labelled pairs, with the current embedding")
+    verifier = cache_subparsers.add_parser(
+        "train-verifier",
+        help="retrain cache/verifier.json on the dev pool and labelled pairs, with the current embedding",
+    )
     verifier.add_argument("--pool", default="data/cache/pool_dev.jsonl")
     verifier.add_argument("--pairs", nargs="*", default=["data/cache/pairs.jsonl"])
     verifier.add_argument("--target", type=float, default=0.005, help="false-hit rate to calibrate for")
@@ -77,11 +86,18 @@ def add_commands(cache_subparsers) -> None:
     verifier.add_argument("--max-checks", type=int, default=8)
     verifier.add_argument("--folds", type=int, default=4)
     verifier.add_argument("--l2", type=float, default=1.0)
-    verifier.add_argument("--vetoes", nargs="*", default=["question_kind_differs", "direction_differs",
-                                                          "only_both_sides", "only_one_side", "guards"],
-                          help="features that alone refuse a pair (chosen on the dev pool's family folds)")
-    verifier.add_argument("--embedding", choices=("static", "usem3"), default="static",
-                          help="the embedding whose cosines it learns (the gateway's embedding.model)")
+    verifier.add_argument(
+        "--vetoes",
+        nargs="*",
+        default=["question_kind_differs", "direction_differs", "only_both_sides", "only_one_side", "guards"],
+        help="features that alone refuse a pair (chosen on the dev pool's family folds)",
+    )
+    verifier.add_argument(
+        "--embedding",
+        choices=("static", "usem3"),
+        default="static",
+        help="the embedding whose cosines it learns (the gateway's embedding.model)",
+    )
     verifier.add_argument("--out", default=None, help="default: the packaged model for --embedding")
     verifier.set_defaults(func=run_train_verifier)
 
@@ -105,12 +121,15 @@ def run_train_language(args) -> int:
         texts = [t for t in held[lang] if 15 <= len(t) <= 120][:500]
         right = sum(detector.detect(t) == lang for t in texts)
         report.append(f"{lang} {right / max(1, len(texts)):.3f}")
-    print(f"wrote {out} ({len(model['grams'])} n-grams, {len(model['languages'])} languages); "
-          f"held-out catalog strings: {', '.join(report)}")
+    print(
+        f"wrote {out} ({len(model['grams'])} n-grams, {len(model['languages'])} languages); "
+        f"held-out catalog strings: {', '.join(report)}"
+    )
     return 0
 
 
 # ------------------------------------------------------------------------------------------- verifier
+
 
 def fit_logistic(x, y, *, l2: float = 1.0, steps: int = 3000, lr: float = 0.5, signs=None):
     """Class-balanced, L2-regularised logistic regression by full-batch gradient descent (numpy only),
@@ -220,11 +239,12 @@ def run_train_verifier(args) -> int:
     def fit(pool_rows) -> Verifier:
         x, y = examples(pool_rows)
         w, b, mean, scale = fit_logistic(x, y, l2=args.l2, signs=SIGNS)
-        return Verifier(w, b, mean, scale, threshold=0.5, floor=args.floor, max_checks=args.max_checks,
-                        vetoes=tuple(args.vetoes))
+        return Verifier(
+            w, b, mean, scale, threshold=0.5, floor=args.floor, max_checks=args.max_checks, vetoes=tuple(args.vetoes)
+        )
 
     families = sorted({r["group"].split(".")[0] for r in rows})
-    folds = [families[k::args.folds] for k in range(args.folds)]
+    folds = [families[k :: args.folds] for k in range(args.folds)]
     decisions = []
     for held in folds:
         train_rows = [r for r in rows if r["group"].split(".")[0] not in held]
@@ -237,16 +257,27 @@ def run_train_verifier(args) -> int:
     model = fit(rows)
     model.threshold = max(threshold, 0.5)
     x, y = examples(rows)
-    model.info = {"trained_on": [args.pool, *args.pairs], "pairs": len(y), "positives": int(y.sum()),
-                  "target_false_hit_rate": args.target, "embedding": embedder.name,
-                  "cross_validated": {"folds": args.folds, "served": len(served), "wrong": len(served) - right,
-                                      "decisions": len(decisions)}}
+    model.info = {
+        "trained_on": [args.pool, *args.pairs],
+        "pairs": len(y),
+        "positives": int(y.sum()),
+        "target_false_hit_rate": args.target,
+        "embedding": embedder.name,
+        "cross_validated": {
+            "folds": args.folds,
+            "served": len(served),
+            "wrong": len(served) - right,
+            "decisions": len(decisions),
+        },
+    }
     out = Path(args.out) if args.out else None
     from gateway.cache.verifier import model_path
 
     out = out or model_path(args.embedding)
     out.write_text(json.dumps(model.to_json(), indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {out}: {len(y)} pairs ({int(y.sum())} same), threshold {model.threshold:.3f}; "
-          f"cross-validated over {args.folds} family folds: {len(served)} of {len(decisions)} best candidates "
-          f"served, {len(served) - right} wrong")
+    print(
+        f"wrote {out}: {len(y)} pairs ({int(y.sum())} same), threshold {model.threshold:.3f}; "
+        f"cross-validated over {args.folds} family folds: {len(served)} of {len(decisions)} best candidates "
+        f"served, {len(served) - right} wrong"
+    )
     return 0

@@ -38,24 +38,63 @@ MODEL_PATH = Path(__file__).with_name("verifier.json")  # for the gateway's defa
 def model_path(embedding: str = "static") -> Path:
     """The weights trained on this embedding's cosines: verifier.json (static), verifier_usem3.json."""
     return MODEL_PATH if embedding == "static" else MODEL_PATH.with_name(f"verifier_{embedding}.json")
-REASONS = ("reference", "number", "date", "entity", "negation", "antonym", "polarity", "topic", "word order",
-           "substitution")
-FEATURES = ("cosine", "char_overlap", "word_overlap", "class_overlap", "only_one_side", "only_both_sides",
-            "question_kind_differs", "direction_differs", "log_length_ratio", "short", "guards") + REASONS
+
+
+REASONS = (
+    "reference",
+    "number",
+    "date",
+    "entity",
+    "negation",
+    "antonym",
+    "polarity",
+    "topic",
+    "word order",
+    "substitution",
+)
+FEATURES = (
+    "cosine",
+    "char_overlap",
+    "word_overlap",
+    "class_overlap",
+    "only_one_side",
+    "only_both_sides",
+    "question_kind_differs",
+    "direction_differs",
+    "log_length_ratio",
+    "short",
+    "guards",
+) + REASONS
 # The sign each weight may take: more similarity can only help, a difference can only hurt. Training keeps
 # to them (few labelled pairs would otherwise learn quirks of who wrote them, e.g. "paraphrases share
 # fewer words than siblings").
 SIGNS = (1, 1, 1, 1, -1, -1, -1, -1, -1, 0, -1) + (-1,) * len(REASONS)
 
 # closed classes: the first of these words in a question says what kind of answer it wants
-_KINDS = (("amount", r"how (?:much|many|long)|combien|quel (?:est le )?(?:prix|montant|d[ée]lai)"),
-          ("how", r"how|comment"), ("where", r"where|o[uù]|wheres"), ("when", r"when|quand|[àa] quelle heure"),
-          ("why", r"why|pourquoi"), ("what", r"what|which|whats|quel|quelle|quels|quelles|qu'est"),
-          ("can", r"can|could|may|is it possible|puis|peut|pouvez|est-il possible|possible"),
-          ("yesno", r"do|does|did|is|are|will|have|has|est-ce|avez|[eê]tes|proposez|acceptez|livrez|vendez"))
+_KINDS = (
+    ("amount", r"how (?:much|many|long)|combien|quel (?:est le )?(?:prix|montant|d[ée]lai)"),
+    ("how", r"how|comment"),
+    ("where", r"where|o[uù]|wheres"),
+    ("when", r"when|quand|[àa] quelle heure"),
+    ("why", r"why|pourquoi"),
+    ("what", r"what|which|whats|quel|quelle|quels|quelles|qu'est"),
+    ("can", r"can|could|may|is it possible|puis|peut|pouvez|est-il possible|possible"),
+    ("yesno", r"do|does|did|is|are|will|have|has|est-ce|avez|[eê]tes|proposez|acceptez|livrez|vendez"),
+)
 _KIND_RX = [(kind, re.compile(r"(?<![\w'])(?:" + rx + r")(?![\w])")) for kind, rx in _KINDS]
-_DIRECTIONS = {"to": "to", "into": "to", "towards": "to", "vers": "to", "au": "to", "aux": "to", "à": "to",
-               "from": "from", "depuis": "from", "off": "from", "out": "from"}
+_DIRECTIONS = {
+    "to": "to",
+    "into": "to",
+    "towards": "to",
+    "vers": "to",
+    "au": "to",
+    "aux": "to",
+    "à": "to",
+    "from": "from",
+    "depuis": "from",
+    "off": "from",
+    "out": "from",
+}
 _WORD = re.compile(r"[\w']+")
 
 
@@ -71,9 +110,12 @@ def _surface(text: str) -> tuple[str, frozenset[str], frozenset[str], int]:
             kind, first = name, match.start()
     words = _WORD.findall(lower)
     directions = frozenset(_DIRECTIONS[w] for w in words if w in _DIRECTIONS)
-    folded = " " + " ".join("".join(c for c in unicodedata.normalize("NFKD", w) if not unicodedata.combining(c))
-                            for w in words) + " "
-    grams = frozenset(folded[i:i + 3] for i in range(len(folded) - 2))
+    folded = (
+        " "
+        + " ".join("".join(c for c in unicodedata.normalize("NFKD", w) if not unicodedata.combining(c)) for w in words)
+        + " "
+    )
+    grams = frozenset(folded[i : i + 3] for i in range(len(folded) - 2))
     return kind, directions, grams, len(words)
 
 
@@ -87,10 +129,19 @@ def pair_features(a: str, b: str, cosine: float) -> np.ndarray:
     sa, sb = _surface(a), _surface(b)
     only_a, only_b = set(fa.content) - set(fb.content), set(fb.content) - set(fa.content)
     reasons = set(objections(a, b))
-    values = [cosine, _overlap(sa[2], sb[2]), _overlap(fa.wording, fb.wording), _overlap(fa.content, fb.content),
-              len(only_a) + len(only_b), float(bool(only_a) and bool(only_b)), float(sa[0] != sb[0]),
-              float(sa[1] != sb[1]), abs(math.log((sa[3] + 1) / (sb[3] + 1))), float(min(sa[3], sb[3]) <= 3),
-              float(bool(reasons))] + [float(r in reasons) for r in REASONS]
+    values = [
+        cosine,
+        _overlap(sa[2], sb[2]),
+        _overlap(fa.wording, fb.wording),
+        _overlap(fa.content, fb.content),
+        len(only_a) + len(only_b),
+        float(bool(only_a) and bool(only_b)),
+        float(sa[0] != sb[0]),
+        float(sa[1] != sb[1]),
+        abs(math.log((sa[3] + 1) / (sb[3] + 1))),
+        float(min(sa[3], sb[3]) <= 3),
+        float(bool(reasons)),
+    ] + [float(r in reasons) for r in REASONS]
     return np.asarray(values, dtype=np.float64)
 
 
@@ -98,15 +149,24 @@ def pair_features(a: str, b: str, cosine: float) -> np.ndarray:
 class Verified:
     index: int
     text: str
-    score: float        # cosine
+    score: float  # cosine
     probability: float  # the verifier's
     payload: Any
 
 
 class Verifier:
-    def __init__(self, weights: np.ndarray, bias: float, mean: np.ndarray, scale: np.ndarray, threshold: float,
-                 floor: float = 0.5, max_checks: int = 8, info: dict | None = None,
-                 vetoes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        weights: np.ndarray,
+        bias: float,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        threshold: float,
+        floor: float = 0.5,
+        max_checks: int = 8,
+        info: dict | None = None,
+        vetoes: tuple[str, ...] = (),
+    ) -> None:
         self.weights, self.bias = np.asarray(weights, float), float(bias)
         self.mean, self.scale = np.asarray(mean, float), np.asarray(scale, float)
         self.threshold, self.floor, self.max_checks = threshold, floor, max_checks
@@ -119,14 +179,31 @@ class Verifier:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         if data.get("features") != list(FEATURES):
             raise ValueError(f"{path}: trained on other features; run `gateway cache train-verifier`")
-        return cls(data["weights"], data["bias"], data["mean"], data["scale"], data["threshold"], data["floor"],
-                   data.get("max_checks", 8), data.get("info"), tuple(data.get("vetoes", ())))
+        return cls(
+            data["weights"],
+            data["bias"],
+            data["mean"],
+            data["scale"],
+            data["threshold"],
+            data["floor"],
+            data.get("max_checks", 8),
+            data.get("info"),
+            tuple(data.get("vetoes", ())),
+        )
 
     def to_json(self) -> dict:
-        return {"features": list(FEATURES), "weights": [round(w, 6) for w in self.weights.tolist()],
-                "bias": round(self.bias, 6), "mean": [round(m, 6) for m in self.mean.tolist()],
-                "scale": [round(s, 6) for s in self.scale.tolist()], "threshold": round(self.threshold, 6),
-                "floor": self.floor, "max_checks": self.max_checks, "vetoes": list(self.vetoes), "info": self.info}
+        return {
+            "features": list(FEATURES),
+            "weights": [round(w, 6) for w in self.weights.tolist()],
+            "bias": round(self.bias, 6),
+            "mean": [round(m, 6) for m in self.mean.tolist()],
+            "scale": [round(s, 6) for s in self.scale.tolist()],
+            "threshold": round(self.threshold, 6),
+            "floor": self.floor,
+            "max_checks": self.max_checks,
+            "vetoes": list(self.vetoes),
+            "info": self.info,
+        }
 
     def logits(self, rows: np.ndarray) -> np.ndarray:
         return ((rows - self.mean) / self.scale) @ self.weights + self.bias
@@ -143,7 +220,7 @@ class Verifier:
         if above.size == 0:
             return None
         if above.size > self.max_checks:
-            above = above[np.argpartition(-scores[above], self.max_checks - 1)[:self.max_checks]]
+            above = above[np.argpartition(-scores[above], self.max_checks - 1)[: self.max_checks]]
         rows = np.stack([pair_features(text, candidates.texts[int(i)], float(scores[i])) for i in above])
         logits = self.logits(rows)
         if self._veto_columns:

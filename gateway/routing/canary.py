@@ -78,8 +78,9 @@ return {failed, 0}
 class CanaryState:
     """Current canary percentage per alias, shared through Redis when configured (a gateway.redisio use)."""
 
-    def __init__(self, initial: dict[str, float], redis: RedisUse | None = None, refresh_s: float = 0.5,
-                 metrics=None) -> None:
+    def __init__(
+        self, initial: dict[str, float], redis: RedisUse | None = None, refresh_s: float = 0.5, metrics=None
+    ) -> None:
         self.percent = dict(initial)
         self.version = 0
         self._redis = redis
@@ -90,8 +91,7 @@ class CanaryState:
         self._pending: dict[str, tuple[list[bool], int, float]] = {}  # alias → (outcomes, window, max rate)
         if redis is not None:
             self._state = f"{redis.prefix}{{canary}}:state"
-            self._seed, self._set, self._observe = (redis.script(_SEED), redis.script(_SET),
-                                                    redis.script(_OBSERVE))
+            self._seed, self._set, self._observe = (redis.script(_SEED), redis.script(_SET), redis.script(_OBSERVE))
         self._publish_gauges()
 
     def get(self, alias: str) -> float:
@@ -129,8 +129,9 @@ class CanaryState:
         version = self.version + 1
         if self._redis is not None:  # shared first: a failure here changes nothing
             await self.refresh(force=True)  # never write on top of a version we have not seen
-            version = int(await self._redis.call("set", lambda: self._set(keys=[self._state],
-                                                                          args=[alias, repr(float(percent))])))
+            version = int(
+                await self._redis.call("set", lambda: self._set(keys=[self._state], args=[alias, repr(float(percent))]))
+            )
         self.percent[alias], self.version = percent, version
         self._outcomes.pop(alias, None)
         self._pending.pop(alias, None)
@@ -164,13 +165,19 @@ class CanaryState:
             args = [window, max_rate, alias, *("1" if failed else "0" for failed in outcomes)]
             keys = [f"{self._redis.prefix}{{canary}}:outcomes:{alias}", self._state]
             failed, version = await self._redis.call(
-                "observe", lambda keys=keys, args=args: self._observe(keys=keys, args=args))
+                "observe", lambda keys=keys, args=args: self._observe(keys=keys, args=args)
+            )
             if version:
                 self._rolled_back(alias)
                 self.percent[alias], self.version = 0.0, int(version)
                 self._outcomes.pop(alias, None)
-                log.warning("canary %s rolled back to 0%% (%d of the last %d requests across replicas failed, "
-                            "version %d)", alias, failed, window, self.version)
+                log.warning(
+                    "canary %s rolled back to 0%% (%d of the last %d requests across replicas failed, version %d)",
+                    alias,
+                    failed,
+                    window,
+                    self.version,
+                )
                 self._publish_gauges()
 
     def _rolled_back(self, alias: str) -> None:

@@ -96,9 +96,12 @@ class Cascade:
         self.metrics = metrics
         self.recorder = recorder
         self._settings: dict[str, CascadeConfig] = {
-            alias: route.cascade for alias, route in config.models.items()
-            if getattr(route, "cascade", None) is not None and route.cascade.enabled
-            and route.difficulty_threshold is not None and route.heavy
+            alias: route.cascade
+            for alias, route in config.models.items()
+            if getattr(route, "cascade", None) is not None
+            and route.cascade.enabled
+            and route.difficulty_threshold is not None
+            and route.heavy
         }
 
     def applies(self, req) -> CascadeConfig | None:

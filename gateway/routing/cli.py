@@ -59,18 +59,25 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsers
     calibrate.set_defaults(func=run_calibrate)
 
     train = commands.add_parser("train", parents=[common], help="refit the scorer and write its weights")
-    train.add_argument("files", nargs="*", metavar="FILE.jsonl", help="labelled prompts (default: the shipped "
-                       "training files)")
-    train.add_argument("--output", "--out", dest="output",
-                       help=f"weights file to write (default: {NEW_WEIGHTS}; the shipped weights are left alone)")
-    train.add_argument("--overwrite", action="store_true",
-                       help="write over the shipped weights (or over an existing --output file)")
+    train.add_argument(
+        "files", nargs="*", metavar="FILE.jsonl", help="labelled prompts (default: the shipped training files)"
+    )
+    train.add_argument(
+        "--output",
+        "--out",
+        dest="output",
+        help=f"weights file to write (default: {NEW_WEIGHTS}; the shipped weights are left alone)",
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="write over the shipped weights (or over an existing --output file)"
+    )
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=run_train)
     return commands
 
 
 # --- config --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Context:
@@ -91,8 +98,16 @@ def _price_fn(price: tuple[float, float]) -> CostFn:
 def _context(args: argparse.Namespace) -> _Context:
     from gateway.routing.difficulty import DifficultySettings
 
-    ctx = _Context(DEFAULT_THRESHOLD, _price_fn(DEFAULT_LIGHT_PRICE), _price_fn(DEFAULT_HEAVY_PRICE),
-                   "light (default prices)", "heavy (default prices)", DifficultySettings(), True, "defaults")
+    ctx = _Context(
+        DEFAULT_THRESHOLD,
+        _price_fn(DEFAULT_LIGHT_PRICE),
+        _price_fn(DEFAULT_HEAVY_PRICE),
+        "light (default prices)",
+        "heavy (default prices)",
+        DifficultySettings(),
+        True,
+        "defaults",
+    )
     cfg = None
     try:
         from gateway.config import load_config
@@ -121,8 +136,9 @@ def _context(args: argparse.Namespace) -> _Context:
         ctx.embedding_enabled = cfg.embedding.enabled
     if args.no_embedding:
         ctx.embedding_enabled = False
-    ctx.settings = ctx.settings.model_copy(update={"use_embedding": ctx.embedding_enabled
-                                                   and ctx.settings.use_embedding})
+    ctx.settings = ctx.settings.model_copy(
+        update={"use_embedding": ctx.embedding_enabled and ctx.settings.use_embedding}
+    )
     return ctx
 
 
@@ -137,20 +153,31 @@ def _load(ctx: _Context):
 
 # --- cost ----------------------------------------------------------------------------------------------
 
+
 def estimate_tokens(text: str) -> int:
     return max(1, round(len(text) * PROMPT_TOKENS_PER_CHAR))
 
 
-def routed_cost_ratio(prompt_tokens: list[int], heavy: list[bool], light_cost: CostFn, heavy_cost: CostFn,
-                      completion_tokens: int = COMPLETION_TOKENS) -> tuple[float, float, float]:
+def routed_cost_ratio(
+    prompt_tokens: list[int],
+    heavy: list[bool],
+    light_cost: CostFn,
+    heavy_cost: CostFn,
+    completion_tokens: int = COMPLETION_TOKENS,
+) -> tuple[float, float, float]:
     """(cost of the routed mix, cost of sending everything heavy, their ratio)."""
     routed = sum((heavy_cost if h else light_cost)(p, completion_tokens) for p, h in zip(prompt_tokens, heavy))
     all_heavy = sum(heavy_cost(p, completion_tokens) for p in prompt_tokens)
     return routed, all_heavy, (routed / all_heavy if all_heavy else float("nan"))
 
 
-def cost_per_1000(prompt_tokens: list[int], heavy: list[bool], light_cost: CostFn, heavy_cost: CostFn,
-                  completion_tokens: int = COMPLETION_TOKENS) -> dict[str, float]:
+def cost_per_1000(
+    prompt_tokens: list[int],
+    heavy: list[bool],
+    light_cost: CostFn,
+    heavy_cost: CostFn,
+    completion_tokens: int = COMPLETION_TOKENS,
+) -> dict[str, float]:
     """USD per 1,000 requests of this mix: all light, all heavy, and routed as `heavy` says."""
     n = len(prompt_tokens)
     if n == 0:
@@ -158,8 +185,11 @@ def cost_per_1000(prompt_tokens: list[int], heavy: list[bool], light_cost: CostF
     light = [light_cost(p, completion_tokens) for p in prompt_tokens]
     heavy_prices = [heavy_cost(p, completion_tokens) for p in prompt_tokens]
     routed = [hp if h else lp for lp, hp, h in zip(light, heavy_prices, heavy)]
-    return {"all_light": 1000 * sum(light) / n, "all_heavy": 1000 * sum(heavy_prices) / n,
-            "routed": 1000 * sum(routed) / n}
+    return {
+        "all_light": 1000 * sum(light) / n,
+        "all_heavy": 1000 * sum(heavy_prices) / n,
+        "routed": 1000 * sum(routed) / n,
+    }
 
 
 def _print_cost_table(rows, heavy: list[bool], m: dict, ctx: "_Context") -> None:
@@ -171,11 +201,14 @@ def _print_cost_table(rows, heavy: list[bool], m: dict, ctx: "_Context") -> None
     print(f"cost per 1,000 requests ({ctx.light_name} / {ctx.heavy_name}, ~chars/4 in, {COMPLETION_TOKENS} out):")
     print(f"  all light  {cost['all_light']:8.4f} USD  hard recall 0.000")
     print(f"  all heavy  {cost['all_heavy']:8.4f} USD  hard recall 1.000")
-    print(f"  routed     {cost['routed']:8.4f} USD  hard recall {m['hard_recall']:.3f}  heavy share "
-          f"{m['heavy_share']:.3f}  ({cost['routed'] / cost['all_heavy']:.2f} of all heavy)")
+    print(
+        f"  routed     {cost['routed']:8.4f} USD  hard recall {m['hard_recall']:.3f}  heavy share "
+        f"{m['heavy_share']:.3f}  ({cost['routed'] / cost['all_heavy']:.2f} of all heavy)"
+    )
 
 
 # --- commands ------------------------------------------------------------------------------------------
+
 
 def run_explain(args: argparse.Namespace) -> int:
     from gateway.routing.difficulty import tier_for
@@ -185,8 +218,10 @@ def run_explain(args: argparse.Namespace) -> int:
     scorer, embedder = _load(ctx)
     vector = embedder.encode([args.prompt])[0] if embedder.available else None
     result = scorer.score([{"role": "user", "content": args.prompt}], vector)
-    print(f"score {result.score:.3f}  tier {tier_for(result.score, threshold)}  (threshold {threshold:g}, "
-          f"method {result.method})")
+    print(
+        f"score {result.score:.3f}  tier {tier_for(result.score, threshold)}  (threshold {threshold:g}, "
+        f"method {result.method})"
+    )
     print("signals that decided (share of the log-odds against an average request; + pushes heavy):")
     shown = [(label, c) for label, c in result.signals if abs(c) >= 0.05][:10]
     for label, c in shown:
@@ -227,13 +262,19 @@ def run_eval(args: argparse.Namespace) -> int:
                 text = last_user_text(row_messages(row)).replace("\n", " ")
                 print(f"  {row['label']:4s} scored {score:.2f}: {text[:100]}")
     print(f"{result['n']} prompts, method {result['method']}, threshold {threshold:g} ({ctx.source})")
-    print(f"hard precision {result['hard_precision']:.3f}  recall {result['hard_recall']:.3f}  "
-          f"(tp {result['tp']} fp {result['fp']} fn {result['fn']} tn {result['tn']})")
-    print(f"cost {routed:.4f} USD routed vs {all_heavy:.4f} all heavy ({ctx.light_name} / {ctx.heavy_name}, "
-          f"~chars/4 in, {COMPLETION_TOKENS} out): ratio {ratio:.3f}")
+    print(
+        f"hard precision {result['hard_precision']:.3f}  recall {result['hard_recall']:.3f}  "
+        f"(tp {result['tp']} fp {result['fp']} fn {result['fn']} tn {result['tn']})"
+    )
+    print(
+        f"cost {routed:.4f} USD routed vs {all_heavy:.4f} all heavy ({ctx.light_name} / {ctx.heavy_name}, "
+        f"~chars/4 in, {COMPLETION_TOKENS} out): ratio {ratio:.3f}"
+    )
     _print_cost_table(rows, heavy, result, ctx)
-    print(f"accuracy {result['accuracy']:.3f} hard_recall {result['hard_recall']:.3f} auc {result['auc']:.3f} "
-          f"heavy_share {result['heavy_share']:.3f}")
+    print(
+        f"accuracy {result['accuracy']:.3f} hard_recall {result['hard_recall']:.3f} auc {result['auc']:.3f} "
+        f"heavy_share {result['heavy_share']:.3f}"
+    )
     return 0
 
 
@@ -246,18 +287,25 @@ def run_calibrate(args: argparse.Namespace) -> int:
     scores, method = score_rows(scorer, rows, embedder)
     labels = _labels(rows)
     try:
-        threshold = calibrate(scores, labels, target_recall=args.target_recall,
-                              target_heavy_share=args.target_heavy_share)
+        threshold = calibrate(
+            scores, labels, target_recall=args.target_recall, target_heavy_share=args.target_heavy_share
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     m = metrics(scores, labels, threshold)
-    goal = (f"target recall {args.target_recall}" if args.target_recall is not None else
-            f"target heavy share {args.target_heavy_share}" if args.target_heavy_share is not None else
-            "best accuracy")
+    goal = (
+        f"target recall {args.target_recall}"
+        if args.target_recall is not None
+        else f"target heavy share {args.target_heavy_share}"
+        if args.target_heavy_share is not None
+        else "best accuracy"
+    )
     print(f"{len(rows)} prompts, method {method}, {goal}")
-    print(f"at this threshold: accuracy {m['accuracy']:.3f} hard_recall {m['hard_recall']:.3f} "
-          f"expected heavy share {m['heavy_share']:.3f}")
+    print(
+        f"at this threshold: accuracy {m['accuracy']:.3f} hard_recall {m['hard_recall']:.3f} "
+        f"expected heavy share {m['heavy_share']:.3f}"
+    )
     _print_cost_table(rows, [s >= threshold for s in scores], m, ctx)
     print(f"set models.{args.model}.difficulty_threshold: {threshold:.4f}")
     print(f"threshold {threshold:.4f}")
@@ -279,8 +327,13 @@ def run_train(args: argparse.Namespace) -> int:
     rows = [row for path in files for row in _read(path)]
     print(f"training on {', '.join(files)}", flush=True)
     embedder = Embedder.load(enabled=not args.no_embedding)
-    model = train(rows, embedder if embedder.available else None, out, seed=args.seed,
-                  progress=lambda line: print(f"  {line}", flush=True))
+    model = train(
+        rows,
+        embedder if embedder.available else None,
+        out,
+        seed=args.seed,
+        progress=lambda line: print(f"  {line}", flush=True),
+    )
     info = model["info"]
     print(f"trained on {info['trained_on']} prompts ({info['hard']} hard), seed {info['seed']}")
     for name in ("features_model", "embedding_model"):
@@ -289,8 +342,10 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"{name}: not trained (no embedding model)")
             continue
         m = part["oof_metrics"]
-        print(f"{name}: penalty {part['chosen_penalty']}, out-of-fold accuracy {m['accuracy']:.3f} "
-              f"hard_recall {m['hard_recall']:.3f} auc {m['auc']:.3f}, threshold {part['oof_threshold']:.3f} -> 0.5")
+        print(
+            f"{name}: penalty {part['chosen_penalty']}, out-of-fold accuracy {m['accuracy']:.3f} "
+            f"hard_recall {m['hard_recall']:.3f} auc {m['auc']:.3f}, threshold {part['oof_threshold']:.3f} -> 0.5"
+        )
     if out != DEFAULT_MODEL_PATH:
         print(f"to use it: difficulty.model_path: {Path(out).resolve()} (config), or --overwrite to ship it")
     return 0

@@ -68,6 +68,7 @@ def tier_for(score: float, threshold: float) -> Literal["light", "heavy"]:
 
 # --- reasons -------------------------------------------------------------------------------------------
 
+
 def _signals(counts: dict[str, int], contributions: np.ndarray) -> list[tuple[float, str]]:
     fired = []
     for i, name in enumerate(FEATURE_NAMES):
@@ -90,6 +91,7 @@ def _reasons(fired: list[tuple[float, str]]) -> list[str]:
 
 # --- scorer --------------------------------------------------------------------------------------------
 
+
 def _sigmoid(z: float) -> float:
     if z >= 0:
         return 1.0 / (1.0 + math.exp(-z))
@@ -110,9 +112,16 @@ class _Linear:
 class DifficultyScorer:
     """Scores a conversation. Build with `load`; `score` is pure and thread-safe."""
 
-    def __init__(self, features_model: _Linear, embedding_model: _Linear | None, feature_mean: np.ndarray,
-                 *, use_embedding: bool = True, info: dict | None = None,
-                 embedding_mean: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        features_model: _Linear,
+        embedding_model: _Linear | None,
+        feature_mean: np.ndarray,
+        *,
+        use_embedding: bool = True,
+        info: dict | None = None,
+        embedding_mean: np.ndarray | None = None,
+    ) -> None:
         n = len(FEATURE_NAMES)
         if features_model.coef.shape != (n,):
             raise ValueError(f"features model has {features_model.coef.shape[0]} weights, expected {n}")
@@ -144,8 +153,9 @@ class DifficultyScorer:
             np.asarray(data["feature_mean"], dtype=np.float64),
             use_embedding=settings.use_embedding,
             info=data.get("info", {}),
-            embedding_mean=(np.asarray(embedding["mean"], dtype=np.float32)
-                            if embedding and embedding.get("mean") else None),
+            embedding_mean=(
+                np.asarray(embedding["mean"], dtype=np.float32) if embedding and embedding.get("mean") else None
+            ),
         )
 
     @property
@@ -181,5 +191,9 @@ class DifficultyScorer:
             extra.append(f"features-only model {p:.2f} ({why})")
             fired = _signals(counts, contributions)
         fired.sort(key=lambda x: -abs(x[0]))
-        return Difficulty(score=p, reasons=tuple(_reasons([f for f in fired if abs(f[0]) >= 0.15]) + extra),
-                          method=method, signals=tuple((label, round(c, 3)) for c, label in fired))
+        return Difficulty(
+            score=p,
+            reasons=tuple(_reasons([f for f in fired if abs(f[0]) >= 0.15]) + extra),
+            method=method,
+            signals=tuple((label, round(c, 3)) for c, label in fired),
+        )

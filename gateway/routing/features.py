@@ -30,6 +30,7 @@ _CONTEXT_CHARS = 1500
 
 # --- text of a conversation -------------------------------------------------------------------------
 
+
 def conversation_text(messages: list[dict]) -> tuple[str, list[str], int]:
     """(last user text, up to 4 earlier user/assistant texts, number of user turns). System text is
     ignored: it is the deployment's, not the request's."""
@@ -41,8 +42,7 @@ def conversation_text(messages: list[dict]) -> tuple[str, list[str], int]:
     if last_index < 0:
         return "", [], 0
     last = content_text(messages[last_index].get("content"))
-    earlier = [content_text(m.get("content")) for m in messages[:last_index]
-               if m.get("role") in ("user", "assistant")]
+    earlier = [content_text(m.get("content")) for m in messages[:last_index] if m.get("role") in ("user", "assistant")]
     turns = sum(1 for m in messages if m.get("role") == "user")
     return last, earlier[-_CONTEXT_MESSAGES:], turns
 
@@ -55,7 +55,7 @@ _rx = rx
 # Patterns on the original text (case matters: CamelCase errors, code).
 _CODE_FENCE = _rx(r"```|~~~")
 _CODE = _rx(
-    r"^[^\S\n]{4,}\S|^\t+\S"                              # indented lines
+    r"^[^\S\n]{4,}\S|^\t+\S"  # indented lines
     r"|\bdef \w+\(|\bfunction\b\s*\w*\s*\(|=>|^[^\S\n]*return\b|\b(?:const|let|var)\s+\w+\s*=|\bimport \w+"
     r"|\bclass \w+[:({]|\bSELECT\b[\s\S]{1,200}?\bFROM\b|\bWHERE\b|\bGROUP BY\b|console\.\w+\("
     r"|[;{}]\s*$|\b\w+\.\w+\([^)]*\)|\b\w+\[\w*\]\s*=|\bnull\b|\bNone\b|\bself\b|\bawait\b|`[^`\n]{2,60}`",
@@ -190,23 +190,64 @@ _EN_WORDS = _rx(
 )
 
 VOCABULARY_NAMES: tuple[str, ...] = (
-    "log_chars", "log_lines", "code_block", "code", "stack_trace", "maths_notation", "maths_words",
-    "reasoning", "constraints", "legal", "rules", "medical", "finance", "technical", "hard_density", "support", "chat",
-    "id_numbers", "quantities", "questions", "french", "log_turns", "context_hard",
+    "log_chars",
+    "log_lines",
+    "code_block",
+    "code",
+    "stack_trace",
+    "maths_notation",
+    "maths_words",
+    "reasoning",
+    "constraints",
+    "legal",
+    "rules",
+    "medical",
+    "finance",
+    "technical",
+    "hard_density",
+    "support",
+    "chat",
+    "id_numbers",
+    "quantities",
+    "questions",
+    "french",
+    "log_turns",
+    "context_hard",
 )
 FEATURE_NAMES: tuple[str, ...] = VOCABULARY_NAMES + FORM_NAMES
 
 REASON_LABELS = {
-    "code_block": "code block", "code": "code", "stack_trace": "stack trace", "maths_notation": "maths notation",
-    "maths_words": "maths vocabulary", "reasoning": "reasoning request", "legal": "legal domain",
-    "rules": "rules/obligations", "medical": "medical domain", "finance": "finance/tax domain",
-    "technical": "technical domain", "support": "routine support wording", "chat": "chatty/polite wording",
-    "id_numbers": "order/ticket number", "quantities": "quantities", "context_hard": "hard topic in earlier turns",
+    "code_block": "code block",
+    "code": "code",
+    "stack_trace": "stack trace",
+    "maths_notation": "maths notation",
+    "maths_words": "maths vocabulary",
+    "reasoning": "reasoning request",
+    "legal": "legal domain",
+    "rules": "rules/obligations",
+    "medical": "medical domain",
+    "finance": "finance/tax domain",
+    "technical": "technical domain",
+    "support": "routine support wording",
+    "chat": "chatty/polite wording",
+    "id_numbers": "order/ticket number",
+    "quantities": "quantities",
+    "context_hard": "hard topic in earlier turns",
     **FORM_REASON_LABELS,
 }
 
-_HARD_GROUPS = ("code", "stack_trace", "maths_notation", "maths_words", "reasoning", "legal", "rules", "medical",
-                "finance", "technical")
+_HARD_GROUPS = (
+    "code",
+    "stack_trace",
+    "maths_notation",
+    "maths_words",
+    "reasoning",
+    "legal",
+    "rules",
+    "medical",
+    "finance",
+    "technical",
+)
 
 
 def _count(rx: re.Pattern, text: str) -> int:
@@ -286,5 +327,3 @@ def extract_features(messages: list[dict]) -> tuple[np.ndarray, dict[str, int]]:
     counts.update(form_counts)
     vector = np.array(vocabulary + form, dtype=np.float64)
     return vector, counts
-
-

@@ -98,21 +98,33 @@ class StickyTiers:
 
 
 class Router:
-    def __init__(self, config: GatewayConfig, scorer=None, sticky: StickyTiers | None = None, metrics=None,
-                 canary: CanaryState | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        scorer=None,
+        sticky: StickyTiers | None = None,
+        metrics=None,
+        canary: CanaryState | None = None,
+    ) -> None:
         self.config = config
         self.scorer = scorer
         self.sticky = sticky or StickyTiers()
         self.metrics = metrics
         self.canary = canary
         self._chains = {(alias, tier): config.chain(alias, tier) for alias in config.models for tier in TIERS}
-        self._chains.update({(alias, "canary"): config.chain(alias, "canary")
-                             for alias, route in config.models.items() if route.canary is not None})
+        self._chains.update(
+            {
+                (alias, "canary"): config.chain(alias, "canary")
+                for alias, route in config.models.items()
+                if route.canary is not None
+            }
+        )
 
     def require_model(self, req: ChatRequest) -> None:
         if req.alias not in self.config.models:
-            raise ModelNotFound(f"the model '{req.alias}' does not exist; GET /v1/models lists the models",
-                                param="model")
+            raise ModelNotFound(
+                f"the model '{req.alias}' does not exist; GET /v1/models lists the models", param="model"
+            )
 
     def chain(self, alias: str, tier: str):
         """The deployments of an alias's tier, in fallback order (embeddings use the light tier's)."""
@@ -140,7 +152,7 @@ class Router:
         return self._chains[(req.alias, req.tier)]
 
     def canary_side(self, req: ChatRequest) -> str:
-        """"canary" when this user's light requests go to the alias's canary, else "stable". Sticky per user
+        """ "canary" when this user's light requests go to the alias's canary, else "stable". Sticky per user
         (a request that names no user is split at random), so it is known before routing: the cache keeps
         the two sides apart."""
         route = self.config.models.get(req.alias)

@@ -44,8 +44,11 @@ __all__ = [
 
 # The ordinary prompts, varied ones (easy with digits and legal words, hard in casual wording), and the dev half
 # of the adversarial pairs (same words, other difficulty). The test half and the held-out sets stay out.
-DEFAULT_TRAIN_PATHS = ("data/routing/prompts.jsonl", "data/routing/prompts_varied.jsonl",
-                       "data/routing/adversarial_dev.jsonl")
+DEFAULT_TRAIN_PATHS = (
+    "data/routing/prompts.jsonl",
+    "data/routing/prompts_varied.jsonl",
+    "data/routing/adversarial_dev.jsonl",
+)
 # Strong L2 on purpose: our prompts separate almost perfectly, and the held-out traffic is written by others.
 FEATURE_LAMBDAS = (3.0, 10.0, 30.0)
 EMBEDDING_LAMBDAS = (100.0, 300.0, 1000.0)
@@ -55,6 +58,7 @@ TARGET_RECALL = 0.95
 
 
 # --- data ----------------------------------------------------------------------------------------------
+
 
 def row_messages(row: dict) -> list[dict]:
     if "messages" in row:
@@ -90,6 +94,7 @@ def _embed(rows: list[dict], embedder) -> np.ndarray:
 
 # --- metrics -------------------------------------------------------------------------------------------
 
+
 def roc_auc(scores, labels) -> float:
     """Rank-based ROC AUC (Mann-Whitney U), ties counted half. NaN when one class is missing."""
     s = np.asarray(scores, dtype=np.float64)
@@ -105,7 +110,7 @@ def roc_auc(scores, labels) -> float:
         j = i
         while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
         i = j + 1
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
@@ -127,12 +132,21 @@ def metrics(scores, labels, threshold: float) -> dict:
         "hard_recall": tp / (tp + fn) if tp + fn else float("nan"),
         "auc": roc_auc(s, y),
         "heavy_share": (tp + fp) / n if n else float("nan"),
-        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
     }
 
 
-def calibrate(scores, labels, target_recall: float | None = None,
-              target_heavy_share: float | None = None, *, target_specificity: float | None = None) -> float:
+def calibrate(
+    scores,
+    labels,
+    target_recall: float | None = None,
+    target_heavy_share: float | None = None,
+    *,
+    target_specificity: float | None = None,
+) -> float:
     """A threshold (heavy when score >= threshold) from labelled scores.
 
     target_recall: the highest threshold whose hard recall is at least the target. target_heavy_share: the
@@ -198,8 +212,10 @@ def best_accuracy_threshold(scores, labels, min_recall: float) -> float:
 
 # --- model fitting -------------------------------------------------------------------------------------
 
-def fit_logistic(X: np.ndarray, y: np.ndarray, penalty: np.ndarray | float, iters: int = 50
-                 ) -> tuple[np.ndarray, float]:
+
+def fit_logistic(
+    X: np.ndarray, y: np.ndarray, penalty: np.ndarray | float, iters: int = 50
+) -> tuple[np.ndarray, float]:
     """L2-regularised logistic regression by Newton's method; the bias is not penalised.
 
     Minimises sum(log-loss) + 0.5 * sum(penalty * w**2). Deterministic.
@@ -246,8 +262,7 @@ def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
     return fold
 
 
-def cross_val_scores(X: np.ndarray, y: np.ndarray, penalty: np.ndarray, k: int = 5, seed: int = 0
-                     ) -> np.ndarray:
+def cross_val_scores(X: np.ndarray, y: np.ndarray, penalty: np.ndarray, k: int = 5, seed: int = 0) -> np.ndarray:
     """Out-of-fold probabilities of each row."""
     out = np.empty(len(y))
     fold = stratified_folds(y, k, seed)
@@ -263,8 +278,15 @@ def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def _select(X: np.ndarray, y: np.ndarray, penalties: list[np.ndarray], seed: int, repeats: int = 2,
-            progress=None, label: str = "") -> tuple[np.ndarray, np.ndarray, list[dict]]:
+def _select(
+    X: np.ndarray,
+    y: np.ndarray,
+    penalties: list[np.ndarray],
+    seed: int,
+    repeats: int = 2,
+    progress=None,
+    label: str = "",
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """The penalty with the lowest repeated-CV log-loss, its out-of-fold scores (mean of the repeats), the table."""
     table = []
     best = None
@@ -272,11 +294,14 @@ def _select(X: np.ndarray, y: np.ndarray, penalties: list[np.ndarray], seed: int
         runs = [cross_val_scores(X, y, penalty, seed=seed + r) for r in range(repeats)]
         loss = float(np.mean([_log_loss(p, y) for p in runs]))
         auc = float(np.mean([roc_auc(p, y) for p in runs]))
-        table.append({"penalty": sorted({float(v) for v in penalty}), "cv_log_loss": round(loss, 4),
-                      "cv_auc": round(auc, 4)})
+        table.append(
+            {"penalty": sorted({float(v) for v in penalty}), "cv_log_loss": round(loss, 4), "cv_auc": round(auc, 4)}
+        )
         if progress is not None:
-            progress(f"{label}: penalty {n}/{len(penalties)} {table[-1]['penalty']}: cross-validated log-loss "
-                     f"{loss:.4f}, AUC {auc:.4f}")
+            progress(
+                f"{label}: penalty {n}/{len(penalties)} {table[-1]['penalty']}: cross-validated log-loss "
+                f"{loss:.4f}, AUC {auc:.4f}"
+            )
         if best is None or loss < best[0]:
             best = (loss, penalty, np.mean(runs, axis=0))
     return best[1], best[2], table
@@ -286,8 +311,15 @@ def _round(values: np.ndarray, digits: int = 6) -> list[float]:
     return [float(f"{v:.{digits}g}") for v in values]
 
 
-def train(rows: list[dict], embedder=None, out_path: str | Path | None = None, *, seed: int = 0,
-          target_recall: float = TARGET_RECALL, progress=None) -> dict:
+def train(
+    rows: list[dict],
+    embedder=None,
+    out_path: str | Path | None = None,
+    *,
+    seed: int = 0,
+    target_recall: float = TARGET_RECALL,
+    progress=None,
+) -> dict:
     """Fit both models on `rows`, write the weights file (when out_path is given) and return its dict.
     `progress(line)`, when given, hears about each stage."""
     y = _labels(rows)
@@ -303,14 +335,22 @@ def train(rows: list[dict], embedder=None, out_path: str | Path | None = None, *
         threshold = min(max(threshold, 1e-6), 1 - 1e-6)
         return bias - math.log(threshold / (1 - threshold)), threshold, metrics(oof, y, threshold)
 
-    penalty, oof, table_f = _select(F, y, [np.full(nf, lam) for lam in FEATURE_LAMBDAS], seed,
-                                    progress=say, label="features model")
+    penalty, oof, table_f = _select(
+        F, y, [np.full(nf, lam) for lam in FEATURE_LAMBDAS], seed, progress=say, label="features model"
+    )
     coef_f, bias_f = _fit_raw(F, y, penalty)
     bias_f, thr_f, cv_f = shifted(bias_f, oof, "features")
     info = {
-        "trained_on": len(rows), "hard": int(y.sum()), "seed": seed, "target_recall": target_recall,
-        "features_model": {"cv": table_f, "chosen_penalty": float(penalty[0]), "oof_threshold": thr_f,
-                           "oof_metrics": cv_f},
+        "trained_on": len(rows),
+        "hard": int(y.sum()),
+        "seed": seed,
+        "target_recall": target_recall,
+        "features_model": {
+            "cv": table_f,
+            "chosen_penalty": float(penalty[0]),
+            "oof_threshold": thr_f,
+            "oof_metrics": cv_f,
+        },
     }
     model = {
         "version": 1,
@@ -323,16 +363,26 @@ def train(rows: list[dict], embedder=None, out_path: str | Path | None = None, *
         say(f"embedding {len(rows)} prompts with {getattr(embedder, 'name', '?')}")
         E = _embed(rows, embedder)
         X = np.hstack([F, E])
-        penalties = [np.concatenate([np.full(nf, lf), np.full(E.shape[1], le)])
-                     for lf, le in product(FEATURE_LAMBDAS[:2], EMBEDDING_LAMBDAS)]
+        penalties = [
+            np.concatenate([np.full(nf, lf), np.full(E.shape[1], le)])
+            for lf, le in product(FEATURE_LAMBDAS[:2], EMBEDDING_LAMBDAS)
+        ]
         penalty, oof, table_e = _select(X, y, penalties, seed, progress=say, label="embedding model")
         coef_e, bias_e = _fit_raw(X, y, penalty)
         bias_e, thr_e, cv_e = shifted(bias_e, oof, "model")
-        model["embedding_model"] = {"coef": _round(coef_e), "bias": bias_e, "dim": int(E.shape[1]),
-                                    "mean": _round(E.mean(axis=0), 4)}
-        info["embedding_model"] = {"cv": table_e, "chosen_penalty": [float(penalty[0]), float(penalty[-1])],
-                                   "oof_threshold": thr_e, "oof_metrics": cv_e,
-                                   "embedder": getattr(embedder, "name", "?")}
+        model["embedding_model"] = {
+            "coef": _round(coef_e),
+            "bias": bias_e,
+            "dim": int(E.shape[1]),
+            "mean": _round(E.mean(axis=0), 4),
+        }
+        info["embedding_model"] = {
+            "cv": table_e,
+            "chosen_penalty": [float(penalty[0]), float(penalty[-1])],
+            "oof_threshold": thr_e,
+            "oof_metrics": cv_e,
+            "embedder": getattr(embedder, "name", "?"),
+        }
     model["info"] = info
     if out_path is not None:
         Path(out_path).write_bytes(orjson.dumps(model, option=orjson.OPT_INDENT_2))
@@ -341,6 +391,7 @@ def train(rows: list[dict], embedder=None, out_path: str | Path | None = None, *
 
 
 # --- evaluation ----------------------------------------------------------------------------------------
+
 
 def score_rows(scorer: DifficultyScorer, rows: list[dict], embedder=None) -> tuple[np.ndarray, str]:
     """Scores of rows (embedding the last user message when the scorer and the embedder allow) and the method."""

@@ -53,8 +53,10 @@ def _models(args: argparse.Namespace) -> int:
         return 0
     print(f"{'deployment':18} {'model':40} {'version':10} {'promoted':26} owner")
     for entry in data["data"]:
-        print(f"{entry['deployment']:18} {entry['model'][:40]:40} {entry['version'] or '-':10} "
-              f"{entry['promoted'] or '-':26} {entry['owner'] or '-'}")
+        print(
+            f"{entry['deployment']:18} {entry['model'][:40]:40} {entry['version'] or '-':10} "
+            f"{entry['promoted'] or '-':26} {entry['owner'] or '-'}"
+        )
     return 0
 
 
@@ -69,8 +71,10 @@ def _shadow_report(args: argparse.Namespace) -> int:
         print(orjson.dumps(summaries, option=orjson.OPT_INDENT_2).decode())
         return 0
     for alias, summary in summaries.items():
-        print(f"{render(alias, summary)}\n  candidate {summary['candidate']}, sampling {summary['percent']:g}%, "
-              f"spent today ${summary['spent_usd_today']:.4f}")
+        print(
+            f"{render(alias, summary)}\n  candidate {summary['candidate']}, sampling {summary['percent']:g}%, "
+            f"spent today ${summary['spent_usd_today']:.4f}"
+        )
     return 0
 
 
@@ -129,7 +133,7 @@ def _golden(path: str) -> list[tuple[dict[str, Any], str]]:
                 elif isinstance(row.get("prompt"), str):
                     body = {"messages": [{"role": "user", "content": row["prompt"]}]}
                 else:
-                    raise SystemExit(f"{path}:{number}: needs \"prompt\" or \"messages\"")
+                    raise SystemExit(f'{path}:{number}: needs "prompt" or "messages"')
                 lines.append((body, str(row.get("intent", "other"))))
     except OSError as exc:
         raise SystemExit(f"{path}: {exc.strerror}") from None
@@ -164,8 +168,10 @@ def render_plan(plan: dict[str, Any]) -> str:
         lines.append(f"  reason: {plan['reason']}")
     quality = (plan.get("gates") or {}).get("win_rate")
     if quality:
-        lines.append(f"  win rate {quality['win_rate'] if quality['win_rate'] is not None else '-'} "
-                     f"(95% lower bound {quality['low']:.3f}) over {quality['n']} pairs")
+        lines.append(
+            f"  win rate {quality['win_rate'] if quality['win_rate'] is not None else '-'} "
+            f"(95% lower bound {quality['low']:.3f}) over {quality['n']} pairs"
+        )
     lines.extend(f"  {e['at']} {e['who']}: {e['event']} at {e['stage']}: {e['detail']}" for e in plan["history"])
     return "\n".join(lines)
 
@@ -204,9 +210,11 @@ def register_cli(sub) -> None:
 
 def register_canary(canary_sub) -> None:
     """`gateway canary promote|status|stop`, beside get and set."""
-    for name, help_ in (("promote", "walk the staged, gated plan: shadow, then the canary stages"),
-                        ("status", "the promotion plan, its gates and history"),
-                        ("stop", "stop a running promotion and roll the canary back")):
+    for name, help_ in (
+        ("promote", "walk the staged, gated plan: shadow, then the canary stages"),
+        ("status", "the promotion plan, its gates and history"),
+        ("stop", "stop a running promotion and roll the canary back"),
+    ):
         command = canary_sub.add_parser(name, help=help_)
         command.add_argument("model")
         _remote(command)

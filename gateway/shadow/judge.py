@@ -31,8 +31,11 @@ Answer B:
 
 Which answer serves the customer better (correct, complete, polite, to the point)? Reply with one word: A, B or TIE."""
 
-_REFUSAL = re.compile(r"\b(i can(?:no|')t help|i am unable to|i'm unable to|i cannot assist|as an ai\b|"
-                      r"je ne peux pas vous aider|je ne suis pas en mesure)", re.IGNORECASE)
+_REFUSAL = re.compile(
+    r"\b(i can(?:no|')t help|i am unable to|i'm unable to|i cannot assist|as an ai\b|"
+    r"je ne peux pas vous aider|je ne suis pas en mesure)",
+    re.IGNORECASE,
+)
 _VERDICT = re.compile(r"\b(A|B|TIE)\b")
 
 

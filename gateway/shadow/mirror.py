@@ -127,15 +127,25 @@ class LoopLag:
 
 
 class ShadowMirror:
-    def __init__(self, config: GatewayConfig, transport, cost_of: Callable[[dict | None, str | None], float],
-                 store: ShadowStore, metrics, redis=None, prefix: str = "gw:",
-                 rng: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        transport,
+        cost_of: Callable[[dict | None, str | None], float],
+        store: ShadowStore,
+        metrics,
+        redis=None,
+        prefix: str = "gw:",
+        rng: Callable[[], float] = random.random,
+    ) -> None:
         self._routes = {alias: route.shadow for alias, route in config.models.items() if route.shadow is not None}
         self._deployments = config.deployments
         self._transport = transport
         # Their own clients: no provider budget of the primary's, no breaker, no retry (gateway/upstream/)
-        self._upstreams = {name: Upstream(name, config.deployments[name], transport) for name in
-                           {n for s in self._routes.values() for n in (s.deployment, s.judge) if n}}
+        self._upstreams = {
+            name: Upstream(name, config.deployments[name], transport)
+            for name in {n for s in self._routes.values() for n in (s.deployment, s.judge) if n}
+        }
         self._cost_of = cost_of
         self.store = store
         self._metrics = metrics
@@ -146,8 +156,10 @@ class ShadowMirror:
         self._tasks: set[asyncio.Task] = set()
         self.lag = LoopLag(busy_ms=min((shadow.busy_lag_ms for shadow in self._routes.values()), default=5.0))
         self._lag_task: asyncio.Task | None = None
-        self._judges = {alias: Judge(self._asker(alias, shadow.judge) if shadow.judge else None, shadow.judge_prompt)
-                        for alias, shadow in self._routes.items()}
+        self._judges = {
+            alias: Judge(self._asker(alias, shadow.judge) if shadow.judge else None, shadow.judge_prompt)
+            for alias, shadow in self._routes.items()
+        }
 
     @property
     def aliases(self) -> list[str]:
@@ -160,7 +172,9 @@ class ShadowMirror:
         """The promotion's shadow stage mirrors everything; this replica only (it is a sampling rate)."""
         self._percent[alias] = percent
 
-    def offer(self, alias: str, intent: str, variant: str, tier: str, body: dict[str, Any], primary: dict[str, Any]) -> bool:
+    def offer(
+        self, alias: str, intent: str, variant: str, tier: str, body: dict[str, Any], primary: dict[str, Any]
+    ) -> bool:
         """Called after a user got the primary's answer. `primary`: status, parsed (the answer), latency_s,
         usage, served_by. Returns whether a shadow call was started."""
         shadow = self._routes.get(alias)
@@ -193,8 +207,9 @@ class ShadowMirror:
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _shadow(self, alias: str, shadow: ShadowConfig, intent: str, body: dict[str, Any],
-                      primary: dict[str, Any]) -> None:
+    async def _shadow(
+        self, alias: str, shadow: ShadowConfig, intent: str, body: dict[str, Any], primary: dict[str, Any]
+    ) -> None:
         try:
             if await self.store.spent(alias) >= shadow.max_usd_per_day:
                 self._metrics.shadow_calls.labels(alias, "over_budget").inc()
@@ -210,8 +225,14 @@ class ShadowMirror:
             self._metrics.shadow_calls.labels(alias, "failed").inc()
             log.warning("shadow call for %s failed: %s: %s", alias, type(exc).__name__, exc)
 
-    async def replay(self, alias: str, body: dict[str, Any], intent: str = "other", primary: str | None = None,
-                     candidate: str | None = None) -> dict[str, Any]:
+    async def replay(
+        self,
+        alias: str,
+        body: dict[str, Any],
+        intent: str = "other",
+        primary: str | None = None,
+        candidate: str | None = None,
+    ) -> dict[str, Any]:
         """One golden-set line through both sides (`gateway shadow replay`): the alias's first light deployment
         (or `primary`) against its shadow candidate (or `candidate`); the pair is judged and kept."""
         shadow = self._routes[alias]
@@ -222,12 +243,18 @@ class ShadowMirror:
         started = time.perf_counter()
         status, parsed = await self._call(name, self._deployments[name], body)
         usage = parsed.get("usage") if isinstance(parsed, dict) else None
-        answer = {"status": status, "parsed": parsed, "latency_s": time.perf_counter() - started, "usage": usage,
-                  "served_by": name}
+        answer = {
+            "status": status,
+            "parsed": parsed,
+            "latency_s": time.perf_counter() - started,
+            "usage": usage,
+            "served_by": name,
+        }
         return await self._compare(alias, shadow, intent, body, answer)
 
-    async def _compare(self, alias: str, shadow: ShadowConfig, intent: str, body: dict[str, Any],
-                       primary: dict[str, Any]) -> dict[str, Any]:
+    async def _compare(
+        self, alias: str, shadow: ShadowConfig, intent: str, body: dict[str, Any], primary: dict[str, Any]
+    ) -> dict[str, Any]:
         name = shadow.deployment
         # only non-streamed answers are offered: the body goes as the client sent it (gateway/verbatim.py)
         started = time.perf_counter()
@@ -251,19 +278,30 @@ class ShadowMirror:
         else:
             verdict, how = await judge.compare(question, mine, theirs)
         self._metrics.shadow_verdicts.labels(alias, verdict).inc()
-        pair = {"ts": time.time(), "intent": intent, "question": _kept(question), "verdict": verdict, "how": how,
-                "primary": self._side(mine, primary["latency_s"], primary.get("usage"), primary.get("served_by")),
-                "candidate": self._side(theirs, latency_s, usage, name)}
+        pair = {
+            "ts": time.time(),
+            "intent": intent,
+            "question": _kept(question),
+            "verdict": verdict,
+            "how": how,
+            "primary": self._side(mine, primary["latency_s"], primary.get("usage"), primary.get("served_by")),
+            "candidate": self._side(theirs, latency_s, usage, name),
+        }
         await self.store.add_pair(alias, pair, shadow.keep_pairs)
         return pair
 
     def _side(self, side: Side, latency_s: float, usage: dict | None, deployment: str | None) -> dict[str, Any]:
         usage = usage if isinstance(usage, dict) else {}
-        return {"deployment": deployment, "status": side.status, "text": _kept(side.text),
-                "problems": side.problems, "latency_ms": round(latency_s * 1000, 2),
-                "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-                "completion_tokens": int(usage.get("completion_tokens") or 0),
-                "cost_usd": self._cost_of(usage, deployment)}
+        return {
+            "deployment": deployment,
+            "status": side.status,
+            "text": _kept(side.text),
+            "problems": side.problems,
+            "latency_ms": round(latency_s * 1000, 2),
+            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+            "completion_tokens": int(usage.get("completion_tokens") or 0),
+            "cost_usd": self._cost_of(usage, deployment),
+        }
 
     async def _call(self, name: str, deployment: Deployment, body: dict[str, Any]) -> tuple[int, Any]:
         """One attempt, no retry, no fallback: a failure is a data point about the candidate."""

@@ -70,8 +70,11 @@ class VariantStats:
 
     def observe(self, alias: str, stage_id: str, variant: str, failed: bool, latency_s: float) -> None:
         fields = self._pending.setdefault((alias, stage_id), {})
-        for name in (f"{variant}:requests", f"{variant}:errors" if failed else None,
-                     None if failed else f"{variant}:le:{_bucket(latency_s * 1000)}"):
+        for name in (
+            f"{variant}:requests",
+            f"{variant}:errors" if failed else None,
+            None if failed else f"{variant}:le:{_bucket(latency_s * 1000)}",
+        ):
             if name is not None:
                 fields[name] = fields.get(name, 0) + 1
 
@@ -94,15 +97,20 @@ class VariantStats:
         if self._redis is None:
             raw = self._memory.get((alias, stage_id), {})
         else:
-            raw = {k.decode(): int(v) for k, v in (await self._redis.hgetall(f"{self._prefix}{alias}:{stage_id}")).items()}
+            raw = {
+                k.decode(): int(v) for k, v in (await self._redis.hgetall(f"{self._prefix}{alias}:{stage_id}")).items()
+            }
         out = {}
         for variant in ("stable", "canary"):
             requests = raw.get(f"{variant}:requests", 0)
             errors = raw.get(f"{variant}:errors", 0)
             buckets = {int(k.rsplit(":", 1)[1]): v for k, v in raw.items() if k.startswith(f"{variant}:le:")}
-            out[variant] = {"requests": requests, "errors": errors,
-                            "error_rate": errors / requests if requests else 0.0,
-                            "p95_ms": p95_from_buckets(buckets)}
+            out[variant] = {
+                "requests": requests,
+                "errors": errors,
+                "error_rate": errors / requests if requests else 0.0,
+                "p95_ms": p95_from_buckets(buckets),
+            }
         return out
 
 
@@ -111,8 +119,16 @@ class PromotionError(ValueError):
 
 
 class Promoter:
-    def __init__(self, config: GatewayConfig, canary, mirror, registry: ModelRegistry, redis=None,
-                 prefix: str = "gw:", metrics=None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        canary,
+        mirror,
+        registry: ModelRegistry,
+        redis=None,
+        prefix: str = "gw:",
+        metrics=None,
+    ) -> None:
         self._routes = config.models
         self._canary = canary
         self._mirror = mirror
@@ -123,8 +139,11 @@ class Promoter:
         self.stats = VariantStats(redis, prefix)
         self._memory: dict[str, dict[str, Any]] = {}
         self._running: dict[str, dict[str, Any]] = {}  # this replica's view of running plans, for observe()
-        self._canary_deployments = {alias: frozenset(route.canary.deployments)
-                                    for alias, route in config.models.items() if route.canary is not None}
+        self._canary_deployments = {
+            alias: frozenset(route.canary.deployments)
+            for alias, route in config.models.items()
+            if route.canary is not None
+        }
 
     # Request outcomes, from the recorder; cheap: a dict update when a promotion runs, nothing otherwise.
     def observe(self, alias: str, variant: str, status: int, served_by: str | None, latency_s: float) -> None:
@@ -144,15 +163,27 @@ class Promoter:
         if route.shadow is None or route.canary is None:
             raise PromotionError(f"model {alias!r} needs both `shadow` and `canary` configured to be promoted")
         if route.shadow.deployment not in route.canary.deployments:
-            raise PromotionError(f"models.{alias}.shadow.deployment ({route.shadow.deployment}) must be one of "
-                                 f"models.{alias}.canary.deployments to be promoted")
+            raise PromotionError(
+                f"models.{alias}.shadow.deployment ({route.shadow.deployment}) must be one of "
+                f"models.{alias}.canary.deployments to be promoted"
+            )
         current = await self.status(alias)
         if current and current["status"] == "running":
             raise PromotionError(f"a promotion of {alias!r} is already running (stage {current['stage_name']})")
         now = time.time()
-        plan = {"alias": alias, "candidate": route.shadow.deployment, "stages": self.plan_stages(alias),
-                "stage": 0, "stage_name": SHADOW, "stage_id": _new_id(), "status": "running", "reason": None,
-                "started_ts": now, "stage_ts": now, "history": []}
+        plan = {
+            "alias": alias,
+            "candidate": route.shadow.deployment,
+            "stages": self.plan_stages(alias),
+            "stage": 0,
+            "stage_name": SHADOW,
+            "stage_id": _new_id(),
+            "status": "running",
+            "reason": None,
+            "started_ts": now,
+            "stage_ts": now,
+            "history": [],
+        }
         _event(plan, who, "started", why or "promotion started")
         await self._canary.set(alias, 0.0, reason=f"promotion of {plan['candidate']} started (shadow stage)")
         await self._save(plan)
@@ -210,17 +241,32 @@ class Promoter:
                 await self._save(plan)
                 return plan
             if canary["error_rate"] > stable["error_rate"] + settings.max_error_rate_increase:
-                return await self._roll_back(plan, who, (
-                    f"health gate: canary error rate {canary['error_rate']:.3f} > stable {stable['error_rate']:.3f}"
-                    f" + {settings.max_error_rate_increase:.3f} at {plan['stage_name']}%"))
+                return await self._roll_back(
+                    plan,
+                    who,
+                    (
+                        f"health gate: canary error rate {canary['error_rate']:.3f} > stable {stable['error_rate']:.3f}"
+                        f" + {settings.max_error_rate_increase:.3f} at {plan['stage_name']}%"
+                    ),
+                )
             if canary["p95_ms"] and stable["p95_ms"] and canary["p95_ms"] > stable["p95_ms"] * settings.max_p95_ratio:
-                return await self._roll_back(plan, who, (
-                    f"latency gate: canary p95 {canary['p95_ms']:.0f} ms > {settings.max_p95_ratio:g} x stable "
-                    f"p95 {stable['p95_ms']:.0f} ms at {plan['stage_name']}%"))
+                return await self._roll_back(
+                    plan,
+                    who,
+                    (
+                        f"latency gate: canary p95 {canary['p95_ms']:.0f} ms > {settings.max_p95_ratio:g} x stable "
+                        f"p95 {stable['p95_ms']:.0f} ms at {plan['stage_name']}%"
+                    ),
+                )
         if quality["low"] < settings.min_win_rate:
-            return await self._roll_back(plan, who, (
-                f"quality gate: win rate lower bound {quality['low']:.3f} < {settings.min_win_rate:.3f} "
-                f"(win {quality['win']}, tie {quality['tie']}, loss {quality['loss']}) at {plan['stage_name']}"))
+            return await self._roll_back(
+                plan,
+                who,
+                (
+                    f"quality gate: win rate lower bound {quality['low']:.3f} < {settings.min_win_rate:.3f} "
+                    f"(win {quality['win']}, tie {quality['tie']}, loss {quality['loss']}) at {plan['stage_name']}"
+                ),
+            )
         return await self._advance(plan, who)
 
     async def run(self) -> None:
@@ -243,8 +289,12 @@ class Promoter:
         if plan["stage"] + 1 >= len(plan["stages"]):
             plan["status"] = "promoted"
             _event(plan, who, "promoted", f"every gate held up to {plan['stage_name']}%")
-            await self._registry.update(plan["candidate"], {"promoted": utc_now()}, who=who,
-                                        why=f"promoted on {plan['alias']} by the staged plan")
+            await self._registry.update(
+                plan["candidate"],
+                {"promoted": utc_now()},
+                who=who,
+                why=f"promoted on {plan['alias']} by the staged plan",
+            )
             await self._save(plan)
             await self.refresh()
             self._count(plan, "promoted")
@@ -252,7 +302,9 @@ class Promoter:
         plan["stage"] += 1
         plan["stage_name"] = plan["stages"][plan["stage"]]
         plan["stage_id"], plan["stage_ts"] = _new_id(), time.time()
-        await self._canary.set(plan["alias"], float(plan["stage_name"]), reason=f"promotion stage {plan['stage_name']}%")
+        await self._canary.set(
+            plan["alias"], float(plan["stage_name"]), reason=f"promotion stage {plan['stage_name']}%"
+        )
         _event(plan, who, "advanced", f"gates held; canary at {plan['stage_name']}%")
         await self._save(plan)
         await self.refresh()
@@ -283,8 +335,9 @@ class Promoter:
     async def _lock(self, alias: str, seconds: float) -> bool:
         if self._redis is None:
             return True
-        return bool(await self._redis.set(f"{self._prefix}{alias}:lock", os.getpid(), nx=True,
-                                          px=max(100, int(seconds * 900))))
+        return bool(
+            await self._redis.set(f"{self._prefix}{alias}:lock", os.getpid(), nx=True, px=max(100, int(seconds * 900)))
+        )
 
 
 def _new_id() -> str:
@@ -292,5 +345,4 @@ def _new_id() -> str:
 
 
 def _event(plan: dict[str, Any], who: str, event: str, detail: str) -> None:
-    plan["history"].append({"at": utc_now(), "who": who, "event": event, "stage": plan["stage_name"],
-                            "detail": detail})
+    plan["history"].append({"at": utc_now(), "who": who, "event": event, "stage": plan["stage_name"], "detail": detail})

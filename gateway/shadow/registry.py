@@ -82,8 +82,14 @@ class ModelRegistry:
             first = exc.errors()[0]
             raise RegistryError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
         stored = {**await self._changes(name), **changes}
-        entry = {"at": utc_now(), "ts": time.time(), "who": who, "deployment": name, "why": why,
-                 "changes": {field: {"from": current[field], "to": value} for field, value in changes.items()}}
+        entry = {
+            "at": utc_now(),
+            "ts": time.time(),
+            "who": who,
+            "deployment": name,
+            "why": why,
+            "changes": {field: {"from": current[field], "to": value} for field, value in changes.items()},
+        }
         if self._redis is not None:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self._key, name, orjson.dumps(stored))

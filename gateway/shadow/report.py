@@ -34,8 +34,15 @@ def win_rate(wins: int, ties: int, losses: int, ties_win: bool = False) -> dict[
     n = wins + ties + losses
     score = wins + (ties if ties_win else ties / 2)
     low, high = wilson(score, n)
-    return {"n": n, "win": wins, "tie": ties, "loss": losses, "win_rate": score / n if n else None,
-            "low": low, "high": high}
+    return {
+        "n": n,
+        "win": wins,
+        "tie": ties,
+        "loss": losses,
+        "win_rate": score / n if n else None,
+        "low": low,
+        "high": high,
+    }
 
 
 def _side(pairs: list[dict[str, Any]], side: str) -> dict[str, Any]:
@@ -44,9 +51,13 @@ def _side(pairs: list[dict[str, Any]], side: str) -> dict[str, Any]:
     errors = sum(1 for a in answers if a.get("status") != 200)
     cost = sum(a.get("cost_usd", 0.0) for a in answers)
     n = len(answers)
-    return {"requests": n, "error_rate": errors / n if n else None, "p95_ms": quantile(latencies, 0.95),
-            "cost_per_request_usd": cost / n if n else None,
-            "completion_tokens": sum(a.get("completion_tokens", 0) for a in answers)}
+    return {
+        "requests": n,
+        "error_rate": errors / n if n else None,
+        "p95_ms": quantile(latencies, 0.95),
+        "cost_per_request_usd": cost / n if n else None,
+        "completion_tokens": sum(a.get("completion_tokens", 0) for a in answers),
+    }
 
 
 def summarise(pairs: Iterable[dict[str, Any]], ties_win: bool = False) -> dict[str, Any]:
@@ -59,7 +70,9 @@ def summarise(pairs: Iterable[dict[str, Any]], ties_win: bool = False) -> dict[s
     return {
         "pairs": len(pairs),
         "overall": win_rate(total["win"], total["tie"], total["loss"], ties_win),
-        "by_intent": {intent: win_rate(t["win"], t["tie"], t["loss"], ties_win) for intent, t in sorted(counts.items())},
+        "by_intent": {
+            intent: win_rate(t["win"], t["tie"], t["loss"], ties_win) for intent, t in sorted(counts.items())
+        },
         "primary": _side(pairs, "primary"),
         "candidate": _side(pairs, "candidate"),
         "judged_by": {how: sum(1 for p in pairs if p.get("how") == how) for how in ("signals", "judge", "undecided")},
@@ -72,8 +85,10 @@ def render(alias: str, summary: dict[str, Any]) -> str:
 
     def row(name: str, s: dict[str, Any]) -> str:
         rate = "   -" if s["win_rate"] is None else f"{s['win_rate']:.3f}"
-        return (f"  {name:<18} n={s['n']:<5} win {s['win']:<4} tie {s['tie']:<4} loss {s['loss']:<4} "
-                f"win rate {rate} [{s['low']:.3f}, {s['high']:.3f}]")
+        return (
+            f"  {name:<18} n={s['n']:<5} win {s['win']:<4} tie {s['tie']:<4} loss {s['loss']:<4} "
+            f"win rate {rate} [{s['low']:.3f}, {s['high']:.3f}]"
+        )
 
     lines.append(row("all intents", summary["overall"]))
     lines.extend(row(intent, s) for intent, s in summary["by_intent"].items())

@@ -151,12 +151,15 @@ class RedisBreakerStore:
 
     async def take_probe(self, name: str, now: float, ttl_s: float) -> bool:
         key = self._keys(name)[2]
-        return bool(await self.use.call("probe", lambda: self._redis.set(key, "1", nx=True,
-                                                                          px=max(1, int(ttl_s * 1000)))))
+        return bool(
+            await self.use.call("probe", lambda: self._redis.set(key, "1", nx=True, px=max(1, int(ttl_s * 1000))))
+        )
 
     async def failure(self, name: str, now: float, config: BreakerConfig, probe: bool) -> float:
-        keys, args = self._keys(name), [repr(now), config.window_s, config.failures, config.cooldown_s,
-                                        uuid.uuid4().hex, "1" if probe else "0"]
+        keys, args = (
+            self._keys(name),
+            [repr(now), config.window_s, config.failures, config.cooldown_s, uuid.uuid4().hex, "1" if probe else "0"],
+        )
         return float(await self.use.call("failure", lambda: self._failure(keys=keys, args=args)))
 
     async def hold(self, name: str, now: float, until: float) -> float:
@@ -171,8 +174,15 @@ class RedisBreakerStore:
 
 
 class CircuitBreaker:
-    def __init__(self, config: BreakerConfig, *, redis: RedisUse | None = None, metrics=None,
-                 clock: Callable[[], float] = time.time, sync_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        config: BreakerConfig,
+        *,
+        redis: RedisUse | None = None,
+        metrics=None,
+        clock: Callable[[], float] = time.time,
+        sync_s: float = 0.1,
+    ) -> None:
         self.config = config
         self.clock = clock  # wall clock: open-until times are shared between machines
         self.sync_s = sync_s

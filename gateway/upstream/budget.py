@@ -61,8 +61,9 @@ def estimate_tokens(body: dict[str, Any]) -> int:
             if isinstance(content, str):
                 chars += len(content)
             elif isinstance(content, list):
-                chars += sum(len(p.get("text", "")) for p in content if isinstance(p, dict)
-                             and isinstance(p.get("text"), str))
+                chars += sum(
+                    len(p.get("text", "")) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+                )
     inputs = body.get("input")
     if isinstance(inputs, str):
         chars += len(inputs)
@@ -89,8 +90,9 @@ def _wait(buckets: dict[int, int], used: float, cost: float, cap: float, now: fl
 class MemoryWindows:
     """Sliding windows in this process; `clock` is injectable for tests."""
 
-    def __init__(self, *, window_s: float = WINDOW_S, bucket_s: float = 1.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, *, window_s: float = WINDOW_S, bucket_s: float = 1.0, clock: Callable[[], float] = time.time
+    ) -> None:
         self.bucket_s = bucket_s
         self.n = math.ceil(window_s / bucket_s) + 1
         self.clock = clock
@@ -249,8 +251,10 @@ class UpstreamBudget:
         if deployment.rpm is None and deployment.tpm is None:
             return OPEN
         share = self.shares.get(priority, self.shares["normal"])
-        caps = (None if deployment.rpm is None else deployment.rpm * share,
-                None if deployment.tpm is None else deployment.tpm * share)
+        caps = (
+            None if deployment.rpm is None else deployment.rpm * share,
+            None if deployment.tpm is None else deployment.tpm * share,
+        )
         return await self.windows.take(f"budget:{name}", caps, (1, tokens if deployment.tpm else 0))
 
     async def remaining(self, name: str, deployment: Deployment) -> tuple[float | None, float | None]:
@@ -258,8 +262,10 @@ class UpstreamBudget:
         if deployment.rpm is None and deployment.tpm is None:
             return None, None
         requests, tokens = await self.windows.current(f"budget:{name}")
-        return (None if deployment.rpm is None else max(0.0, deployment.rpm - requests),
-                None if deployment.tpm is None else max(0.0, deployment.tpm - tokens))
+        return (
+            None if deployment.rpm is None else max(0.0, deployment.rpm - requests),
+            None if deployment.tpm is None else max(0.0, deployment.tpm - tokens),
+        )
 
     def hold(self, req: ChatRequest, name: str, deployment: Deployment, grant: Grant, tokens: int) -> None:
         """Hold what was reserved on the request: the pipeline settles it to the real usage at the end."""

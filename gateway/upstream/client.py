@@ -34,8 +34,9 @@ class UpstreamAnswer:
 
 
 class UpstreamStream:
-    def __init__(self, status: int, headers: dict[str, str], chunks: AsyncIterator[bytes],
-                 close: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, status: int, headers: dict[str, str], chunks: AsyncIterator[bytes], close: Callable[[], Awaitable[None]]
+    ) -> None:
         self.status = status
         self.headers = headers
         self._chunks = chunks
@@ -53,8 +54,9 @@ class UpstreamStream:
 
 class Transport(Protocol):
     async def post(self, url: str, body: bytes, headers: dict[str, str], timeouts: Timeouts) -> UpstreamAnswer: ...
-    async def open_stream(self, url: str, body: bytes, headers: dict[str, str],
-                          timeouts: Timeouts) -> UpstreamStream: ...
+    async def open_stream(
+        self, url: str, body: bytes, headers: dict[str, str], timeouts: Timeouts
+    ) -> UpstreamStream: ...
     def pool_stats(self) -> dict[str, int]: ...
     async def aclose(self) -> None: ...
 
@@ -86,14 +88,30 @@ class _MapErrors:
         return False
 
 
-_AIOHTTP_CALL = _MapErrors((asyncio.TimeoutError,), (aiohttp.ClientError,),
-                           "the upstream did not answer in time", "could not reach the upstream")
-_AIOHTTP_STREAM = _MapErrors((asyncio.TimeoutError,), (aiohttp.ClientError,),
-                             "the upstream stalled mid-stream", "the upstream dropped the stream")
-_HTTPX_CALL = _MapErrors((httpx.TimeoutException,), (httpx.TransportError,),
-                         "the upstream did not answer in time", "could not reach the upstream")
-_HTTPX_STREAM = _MapErrors((httpx.TimeoutException,), (httpx.TransportError,),
-                           "the upstream stalled mid-stream", "the upstream dropped the stream")
+_AIOHTTP_CALL = _MapErrors(
+    (asyncio.TimeoutError,),
+    (aiohttp.ClientError,),
+    "the upstream did not answer in time",
+    "could not reach the upstream",
+)
+_AIOHTTP_STREAM = _MapErrors(
+    (asyncio.TimeoutError,),
+    (aiohttp.ClientError,),
+    "the upstream stalled mid-stream",
+    "the upstream dropped the stream",
+)
+_HTTPX_CALL = _MapErrors(
+    (httpx.TimeoutException,),
+    (httpx.TransportError,),
+    "the upstream did not answer in time",
+    "could not reach the upstream",
+)
+_HTTPX_STREAM = _MapErrors(
+    (httpx.TimeoutException,),
+    (httpx.TransportError,),
+    "the upstream stalled mid-stream",
+    "the upstream dropped the stream",
+)
 
 
 def _raise_for_status(status: int, body: bytes, headers: dict[str, str]) -> None:
@@ -104,8 +122,9 @@ def _raise_for_status(status: int, body: bytes, headers: dict[str, str]) -> None
 class AiohttpTransport:
     def __init__(self, max_connections: int = 1000) -> None:
         self._connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=self._connector, auto_decompress=True,
-                                              skip_auto_headers=("User-Agent",))
+        self._session = aiohttp.ClientSession(
+            connector=self._connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
+        )
         self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
 
     def _timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
@@ -160,8 +179,9 @@ class HttpxTransport:
         if over_aiohttp:
             from httpx_aiohttp import AiohttpTransport as _AiohttpTransport
 
-            transport = _AiohttpTransport(client=lambda: aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=max_connections)))
+            transport = _AiohttpTransport(
+                client=lambda: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max_connections))
+            )
         self._client = httpx.AsyncClient(limits=limits, transport=transport, timeout=None)
 
     @staticmethod
@@ -176,8 +196,9 @@ class HttpxTransport:
         return answer
 
     async def open_stream(self, url, body, headers, timeouts) -> UpstreamStream:
-        request = self._client.build_request("POST", url, content=body, headers=headers,
-                                             timeout=self._timeout(timeouts))
+        request = self._client.build_request(
+            "POST", url, content=body, headers=headers, timeout=self._timeout(timeouts)
+        )
         with _HTTPX_CALL:
             response = await self._client.send(request, stream=True)
             if response.status_code >= 400:

@@ -60,8 +60,9 @@ log = logging.getLogger("gateway.upstream")
 
 # Passed on to the client under OpenAI's names: the serving deployment's rate limits and timing. Its
 # request id goes as x-upstream-request-id: x-request-id is the gateway's own (the one in its logs).
-PASSED_HEADERS = tuple(f"x-ratelimit-{kind}-{unit}" for kind in ("limit", "remaining", "reset")
-                       for unit in ("requests", "tokens")) + ("openai-processing-ms",)
+PASSED_HEADERS = tuple(
+    f"x-ratelimit-{kind}-{unit}" for kind in ("limit", "remaining", "reset") for unit in ("requests", "tokens")
+) + ("openai-processing-ms",)
 
 
 def passed_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
@@ -119,10 +120,19 @@ async def _within(seconds: float, call: Awaitable[Any]) -> Any:
 
 
 class Dispatcher:
-    def __init__(self, config: GatewayConfig, transport: Transport, metrics: Metrics, *, redis=None,
-                 breaker_redis=None, breaker: CircuitBreaker | None = None,
-                 budget: UpstreamBudget | None = None, policy: RetryPolicy | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        transport: Transport,
+        metrics: Metrics,
+        *,
+        redis=None,
+        breaker_redis=None,
+        breaker: CircuitBreaker | None = None,
+        budget: UpstreamBudget | None = None,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.config = config
         self.transport = transport
         self.metrics = metrics
@@ -132,8 +142,9 @@ class Dispatcher:
         # `redis`, `breaker_redis`: gateway.redisio uses for the budgets and the breaker (None: in process)
         self.breaker = breaker or CircuitBreaker(resilience.breaker, redis=breaker_redis or redis, metrics=metrics)
         self.budget = budget or UpstreamBudget(config, make_windows(redis))
-        self.policy = policy or RetryPolicy(resilience.retry, budget=RetryBudget(resilience.retry.budget_ratio),
-                                            sleep=sleep)
+        self.policy = policy or RetryPolicy(
+            resilience.retry, budget=RetryBudget(resilience.retry.budget_ratio), sleep=sleep
+        )
         self.sleep = sleep
         # URLs, headers and keys of each deployment, by provider (openai, azure), computed once
         self.upstreams = {name: Upstream(name, d, transport, self.budget) for name, d in config.deployments.items()}
@@ -141,11 +152,14 @@ class Dispatcher:
         self.warnings = Throttled(log)  # failures, retries, fallbacks: one line per kind per 10 s
         self._count_tokens = any(d.tpm for d in config.deployments.values())
         # Deployments that only the heavy tier owns: batch requests of the light tier stay off them.
-        self._heavy_only = {alias: frozenset(route.heavy) - frozenset(route.deployments + route.fallbacks)
-                            for alias, route in config.models.items()}
+        self._heavy_only = {
+            alias: frozenset(route.heavy) - frozenset(route.deployments + route.fallbacks)
+            for alias, route in config.models.items()
+        }
 
-    async def complete(self, req: ChatRequest, chain: Chain, path: str = "/chat/completions",
-                       body_for=None) -> UpstreamAnswer:
+    async def complete(
+        self, req: ChatRequest, chain: Chain, path: str = "/chat/completions", body_for=None
+    ) -> UpstreamAnswer:
         """`body_for(deployment)` builds the upstream body; by default the chat body for `req`."""
 
         async def send(name: str, deployment: Deployment) -> UpstreamAnswer:
@@ -173,8 +187,7 @@ class Dispatcher:
             return chain
         return [(name, d) for name, d in chain if name not in heavy_only] or chain
 
-    async def _dispatch(self, req: ChatRequest, chain: Chain,
-                        send: Callable[[str, Deployment], Awaitable[Any]]) -> Any:
+    async def _dispatch(self, req: ChatRequest, chain: Chain, send: Callable[[str, Deployment], Awaitable[Any]]) -> Any:
         deadline = req.started + self.deadline_s
         chain = self.chain_for(req, chain)
         if not chain:
@@ -208,8 +221,11 @@ class Dispatcher:
                 try:
                     result = await self.policy.run(
                         self._attempts(req, name, deployment, permit, send, deadline, tokens, suspects),
-                        deadline=deadline, deployment=name, on_retry=self._on_retry,
-                        can_fall_back=index < len(chain) - 1)
+                        deadline=deadline,
+                        deployment=name,
+                        on_retry=self._on_retry,
+                        can_fall_back=index < len(chain) - 1,
+                    )
                 except _Skip as skip:
                     if skip.reason == "budget":
                         waits.append(skip.wait_s)
@@ -229,8 +245,9 @@ class Dispatcher:
                     req.upstream_seconds += time.perf_counter() - started
                 await self._settle(suspects)
                 self._served(req, name, started)
-                req.upstream_headers = passed_headers(result.headers if isinstance(result, UpstreamAnswer)
-                                                      else result[0].headers)
+                req.upstream_headers = passed_headers(
+                    result.headers if isinstance(result, UpstreamAnswer) else result[0].headers
+                )
                 return result
             if waits and last_error is None and req.priority != "batch":
                 fits = [w for w in waits if w >= 0]
@@ -243,15 +260,18 @@ class Dispatcher:
             if waits and last_error is None:
                 self.metrics.rate_limited.labels("upstream_budget").inc()
                 fits = [w for w in waits if w >= 0]
-                raise RateLimited("the upstream request budget of this model is spent for now",
-                                  retry_after_s=min(fits) if fits else 60.0)
+                raise RateLimited(
+                    "the upstream request budget of this model is spent for now",
+                    retry_after_s=min(fits) if fits else 60.0,
+                )
             if last_error is None and skipped is not None:
                 raise self._circuit_open_error(skipped)
             if last_error is not None:
                 raise last_error
             if time.perf_counter() >= deadline:
-                raise UpstreamTimeout(f"the request's deadline ({self.deadline_s:g} s) passed before any "
-                                      "deployment was called")
+                raise UpstreamTimeout(
+                    f"the request's deadline ({self.deadline_s:g} s) passed before any deployment was called"
+                )
             raise UpstreamUnavailable("no deployment can take the request now")
 
     def _circuit_open_error(self, name: str) -> UpstreamError:
@@ -263,7 +283,9 @@ class Dispatcher:
         return UpstreamUnavailable(
             f"no deployment was called: the circuit of {name} is open{cause}, and no other deployment of this "
             f"model could take the request; it will be tried again in about {wait_s:.0f} s",
-            code="circuit_open", headers={"retry-after": str(round(wait_s + 0.499))})
+            code="circuit_open",
+            headers={"retry-after": str(round(wait_s + 0.499))},
+        )
 
     async def _settle(self, suspects: _Suspects, counted: bool = True) -> None:
         """Count (or forget, when the request was at fault) the failures held back from the breakers."""
@@ -273,9 +295,17 @@ class Dispatcher:
             else:
                 await self.breaker.release(permit)
 
-    def _attempts(self, req: ChatRequest, name: str, deployment: Deployment, permit: Permit,
-                  send: Callable[[str, Deployment], Awaitable[Any]], deadline: float,
-                  tokens: int, suspects: _Suspects) -> Callable[[], Awaitable[Any]]:
+    def _attempts(
+        self,
+        req: ChatRequest,
+        name: str,
+        deployment: Deployment,
+        permit: Permit,
+        send: Callable[[str, Deployment], Awaitable[Any]],
+        deadline: float,
+        tokens: int,
+        suspects: _Suspects,
+    ) -> Callable[[], Awaitable[Any]]:
         """One call to `name` per invocation; the retry policy invokes it again for each retry."""
         attempts = 0
 
@@ -327,14 +357,16 @@ class Dispatcher:
         exc.deployment = name
         if exc.retryable:
             self._last_errors[name] = exc
-            self.warnings.warning(f"failed:{name}:{exc.metric_label}", "upstream %s failed: %s (%s)", name,
-                                  exc.message, exc.metric_label)
+            self.warnings.warning(
+                f"failed:{name}:{exc.metric_label}", "upstream %s failed: %s (%s)", name, exc.message, exc.metric_label
+            )
         self.metrics.upstream_errors.labels(name, exc.metric_label).inc()
 
     def _on_retry(self, deployment: str, reason: str, wait_s: float) -> None:
         self.metrics.retries.labels(deployment, reason).inc()
-        self.warnings.warning(f"retry:{deployment}:{reason}", "retrying %s after %s in %.2fs", deployment, reason,
-                              wait_s)
+        self.warnings.warning(
+            f"retry:{deployment}:{reason}", "retrying %s after %s in %.2fs", deployment, reason, wait_s
+        )
 
     def _served(self, req: ChatRequest, name: str, started: float) -> None:
         req.served_by = name
@@ -377,5 +409,8 @@ class _Suspects:
 
 def _way(exc: UpstreamStatus) -> tuple:
     error = upstream_error(exc.upstream_body)
-    return (exc.status, error.get("type"), error.get("code"), error.get("message")) if error else \
-        (exc.status, exc.upstream_body[:500])
+    return (
+        (exc.status, error.get("type"), error.get("code"), error.get("message"))
+        if error
+        else (exc.status, exc.upstream_body[:500])
+    )

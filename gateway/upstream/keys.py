@@ -53,9 +53,15 @@ class LiveKey:
 
 
 class KeyRing:
-    def __init__(self, deployment: Deployment, headers_for: Callable[[str | None], dict[str, str]], *,
-                 name: str = "", environ: Mapping[str, str] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        deployment: Deployment,
+        headers_for: Callable[[str | None], dict[str, str]],
+        *,
+        name: str = "",
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self._deployment = deployment
         self._headers_for = headers_for
@@ -112,8 +118,9 @@ class KeyRing:
                 continue
             lines = self._read_file(source.file)
             for n, line in enumerate(lines):
-                found.append((source.name if len(lines) == 1 else f"{source.name}#{n + 1}", line,
-                              source.rpm, source.tpm))
+                found.append(
+                    (source.name if len(lines) == 1 else f"{source.name}#{n + 1}", line, source.rpm, source.tpm)
+                )
         return found
 
     def _read_env(self, variable: str) -> str | None:
@@ -164,7 +171,7 @@ class KeyRing:
         keys = [k for k in self._in_service if k is not after]
         if after in self._in_service:
             start = self._in_service.index(after)
-            keys = self._in_service[start + 1:] + self._in_service[:start]
+            keys = self._in_service[start + 1 :] + self._in_service[:start]
         return keys
 
     def set_aside(self, key: LiveKey, status: int) -> None:
@@ -174,5 +181,11 @@ class KeyRing:
         was_aside, key.aside_until = key.aside_until > now, now + self._aside_s
         self._in_service = [k for k in self._in_service if k is not key]
         if not was_aside:
-            log.warning("deployment %s: the upstream refused key %s with %d; set aside for %.0fs, %d other "
-                        "key(s) in service", self.name, key, status, self._aside_s, len(self._in_service))
+            log.warning(
+                "deployment %s: the upstream refused key %s with %d; set aside for %.0fs, %d other key(s) in service",
+                self.name,
+                key,
+                status,
+                self._aside_s,
+                len(self._in_service),
+            )

@@ -60,8 +60,13 @@ class OpenAICompatible:
         return None
 
 
-_AZURE_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "invalid_request_error", 429: "rate_limit_error"}
+_AZURE_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    429: "rate_limit_error",
+}
 _RETRY_IN_MESSAGE = re.compile(r"retry after (\d+(?:\.\d+)?) second", re.IGNORECASE)
 
 
@@ -72,8 +77,10 @@ class AzureOpenAI:
         self.api_version = deployment.api_version
 
     def url(self, path: str) -> str:
-        return (f"{self.base_url}/openai/deployments/{quote(self.deployment, safe='')}{path}"
-                f"?api-version={quote(self.api_version, safe='')}")
+        return (
+            f"{self.base_url}/openai/deployments/{quote(self.deployment, safe='')}{path}"
+            f"?api-version={quote(self.api_version, safe='')}"
+        )
 
     def auth_headers(self, secret: str) -> dict[str, str]:
         return {"api-key": secret}
@@ -90,9 +97,13 @@ class AzureOpenAI:
             return
         message = str(inner.get("message") or f"the Azure OpenAI deployment answered {error.status}")
         code = inner.get("code")
-        shaped = {**inner, "message": message,
-                  "type": inner.get("type") or _AZURE_TYPES.get(error.status, "api_error"),
-                  "param": inner.get("param"), "code": None if code == str(error.status) else code}
+        shaped = {
+            **inner,
+            "message": message,
+            "type": inner.get("type") or _AZURE_TYPES.get(error.status, "api_error"),
+            "param": inner.get("param"),
+            "code": None if code == str(error.status) else code,
+        }
         error.upstream_body = orjson.dumps({"error": shaped})
         lower = {k.lower() for k in error.upstream_headers}
         hint = _RETRY_IN_MESSAGE.search(message)
@@ -115,8 +126,16 @@ def _loggable(url: str) -> str:
 class Upstream:
     """One deployment, ready to call: URLs and per-key headers computed once, keys rotated."""
 
-    def __init__(self, name: str, deployment: Deployment, transport: Transport, budget=None, *,
-                 environ=None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        deployment: Deployment,
+        transport: Transport,
+        budget=None,
+        *,
+        environ=None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self.deployment = deployment
         self.transport = transport
@@ -158,8 +177,9 @@ class Upstream:
             send = lambda other: self.transport.open_stream(url, body, other.headers, self.deployment.timeout)  # noqa: E731
             return await self._refused_key(error, key, send, url, req)
 
-    async def _refused_key(self, error: UpstreamStatus, key: LiveKey, send: Callable[[LiveKey], Awaitable[Any]],
-                           url: str, req) -> Any:
+    async def _refused_key(
+        self, error: UpstreamStatus, key: LiveKey, send: Callable[[LiveKey], Awaitable[Any]], url: str, req
+    ) -> Any:
         """After an error status: a key refused (401/403) is set aside and the request goes again at once
         with the next keys; any other status goes back (normalised, logged when it is a 404)."""
         while error.status in (401, 403):
@@ -202,8 +222,9 @@ class Upstream:
                 return key
             waits.append(grant.wait_s)
         fits = [w for w in waits if w >= 0]
-        raise UpstreamSkipped(f"every key of {self.name} has spent its quota for now", "budget",
-                              min(fits) if fits else -1.0)
+        raise UpstreamSkipped(
+            f"every key of {self.name} has spent its quota for now", "budget", min(fits) if fits else -1.0
+        )
 
     def _refused(self, error: UpstreamStatus, url: str) -> None:
         self.provider.normalise(error)
@@ -211,8 +232,17 @@ class Upstream:
             now = time.monotonic()
             if now - self._logged.get(error.status, -60.0) >= 60.0:
                 self._logged[error.status] = now
-                hint = ("check base_url, model" + (" and azure_deployment" if self.deployment.provider == "azure"
-                                                   else "")) if error.status == 404 else "check its keys"
-                log.warning("deployment %s: the upstream answered %d for POST %s (%s provider, model %s); %s",
-                            self.name, error.status, _loggable(url), self.deployment.provider,
-                            self.deployment.model, hint)
+                hint = (
+                    ("check base_url, model" + (" and azure_deployment" if self.deployment.provider == "azure" else ""))
+                    if error.status == 404
+                    else "check its keys"
+                )
+                log.warning(
+                    "deployment %s: the upstream answered %d for POST %s (%s provider, model %s); %s",
+                    self.name,
+                    error.status,
+                    _loggable(url),
+                    self.deployment.provider,
+                    self.deployment.model,
+                    hint,
+                )

@@ -83,8 +83,11 @@ def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float
                 when = None
             if when is not None and when.tzinfo is not None:
                 return max(0.0, when.timestamp() - (time.time() if now is None else now))
-    resets = [parse_duration(lower[name]) for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
-              if name in lower]
+    resets = [
+        parse_duration(lower[name])
+        for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
+        if name in lower
+    ]
     resets = [r for r in resets if r is not None]
     return max(resets) if resets else None
 
@@ -102,8 +105,9 @@ class RetryBudget:
     """Retries may be at most `ratio` of the requests seen in the last `window_s` seconds (plus a small
     floor, so that a quiet gateway can still retry). Counted per process in one-second buckets."""
 
-    def __init__(self, ratio: float, *, window_s: float = 10.0, floor: int = 3,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, ratio: float, *, window_s: float = 10.0, floor: int = 3, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ratio = ratio
         self.window = max(1, int(window_s))
         self.floor = floor
@@ -133,9 +137,15 @@ class RetryBudget:
 
 
 class RetryPolicy:
-    def __init__(self, config: RetryConfig, *, budget: RetryBudget | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 clock: Callable[[], float] = time.perf_counter, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        config: RetryConfig,
+        *,
+        budget: RetryBudget | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.perf_counter,
+        rng: random.Random | None = None,
+    ) -> None:
         self.config = config
         self.budget = budget or RetryBudget(config.budget_ratio)
         self.sleep = sleep
@@ -147,8 +157,15 @@ class RetryPolicy:
         cap = min(self.config.max_backoff_s, self.config.base_s * (2 ** (attempt - 1)))
         return self.rng.uniform(0, cap)
 
-    async def run(self, fn: Callable[[], Awaitable[T]], *, deadline: float, deployment: str = "",
-                  on_retry: Callable[[str, str, float], None] | None = None, can_fall_back: bool = False) -> T:
+    async def run(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        deadline: float,
+        deployment: str = "",
+        on_retry: Callable[[str, str, float], None] | None = None,
+        can_fall_back: bool = False,
+    ) -> T:
         """Call `fn` until it succeeds or the policy gives up; then its last error is raised as is.
         `on_retry(deployment, reason, wait_s)` is called before each wait. The caller counts each request
         once in `budget.record_request()`."""
@@ -200,6 +217,7 @@ class RetryPolicy:
                 raise exc
             return await fn()
 
-        retrying = AsyncRetrying(sleep=self.sleep, stop=stop, wait=wait, retry=retryable,
-                                 before_sleep=before_sleep, reraise=True)
+        retrying = AsyncRetrying(
+            sleep=self.sleep, stop=stop, wait=wait, retry=retryable, before_sleep=before_sleep, reraise=True
+        )
         return await retrying(replay_then_call)

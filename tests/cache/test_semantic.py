@@ -119,8 +119,10 @@ def embedder():
 
 def test_model_scores_near_misses_high_but_guards_reject(embedder):
     """The reason guards exist: the model alone would serve these."""
-    pairs = [("Where is order 48213?", "Where is order 48231?"),
-             ("Can I pay with a card?", "Can I pay without a card?")]
+    pairs = [
+        ("Where is order 48213?", "Where is order 48231?"),
+        ("Can I pay with a card?", "Can I pay without a card?"),
+    ]
     for a, b in pairs:
         va, vb = embedder.encode([a, b])
         assert float(va @ vb) > SemanticSettings().threshold
@@ -146,8 +148,9 @@ def test_cli_eval_output(embedder, capsys):
     parser = argparse.ArgumentParser()
     commands = register_cli(parser.add_subparsers(dest="command", required=True))
     assert "eval" in commands.choices  # sub-commands are added to the returned action
-    args = parser.parse_args(["cache", "eval", str(ROOT / "data" / "cache" / "pairs_fresh.jsonl"),
-                              "--threshold", "0.99"])
+    args = parser.parse_args(
+        ["cache", "eval", str(ROOT / "data" / "cache" / "pairs_fresh.jsonl"), "--threshold", "0.99"]
+    )
     assert args.func(args) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     words = last.split()

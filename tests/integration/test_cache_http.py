@@ -55,8 +55,9 @@ def config(light_mock, heavy_mock, prefix: str, url: str = REDIS_URL, timeout_ms
     sections.setdefault("auth", {"admin_key_sha256": hash_key(ADMIN_KEY)})
     sections.setdefault("pricing", {LIGHT_MODEL: {"input_per_1m": 1.0, "output_per_1m": 2.0}})
     sections["cache"] = {"redis_timeout_ms": timeout_ms, **sections.get("cache", {})}
-    return base_config(light_mock.url, heavy_mock.url, redis={"url": url, "prefix": prefix, "timeout_ms": timeout_ms},
-                       **sections)
+    return base_config(
+        light_mock.url, heavy_mock.url, redis={"url": url, "prefix": prefix, "timeout_ms": timeout_ms}, **sections
+    )
 
 
 @pytest.fixture
@@ -70,8 +71,8 @@ def sdk(server) -> openai.OpenAI:
 
 def ask(client: openai.OpenAI, text: str, headers: dict | None = None, **params):
     raw = client.chat.completions.with_raw_response.create(
-        model=params.pop("model", MODEL), messages=[{"role": "user", "content": text}],
-        extra_headers=headers, **params)
+        model=params.pop("model", MODEL), messages=[{"role": "user", "content": text}], extra_headers=headers, **params
+    )
     return raw.headers, raw.parse()
 
 
@@ -84,6 +85,7 @@ def metric(server, name: str, labels: dict) -> float:
 
 
 # ------------------------------------------------------------------------------------------------- hits
+
 
 def test_a_repeat_is_an_exact_hit_that_costs_nothing(gw, light_mock):
     client = sdk(gw)
@@ -102,7 +104,9 @@ def test_a_repeat_is_an_exact_hit_that_costs_nothing(gw, light_mock):
     assert second.model == first.model == LIGHT_MODEL
     assert second.object == "chat.completion"
     assert metric(gw, "gateway_cache_requests_total", {"intent": "refund", "result": "hit-exact"}) == 1
-    assert wait_until(lambda: metric(gw, "gateway_cost_saved_usd_total", {"intent": "refund"}) > 0)  # recorded as the request ends
+    assert wait_until(
+        lambda: metric(gw, "gateway_cost_saved_usd_total", {"intent": "refund"}) > 0
+    )  # recorded as the request ends
 
 
 def test_a_paraphrase_of_a_cacheable_intent_is_a_semantic_hit(gw, light_mock):
@@ -118,11 +122,14 @@ def test_a_paraphrase_of_a_cacheable_intent_is_a_semantic_hit(gw, light_mock):
     assert upstream_calls(light_mock) == calls
 
 
-@pytest.mark.parametrize("stored,asked", [
-    ("Is the refund made to my card?", "Is the refund not made to my card?"),
-    ("Do you deliver to Belgium?", "Do you deliver to Germany?"),
-    ("How do I cancel my subscription?", "How do I renew my subscription?"),
-])
+@pytest.mark.parametrize(
+    "stored,asked",
+    [
+        ("Is the refund made to my card?", "Is the refund not made to my card?"),
+        ("Do you deliver to Belgium?", "Do you deliver to Germany?"),
+        ("How do I cancel my subscription?", "How do I renew my subscription?"),
+    ],
+)
 def test_a_near_miss_is_a_miss(gw, light_mock, stored, asked):
     client = sdk(gw)
     ask(client, stored)
@@ -133,8 +140,9 @@ def test_a_near_miss_is_a_miss(gw, light_mock, stored, asked):
     assert asked[:40] in answer.choices[0].message.content
 
 
-def test_another_order_number_is_a_miss_even_where_order_ids_may_be_cached(start_gateway, light_mock,
-                                                                             heavy_mock, prefix):
+def test_another_order_number_is_a_miss_even_where_order_ids_may_be_cached(
+    start_gateway, light_mock, heavy_mock, prefix
+):
     intents = intents_with(order_status={"allow_personal_data": True})
     server = start_gateway(config(light_mock, heavy_mock, prefix, intents=intents))
     client = sdk(server)
@@ -146,15 +154,19 @@ def test_another_order_number_is_a_miss_even_where_order_ids_may_be_cached(start
 
 def test_a_stream_hit_is_a_proper_sse_stream(gw, light_mock, sync_redis, prefix):
     client = sdk(gw)
-    stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Is shipping free?"}],
-                                            stream=True)
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Is shipping free?"}], stream=True
+    )
     original = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert wait_until(lambda: any(sync_redis.scan_iter(match=prefix + "{c}:e:*")))  # stored after [DONE]
     calls = upstream_calls(light_mock)
 
     raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": "Is shipping free?"}], stream=True,
-        stream_options={"include_usage": True})
+        model=MODEL,
+        messages=[{"role": "user", "content": "Is shipping free?"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     assert raw.headers["x-gateway-cache"] == "hit-exact"
     assert raw.headers["content-type"].startswith("text/event-stream")
     chunks = list(raw.parse())
@@ -166,8 +178,11 @@ def test_a_stream_hit_is_a_proper_sse_stream(gw, light_mock, sync_redis, prefix)
     assert len({c.id for c in chunks}) == 1 and chunks[0].id.startswith("chatcmpl-")
     assert all(c.object == "chat.completion.chunk" and c.model == LIGHT_MODEL for c in chunks)
 
-    plain = list(client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Is shipping free?"}],
-                                                stream=True))
+    plain = list(
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Is shipping free?"}], stream=True
+        )
+    )
     assert all(c.usage is None for c in plain) and plain[-1].choices[0].finish_reason == "stop"
     _, whole = ask(client, "Is shipping free?")  # a stream's answer serves a plain request too
     assert whole.choices[0].message.content == original
@@ -180,8 +195,14 @@ def test_identical_concurrent_misses_make_one_upstream_call(start_gateway, light
     client = openai.AsyncOpenAI(base_url=server.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
 
     async def burst():
-        return await asyncio.gather(*[client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "What are your opening hours?"}]) for _ in range(6)])
+        return await asyncio.gather(
+            *[
+                client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "What are your opening hours?"}]
+                )
+                for _ in range(6)
+            ]
+        )
 
     answers = asyncio.run(burst())
     assert upstream_calls(light_mock) == 1
@@ -225,6 +246,7 @@ def test_two_gateways_on_one_redis_share_entries(start_gateway, light_mock, heav
 
 # ------------------------------------------------------------------------------------------- controls
 
+
 def test_controls(gw, light_mock):
     client = sdk(gw)
     ask(client, "Can I pay with PayPal?")
@@ -249,12 +271,16 @@ def test_controls(gw, light_mock):
         assert ask(client, question)[0]["x-gateway-cache"] == "miss"
 
 
-@pytest.mark.parametrize("params", [
-    {"n": 2},
-    {"temperature": 1.2},
-    {"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]},
-    {"max_tokens": 3},  # finish_reason "length"
-], ids=["n", "temperature", "tools", "length"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"n": 2},
+        {"temperature": 1.2},
+        {"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]},
+        {"max_tokens": 3},  # finish_reason "length"
+    ],
+    ids=["n", "temperature", "tools", "length"],
+)
 def test_never_cached_requests(gw, light_mock, params):
     client = sdk(gw)
     before = upstream_calls(light_mock)
@@ -264,11 +290,14 @@ def test_never_cached_requests(gw, light_mock, params):
     assert upstream_calls(light_mock) == before + 2
 
 
-@pytest.mark.parametrize("text", [
-    "My email is jane.doe@example.com, how do I get a refund?",
-    "Refund for order 48213 please",
-    "Call me at +33 6 12 34 56 78 about my refund",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My email is jane.doe@example.com, how do I get a refund?",
+        "Refund for order 48213 please",
+        "Call me at +33 6 12 34 56 78 about my refund",
+    ],
+)
 def test_personal_data_is_not_cached(gw, light_mock, text):
     client = sdk(gw)
     before = upstream_calls(light_mock)
@@ -306,14 +335,18 @@ def test_upstream_errors_and_cut_streams_are_not_cached(gw, light_mock, sync_red
     light_mock.reset()
     light_mock.configure(cut_stream_rate=1.0)
     with pytest.raises(openai.APIError):
-        list(client.chat.completions.create(model=MODEL, stream=True,
-                                            messages=[{"role": "user", "content": "Do you offer express delivery?"}]))
+        list(
+            client.chat.completions.create(
+                model=MODEL, stream=True, messages=[{"role": "user", "content": "Do you offer express delivery?"}]
+            )
+        )
     light_mock.configure(cut_stream_rate=0.0)
     assert wait_until(lambda: light_mock.stats()["in_flight"] == 0)
     assert ask(client, "Do you offer express delivery?")[0]["x-gateway-cache"] == "miss"
 
 
 # ---------------------------------------------------------------------------------------- fail open
+
 
 def test_a_dead_redis_fails_open_and_is_counted(start_gateway, light_mock, heavy_mock, prefix):
     server = start_gateway(config(light_mock, heavy_mock, prefix, url="redis://127.0.0.1:1/15"))
@@ -322,8 +355,9 @@ def test_a_dead_redis_fails_open_and_is_counted(start_gateway, light_mock, heavy
         headers, answer = ask(client, "How do I get a refund?")
         assert headers["x-gateway-cache"] == "miss" and answer.choices[0].message.content
     assert upstream_calls(light_mock) == 3
-    errors = sum(metric(server, "gateway_cache_errors_total", {"operation": op})
-                 for op in ("lookup", "lookup_semantic", "store"))
+    errors = sum(
+        metric(server, "gateway_cache_errors_total", {"operation": op}) for op in ("lookup", "lookup_semantic", "store")
+    )
     assert errors >= 3
     assert metric(server, "gateway_cache_requests_total", {"intent": "refund", "result": "error"}) >= 1
 
@@ -342,8 +376,11 @@ def test_redis_stopping_mid_test_and_coming_back(gw, light_mock):
     assert upstream_calls(light_mock) == calls + 3
     assert metric(gw, "gateway_cache_errors_total", {"operation": "lookup"}) >= 1
     store.redis = live  # "restarted": hits again once the backoff is over
-    assert wait_until(lambda: ask(client, "How do I delete my account?")[0]["x-gateway-cache"] == "hit-exact",
-                      timeout=10, interval=0.1)
+    assert wait_until(
+        lambda: ask(client, "How do I delete my account?")[0]["x-gateway-cache"] == "hit-exact",
+        timeout=10,
+        interval=0.1,
+    )
 
 
 def test_a_slow_redis_times_out_and_fails_open(start_gateway, light_mock, heavy_mock, prefix):
@@ -362,6 +399,7 @@ def test_a_slow_redis_times_out_and_fails_open(start_gateway, light_mock, heavy_
 
 
 # -------------------------------------------------------------------------------------- stats, admin
+
 
 def test_admin_stats_and_flush(gw, light_mock):
     client = sdk(gw)
@@ -405,8 +443,11 @@ def test_cli_stats_and_flush(gw, prefix, tmp_path, capsys):
     # counters reach Redis at most once a second; the admin endpoint pushes them now
     httpx.get(gw.url + "/admin/cache/stats", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     source = yaml.safe_load((INTENTS_FILE.parent / "gateway.yaml").read_text())
-    source.update(redis={"url": REDIS_URL, "prefix": prefix}, intents_file=str(INTENTS_FILE),
-                  pricing_file=str(INTENTS_FILE.parent / "pricing.yaml"))
+    source.update(
+        redis={"url": REDIS_URL, "prefix": prefix},
+        intents_file=str(INTENTS_FILE),
+        pricing_file=str(INTENTS_FILE.parent / "pricing.yaml"),
+    )
     cfg = tmp_path / "gateway.yaml"
     cfg.write_text(yaml.safe_dump(source))
 

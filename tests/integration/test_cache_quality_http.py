@@ -14,7 +14,8 @@ CANARY_MODEL = "canary-model"
 
 def ask(client: openai.OpenAI, text: str, **params):
     raw = client.chat.completions.with_raw_response.create(
-        model=params.pop("model", "support"), messages=[{"role": "user", "content": text}], **params)
+        model=params.pop("model", "support"), messages=[{"role": "user", "content": text}], **params
+    )
     return raw.headers, raw.parse()
 
 
@@ -29,9 +30,11 @@ def client(gw):
 
 
 def test_a_french_question_never_gets_an_english_answer(client):
-    for english, french in [("How do I get a refund?", "Comment me faire rembourser ?"),
-                            ("Where is my order?", "Où est ma commande ?"),
-                            ("How do I reset my password?", "Comment réinitialiser mon mot de passe ?")]:
+    for english, french in [
+        ("How do I get a refund?", "Comment me faire rembourser ?"),
+        ("Where is my order?", "Où est ma commande ?"),
+        ("How do I reset my password?", "Comment réinitialiser mon mot de passe ?"),
+    ]:
         ask(client, english)
         headers, answer = ask(client, french)
         assert headers["x-gateway-cache"] == "miss", (english, french)
@@ -41,14 +44,17 @@ def test_a_french_question_never_gets_an_english_answer(client):
     assert ask(client, "How do I cancel my order?")[0]["x-gateway-cache"] == "miss"
 
 
-@pytest.mark.parametrize("stored, asked", [
-    ("Do you ship to Canada?", "Do you ship from Canada?"),
-    ("How do I delete my account?", "How do I remove a card from my account?"),
-    ("Can I pause my subscription?", "How do I cancel my subscription?"),
-    ("Where is my refund?", "How do I request a refund?"),
-    ("Can I pay in instalments?", "Can I pay the full amount at once?"),
-    ("Do gift cards expire?", "How do I check my gift card balance?"),
-])
+@pytest.mark.parametrize(
+    "stored, asked",
+    [
+        ("Do you ship to Canada?", "Do you ship from Canada?"),
+        ("How do I delete my account?", "How do I remove a card from my account?"),
+        ("Can I pause my subscription?", "How do I cancel my subscription?"),
+        ("Where is my refund?", "How do I request a refund?"),
+        ("Can I pay in instalments?", "Can I pay the full amount at once?"),
+        ("Do gift cards expire?", "How do I check my gift card balance?"),
+    ],
+)
 def test_near_miss_siblings_miss(client, stored, asked):
     ask(client, stored)
     headers, _ = ask(client, asked)
@@ -64,7 +70,8 @@ def test_a_semantic_hit_says_what_it_matched_and_is_counted_by_intent_and_langua
     entry, score, lang = headers["x-gateway-cache-match"].split("; ")
     assert len(entry) == 32 and 0.5 <= float(score.removeprefix("score=")) <= 1.0 and lang == "lang=en"
     sample = gw.app.state.metrics.registry.get_sample_value(
-        "gateway_cache_semantic_hits_total", {"intent": headers["x-gateway-intent"], "lang": "en"})
+        "gateway_cache_semantic_hits_total", {"intent": headers["x-gateway-intent"], "lang": "en"}
+    )
     assert sample == 1.0
 
 
@@ -77,12 +84,21 @@ def canary_mock():
 def test_a_canary_answer_never_reaches_a_stable_user(start_gateway, light_mock, heavy_mock, canary_mock):
     timeout = {"connect": 1, "read": 5}
     config = base_config(
-        light_mock.url, heavy_mock.url,
-        deployments={"light": {"base_url": light_mock.url, "model": LIGHT_MODEL, "timeout": timeout},
-                     "heavy": {"base_url": heavy_mock.url, "model": "heavy-model", "timeout": timeout},
-                     "canary": {"base_url": canary_mock.url, "model": CANARY_MODEL, "timeout": timeout}},
-        models={"support": {"deployments": ["light"], "heavy": ["heavy"],
-                            "canary": {"deployments": ["canary"], "percent": 50}}})
+        light_mock.url,
+        heavy_mock.url,
+        deployments={
+            "light": {"base_url": light_mock.url, "model": LIGHT_MODEL, "timeout": timeout},
+            "heavy": {"base_url": heavy_mock.url, "model": "heavy-model", "timeout": timeout},
+            "canary": {"base_url": canary_mock.url, "model": CANARY_MODEL, "timeout": timeout},
+        },
+        models={
+            "support": {
+                "deployments": ["light"],
+                "heavy": ["heavy"],
+                "canary": {"deployments": ["canary"], "percent": 50},
+            }
+        },
+    )
     gw = start_gateway(config)
     client = openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
     side = gw.app.state.router.canary_side

@@ -23,16 +23,21 @@ def canary_mock():
 def canary_gateway(start_gateway, light_mock, heavy_mock, canary_mock):
     timeout = {"connect": 1, "read": 5}
     config = base_config(
-        light_mock.url, heavy_mock.url,
+        light_mock.url,
+        heavy_mock.url,
         auth={"admin_key_sha256": hash_key(ADMIN_KEY)},
         deployments={
             "light": {"base_url": light_mock.url, "model": LIGHT_MODEL, "timeout": timeout},
             "heavy": {"base_url": heavy_mock.url, "model": "heavy-model", "timeout": timeout},
             "canary": {"base_url": canary_mock.url, "model": CANARY_MODEL, "timeout": timeout},
         },
-        models={"support": {"deployments": ["light"], "heavy": ["heavy"],
-                            "canary": {"deployments": ["canary"], "percent": 0, "rollback_window": 10,
-                                       "rollback_error_rate": 0.5}}},
+        models={
+            "support": {
+                "deployments": ["light"],
+                "heavy": ["heavy"],
+                "canary": {"deployments": ["canary"], "percent": 0, "rollback_window": 10, "rollback_error_rate": 0.5},
+            }
+        },
         resilience={"breaker": {"failures": 1000}},
     )
     return start_gateway(config)
@@ -41,13 +46,17 @@ def canary_gateway(start_gateway, light_mock, heavy_mock, canary_mock):
 def ask(client, user):
     # The cache serves every variant alike: bypass it to see which deployment answers.
     return client.chat.completions.with_raw_response.create(
-        model="support", user=user, messages=[{"role": "user", "content": "Where is my parcel?"}],
-        extra_headers={"x-gateway-cache": "bypass"})
+        model="support",
+        user=user,
+        messages=[{"role": "user", "content": "Where is my parcel?"}],
+        extra_headers={"x-gateway-cache": "bypass"},
+    )
 
 
 def set_percent(gateway, percent, key=ADMIN_KEY):
-    return httpx.put(f"{gateway.url}/admin/canary/support", json={"percent": percent},
-                     headers={"authorization": f"Bearer {key}"})
+    return httpx.put(
+        f"{gateway.url}/admin/canary/support", json={"percent": percent}, headers={"authorization": f"Bearer {key}"}
+    )
 
 
 def test_percent_changes_at_run_time_and_users_stick(canary_gateway):
@@ -72,8 +81,9 @@ def test_admin_api_needs_the_admin_key_and_a_valid_percent(canary_gateway):
     assert set_percent(canary_gateway, 10, key=TEST_KEY).status_code == 401
     bad = set_percent(canary_gateway, 150)
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
-    unknown = httpx.put(f"{canary_gateway.url}/admin/canary/nope", json={"percent": 5},
-                        headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    unknown = httpx.put(
+        f"{canary_gateway.url}/admin/canary/nope", json={"percent": 5}, headers={"authorization": f"Bearer {ADMIN_KEY}"}
+    )
     assert unknown.status_code == 404
 
 

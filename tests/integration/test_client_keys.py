@@ -75,8 +75,13 @@ def test_names_are_unique(store):
 
 
 def test_revoke_by_name_id_listed_prefix_key_or_hash(store):
-    refs = {"name": lambda key, r: r.name, "id": lambda key, r: r.id, "prefix": lambda key, r: r.prefix + "…",
-            "key": lambda key, r: key, "sha256": lambda key, r: r.digest}
+    refs = {
+        "name": lambda key, r: r.name,
+        "id": lambda key, r: r.id,
+        "prefix": lambda key, r: r.prefix + "…",
+        "key": lambda key, r: key,
+        "sha256": lambda key, r: r.digest,
+    }
     for n, (kind, ref_of) in enumerate(refs.items()):
         key, record = store.create(f"team-{n}")
         assert [r.id for r in store.revoke(ref_of(key, record))] == [record.id], kind
@@ -123,8 +128,9 @@ def test_rotate_keeps_the_old_key_for_the_grace(config_file, start_gateway, caps
 
 
 def chat(key: ClientKey) -> ChatRequest:
-    return ChatRequest(body={"model": "m", "messages": [{"role": "user", "content": "hi"}]}, alias="m",
-                       headers={}, key=key)
+    return ChatRequest(
+        body={"model": "m", "messages": [{"role": "user", "content": "hi"}]}, alias="m", headers={}, key=key
+    )
 
 
 async def test_limits_are_counted_per_key_not_per_name():

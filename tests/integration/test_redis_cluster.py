@@ -66,8 +66,9 @@ async def test_start_opens_the_pools_and_loads_scripts_on_every_master(io):
 async def test_budget_windows_are_shared_and_atomic(io):
     one, two = RedisWindows(io.use("one")), RedisWindows(io.use("two"))
     assert len(_slots(io, one._keys("budget:light"))) == 1
-    grants = await asyncio.gather(*[(one if i % 2 else two).take(f"budget:d{i % 3}", (10, None), (1, 0))
-                                    for i in range(60)])
+    grants = await asyncio.gather(
+        *[(one if i % 2 else two).take(f"budget:d{i % 3}", (10, None), (1, 0)) for i in range(60)]
+    )
     assert sum(g.ok for g in grants) == 30  # 10 per window, three windows (spread over the masters)
     assert len(_slots(io, [one._keys(f"budget:d{i}")[0] for i in range(3)])) == 3
 
@@ -114,15 +115,22 @@ async def test_cache_store_puts_gets_and_flushes(io):
 def test_a_gateway_on_the_cluster_limits_caches_and_routes(start_gateway, light_mock, heavy_mock, cluster_url):
     prefix = f"gwtest:{uuid.uuid4().hex[:12]}:"
     keys = [{"name": "test", "sha256": hash_key(TEST_KEY), "rpm": 4, "allow_force_tier": True}]
-    config = base_config(light_mock.url, heavy_mock.url, auth={"keys": keys},
-                         redis={"url": cluster_url, "prefix": prefix, "timeout_ms": 1000},
-                         cache={"redis_timeout_ms": 1000})
+    config = base_config(
+        light_mock.url,
+        heavy_mock.url,
+        auth={"keys": keys},
+        redis={"url": cluster_url, "prefix": prefix, "timeout_ms": 1000},
+        cache={"redis_timeout_ms": 1000},
+    )
     try:
         gw = start_gateway(config)
         client = openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0)
         ask = lambda: client.chat.completions.with_raw_response.create(  # noqa: E731
-            model="gpt-3.5-turbo", temperature=0, user="u1",
-            messages=[{"role": "user", "content": "How do I get a refund?"}])
+            model="gpt-3.5-turbo",
+            temperature=0,
+            user="u1",
+            messages=[{"role": "user", "content": "How do I get a refund?"}],
+        )
         assert ask().headers["x-gateway-cache"] == "miss"
         assert ask().headers["x-gateway-cache"] == "hit-exact"
         ask(), ask()

@@ -9,14 +9,17 @@ from gateway.embeddings import Embedder
 from tests.conftest import HEAVY_MODEL, LIGHT_MODEL, REDIS_URL, TEST_KEY, base_config, sync_redis_client
 
 EASY = "Hi, where can I download the invoice for my last order?"
-HARD = ("Under EU consumer law, can a shop legally refuse a refund for a defective digital product that I "
-        "already downloaded? Explain the legal reasoning and the exceptions.")
+HARD = (
+    "Under EU consumer law, can a shop legally refuse a refund for a defective digital product that I "
+    "already downloaded? Explain the legal reasoning and the exceptions."
+)
 NO_CACHE = {"x-gateway-cache": "bypass"}
 
 
 def ask(client, text, **headers):
     raw = client.chat.completions.with_raw_response.create(
-        model="support", messages=[{"role": "user", "content": text}], extra_headers={**NO_CACHE, **headers})
+        model="support", messages=[{"role": "user", "content": text}], extra_headers={**NO_CACHE, **headers}
+    )
     return raw.parse(), raw.headers
 
 
@@ -42,8 +45,11 @@ def test_the_configured_threshold_decides(start_gateway, light_mock, heavy_mock,
     _, headers = ask(sdk, EASY)
     score = float(headers["x-gateway-difficulty"])
     for threshold, expected in ((max(score - 0.01, 0.0), HEAVY_MODEL), (min(score + 0.01, 1.0), LIGHT_MODEL)):
-        config = base_config(light_mock.url, heavy_mock.url, models={
-            "support": {"deployments": ["light"], "heavy": ["heavy"], "difficulty_threshold": threshold}})
+        config = base_config(
+            light_mock.url,
+            heavy_mock.url,
+            models={"support": {"deployments": ["light"], "heavy": ["heavy"], "difficulty_threshold": threshold}},
+        )
         gw = start_gateway(config)
         client = openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0)
         assert ask(client, EASY)[0].model == expected, threshold
@@ -86,8 +92,9 @@ def test_stickiness_is_shared_by_replicas_through_redis(start_gateway, light_moc
     prefix = f"gwtest:{uuid.uuid4().hex}:"
     # A generous cache.redis_timeout_ms: on a loaded machine a Redis wait can take longer and the turn is
     # then routed on its own, which is what production wants, not this test.
-    config = base_config(light_mock.url, heavy_mock.url, cache={"redis_timeout_ms": 2000},
-                         redis={"url": REDIS_URL, "prefix": prefix})
+    config = base_config(
+        light_mock.url, heavy_mock.url, cache={"redis_timeout_ms": 2000}, redis={"url": REDIS_URL, "prefix": prefix}
+    )
     first, second = start_gateway(config), start_gateway(config)
     try:
         one = openai.OpenAI(base_url=first.base_url, api_key=TEST_KEY, max_retries=0)

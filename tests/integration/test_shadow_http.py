@@ -42,10 +42,16 @@ class JudgeServer:
         prompt = (await request.json())["messages"][-1]["content"]
         a, b = (RANK.get(re.search(rf"Answer {s}:\n(\w+)", prompt).group(1), 1) for s in ("A", "B"))
         word = "A" if a > b else "B" if b > a else "TIE"
-        return web.json_response({"id": "j", "object": "chat.completion", "created": 0, "model": "judge",
-                                  "choices": [{"index": 0, "finish_reason": "stop",
-                                               "message": {"role": "assistant", "content": word}}],
-                                  "usage": {"prompt_tokens": 100, "completion_tokens": 1, "total_tokens": 101}})
+        return web.json_response(
+            {
+                "id": "j",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "judge",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": word}}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 1, "total_tokens": 101},
+            }
+        )
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -79,29 +85,57 @@ def judge():
 def start_shadow(start_gateway, light_mock, heavy_mock, candidate, judge, *, shadow=None, promotion=None, **extra):
     timeout = {"connect": 1, "read": 5}
     config = base_config(
-        light_mock.url, heavy_mock.url,
+        light_mock.url,
+        heavy_mock.url,
         auth={"admin_key_sha256": hash_key(ADMIN_KEY)},
         cache={"enabled": False},
         deployments={
-            "light": {"base_url": light_mock.url, "model": LIGHT_MODEL, "timeout": timeout,
-                      "registry": {"version": "v3", "owner": "support-ml", "created": "2026-11-20"}},
+            "light": {
+                "base_url": light_mock.url,
+                "model": LIGHT_MODEL,
+                "timeout": timeout,
+                "registry": {"version": "v3", "owner": "support-ml", "created": "2026-11-20"},
+            },
             "heavy": {"base_url": heavy_mock.url, "model": "heavy-model", "timeout": timeout},
-            "candidate": {"base_url": candidate.url, "model": CANDIDATE_MODEL, "timeout": timeout,
-                          "registry": {"version": "v4", "base_model": "gpt-3.5-turbo-0125",
-                                       "fine_tune_job": "ftjob-42", "dataset_sha256": "ab" * 32,
-                                       "eval_scores": {"golden_accuracy": 0.91}}},
+            "candidate": {
+                "base_url": candidate.url,
+                "model": CANDIDATE_MODEL,
+                "timeout": timeout,
+                "registry": {
+                    "version": "v4",
+                    "base_model": "gpt-3.5-turbo-0125",
+                    "fine_tune_job": "ftjob-42",
+                    "dataset_sha256": "ab" * 32,
+                    "eval_scores": {"golden_accuracy": 0.91},
+                },
+            },
             "judge": {"base_url": judge.url, "model": "judge-model", "timeout": timeout},
         },
-        models={"support": {
-            "deployments": ["light"], "heavy": ["heavy"],
-            "canary": {"deployments": ["candidate"], "percent": 0, "rollback_window": 1000},
-            # a loaded test machine runs its loop late: shadow calls must not be dropped for it here
-            "shadow": {"deployment": "candidate", "percent": 100, "judge": "judge", "rpm": 10_000,
-                       "busy_lag_ms": 1e6, "max_usd_per_day": 100.0, **(shadow or {})},
-            # The latency gate is left wide: on a loaded test machine p95s move by seconds (unit-tested instead).
-            "promotion": {"stages": [50, 100], "min_samples": 6, "check_every_s": 3600, "max_p95_ratio": 1000,
-                          **(promotion or {})},
-        }},
+        models={
+            "support": {
+                "deployments": ["light"],
+                "heavy": ["heavy"],
+                "canary": {"deployments": ["candidate"], "percent": 0, "rollback_window": 1000},
+                # a loaded test machine runs its loop late: shadow calls must not be dropped for it here
+                "shadow": {
+                    "deployment": "candidate",
+                    "percent": 100,
+                    "judge": "judge",
+                    "rpm": 10_000,
+                    "busy_lag_ms": 1e6,
+                    "max_usd_per_day": 100.0,
+                    **(shadow or {}),
+                },
+                # The latency gate is left wide: on a loaded test machine p95s move by seconds (unit-tested instead).
+                "promotion": {
+                    "stages": [50, 100],
+                    "min_samples": 6,
+                    "check_every_s": 3600,
+                    "max_p95_ratio": 1000,
+                    **(promotion or {}),
+                },
+            }
+        },
         **extra,
     )
     return start_gateway(config)
@@ -117,9 +151,12 @@ def shadow_summary(gw) -> dict:
 
 def ask_many(gw, n: int, start: int = 0) -> list:
     client = openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
-    return [client.chat.completions.with_raw_response.create(
-        model="support", user=f"user-{i}", messages=[{"role": "user", "content": f"Where is my parcel number {i}?"}])
-        for i in range(start, start + n)]
+    return [
+        client.chat.completions.with_raw_response.create(
+            model="support", user=f"user-{i}", messages=[{"role": "user", "content": f"Where is my parcel number {i}?"}]
+        )
+        for i in range(start, start + n)
+    ]
 
 
 def test_users_get_the_primary_answer_untouched_and_pairs_are_judged(start_gateway, light_mock, heavy_mock, judge):
@@ -129,7 +166,9 @@ def test_users_get_the_primary_answer_untouched_and_pairs_are_judged(start_gatew
         for i, raw in enumerate(answers):
             body = orjson.loads(raw.content)
             assert body["model"] == LIGHT_MODEL and "x-gateway-variant" not in raw.headers
-            assert body["choices"][0]["message"]["content"].startswith(f"Mock answer to: Where is my parcel number {i}?")
+            assert body["choices"][0]["message"]["content"].startswith(
+                f"Mock answer to: Where is my parcel number {i}?"
+            )
         assert wait_until(lambda: shadow_summary(gw)["pairs"] == 8)
         summary = shadow_summary(gw)
     assert candidate.stats()["chat_requests"] == 8
@@ -146,9 +185,15 @@ def test_users_get_the_primary_answer_untouched_and_pairs_are_judged(start_gatew
 
 def test_the_spend_cap_stops_shadow_calls(start_gateway, light_mock, heavy_mock, judge):
     with candidate_mock("Great answer to:") as candidate:
-        gw = start_shadow(start_gateway, light_mock, heavy_mock, candidate, judge,
-                          shadow={"max_usd_per_day": 0.000001},
-                          pricing={CANDIDATE_MODEL: {"input_per_1m": 100.0, "output_per_1m": 100.0}})
+        gw = start_shadow(
+            start_gateway,
+            light_mock,
+            heavy_mock,
+            candidate,
+            judge,
+            shadow={"max_usd_per_day": 0.000001},
+            pricing={CANDIDATE_MODEL: {"input_per_1m": 100.0, "output_per_1m": 100.0}},
+        )
         ask_many(gw, 1)
         assert wait_until(lambda: shadow_summary(gw)["spent_usd_today"] > 0.000001)
         ask_many(gw, 5, start=1)
@@ -157,8 +202,10 @@ def test_the_spend_cap_stops_shadow_calls(start_gateway, light_mock, heavy_mock,
 
 
 def over_budget(gw) -> float:
-    found = re.search(r'gateway_shadow_calls_total\{model="support",outcome="over_budget"\} ([0-9.]+)',
-                      httpx.get(f"{gw.url}/metrics").text)
+    found = re.search(
+        r'gateway_shadow_calls_total\{model="support",outcome="over_budget"\} ([0-9.]+)',
+        httpx.get(f"{gw.url}/metrics").text,
+    )
     return float(found.group(1)) if found else 0.0
 
 
@@ -168,13 +215,18 @@ def test_registry_from_config_changes_at_run_time_audited(start_gateway, light_m
         entry = httpx.get(f"{gw.url}/admin/models/candidate", headers=ADMIN).json()
         assert entry["version"] == "v4" and entry["fine_tune_job"] == "ftjob-42"
         assert entry["eval_scores"] == {"golden_accuracy": 0.91}
-        changed = httpx.patch(f"{gw.url}/admin/models/candidate", headers={**ADMIN, "x-gateway-actor": "alice"},
-                              json={"set": {"eval_scores": {"golden_accuracy": 0.93}}, "why": "re-ran the golden set"})
+        changed = httpx.patch(
+            f"{gw.url}/admin/models/candidate",
+            headers={**ADMIN, "x-gateway-actor": "alice"},
+            json={"set": {"eval_scores": {"golden_accuracy": 0.93}}, "why": "re-ran the golden set"},
+        )
         assert changed.status_code == 200 and changed.json()["eval_scores"] == {"golden_accuracy": 0.93}
         audit = httpx.get(f"{gw.url}/admin/models-audit", headers=ADMIN).json()["data"][0]
         assert audit["who"] == "alice" and audit["why"] == "re-ran the golden set"
         assert audit["changes"]["eval_scores"]["from"] == {"golden_accuracy": 0.91}
-        bad = httpx.patch(f"{gw.url}/admin/models/candidate", headers=ADMIN, json={"set": {"versoin": "x"}, "why": "typo"})
+        bad = httpx.patch(
+            f"{gw.url}/admin/models/candidate", headers=ADMIN, json={"set": {"versoin": "x"}, "why": "typo"}
+        )
         assert bad.status_code == 400 and "versoin" in bad.json()["error"]["message"]
         assert httpx.get(f"{gw.url}/admin/models", headers={"authorization": f"Bearer {TEST_KEY}"}).status_code == 401
         assert cli_main(["models", "list", "--url", gw.url, "--admin-key", ADMIN_KEY]) == 0
@@ -230,11 +282,13 @@ def test_a_worse_candidate_is_rolled_back_at_the_quality_gate(start_gateway, lig
 
 
 @pytest.mark.parametrize("ties_promote, outcome", [(False, "rolled_back"), (True, "promoted")])
-def test_an_identical_candidate_is_promoted_only_when_ties_promote(start_gateway, light_mock, heavy_mock, judge,
-                                                                     ties_promote, outcome):
+def test_an_identical_candidate_is_promoted_only_when_ties_promote(
+    start_gateway, light_mock, heavy_mock, judge, ties_promote, outcome
+):
     with candidate_mock("Mock answer to:") as candidate:
-        gw = start_shadow(start_gateway, light_mock, heavy_mock, candidate, judge,
-                          promotion={"promote_on_ties": ties_promote})
+        gw = start_shadow(
+            start_gateway, light_mock, heavy_mock, candidate, judge, promotion={"promote_on_ties": ties_promote}
+        )
         plan = promote(gw)
     assert plan["status"] == outcome, plan
     assert judge.calls == 0  # identical answers tie on the cheap signals, no judge needed
@@ -243,8 +297,14 @@ def test_an_identical_candidate_is_promoted_only_when_ties_promote(start_gateway
 def test_a_failing_canary_is_rolled_back_at_the_health_gate(start_gateway, light_mock, heavy_mock, judge):
     # Better answers in shadow, but as a canary every other call fails: the users' requests fall back.
     with candidate_mock("Great answer to:") as candidate:
-        gw = start_shadow(start_gateway, light_mock, heavy_mock, candidate, judge,
-                          resilience={"retry": {"attempts": 1}, "breaker": {"failures": 1000}})
+        gw = start_shadow(
+            start_gateway,
+            light_mock,
+            heavy_mock,
+            candidate,
+            judge,
+            resilience={"retry": {"attempts": 1}, "breaker": {"failures": 1000}},
+        )
         started = httpx.post(f"{gw.url}/admin/promotions/support", headers=ADMIN, json={})
         assert started.status_code == 201
         ask_many(gw, 8)

@@ -22,8 +22,10 @@ HELLO = [{"role": "user", "content": "Hello there"}]
 
 
 def limited_config(light_url: str, heavy_url: str, prefix: str, url: str = REDIS_URL, rpm: int = 60, **sections):
-    keys = [{"name": "limited", "sha256": hash_key(LIMITED_KEY), "rpm": rpm},
-            {"name": "test", "sha256": hash_key(TEST_KEY), "allow_force_tier": True}]
+    keys = [
+        {"name": "limited", "sha256": hash_key(LIMITED_KEY), "rpm": rpm},
+        {"name": "test", "sha256": hash_key(TEST_KEY), "allow_force_tier": True},
+    ]
     return base_config(light_url, heavy_url, auth={"keys": keys}, redis={"url": url, "prefix": prefix}, **sections)
 
 
@@ -36,7 +38,8 @@ async def _burst(urls: list[str], total: int, concurrency: int, key: str = LIMIT
         async with gate:
             try:
                 await clients[i % len(clients)].chat.completions.create(
-                    model="gpt-3.5-turbo", messages=[{"role": "user", "content": f"burst question {i}"}])
+                    model="gpt-3.5-turbo", messages=[{"role": "user", "content": f"burst question {i}"}]
+                )
                 status = 200
             except openai.APIStatusError as exc:
                 status = exc.status_code
@@ -48,16 +51,19 @@ async def _burst(urls: list[str], total: int, concurrency: int, key: str = LIMIT
     return statuses
 
 
-def test_a_cold_burst_on_two_gateways_admits_no_more_than_the_limit(start_gateway, light_mock, heavy_mock,
-                                                                      redis_prefix):
+def test_a_cold_burst_on_two_gateways_admits_no_more_than_the_limit(
+    start_gateway, light_mock, heavy_mock, redis_prefix
+):
     """Defaults (redis.timeout_ms 200): the pool is open before the first request, so no call of the burst
     times out into the local share; the shared count is exact."""
     config = limited_config(light_mock.url, heavy_mock.url, redis_prefix, cache={"enabled": False})
     one, two = start_gateway(config), start_gateway(config)
     statuses = asyncio.run(_burst([one.base_url, two.base_url], total=150, concurrency=100))
     calls = light_mock.stats()["chat_requests"]
-    print(f"\ncold burst, 150 at concurrency 100 on two gateways, rpm 60: {statuses.get(200, 0)} admitted, "
-          f"{statuses.get(429, 0)} refused (429), upstream calls {calls}")
+    print(
+        f"\ncold burst, 150 at concurrency 100 on two gateways, rpm 60: {statuses.get(200, 0)} admitted, "
+        f"{statuses.get(429, 0)} refused (429), upstream calls {calls}"
+    )
     assert set(statuses) <= {200, 429}
     assert 30 <= statuses.get(200, 0) <= 60
     assert calls == statuses.get(200, 0)
@@ -66,8 +72,15 @@ def test_a_cold_burst_on_two_gateways_admits_no_more_than_the_limit(start_gatewa
 def test_budgets_are_exact_from_the_first_request(start_gateway, light_mock, heavy_mock, redis_prefix):
     """The provider's quota (deployment rpm 60) under the same cold burst: the upstream sees at most 60."""
     light = {"base_url": light_mock.url, "model": "light-model", "rpm": 60, "timeout": {"connect": 1, "read": 5}}
-    config = limited_config(light_mock.url, heavy_mock.url, redis_prefix, rpm=10_000, cache={"enabled": False},
-                            resilience={"retry": {"deadline_s": 10}}, deployments={"light": light})
+    config = limited_config(
+        light_mock.url,
+        heavy_mock.url,
+        redis_prefix,
+        rpm=10_000,
+        cache={"enabled": False},
+        resilience={"retry": {"deadline_s": 10}},
+        deployments={"light": light},
+    )
     one, two = start_gateway(config), start_gateway(config)
     statuses = asyncio.run(_burst([one.base_url, two.base_url], total=150, concurrency=100))
     calls = light_mock.stats()["chat_requests"]
@@ -96,8 +109,10 @@ def test_a_slow_redis_costs_one_round_trip_and_no_new_connections(start_gateway,
         finally:
             delete_prefix(prefix)
     fast, slow = results[0.0], results[0.03]
-    print(f"\nRedis 30 ms away, 200 requests: overhead p50 {slow[0]:.1f} ms (direct: {fast[0]:.1f} ms); "
-          f"connections {slow[1]} at start, {slow[2] - slow[1]} more during the requests")
+    print(
+        f"\nRedis 30 ms away, 200 requests: overhead p50 {slow[0]:.1f} ms (direct: {fast[0]:.1f} ms); "
+        f"connections {slow[1]} at start, {slow[2] - slow[1]} more during the requests"
+    )
     assert slow[2] - slow[1] == 0  # no connection opened after the start (none dropped by a timeout)
     assert slow[2] <= 50
     # About one round trip of 30 ms, not one per step (five, and a reconnect per timeout, before). The bound
@@ -113,8 +128,11 @@ async def _overheads(base_url: str, total: int, concurrency: int) -> list[float]
     async def one(i: int) -> None:
         async with gate:
             raw = await client.chat.completions.with_raw_response.create(
-                model="support", user=f"user-{i % 7}", temperature=0,
-                messages=[{"role": "user", "content": f"How do I reset my password, case {i % 20}?"}])
+                model="support",
+                user=f"user-{i % 7}",
+                temperature=0,
+                messages=[{"role": "user", "content": f"How do I reset my password, case {i % 20}?"}],
+            )
             overheads.append(float(raw.headers["x-gateway-overhead-ms"]))
 
     await asyncio.gather(*(one(i) for i in range(total)))

@@ -1,6 +1,5 @@
 """The canary split (pure) and the shared percentage state (real Redis, its own prefix)."""
 
-
 import pytest
 
 from gateway.redisio import RedisIO, RedisUnavailable

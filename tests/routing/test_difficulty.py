@@ -49,9 +49,12 @@ def scorer() -> DifficultyScorer:
 
 # --- features -------------------------------------------------------------------------------------------
 
+
 def test_features_detect_code_and_stack_traces():
-    text = ("Why does this fail?\n```python\ndef total(items):\n    return sum(i.price for i in items)\n```\n"
-            "Traceback (most recent call last):\n  File \"shop.py\", line 3, in total\nAttributeError: 'dict'")
+    text = (
+        "Why does this fail?\n```python\ndef total(items):\n    return sum(i.price for i in items)\n```\n"
+        "Traceback (most recent call last):\n  File \"shop.py\", line 3, in total\nAttributeError: 'dict'"
+    )
     c = counts(text)
     assert c["code_block"] == 1 and c["code"] >= 2 and c["stack_trace"] >= 2
     assert counts("Where is my order 55102?")["code"] == 0
@@ -64,8 +67,10 @@ def test_features_detect_maths_legal_medical_and_constraints():
     assert counts(SHORT_HARD)["legal"] >= 2
     assert counts("Au regard du RGPD, peut-on garder les factures ?")["legal"] >= 1
     assert counts("My son has a peanut allergy, is it safe to eat?")["medical"] >= 2
-    assert counts("Refund if returned within 30 days, unless used, except defective items, at least 50%")[
-        "constraints"] >= 4
+    assert (
+        counts("Refund if returned within 30 days, unless used, except defective items, at least 50%")["constraints"]
+        >= 4
+    )
     plain = counts("Can I change my delivery address please?")
     assert sum(plain[k] for k in ("code", "maths_notation", "legal", "medical", "finance")) == 0
     assert plain["support"] >= 2
@@ -77,19 +82,27 @@ def test_feature_vector_shape_language_and_turns():
     assert x_fr.shape == (len(FEATURE_NAMES),)
     french = FEATURE_NAMES.index("french")
     assert x_fr[french] > 0.5 > x_en[french]
-    convo = [{"role": "system", "content": "Be nice."}, {"role": "user", "content": "Hi"},
-             {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Thanks"}]
+    convo = [
+        {"role": "system", "content": "Be nice."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Thanks"},
+    ]
     assert extract_features(convo)[1]["turns"] == 2
 
 
 def test_last_user_text_reads_content_parts():
-    messages = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "answer"},
-                {"role": "user", "content": [{"type": "text", "text": "second"}, {"type": "image_url"}]}]
+    messages = [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "answer"},
+        {"role": "user", "content": [{"type": "text", "text": "second"}, {"type": "image_url"}]},
+    ]
     assert last_user_text(messages) == "second"
     assert last_user_text([{"role": "system", "content": "x"}]) == ""
 
 
 # --- the shipped scorer ---------------------------------------------------------------------------------
+
 
 def test_long_chatty_easy_scores_lower_than_short_hard(scorer):
     for hard in (SHORT_HARD, SHORT_MATHS):
@@ -106,7 +119,7 @@ def test_features_only_fallback_says_so(scorer):
     assert 0.0 <= result.score <= 1.0
     off = DifficultyScorer.load(DifficultySettings(use_embedding=False))
     assert not off.uses_embedding
-    assert off.score(user(SHORT_HARD), np.ones(512, dtype=np.float32) / 512 ** 0.5).method == "features"
+    assert off.score(user(SHORT_HARD), np.ones(512, dtype=np.float32) / 512**0.5).method == "features"
 
 
 def test_wrong_vector_shape_falls_back(scorer):
@@ -144,10 +157,15 @@ def test_real_embeddings_keep_chatty_easy_light():
 
 def test_hard_context_lifts_a_short_follow_up(scorer):
     follow_up = "And what if it was bought 18 months ago?"
-    context = [{"role": "user", "content": "Under the EU legal guarantee of conformity, who must prove the defect, "
-                                           "given the 2022 directive changes?"},
-               {"role": "assistant", "content": "The seller, during the presumption period."},
-               {"role": "user", "content": follow_up}]
+    context = [
+        {
+            "role": "user",
+            "content": "Under the EU legal guarantee of conformity, who must prove the defect, "
+            "given the 2022 directive changes?",
+        },
+        {"role": "assistant", "content": "The seller, during the presumption period."},
+        {"role": "user", "content": follow_up},
+    ]
     assert scorer.score(context, None).score > scorer.score(user(follow_up), None).score
 
 
@@ -162,11 +180,11 @@ def test_threshold_boundary():
 
 # --- metrics --------------------------------------------------------------------------------------------
 
+
 def brute_auc(scores, labels):
     pos = [s for s, y in zip(scores, labels) if y]
     neg = [s for s, y in zip(scores, labels) if not y]
-    return sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg)) / (
-        len(pos) * len(neg))
+    return sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg)) / (len(pos) * len(neg))
 
 
 def test_roc_auc():
@@ -191,6 +209,7 @@ def test_metrics_on_tiny_inputs():
 
 
 # --- calibration ----------------------------------------------------------------------------------------
+
 
 def test_calibrate_hits_target_recall():
     rng = np.random.default_rng(2)
@@ -220,6 +239,7 @@ def test_calibrate_heavy_share_specificity_and_accuracy():
 
 # --- training -------------------------------------------------------------------------------------------
 
+
 def test_fit_logistic_separates_and_regularises():
     rng = np.random.default_rng(3)
     X = rng.normal(size=(200, 3))
@@ -231,13 +251,20 @@ def test_fit_logistic_separates_and_regularises():
 
 
 def toy_rows():
-    easy = ["Where is my order {}?", "Can I return the shoes from order {}?", "Bonjour, où est mon colis {} ?",
-            "How do I reset my password? Account {}.", "Je voudrais changer l'adresse de la commande {}."]
-    hard = ["Solve {}x^2 - 3x + 1 = 0 and prove the roots are real.",
-            "Is clause {} of our contract enforceable under GDPR article 17?",
-            "Why does this crash?\n```\nTraceback\nKeyError: 'x{}'\n```",
-            "Quelle est la probabilité d'obtenir {} six en dix lancers ?",
-            "My son has a severe peanut allergy: is dose {} mg of your syrup safe with his medication?"]
+    easy = [
+        "Where is my order {}?",
+        "Can I return the shoes from order {}?",
+        "Bonjour, où est mon colis {} ?",
+        "How do I reset my password? Account {}.",
+        "Je voudrais changer l'adresse de la commande {}.",
+    ]
+    hard = [
+        "Solve {}x^2 - 3x + 1 = 0 and prove the roots are real.",
+        "Is clause {} of our contract enforceable under GDPR article 17?",
+        "Why does this crash?\n```\nTraceback\nKeyError: 'x{}'\n```",
+        "Quelle est la probabilité d'obtenir {} six en dix lancers ?",
+        "My son has a severe peanut allergy: is dose {} mg of your syrup safe with his medication?",
+    ]
     rows = [{"prompt": t.format(10000 + i), "label": "easy"} for i in range(4) for t in easy]
     rows += [{"prompt": t.format(i + 2), "label": "hard"} for i in range(4) for t in hard]
     return rows
@@ -259,6 +286,7 @@ def test_train_is_deterministic_and_loads(tmp_path):
 
 # --- cost and CLI ---------------------------------------------------------------------------------------
 
+
 def test_routed_cost_ratio():
     light = lambda p, c: p * 1 + c * 1  # noqa: E731
     heavy = lambda p, c: p * 10 + c * 10  # noqa: E731
@@ -270,9 +298,12 @@ def test_routed_cost_ratio():
 
 def test_cli_eval_final_line(tmp_path, capsys):
     path = tmp_path / "p.jsonl"
-    rows = [{"prompt": LONG_EASY, "label": "easy"}, {"prompt": SHORT_HARD, "label": "hard"},
-            {"messages": user("Where is my order 55102?"), "label": "easy"},
-            {"prompt": SHORT_MATHS, "label": "hard"}]
+    rows = [
+        {"prompt": LONG_EASY, "label": "easy"},
+        {"prompt": SHORT_HARD, "label": "hard"},
+        {"messages": user("Where is my order 55102?"), "label": "easy"},
+        {"prompt": SHORT_MATHS, "label": "hard"},
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     parser = argparse.ArgumentParser()
     register_cli(parser.add_subparsers(dest="command"))

@@ -47,10 +47,16 @@ def test_form_features_read_the_task_not_the_words():
 
 
 def test_same_words_other_difficulty(scorer):
-    pairs = [("What's 20% of 80?",
-              "If prices went up 20% and then we gave a 20% discount, is the final price back to the original?"),
-             ("Livrez-vous en Suisse ?",
-              "Je vends depuis la France à un particulier suisse : dois-je facturer la TVA française, suisse, ou rien ?")]
+    pairs = [
+        (
+            "What's 20% of 80?",
+            "If prices went up 20% and then we gave a 20% discount, is the final price back to the original?",
+        ),
+        (
+            "Livrez-vous en Suisse ?",
+            "Je vends depuis la France à un particulier suisse : dois-je facturer la TVA française, suisse, ou rien ?",
+        ),
+    ]
     for easy, hard in pairs:
         assert scorer.score(user(easy)).score < 0.5 <= scorer.score(user(hard)).score
 
@@ -90,8 +96,12 @@ def test_cli_train_leaves_the_shipped_weights_alone(tmp_path, capsys, monkeypatc
 
 def test_cli_calibrate_reports_share_and_cost(tmp_path, capsys):
     path = tmp_path / "p.jsonl"
-    rows = [{"prompt": LONG_EASY, "label": "easy"}, {"prompt": SHORT_HARD, "label": "hard"},
-            {"prompt": "Where is my order 55102?", "label": "easy"}, {"prompt": SHORT_MATHS, "label": "hard"}]
+    rows = [
+        {"prompt": LONG_EASY, "label": "easy"},
+        {"prompt": SHORT_HARD, "label": "hard"},
+        {"prompt": "Where is my order 55102?", "label": "easy"},
+        {"prompt": SHORT_MATHS, "label": "hard"},
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert cli(["route", "calibrate", str(path), "--target-recall", "1.0", "--no-embedding"]) == 0
     out = capsys.readouterr().out

@@ -7,8 +7,9 @@ from gateway.shadow.report import quantile, summarise, wilson
 
 
 def completion(text, finish="stop", refusal=None):
-    return {"choices": [{"message": {"role": "assistant", "content": text, "refusal": refusal},
-                         "finish_reason": finish}]}
+    return {
+        "choices": [{"message": {"role": "assistant", "content": text, "refusal": refusal}, "finish_reason": finish}]
+    }
 
 
 def test_cheap_signals_find_each_problem():
@@ -67,8 +68,10 @@ def test_wilson_interval():
 
 def test_summary_counts_ties_half_or_whole():
     side = {"status": 200, "latency_ms": 10.0, "cost_usd": 0.001, "completion_tokens": 5}
-    pairs = [{"intent": "refund", "verdict": v, "how": "judge", "primary": side, "candidate": {**side, "latency_ms": 30.0}}
-             for v in ("win", "win", "tie", "loss")]
+    pairs = [
+        {"intent": "refund", "verdict": v, "how": "judge", "primary": side, "candidate": {**side, "latency_ms": 30.0}}
+        for v in ("win", "win", "tie", "loss")
+    ]
     summary = summarise(pairs)
     assert summary["overall"]["win_rate"] == pytest.approx(2.5 / 4)
     assert summarise(pairs, ties_win=True)["overall"]["win_rate"] == pytest.approx(3 / 4)

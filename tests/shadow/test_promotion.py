@@ -29,13 +29,23 @@ class FakeMirror:
 
 
 def config(**promotion):
-    return build_config({
-        "auth": {"open": True},
-        "deployments": {"light": {"base_url": "http://l", "model": "l"}, "cand": {"base_url": "http://c", "model": "c"}},
-        "models": {"support": {"deployments": ["light"], "canary": {"deployments": ["cand"]},
-                               "shadow": {"deployment": "cand"},
-                               "promotion": {"stages": [50, 100], "min_samples": 4, **promotion}}},
-    })
+    return build_config(
+        {
+            "auth": {"open": True},
+            "deployments": {
+                "light": {"base_url": "http://l", "model": "l"},
+                "cand": {"base_url": "http://c", "model": "c"},
+            },
+            "models": {
+                "support": {
+                    "deployments": ["light"],
+                    "canary": {"deployments": ["cand"]},
+                    "shadow": {"deployment": "cand"},
+                    "promotion": {"stages": [50, 100], "min_samples": 4, **promotion},
+                }
+            },
+        }
+    )
 
 
 def side(latency=10.0):
@@ -48,8 +58,9 @@ async def promoter_with_wins(wins, **promotion):
     promoter = Promoter(cfg, FakeCanary(), mirror, ModelRegistry(cfg))
     await promoter.start("support", who="test")
     for _ in range(wins):
-        await mirror.store.add_pair("support", {"ts": time.time(), "verdict": "win", "primary": side(),
-                                                "candidate": side()}, 100)
+        await mirror.store.add_pair(
+            "support", {"ts": time.time(), "verdict": "win", "primary": side(), "candidate": side()}, 100
+        )
     return promoter
 
 

@@ -69,8 +69,9 @@ async def test_memory_state_machine():
 
 
 async def test_redis_state_machine(shared):
-    await run_state_machine(lambda clock, metrics: CircuitBreaker(CONFIG, redis=shared, clock=clock,
-                                                                  metrics=metrics, sync_s=0))
+    await run_state_machine(
+        lambda clock, metrics: CircuitBreaker(CONFIG, redis=shared, clock=clock, metrics=metrics, sync_s=0)
+    )
 
 
 async def test_released_probe_lets_another_through():
@@ -103,6 +104,7 @@ async def test_redis_failure_falls_back_to_local_state():
         def register_script(self, script):
             async def run(*args, **kwargs):
                 raise ConnectionError("redis is down")
+
             return run
 
         async def get(self, *args, **kwargs):

@@ -24,13 +24,15 @@ class Clock:
 
 
 def config(**deployment):
-    return build_config({
-        "auth": {"open": True},
-        "deployments": {"d": {"base_url": "http://127.0.0.1:1", "model": "m", **deployment}},
-        "models": {"m": {"deployments": ["d"]}},
-        "resilience": {"batch_reserve": 0.3, "normal_reserve": 0.1},
-        "intents_file": "intents.yaml",
-    })
+    return build_config(
+        {
+            "auth": {"open": True},
+            "deployments": {"d": {"base_url": "http://127.0.0.1:1", "model": "m", **deployment}},
+            "models": {"m": {"deployments": ["d"]}},
+            "resilience": {"batch_reserve": 0.3, "normal_reserve": 0.1},
+            "intents_file": "intents.yaml",
+        }
+    )
 
 
 @pytest.fixture
@@ -42,7 +44,9 @@ def test_estimate_tokens():
     body = {"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 50}
     assert estimate_tokens(body) == 150
     assert estimate_tokens({**body, "n": 2}) == 200
-    assert estimate_tokens({"messages": [{"role": "user", "content": [{"type": "text", "text": "y" * 40}]}]}) == 10 + 256
+    assert (
+        estimate_tokens({"messages": [{"role": "user", "content": [{"type": "text", "text": "y" * 40}]}]}) == 10 + 256
+    )
     assert estimate_tokens({"input": ["a" * 40, "b" * 40]}) == 20
 
 
@@ -122,8 +126,7 @@ async def test_redis_windows_are_shared_and_atomic(redis_windows):
 
     windows, client = redis_windows
     other = RedisWindows(windows.use.io.use("other"))
-    grants = await asyncio.gather(*[(windows if i % 2 else other).take("k", (25, 10_000), (1, 100))
-                                    for i in range(60)])
+    grants = await asyncio.gather(*[(windows if i % 2 else other).take("k", (25, 10_000), (1, 100)) for i in range(60)])
     assert sum(g.ok for g in grants) == 25
     refused = next(g for g in grants if not g.ok)
     assert 0 < refused.wait_s <= 61
@@ -139,6 +142,7 @@ class Broken:
     def register_script(self, script):
         async def run(*args, **kwargs):
             raise ConnectionError("down")
+
         return run
 
     async def get(self, *args, **kwargs):
@@ -158,8 +162,9 @@ async def test_redis_failure_counts_a_local_share():
 
 
 def chat(key: ClientKey, content: str = "hello", **body) -> ChatRequest:
-    return ChatRequest(body={"model": "m", "messages": [{"role": "user", "content": content}], **body},
-                       alias="m", headers={}, key=key)
+    return ChatRequest(
+        body={"model": "m", "messages": [{"role": "user", "content": content}], **body}, alias="m", headers={}, key=key
+    )
 
 
 async def test_key_limits_rpm_and_tpm():

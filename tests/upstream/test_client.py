@@ -53,8 +53,9 @@ async def test_answers_and_failures_map_alike(kind, mock):
 async def test_a_stream_cut_midway_is_a_connection_error(kind, mock):
     transport = make_transport(kind, 10)
     try:
-        stream = await transport.open_stream(mock.url + "/chat/completions", STREAM,
-                                             {**JSON, "x-mock-cut-after": "3"}, QUICK)
+        stream = await transport.open_stream(
+            mock.url + "/chat/completions", STREAM, {**JSON, "x-mock-cut-after": "3"}, QUICK
+        )
         received = []
         with pytest.raises(UpstreamConnectError):
             async for chunk in stream.chunks():
@@ -62,7 +63,6 @@ async def test_a_stream_cut_midway_is_a_connection_error(kind, mock):
         await stream.aclose()
         assert b"".join(received).count(b"data: ") >= 1
         with pytest.raises(UpstreamStatus):
-            await transport.open_stream(mock.url + "/chat/completions", STREAM, {**JSON, "x-mock-status": "429"},
-                                        QUICK)
+            await transport.open_stream(mock.url + "/chat/completions", STREAM, {**JSON, "x-mock-status": "429"}, QUICK)
     finally:
         await transport.aclose()

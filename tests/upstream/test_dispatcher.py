@@ -45,20 +45,33 @@ class FakeTransport:
 
 
 def make(script, *, rpm=None, deadline_s=120.0, attempts=2):
-    deployments = {name: {"base_url": f"http://{name}.test", "model": name, "rpm": rpm.get(name) if rpm else None}
-                   for name in ("light", "base", "heavy")}
-    config = build_config({
-        "auth": {"open": True}, "deployments": deployments, "intents_file": "intents.yaml",
-        "models": {"m": {"deployments": ["light"], "fallbacks": ["base"], "heavy": ["heavy"]}},
-        "resilience": {"retry": {"attempts": attempts, "base_s": 0.01, "deadline_s": deadline_s},
-                       "breaker": {"failures": 2, "window_s": 60, "cooldown_s": 30}},
-    })
+    deployments = {
+        name: {"base_url": f"http://{name}.test", "model": name, "rpm": rpm.get(name) if rpm else None}
+        for name in ("light", "base", "heavy")
+    }
+    config = build_config(
+        {
+            "auth": {"open": True},
+            "deployments": deployments,
+            "intents_file": "intents.yaml",
+            "models": {"m": {"deployments": ["light"], "fallbacks": ["base"], "heavy": ["heavy"]}},
+            "resilience": {
+                "retry": {"attempts": attempts, "base_s": 0.01, "deadline_s": deadline_s},
+                "breaker": {"failures": 2, "window_s": 60, "cooldown_s": 30},
+            },
+        }
+    )
     clock = Clock()
     transport = FakeTransport(script)
     metrics = Metrics()
-    dispatcher = Dispatcher(config, transport, metrics, sleep=clock.sleep,
-                            breaker=CircuitBreaker(config.resilience.breaker, clock=clock, metrics=metrics),
-                            budget=UpstreamBudget(config, MemoryWindows(clock=clock)))
+    dispatcher = Dispatcher(
+        config,
+        transport,
+        metrics,
+        sleep=clock.sleep,
+        breaker=CircuitBreaker(config.resilience.breaker, clock=clock, metrics=metrics),
+        budget=UpstreamBudget(config, MemoryWindows(clock=clock)),
+    )
     dispatcher.policy.sleep = clock.sleep
     return dispatcher, transport, clock, config
 
@@ -70,8 +83,9 @@ def request(priority="normal", tier="light") -> ChatRequest:
 
 
 async def test_retries_then_falls_back_in_chain_order():
-    dispatcher, transport, clock, config = make({"light": [UpstreamStatus(500, b"")] * 2,
-                                                 "base": [UpstreamTimeout("slow")]})
+    dispatcher, transport, clock, config = make(
+        {"light": [UpstreamStatus(500, b"")] * 2, "base": [UpstreamTimeout("slow")]}
+    )
     req = request()
     await dispatcher.complete(req, config.chain("m", "light"))
     assert transport.calls == ["light", "light", "base", "base"] and req.served_by == "base"
@@ -97,8 +111,9 @@ async def test_open_circuit_is_skipped():
 
 async def test_batch_of_the_light_tier_stays_off_heavy():
     # 503: the deployments' fault (two identical 500s would make it the request's, test_hostile.py)
-    dispatcher, transport, clock, config = make({"light": [UpstreamStatus(503, b"")] * 9,
-                                                 "base": [UpstreamStatus(503, b"")] * 9}, attempts=1)
+    dispatcher, transport, clock, config = make(
+        {"light": [UpstreamStatus(503, b"")] * 9, "base": [UpstreamStatus(503, b"")] * 9}, attempts=1
+    )
     with pytest.raises(UpstreamStatus):
         await dispatcher.complete(request("batch"), config.chain("m", "light"))
     assert "heavy" not in transport.calls

@@ -24,17 +24,29 @@ class Clock:
 
 
 def ring(deployment: dict, environ: dict, clock: Clock) -> KeyRing:
-    config = build_config({"auth": {"open": True}, "deployments": {"d": {"base_url": "http://x/v1", "model": "m",
-                                                                         **deployment}},
-                           "models": {"m": {"deployments": ["d"]}}})
-    return KeyRing(config.deployments["d"], lambda secret: {"authorization": f"Bearer {secret}"}, name="d",
-                   environ=environ, clock=clock)
+    config = build_config(
+        {
+            "auth": {"open": True},
+            "deployments": {"d": {"base_url": "http://x/v1", "model": "m", **deployment}},
+            "models": {"m": {"deployments": ["d"]}},
+        }
+    )
+    return KeyRing(
+        config.deployments["d"],
+        lambda secret: {"authorization": f"Bearer {secret}"},
+        name="d",
+        environ=environ,
+        clock=clock,
+    )
 
 
 def test_round_robin_set_aside_and_back():
     clock = Clock()
-    keys = ring({"api_keys": [{"env": "A"}, {"env": "B"}, {"env": "C"}], "key_aside_s": 60},
-                {"A": "sk-a", "B": "sk-b", "C": "sk-c"}, clock)
+    keys = ring(
+        {"api_keys": [{"env": "A"}, {"env": "B"}, {"env": "C"}], "key_aside_s": 60},
+        {"A": "sk-a", "B": "sk-b", "C": "sk-c"},
+        clock,
+    )
     assert sorted(keys.pick().secret for _ in range(6)) == ["sk-a", "sk-a", "sk-b", "sk-b", "sk-c", "sk-c"]
     b = next(k for k in keys.keys if k.id == "B")
     keys.set_aside(b, 401)
@@ -87,10 +99,15 @@ def upstream_keys(monkeypatch, light_mock, count: int) -> list[str]:
 
 async def test_a_key_revoked_mid_load_costs_no_request(start_gateway, light_mock, heavy_mock, monkeypatch):
     keys = upstream_keys(monkeypatch, light_mock, 3)
-    light = {"base_url": light_mock.url, "model": "light-model", "timeout": {"connect": 1, "read": 5},
-             "api_keys": [{"env": f"UPSTREAM_KEY_{i}"} for i in range(3)]}
-    gw = start_gateway(base_config(light_mock.url, heavy_mock.url, cache={"enabled": False},
-                                   deployments={"light": light}))
+    light = {
+        "base_url": light_mock.url,
+        "model": "light-model",
+        "timeout": {"connect": 1, "read": 5},
+        "api_keys": [{"env": f"UPSTREAM_KEY_{i}"} for i in range(3)],
+    }
+    gw = start_gateway(
+        base_config(light_mock.url, heavy_mock.url, cache={"enabled": False}, deployments={"light": light})
+    )
     client = openai.AsyncOpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
     done, errors = 0, []
 
@@ -117,10 +134,15 @@ async def test_a_rotated_key_file_is_used_without_a_restart(start_gateway, light
     path = tmp_path / "upstream-key"
     path.write_text("sk-old\n")
     light_mock.configure(accepted_keys=("sk-old",))
-    light = {"base_url": light_mock.url, "model": "light-model", "api_keys": [{"file": str(path)}],
-             "keys_refresh_s": 0.2}
-    gw = start_gateway(base_config(light_mock.url, heavy_mock.url, cache={"enabled": False},
-                                   deployments={"light": light}))
+    light = {
+        "base_url": light_mock.url,
+        "model": "light-model",
+        "api_keys": [{"file": str(path)}],
+        "keys_refresh_s": 0.2,
+    }
+    gw = start_gateway(
+        base_config(light_mock.url, heavy_mock.url, cache={"enabled": False}, deployments={"light": light})
+    )
     client = openai.AsyncOpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
     await client.chat.completions.create(model="gpt-3.5-turbo", messages=HELLO)
     light_mock.configure(accepted_keys=("sk-old", "sk-new"))  # the provider issues a new key

@@ -27,8 +27,13 @@ class FakeTime:
 
 def policy(fake: FakeTime, budget: RetryBudget | None = None, **config) -> RetryPolicy:
     cfg = RetryConfig(**{"attempts": 3, "base_s": 0.1, "max_backoff_s": 5.0, "deadline_s": 30.0, **config})
-    return RetryPolicy(cfg, budget=budget or RetryBudget(1.0, floor=100, clock=fake.clock), sleep=fake.sleep,
-                       clock=fake.clock, rng=random.Random(7))
+    return RetryPolicy(
+        cfg,
+        budget=budget or RetryBudget(1.0, floor=100, clock=fake.clock),
+        sleep=fake.sleep,
+        clock=fake.clock,
+        rng=random.Random(7),
+    )
 
 
 def failing(*errors, result="ok"):
@@ -43,8 +48,20 @@ def failing(*errors, result="ok"):
     return fn, calls
 
 
-@pytest.mark.parametrize("text, seconds", [("1s", 1.0), ("6m0s", 360.0), ("200ms", 0.2), ("1h2m3.5s", 3723.5),
-                                           ("0.5", 0.5), ("12", 12.0), ("", None), ("soon", None), ("1x", None)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("1s", 1.0),
+        ("6m0s", 360.0),
+        ("200ms", 0.2),
+        ("1h2m3.5s", 3723.5),
+        ("0.5", 0.5),
+        ("12", 12.0),
+        ("", None),
+        ("soon", None),
+        ("1x", None),
+    ],
+)
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -71,8 +88,10 @@ async def test_retries_5xx_then_succeeds_with_jittered_backoff():
     fake = FakeTime()
     fn, calls = failing(UpstreamStatus(500, b""), UpstreamTimeout("slow"))
     retried = []
-    assert await policy(fake).run(fn, deadline=fake.now + 30, deployment="d",
-                                  on_retry=lambda *a: retried.append(a)) == "ok"
+    assert (
+        await policy(fake).run(fn, deadline=fake.now + 30, deployment="d", on_retry=lambda *a: retried.append(a))
+        == "ok"
+    )
     assert len(calls) == 3
     assert [r[:2] for r in retried] == [("d", "5xx"), ("d", "timeout")]
     assert 0 <= fake.slept[0] <= 0.1 and 0 <= fake.slept[1] <= 0.2  # full jitter under base·2^n
