@@ -19,7 +19,6 @@ import asyncio
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 import orjson
+from processes import free_port, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
 GATEWAY = str(REPO / ".venv" / "bin" / "gateway")
@@ -48,24 +48,6 @@ batches: {{lease_s: 10, poll_s: 0.2, max_concurrency: 16}}
 pricing_file: {repo}/config/pricing.yaml
 intents_file: {repo}/config/intents.yaml
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
 async def interactive(urls: list[str], rate: float, seconds: float) -> dict:

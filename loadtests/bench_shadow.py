@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+from processes import free_port, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
 MOCK = Path(os.environ.get("BENCH_SRC", REPO.parent / "shared" / "bench")) / "mock_upstream.js"
@@ -47,26 +47,6 @@ cache: {{enabled: false}}
 pricing_file: {repo}/config/pricing.yaml
 intents_file: {repo}/config/intents.yaml
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, seconds: float = 60) -> None:
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
 async def load(url: str, rate: float, seconds: float) -> tuple[list[float], int, int]:
