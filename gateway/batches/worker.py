@@ -74,16 +74,17 @@ class BatchWorker:
 
     async def tick(self) -> int:
         """Finalize what is done; lease as many items as the current concurrency allows."""
-        claimed = 0
+        claimed = pending = 0
         for batch_id in await self.store.active():
             meta = await self.store.finalize(batch_id)
             if meta is None or meta["status"] != "in_progress":
                 continue
+            pending += meta["total"] - meta["completed"] - meta["failed"]
             free = int(self.concurrency) - len(self._tasks)
             if self.interval:  # no more than a second's worth of items waiting to start
                 free = min(free, max(1, int(1 / self.interval)) - self._waiting())
             if free <= 0:
-                break
+                continue  # the other batches are still counted as pending
             for index, item in await self.store.claim(batch_id, free, self.lease_s):
                 start = max(time.monotonic(), self._next_start)
                 self._next_start = start + self.interval
@@ -91,7 +92,7 @@ class BatchWorker:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 claimed += 1
-        self._gauge()
+        self._gauge(pending)
         return claimed
 
     async def drain(self) -> None:
@@ -142,7 +143,8 @@ class BatchWorker:
         if self.metrics is not None:
             self.metrics.batch_items.labels(outcome).inc()
 
-    def _gauge(self) -> None:
+    def _gauge(self, pending: int) -> None:
         if self.metrics is not None:
+            self.metrics.batch_pending.set(pending)
             self.metrics.batch_running.set(len(self._tasks))
             self.metrics.batch_concurrency.set(self.concurrency)
