@@ -83,8 +83,8 @@ class ShadowStore:
         if usd <= 0:
             return
         if self._redis is None:
-            key = (alias, _day())
-            self._spent[key] = self._spent.get(key, 0.0) + usd
+            day = (alias, _day())
+            self._spent[day] = self._spent.get(day, 0.0) + usd
             return
         key = f"{self._prefix}{alias}:usd:{_day()}"
         async with self._redis.pipeline(transaction=False) as pipe:

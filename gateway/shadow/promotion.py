@@ -208,13 +208,14 @@ class Promoter:
         await self.stats.flush()
         for alias in self._routes:
             plan = await self.status(alias)
-            running = plan is not None and plan["status"] == "running"
-            if running:
+            if plan is not None and plan["status"] == "running":
                 self._running[alias] = plan
             else:
                 self._running.pop(alias, None)
-            if self._mirror is not None and alias in self._mirror.aliases:
-                self._mirror.set_percent(alias, 100.0 if running else self._routes[alias].shadow.percent)
+            running = alias in self._running
+            shadow = self._routes[alias].shadow  # the mirror's aliases are those with a shadow
+            if self._mirror is not None and shadow is not None and alias in self._mirror.aliases:
+                self._mirror.set_percent(alias, 100.0 if running else shadow.percent)
 
     async def step(self, alias: str, who: str = "promotion") -> dict[str, Any] | None:
         """Check the gates of the current stage once: wait, advance, promote or roll back."""
