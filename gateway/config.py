@@ -169,8 +169,9 @@ class UpstreamKey(Section):
     secret is picked up without a restart)."""
 
     id: str | None = None  # in logs and budget names; default: the variable or file name (never the key)
-    env: str | None = None  # an environment variable holding the key
-    file: str | None = None  # a file holding it (a mounted secret); one key per line: several keys
+    # not empty: `env: ${UNSET}` expands to "", which read neither source and crashed the key ring at start
+    env: str | None = Field(None, min_length=1)  # an environment variable holding the key
+    file: str | None = Field(None, min_length=1)  # a file holding it (a mounted secret); one key per line: several keys
     rpm: int | None = Field(None, gt=0)  # this key's own provider quota (default: the deployment's)
     tpm: int | None = Field(None, gt=0)
 

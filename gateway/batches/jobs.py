@@ -22,11 +22,14 @@ import builtins
 import os
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from gateway.batches.files import FileStore
+
+if TYPE_CHECKING:
+    from gateway.auth import ClientKey
 
 ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/embeddings"})
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -289,7 +292,7 @@ class BatchStore:
 
     async def create(
         self,
-        key,
+        key: ClientKey,
         input_file_id: str,
         endpoint: str,
         window: str,
