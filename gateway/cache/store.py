@@ -15,10 +15,12 @@ Redis Cluster the whole cache lives in one slot and the put script's keys always
     {p}seq                 STRING  global sequence (never flushed, so a re-created partition gets new versions)
 
 One `put` is one round trip: a Lua script writes the answer, indexes it, drops what expired or is past the
-bound, bumps the version. On a request's path the cache uses `put_later`: the same write as a background
-task, so the answer goes back without waiting for it; the entry is visible to this replica's own lookups at
-once (a dict of writes in flight, the mirror), and past `max_pending` writes in flight the caller waits for
-the oldest (bounded). Each replica keeps a local mirror of a partition (a float32 matrix) and syncs it at
+bound, bumps the version. On a request's path the cache uses `put_later`: the write is queued and the
+answer goes back without waiting for it; one writer sends what was queued meanwhile as one call of the same
+script (one round trip and one command for many answers); the entry is visible to this replica's own
+lookups at once (a dict of writes in flight, the mirror), and past `max_pending` writes queued or in flight
+the caller waits for a batch to end (bounded). The exact GETs of one turn of the event loop go as one MGET.
+Each replica keeps a local mirror of a partition (a float32 matrix) and syncs it at
 most once per `reload_s`, in one round trip (a script: the partition's version, then only the rows logged
 since the mirror's version; the whole partition only for a new mirror or a re-created partition), one sync
 per partition at a time whatever the number of lookups waiting: a miss's only Redis round trip is then its
@@ -42,7 +44,6 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
 
 import numpy as np
-
 from gateway.cache.semantic import Candidates
 from gateway.redisio import RedisIO, RedisUnavailable, RedisUse
 
@@ -52,6 +53,7 @@ STAT_FIELDS = ("hits_exact", "hits_semantic", "misses", "stores", "saved_tokens"
 _LOOKUPS = frozenset({"get", "sync"})  # on a request's path: their failures open the circuit
 ADMIN_TIMEOUT_S = 60.0  # stats and flush scan the keyspace: an admin waits, a request never does
 EXACT_BOUND_FACTOR = 10  # exact entries per intent: at most this many times max_entries_per_intent
+MAX_BATCH = 64  # put_later writes sent in one pipeline
 
 
 class StoreUnavailable(Exception):
@@ -280,43 +282,52 @@ class MemoryStore:
 
 
 _PUT = """
-local now, ttl = tonumber(ARGV[4]), tonumber(ARGV[3])
-local expiry = now + ttl
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
-redis.call('ZADD', KEYS[2], expiry, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
-if over > 0 then
-  local old = redis.call('ZRANGE', KEYS[2], 0, over - 1)
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
-  for i = 1, #old do redis.call('DEL', ARGV[9] .. old[i]) end
+local function put(K, A)
+  local now, ttl = tonumber(A[4]), tonumber(A[3])
+  local expiry = now + ttl
+  redis.call('SET', K[1], A[2], 'PX', ttl)
+  redis.call('ZADD', K[2], expiry, A[1])
+  redis.call('ZREMRANGEBYSCORE', K[2], '-inf', now)
+  local over = redis.call('ZCARD', K[2]) - tonumber(A[5])
+  if over > 0 then
+    local old = redis.call('ZRANGE', K[2], 0, over - 1)
+    redis.call('ZREMRANGEBYRANK', K[2], 0, over - 1)
+    for i = 1, #old do redis.call('DEL', A[9] .. old[i]) end
+  end
+  if redis.call('PTTL', K[2]) < ttl then redis.call('PEXPIRE', K[2], ttl) end
+  redis.call('HINCRBY', K[6], 'stores', 1)
+  if A[6] ~= '1' then return 0 end
+  redis.call('HSET', K[3], A[1], A[7])
+  redis.call('ZADD', K[4], expiry, A[1])
+  local gone = redis.call('ZRANGEBYSCORE', K[4], '-inf', now)
+  local extra = redis.call('ZCARD', K[4]) - #gone - tonumber(A[8])
+  if extra > 0 then
+    local old = redis.call('ZRANGE', K[4], #gone, #gone + extra - 1)
+    for i = 1, #old do gone[#gone + 1] = old[i] end
+  end
+  for i = 1, #gone do
+    redis.call('HDEL', K[3], gone[i])
+    redis.call('ZREM', K[4], gone[i])
+  end
+  local version = redis.call('INCR', K[7])
+  for i = 1, #gone do redis.call('ZREM', K[8], gone[i]) end
+  redis.call('ZADD', K[8], version, A[1])
+  local logged = redis.call('ZCARD', K[8]) - tonumber(A[8])
+  if logged > 0 then redis.call('ZREMRANGEBYRANK', K[8], 0, logged - 1) end
+  redis.call('SET', K[5], version, 'PX', ttl)
+  if redis.call('SET', K[9], version, 'NX', 'PX', ttl) == false then redis.call('PEXPIRE', K[9], ttl) end
+  redis.call('PEXPIRE', K[3], ttl)
+  redis.call('PEXPIRE', K[4], ttl)
+  redis.call('PEXPIRE', K[8], ttl)
+  return version
 end
-if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
-redis.call('HINCRBY', KEYS[6], 'stores', 1)
-if ARGV[6] ~= '1' then return 0 end
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[7])
-redis.call('ZADD', KEYS[4], expiry, ARGV[1])
-local gone = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
-local extra = redis.call('ZCARD', KEYS[4]) - #gone - tonumber(ARGV[8])
-if extra > 0 then
-  local old = redis.call('ZRANGE', KEYS[4], #gone, #gone + extra - 1)
-  for i = 1, #old do gone[#gone + 1] = old[i] end
+local out = {}
+for i = 0, #KEYS / 9 - 1 do
+  local K, A = {}, {}
+  for j = 1, 9 do K[j] = KEYS[i * 9 + j]; A[j] = ARGV[i * 9 + j] end
+  out[#out + 1] = put(K, A)
 end
-for i = 1, #gone do
-  redis.call('HDEL', KEYS[3], gone[i])
-  redis.call('ZREM', KEYS[4], gone[i])
-end
-local version = redis.call('INCR', KEYS[7])
-for i = 1, #gone do redis.call('ZREM', KEYS[8], gone[i]) end
-redis.call('ZADD', KEYS[8], version, ARGV[1])
-local logged = redis.call('ZCARD', KEYS[8]) - tonumber(ARGV[8])
-if logged > 0 then redis.call('ZREMRANGEBYRANK', KEYS[8], 0, logged - 1) end
-redis.call('SET', KEYS[5], version, 'PX', ttl)
-if redis.call('SET', KEYS[9], version, 'NX', 'PX', ttl) == false then redis.call('PEXPIRE', KEYS[9], ttl) end
-redis.call('PEXPIRE', KEYS[3], ttl)
-redis.call('PEXPIRE', KEYS[4], ttl)
-redis.call('PEXPIRE', KEYS[8], ttl)
-return version
+return out
 """
 
 # A replica's mirror follows its partition: the partition's version and birth (the version that created
@@ -375,7 +386,12 @@ class RedisStore:
         self.max_pending = max_pending
         self._connected = False
         self._writing: dict[str, bytes] = {}  # entry key -> answer, while its put_later is in flight
-        self._writes: dict[asyncio.Task, None] = {}  # in flight, oldest first
+        self._gets: list[tuple[str, asyncio.Future[bytes | None]]] = []  # the next MGET's keys and waiters
+        self._reads: set[asyncio.Task] = set()
+        self._queue: list[tuple[Any, ...]] = []  # put_later writes not sent yet, oldest first
+        self._sending = 0  # writes of the batch in flight
+        self._writer: asyncio.Task | None = None
+        self._progress: asyncio.Future[None] | None = None  # resolved when a batch of writes ends
 
     # ------------------------------------------------------------------------------------ fail open
     async def _call(self, make: Callable[[], Awaitable[Any]], timeout_s: float | None = None, op: str = "call") -> Any:
@@ -404,11 +420,39 @@ class RedisStore:
         writing = self._writing.get(key)
         if writing is not None:
             return writing
-        # the first read opens the connection: it may take longer than a lookup is allowed on a busy host
-        timeout_s = self.lookup_timeout_s if self._connected else None
-        blob = await self._call(lambda: self.redis.get(self._p + "e:" + key), timeout_s, "get")
-        self._connected = True
-        return blob
+        if not self._connected:  # the first read opens the connection: it may take longer than a lookup may
+            blob = await self._call(lambda: self.redis.get(self._p + "e:" + key), None, "get")
+            self._connected = True
+            return blob
+        if self._open_until and time.monotonic() < self._open_until:
+            raise StoreUnavailable("redis circuit open: not trying before the backoff ends")
+        # The reads of one turn of the event loop go as one MGET: one round trip and one command for the
+        # lookups of every request that reached this step meanwhile (~50 µs of CPU a command, ~3 µs a key).
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bytes | None] = loop.create_future()
+        self._gets.append((key, waiter))
+        if len(self._gets) == 1:
+            loop.call_soon(self._send_gets)
+        return await waiter
+
+    def _send_gets(self) -> None:
+        batch, self._gets = self._gets, []
+        task = asyncio.get_running_loop().create_task(self._mget(batch))
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _mget(self, batch: list[tuple[str, asyncio.Future[bytes | None]]]) -> None:
+        keys = [self._p + "e:" + key for key, _ in batch]
+        try:
+            blobs = await self._call(lambda: self.redis.mget(keys), self.lookup_timeout_s, "get")
+        except StoreUnavailable as exc:
+            for _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_exception(StoreUnavailable(str(exc)))
+            return
+        for (_, waiter), blob in zip(batch, blobs):
+            if not waiter.done():
+                waiter.set_result(blob)
 
     def _partition_keys(self, intent: str, context: str) -> tuple[str, str, str, str, str]:
         """(vectors, expiries, version, log, birth) of a partition."""
@@ -420,6 +464,13 @@ class RedisStore:
         self._mirror_own(key, row, time.time() + ttl_s)
 
     async def _put_now(self, key: str, blob: bytes, intent: str, ttl_s: int, row: VectorRow | None) -> None:
+        keys, args = self._put_call(key, blob, intent, ttl_s, row)
+        await self._call(lambda: self._put(keys=keys, args=args, client=self.redis), op="put")
+
+    def _put_call(
+        self, key: str, blob: bytes, intent: str, ttl_s: int, row: VectorRow | None
+    ) -> tuple[list[str], list[Any]]:
+        """The put script's keys and arguments."""
         now = time.time()
         ttl_ms = int(ttl_s * 1000)
         vkey, zkey, nkey, lkey, bkey = self._partition_keys(row.intent, row.context) if row else ("",) * 5
@@ -446,7 +497,7 @@ class RedisStore:
             self.max_entries,
             self._p + "e:",
         ]
-        await self._call(lambda: self._put(keys=keys, args=args, client=self.redis), op="put")
+        return keys, args
 
     def _mirror_own(self, key: str, row: VectorRow | None, expiry: float) -> None:
         if row is not None:
@@ -466,34 +517,56 @@ class RedisStore:
     ) -> None:
         self._writing[key] = blob
         self._mirror_own(key, row, time.time() + ttl_s)
-        task = asyncio.get_running_loop().create_task(self._write(key, blob, intent, ttl_s, row, on_error))
-        self._writes[task] = None
-        task.add_done_callback(self._writes.pop)
-        if len(self._writes) > self.max_pending:  # bounded: the caller waits for the oldest write
-            await asyncio.wait([next(iter(self._writes))])
+        self._queue.append((key, blob, intent, ttl_s, row, on_error))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+        while self.pending > self.max_pending:  # bounded: the caller waits for a batch to end
+            if self._progress is None or self._progress.done():
+                self._progress = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._progress)
 
-    async def _write(
-        self,
-        key: str,
-        blob: bytes,
-        intent: str,
-        ttl_s: int,
-        row: VectorRow | None,
-        on_error: Callable[[StoreUnavailable], None] | None,
-    ) -> None:
-        try:  # the mirror has it already (put_later)
-            await self._put_now(key, blob, intent, ttl_s, row)
-        except StoreUnavailable as exc:
-            if on_error is not None:
-                on_error(exc)
-        finally:
-            if self._writing.get(key) is blob:
-                del self._writing[key]
+    @property
+    def pending(self) -> int:
+        """put_later writes not done yet."""
+        return len(self._queue) + self._sending
+
+    async def _write(self) -> None:
+        """One writer: what was queued while a batch was in flight goes as the next batch, one pipeline
+        (one round trip, one send) of put scripts."""
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            self._sending = len(batch)
+            try:
+                await self._put_batch(batch)
+            except StoreUnavailable as exc:
+                for *_, on_error in batch:
+                    if on_error is not None:
+                        on_error(exc)
+            except Exception as exc:  # never lose the writer: the next writes go on
+                for *_, on_error in batch:
+                    if on_error is not None:
+                        on_error(StoreUnavailable(f"{type(exc).__name__}: {exc}"))
+            finally:
+                self._sending = 0
+                for key, blob, *_ in batch:
+                    if self._writing.get(key) is blob:
+                        del self._writing[key]
+                if self._progress is not None and not self._progress.done():
+                    self._progress.set_result(None)
+
+    async def _put_batch(self, batch: list[tuple[Any, ...]]) -> None:
+        keys: list[str] = []
+        args: list[Any] = []
+        for key, blob, intent, ttl_s, row, _ in batch:
+            k, a = self._put_call(key, blob, intent, ttl_s, row)
+            keys += k
+            args += a
+        await self._call(lambda: self._put(keys=keys, args=args, client=self.redis), op="put")
 
     async def drain(self) -> None:
         """Wait for the writes in flight (shutdown, tests)."""
-        while self._writes:
-            await asyncio.wait(list(self._writes))
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
 
     async def candidates(self, intent: str, context: str) -> Candidates | None:
         partition = (intent, context)

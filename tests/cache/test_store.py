@@ -183,7 +183,7 @@ async def test_put_later_answers_at_once_and_writes_in_the_background(redis_clie
     await a.drain()
     assert await b.get("k1") == b"one"  # written to Redis for the other replicas
     assert list((await b.candidates("refund", "c1")).payloads) == ["k1"]
-    assert not a._writing and not a._writes
+    assert not a._writing and not a.pending
 
 
 async def test_put_later_reports_a_failed_write_and_is_bounded(redis_client):
@@ -192,7 +192,7 @@ async def test_put_later_reports_a_failed_write_and_is_bounded(redis_client):
     errors: list[StoreUnavailable] = []
     for i in range(5):
         await store.put_later(f"k{i}", b"x", "refund", 60, row(i), on_error=errors.append)
-        assert len(store._writes) <= 2
+        assert store.pending <= 2
     await store.drain()
     assert len(errors) == 5 and not store._writing
     await dead.aclose()
@@ -256,3 +256,42 @@ def test_mirror_discard_is_constant_time_and_compacts_once():
     assert list(mirror.candidates(now).payloads) == [f"k{i}" for i in range(10) if i != 3]
     mirror.refresh("k5", "q5", unit(5), now + 120, limit=100)  # read back from Redis: keeps its place
     assert list(mirror.candidates(now).payloads)[4] == "k5"
+
+
+async def test_concurrent_reads_go_as_one_mget_and_queued_writes_as_one_script_call(redis_client):
+    import asyncio
+
+    p = redis_client.test_prefix
+    store = RedisStore(redis_client, p, reload_s=60)
+    await store.put("k0", b"zero", "refund", 60, row(0))
+    assert await store.get("k0") == b"zero"  # the first read opens the connection, alone
+    sent = []
+    for name in ("get", "mget", "evalsha"):
+        real = getattr(redis_client, name)
+        setattr(redis_client, name, lambda *a, _real=real, _name=name, **k: sent.append(_name) or _real(*a, **k))
+    try:
+        found = await asyncio.gather(*(store.get(f"k{i}") for i in range(10)))
+        assert found == [b"zero"] + [None] * 9 and sent == ["mget"]
+        sent.clear()
+        for i in range(1, 21):
+            await store.put_later(f"k{i}", f"blob{i}".encode(), "refund", 60, row(i))
+        await store.drain()
+        assert sent == ["evalsha"] and not store.pending
+    finally:
+        for name in ("get", "mget", "evalsha"):
+            delattr(redis_client, name)
+    other = RedisStore(redis_client, p, max_entries_per_intent=50, reload_s=60)
+    assert [await other.get(f"k{i}") for i in (1, 20)] == [b"blob1", b"blob20"]
+    assert len(await other.candidates("refund", "c1")) == 21
+
+
+async def test_a_failed_mget_fails_every_read_of_the_batch_open():
+    import asyncio
+
+    dead = async_redis("redis://127.0.0.1:1/15")
+    store = RedisStore(dead, "gwtest:dead:")
+    store._connected = True  # as after a first read
+    results = await asyncio.gather(*(store.get(f"k{i}") for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, StoreUnavailable) for r in results)
+    assert store.circuit_open
+    await dead.aclose()
