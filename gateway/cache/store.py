@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
 
 import numpy as np
+
 from gateway.cache.semantic import Candidates
 from gateway.redisio import RedisIO, RedisUnavailable, RedisUse
 
