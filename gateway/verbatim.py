@@ -26,12 +26,10 @@ _LONG_NUMBER = b"0" * 19
 _TOKEN = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[{}\[\],:]')
 
 
-class ClientBody(dict[str, Any]):
+class ClientBody(dict):
     """The parsed JSON object, with the bytes it came from."""
 
     __slots__ = ("raw", "verbatim")
-    raw: bytes
-    verbatim: bool
 
     @classmethod
     def parse(cls, raw: bytes) -> Any:
@@ -51,20 +49,20 @@ def must_stay_verbatim(raw: bytes) -> bool:
     return _LONG_NUMBER in raw.translate(_DIGITS)
 
 
-def needs_verbatim(body: dict[str, Any]) -> bool:
-    return isinstance(body, ClientBody) and body.verbatim
+def needs_verbatim(body: dict) -> bool:
+    return bool(getattr(body, "verbatim", False))
 
 
-def encode(body: dict[str, Any], changes: dict[str, Any]) -> bytes:
+def encode(body: dict, changes: dict[str, Any]) -> bytes:
     """`body` with `changes` applied to its top-level fields, as JSON bytes."""
-    if not isinstance(body, ClientBody):
-        return orjson.dumps({**body, **changes})
-    if not body.verbatim:
+    raw = getattr(body, "raw", None)
+    if raw is None or not body.verbatim:
         try:
             return orjson.dumps({**body, **changes})
         except TypeError:  # nested deeper than orjson writes: the client's bytes can still go
-            pass
-    return replace_fields(body.raw, changes)
+            if raw is None:
+                raise
+    return replace_fields(raw, changes)
 
 
 def replace_fields(raw: bytes, changes: dict[str, Any]) -> bytes:

@@ -89,6 +89,7 @@ class HealthProbe:
     def __init__(self, url: str) -> None:
         self.url, self.worst, self.count = url + "/healthz", 0.0, 0
         self._stop = threading.Event()
+        self._started = threading.Event()  # one answer before the big request, so count >= 1 whatever its speed
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -98,10 +99,12 @@ class HealthProbe:
                 assert client.get(self.url).status_code == 200
                 self.worst = max(self.worst, time.perf_counter() - started)
                 self.count += 1
+                self._started.set()
                 self._stop.wait(0.01)
 
     def __enter__(self) -> "HealthProbe":
         self._thread.start()
+        self._started.wait(60)
         return self
 
     def __exit__(self, *exc) -> None:

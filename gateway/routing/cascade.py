@@ -64,7 +64,9 @@ def falls_short(answer: Any, config: CascadeConfig) -> str | None:
         return "malformed"
     if choice.get("finish_reason") == "length":
         return "truncated"
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        message = {}
     if message.get("refusal"):
         return "refusal"
     if message.get("tool_calls"):
@@ -129,7 +131,7 @@ class Cascade:
             return light
         light_seconds = time.perf_counter() - started
         light_cost = 0.0
-        if self.recorder is not None and req.served_by:
+        if self.recorder is not None and req.served_by and isinstance(parsed, dict):
             light_cost = self.recorder.cost_of(parsed.get("usage"), req.served_by)
         req.tier = "heavy"
         heavy = await call(self.config.chain(req.alias, "heavy"))

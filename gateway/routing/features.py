@@ -13,13 +13,12 @@ difficulty); the model weighs both groups against pairs of prompts that share wo
 from __future__ import annotations
 
 import math
-import re
-
-import numpy as np
+from typing import Any
 
 from gateway.bounds import clip
 from gateway.request import content_text
-from gateway.routing.form import FORM_NAMES, FORM_REASON_LABELS, form_features, rx
+from gateway.routing.form import FORM_CASED, FORM_NAMES, FORM_PATTERNS, FORM_REASON_LABELS, form_features
+from gateway.routing.scan import WordPatterns
 
 __all__ = ["FEATURE_NAMES", "REASON_LABELS", "conversation_text", "extract_features"]
 
@@ -49,31 +48,27 @@ def conversation_text(messages: list[dict]) -> tuple[str, list[str], int]:
 
 # --- features -----------------------------------------------------------------------------------------
 
-_rx = rx
-
 
 # Patterns on the original text (case matters: CamelCase errors, code).
-_CODE_FENCE = _rx(r"```|~~~")
-_CODE = _rx(
+_CODE_FENCE = r"```|~~~"
+_CODE = (
     r"^[^\S\n]{4,}\S|^\t+\S"  # indented lines
     r"|\bdef \w+\(|\bfunction\b\s*\w*\s*\(|=>|^[^\S\n]*return\b|\b(?:const|let|var)\s+\w+\s*=|\bimport \w+"
     r"|\bclass \w+[:({]|\bSELECT\b[\s\S]{1,200}?\bFROM\b|\bWHERE\b|\bGROUP BY\b|console\.\w+\("
-    r"|[;{}]\s*$|\b\w+\.\w+\([^)]*\)|\b\w+\[\w*\]\s*=|\bnull\b|\bNone\b|\bself\b|\bawait\b|`[^`\n]{2,60}`",
-    re.M,
+    r"|[;{}]\s*$|\b\w+\.\w+\([^)]*\)|\b\w+\[\w*\]\s*=|\bnull\b|\bNone\b|\bself\b|\bawait\b|`[^`\n]{2,60}`"
 )
-_TRACE = _rx(
+_TRACE = (
     r"\bTraceback\b|\b[A-Z]\w*(?:Error|Exception)\b|^[^\S\n]+at [\w.$<>]+\(|File \"[^\"]+\", line \d+"
-    r"|\bFatal error\b|\bsegmentation fault\b|\bpanic:|\bline \d+, in\b|\.(?:java|py|js|ts|swift|go|rb):\d+",
-    re.M,
+    r"|\bFatal error\b|\bsegmentation fault\b|\bpanic:|\bline \d+, in\b|\.(?:java|py|js|ts|swift|go|rb):\d+"
 )
-_MATH_NOTATION = _rx(
+_MATH_NOTATION = (
     r"\^\s*\(?-?\w|[²³√∫∑∏π≡≠≤≥±∞]|\b\d*[a-zA-Z]\s*[+\-*/]\s*\d+\s*=|\s=\s*-?\d|\b[a-z]\(x\)"
     r"|\b(?:sqrt|ln|log|sin|cos|tan|exp)\s*\(|\[\[|\bO\(\w|\bp\s*[=<]\s*0[.,]\d|\b1/n\b|\bmod(?:ulo)?\b"
     r"|\b\d+\s*[×*]\s*\d+|\(\d+/\d+\)|\b\d+\s*/\s*\d+\b"
 )
 
 # Patterns on the lower-cased text.
-_MATH_WORDS = _rx(
+_MATH_WORDS = (
     r"\bprobabilit|\bexpected (?:value|number)|\bespérance|\bintegral|\bintégrale|\bderivative|\bdérivée"
     r"|\beigen|\bvaleurs propres|\bmatri(?:x|ce)\b|\bprove\b|\bdémontre|\bmontre que|\btheorem|\bthéorème"
     r"|\birrational|\birrationnel|\birreducible|\birréductible|\bconverge|\bdiverge|\bseries\b|\bsérie\b"
@@ -83,7 +78,7 @@ _MATH_WORDS = _rx(
     r"|\bparado(?:x|xe)\b|\bm/m/c\b|\bquadratic|\bpolynom|\blogarithm|\bcompound|\bcomposés|\bprime\b|\bpremier p"
     r"|\bstrat(?:egy|égie) gagnante|\bwinning strategy|\bexpected\b|\bmoyenne\b|\baverage\b|\bdistribution\b"
 )
-_REASON = _rx(
+_REASON = (
     r"\bexplain (?:why|the difference|what)|\bexpliqu\w* (?:pourquoi|la différence|le théorème|le paradoxe|la régul)"
     r"|\bwhy (?:does|is|do|might|would|isn't|doesn't)\b|\bpourquoi (?:ce|mon|ma|la|le|un|une|est|ne|faut|il)\b"
     r"|\bprove\b|\bjustif(?:y|ie)|\bderive\b|\bcompare\b|\bcompar(?:e|er|aison)\b|\btrade-?offs?\b|\bargue\b"
@@ -101,14 +96,14 @@ _REASON = _rx(
     r"|\bcomment est-ce possible|\bhow many different|\bcombien existe-t-il|\bestimate\b|\bestimer\b|\bwhy\?"
     r"|\bpourquoi \?"
 )
-_CONSTRAINT = _rx(
+_CONSTRAINT = (
     r"\bif\b|\bunless\b|\bexcept\b|\bprovided\b|\bat (?:least|most)\b|\bwithin\b|\bgiven (?:that|the|a)\b"
     r"|\bover \d|\bunder \d|\babove\b|\bmore than\b|\bless than\b|\bnotwithstanding\b|\bwhereas\b"
     r"|\bsi\b|\bs'il\b|\bsauf\b|\bà condition|\bsous réserve|\bau (?:moins|plus)\b|\bcompte tenu"
     r"|\bsachant\b|\bdès\b|\bau-delà|\bplus de \d|\bmoins de \d|\bnonobstant|\bsous \d|\bau prorata"
     r"|\bprorat|\bindépendamment|\bindependently"
 )
-_LEGAL = _rx(
+_LEGAL = (
     r"\bgdpr\b|\brgpd\b|\bcnil\b|\bhipaa\b|\blaws?\b|\blegal(?:ly)?\b|\blégal|\bloi\b|\bjuridique|\bjurisprudence"
     r"|\bdirective\b|\bregulation\b|\brèglement (?:européen|sur|général)|\barticles? \d|\bart\. ?\d|\bclauses?\b"
     r"|\bcontracts?\b|\bcontrats?\b|\bliabilit|\bresponsabilité|\benforceable|\bopposable|\bjurisdiction"
@@ -120,7 +115,7 @@ _LEGAL = _rx(
     r"|\bimplied warranty|\bdisclaim|\bconsentement|\bdata protection|\berasure|\beffacement|\bbrowsewrap"
     r"|\bclickwrap|\bprocessors?\b|\bsous-traitant|\bobligations?\b|\bfondement|\bact \d{4}\b"
 )
-_MEDICAL = _rx(
+_MEDICAL = (
     r"\ballerg|\banaphyla|\bpregnan|\benceinte|\bgrossesse|\bbreastfeed|\ballait|\bmedication|\bmédicament"
     r"|\btraitement\b|\bdrugs?\b|\bdoses?\b|\bdosage|\bposolog|\bprescription|\bordonnances?\b|\bcontraindicat"
     r"|\bcontre-indic|\binteraction|\bdiabet|\bdiabét|\binsulin|\binsuline|\bmetformin|\bwarfarin|\banticoagul"
@@ -134,21 +129,21 @@ _MEDICAL = _rx(
     r"|\bm'inquiéter|\bdoctor\b|\bmédecin|\bside effects?|\beffets? secondaires?|\bskin\b|\bpeau\b|\basthm|\bepilep|\bépilep|\bcardia|\bheart condition"
     r"|\brenal\b|\brénal|\bkidney|\bhépat|\bhepat|\bcancer|\bchemo|\bchimio|\bimmun"
 )
-_RULES = _rx(
+_RULES = (
     r"\bapply\b|\bapplies\b|\bs'appliqu|\bbound by|\bengagés?|\bobligés?|\bobliged|\brequired to|\bmust we"
     r"|\bdo we have to|\bsommes-nous|\bhonou?r(?:ed)?\b|\brules?\b|\brègles?\b|\brèglementation|\bréglementation"
     r"|\bregulat|\brestrictions?\b|\bcompliance|\bcompliant|\bdangerous goods|\bmatières dangereuses"
     r"|\binflammable|\bflammable|\ballowed\b|\bautorisée?s?\b|\ble droit\b|\bthe right to\b|\bentitled|\ba-t-on le droit"
     r"|\bpermitted|\blegit|\bvalid\b|\bvalable|\btransférée?|\btransferred|\bregime\b|\brégime\b"
 )
-_FINANCE = _rx(
+_FINANCE = (
     r"\bvat\b|\btva\b|\btax|\btaxe|\bimpôt|\bfiscal|\breverse.charge|\bautoliquidation|\boss\b|\bguichet unique"
     r"|\bfranchise\b|\bcompound|\bcomposés|\binterest\b|\bintérêts|\bamorti[sz]|\bdepreciat|\bltv\b|\bcac\b|\bchurn"
     r"|\bdésabonnement mensuel|\bmargins?\b|\bmarges?\b|\broi\b|\bbreak even|\bpoint mort|\bprorat|\bcpi\b"
     r"|\bindice\b|\bifrs|\baccounting|\bcomptab|\bauto-?entrepreneur|\bmicro-?entrepr|\bvaleur vie client"
     r"|\blifetime value|\bthreshold\b|\bseuil\b"
 )
-_TECH = _rx(
+_TECH = (
     r"\balgorithm|\balgorithme|\bcomplexit|\bbig-o\b|\bdatabases?\b|\bbase de données|\bindex\b|\bqueries\b"
     r"|\bsql\b|\bpostgres|\bredis\b|\bmysql|\blatenc|\blatence|\bmemory leak|\bfuite|\bheap\b|\bthreads?\b"
     r"|\brace conditions?|\bconcurren|\bidempot|\barchitecture|\bmicroservice|\bmonoli?th|\bcap\b|\bdistributed"
@@ -161,7 +156,7 @@ _TECH = _rx(
     r"|\bn\+1|\bquery\b|\brequête (?:sql|postgres)|\bexplain\b.{0,20}\bscan|\bparcours séquentiel|\bintervals?\b"
     r"|\brate limiter|\bqueue\b|\bfile d'attente|\bconsumers?\b|\bconsommateurs\b|\bcache\b|\bprofil(?:er|ing)|\boom"
 )
-_SUPPORT = _rx(
+_SUPPORT = (
     r"\borders?\b|\bcommandes?\b|\bcommander\b|\bdeliver|\blivraison|\blivr[eé]|\bshipp|\bshipped|\bexpédi|\btracking"
     r"|\btrack\b|\bsuivi\b|\bparcel|\bpackage\b|\bcolis\b|\bpassword|\bmot de passe|\blog ?in\b|\bconnecter"
     r"|\baccount\b|\bcompte\b|\brefund|\brembours|\breturns?\b|\bretours?\b|\bretourner|\bexchange|\béchang|\bswap\b"
@@ -172,19 +167,19 @@ _SUPPORT = _rx(
     r"|\bservice client|\bconseiller|\bhuman\b|\bticket\b|\bnotice\b|\bmanual\b|\bwishlist|\bliste d'envies"
     r"|\bgift|\bcadeau|\bopening hours|\bhoraires|\bphone number|\bnuméro de téléphone|\bresend|\brenvoyer"
 )
-_CHAT = _rx(
+_CHAT = (
     r"\bhello\b|\bhi\b|\bhey\b|\bgood (?:morning|afternoon|evening)|\bthanks?\b|\bthank you|\bcheers\b|\bsorry\b"
     r"|\bplease\b|\bbonjour|\bbonsoir|\bsalut\b|\bcoucou|\bmerci\b|\bdésolée?\b|\bs'il vous pla[iî]t|\bsvp\b"
     r"|\bhope\b|\bj'espère|\blol\b|\bmdr\b|:\)|!|\blove\b|\badore\b|\bgreat\b|\bsuper\b|\blovely\b|\badorable"
     r"|\bworried|\binquiète?|\bno worries|\bpas de souci|\bquick (?:one|question)|\bpetite question"
 )
-_ID_NUMBER = _rx(r"#\s?\d{3,}|\b\d{5,}\b|\b[A-Z]{2,}\d{2,}\b")
-_QUANTITY = _rx(r"(?<![\d#])\d{1,4}(?:[.,]\d+)?\s?(?:%|€|\$|£|eur\b|euros?\b|k\b|ms\b|mb\b|mo\b|go\b|gb\b)?(?![\d])")
-_FR_WORDS = _rx(
+_ID_NUMBER = r"#\s?\d{3,}|\b\d{5,}\b|\b[A-Z]{2,}\d{2,}\b"
+_QUANTITY = r"(?<![\d#])\d{1,4}(?:[.,]\d+)?\s?(?:%|€|\$|£|eur\b|euros?\b|k\b|ms\b|mb\b|mo\b|go\b|gb\b)?(?![\d])"
+_FR_WORDS = (
     r"\b(?:le|la|les|des|est|une|pour|que|qui|dans|avec|je|vous|mon|ma|mes|pas|sur|ce|il|et|du|au|nous|votre|c'est"
     r"|j'ai|ne|elle|sont|peut|être|quel|quelle|comment|pourquoi|combien)\b"
 )
-_EN_WORDS = _rx(
+_EN_WORDS = (
     r"\b(?:the|is|and|to|of|my|you|for|in|it|that|with|on|this|can|i|a|are|was|be|your|we|our|what|how|why|does"
     r"|do|if|at|from|an|have|has)\b"
 )
@@ -236,6 +231,7 @@ REASON_LABELS = {
     **FORM_REASON_LABELS,
 }
 
+
 _HARD_GROUPS = (
     "code",
     "stack_trace",
@@ -250,53 +246,64 @@ _HARD_GROUPS = (
 )
 
 
-def _count(rx: re.Pattern, text: str) -> int:
-    return sum(1 for _ in rx.finditer(text))
+# One pass over the words for every pattern (gateway.routing.scan); the vocabulary's names as in FEATURE_NAMES.
+PATTERNS: dict[str, str] = {
+    "code_fence": _CODE_FENCE,
+    "code": _CODE,
+    "stack_trace": _TRACE,
+    "maths_notation": _MATH_NOTATION,
+    "maths_words": _MATH_WORDS,
+    "reasoning": _REASON,
+    "constraints": _CONSTRAINT,
+    "legal": _LEGAL,
+    "rules": _RULES,
+    "medical": _MEDICAL,
+    "finance": _FINANCE,
+    "technical": _TECH,
+    "support": _SUPPORT,
+    "chat": _CHAT,
+    "id_numbers": _ID_NUMBER,
+    "quantities": _QUANTITY,
+    "fr_words": _FR_WORDS,
+    "en_words": _EN_WORDS,
+    **FORM_PATTERNS,
+}
+_CASED = frozenset({"code_fence", "code", "stack_trace", "maths_notation", "id_numbers", "quantities"}) | FORM_CASED
+_SCAN = WordPatterns(PATTERNS, cased=_CASED)
+# Earlier turns: only whether they were hard, and whether they asked for judgement.
+_CONTEXT = WordPatterns({name: PATTERNS[name] for name in (*_HARD_GROUPS, "form_judgement")}, cased=_CASED)
 
 
-def _hard_counts(text: str, lower: str) -> dict[str, int]:
-    return {
-        "code": _count(_CODE, text),
-        "stack_trace": _count(_TRACE, text),
-        "maths_notation": _count(_MATH_NOTATION, text),
-        "maths_words": _count(_MATH_WORDS, lower),
-        "reasoning": _count(_REASON, lower),
-        "legal": _count(_LEGAL, lower),
-        "rules": _count(_RULES, lower),
-        "medical": _count(_MEDICAL, lower),
-        "finance": _count(_FINANCE, lower),
-        "technical": _count(_TECH, lower),
-    }
-
-
-def extract_features(messages: list[dict]) -> tuple[np.ndarray, dict[str, int]]:
-    """Feature vector (order of FEATURE_NAMES, float64) and the raw counts behind it (for reasons)."""
+def extract_features(messages: list[dict[str, Any]]) -> tuple[list[float], dict[str, int]]:
+    """Feature values (order of FEATURE_NAMES) and the raw counts behind them (for reasons)."""
     last, earlier, turns = conversation_text(messages)
-    text = clip(last)
+    text = clip(last).strip()
     lower = text.lower()
-    counts = _hard_counts(text, lower)
-    fence = 1 if _CODE_FENCE.search(text) else 0
+    found = dict(zip(_SCAN.names, _SCAN.count(text, lower)))
+    context_hard = context_judgement = 0
+    for previous in earlier:
+        c = _CONTEXT.count(previous[:_CONTEXT_CHARS])
+        context_judgement += c[-1]
+        context_hard += sum(c) - c[-1]
+    counts = {name: found[name] for name in _HARD_GROUPS}
+    fence = 1 if found["code_fence"] else 0
     counts.update(
         code_block=fence,
-        constraints=_count(_CONSTRAINT, lower),
-        support=_count(_SUPPORT, lower),
-        chat=_count(_CHAT, lower),
-        id_numbers=_count(_ID_NUMBER, text),
-        quantities=_count(_QUANTITY, text),
+        constraints=found["constraints"],
+        support=found["support"],
+        chat=found["chat"],
+        id_numbers=found["id_numbers"],
+        quantities=found["quantities"],
         questions=text.count("?"),
         chars=len(last),
         lines=last.count("\n"),
         turns=turns,
+        context_hard=context_hard,
     )
-    fr = _count(_FR_WORDS, lower)
-    en = _count(_EN_WORDS, lower)
-    context_hard = 0
-    for previous in earlier:
-        p = previous[:_CONTEXT_CHARS]
-        context_hard += sum(_hard_counts(p, p.lower()).values())
-    counts["context_hard"] = context_hard
+    fr = found["fr_words"]
+    en = found["en_words"]
     hard_total = sum(counts[g] for g in _HARD_GROUPS)
-    words = max(1, lower.count(" ") + 1)
+    words = lower.count(" ") + 1 if lower else 0
     log1p = math.log1p
     vocabulary = [
         log1p(len(last)),
@@ -313,7 +320,7 @@ def extract_features(messages: list[dict]) -> tuple[np.ndarray, dict[str, int]]:
         log1p(counts["medical"]),
         log1p(counts["finance"]),
         log1p(counts["technical"]),
-        hard_total / (words / 20.0 + 1.0),
+        hard_total / (max(1, words) / 20.0 + 1.0),
         log1p(counts["support"]),
         log1p(counts["chat"]),
         log1p(counts["id_numbers"]),
@@ -323,7 +330,6 @@ def extract_features(messages: list[dict]) -> tuple[np.ndarray, dict[str, int]]:
         log1p(max(0, turns - 1)),
         log1p(context_hard),
     ]
-    form, form_counts = form_features(text, lower, [p[:_CONTEXT_CHARS] for p in earlier])
+    form, form_counts = form_features(found, words, context_judgement, counts["questions"], text.endswith(("?", "？")))
     counts.update(form_counts)
-    vector = np.array(vocabulary + form, dtype=np.float64)
-    return vector, counts
+    return vocabulary + form, counts

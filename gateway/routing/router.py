@@ -65,8 +65,11 @@ class StickyTiers:
 
     async def _lookup(self, key: str) -> bool:
         name = self.prefix + key
+        redis = self.redis
+        if redis is None:
+            return False
         try:
-            found = await self.redis.call("read", lambda: self.redis.client.exists(name))
+            found = await redis.call("read", lambda: redis.client.exists(name))
         except RedisUnavailable:
             return False
         if found:
@@ -83,8 +86,11 @@ class StickyTiers:
             task.add_done_callback(self._writes.discard)
 
     async def _write(self, name: str) -> None:
+        redis = self.redis
+        if redis is None:
+            return
         try:
-            await self.redis.call("write", lambda: self.redis.client.set(name, b"1", ex=int(self.ttl_s)))
+            await redis.call("write", lambda: redis.client.set(name, b"1", ex=int(self.ttl_s)))
         except RedisUnavailable:
             pass
 
@@ -172,7 +178,7 @@ class Router:
         failed = failed or req.served_by not in (canary.deployments if req.variant == "canary" else route.deployments)
         if self.metrics is not None:
             self.metrics.canary_requests.labels(req.alias, req.variant, "failed" if failed else "ok").inc()
-        if req.variant == "canary":
+        if req.variant == "canary" and self.canary is not None:
             await self.canary.observe(req.alias, failed, canary.rollback_window, canary.rollback_error_rate)
 
     async def _tier(self, req: ChatRequest, route) -> str:
@@ -188,12 +194,12 @@ class Router:
             req.difficulty = await off_loop(self.scorer.score, req.messages, req.vector)
         else:
             req.difficulty = self.scorer.score(req.messages, req.vector)
-        session = req.headers.get("x-session-id") or req.body.get("user")
-        sticky = route.sticky_heavy and isinstance(session, str) and session
+        found = req.headers.get("x-session-id") or req.body.get("user")
+        session = found if route.sticky_heavy and isinstance(found, str) and found else None
         if req.difficulty.score >= route.difficulty_threshold:
-            if sticky:
+            if session is not None:
                 await self.sticky.mark_heavy(req.alias, session)
             return "heavy"
-        if sticky and await self.sticky.is_heavy(req.alias, session):
+        if session is not None and await self.sticky.is_heavy(req.alias, session):
             return "heavy"
         return "light"

@@ -15,8 +15,10 @@ this threshold becomes 0.5. Standardisation is folded into the weights, so scori
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from itertools import product
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -42,19 +44,23 @@ __all__ = [
     "train",
 ]
 
-# The ordinary prompts, varied ones (easy with digits and legal words, hard in casual wording), and the dev half
-# of the adversarial pairs (same words, other difficulty). The test half and the held-out sets stay out.
+# The ordinary prompts, varied ones (easy with digits and legal words, hard in casual wording), the dev half of
+# the adversarial pairs and the training pairs (same words, other difficulty; long chatty easy ones against short
+# hard ones). prompts_test.jsonl, prompts_holdout.jsonl and adversarial_test.jsonl stay out: they are measured.
 DEFAULT_TRAIN_PATHS = (
     "data/routing/prompts.jsonl",
     "data/routing/prompts_varied.jsonl",
     "data/routing/adversarial_dev.jsonl",
+    "data/routing/prompts_pairs.jsonl",
 )
 # Strong L2 on purpose: our prompts separate almost perfectly, and the held-out traffic is written by others.
 FEATURE_LAMBDAS = (3.0, 10.0, 30.0)
-EMBEDDING_LAMBDAS = (100.0, 300.0, 1000.0)
+EMBEDDING_LAMBDAS = (30.0, 100.0, 300.0)
 # Thresholds: each model's is the one with the best out-of-fold accuracy among those that keep the out-of-fold
 # hard recall at TARGET_RECALL (a hard request sent light costs quality, an easy one sent heavy only money).
 TARGET_RECALL = 0.95
+
+Progress = Callable[[str], None]
 
 
 # --- data ----------------------------------------------------------------------------------------------
@@ -251,21 +257,44 @@ def _predict(coef: np.ndarray, bias: float, X: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(X @ coef + bias, -35, 35)))
 
 
-def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Fold index (0..k-1) of each row, classes spread evenly, shuffled by seed."""
+def stratified_folds(y: np.ndarray, k: int, seed: int, groups: list[str] | None = None) -> np.ndarray:
+    """Fold index (0..k-1) of each row, classes spread evenly, shuffled by seed. Rows of one group (the two
+    prompts of a pair, which share words) always fall in the same fold."""
     rng = np.random.default_rng(seed)
     fold = np.empty(len(y), dtype=np.int64)
-    for cls in np.unique(y):
-        idx = np.flatnonzero(y == cls)
-        rng.shuffle(idx)
-        fold[idx] = np.arange(len(idx)) % k
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups if groups is not None else [""] * len(y)):
+        members.setdefault(g or f"#{i}", []).append(i)
+    # Groups of the same make-up (one easy, one hard, ...) are dealt round-robin, in a shuffled order.
+    by_kind: dict[tuple[int, int], list[list[int]]] = {}
+    for idx in members.values():
+        hard = int(sum(int(y[i]) for i in idx))
+        by_kind.setdefault((hard, len(idx) - hard), []).append(idx)
+    start = 0
+    for kind in sorted(by_kind):
+        batch = by_kind[kind]
+        for n, j in enumerate(rng.permutation(len(batch))):
+            fold[batch[j]] = (start + n) % k
+        start += len(batch)
     return fold
 
 
-def cross_val_scores(X: np.ndarray, y: np.ndarray, penalty: np.ndarray, k: int = 5, seed: int = 0) -> np.ndarray:
+def row_groups(rows: list[dict[str, Any]]) -> list[str]:
+    """The pair each row belongs to ("" when none): cross-validation keeps a pair together."""
+    return [str(r.get("pair") or "") for r in rows]
+
+
+def cross_val_scores(
+    X: np.ndarray,
+    y: np.ndarray,
+    penalty: np.ndarray,
+    k: int = 5,
+    seed: int = 0,
+    groups: list[str] | None = None,
+) -> np.ndarray:
     """Out-of-fold probabilities of each row."""
     out = np.empty(len(y))
-    fold = stratified_folds(y, k, seed)
+    fold = stratified_folds(y, k, seed, groups)
     for f in range(k):
         test = fold == f
         coef, bias = _fit_raw(X[~test], y[~test], penalty)
@@ -283,15 +312,16 @@ def _select(
     y: np.ndarray,
     penalties: list[np.ndarray],
     seed: int,
+    groups: list[str] | None = None,
     repeats: int = 2,
-    progress=None,
+    progress: Progress | None = None,
     label: str = "",
-) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """The penalty with the lowest repeated-CV log-loss, its out-of-fold scores (mean of the repeats), the table."""
-    table = []
-    best = None
+    table: list[dict[str, Any]] = []
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
     for n, penalty in enumerate(penalties, 1):
-        runs = [cross_val_scores(X, y, penalty, seed=seed + r) for r in range(repeats)]
+        runs = [cross_val_scores(X, y, penalty, seed=seed + r, groups=groups) for r in range(repeats)]
         loss = float(np.mean([_log_loss(p, y) for p in runs]))
         auc = float(np.mean([roc_auc(p, y) for p in runs]))
         table.append(
@@ -304,6 +334,7 @@ def _select(
             )
         if best is None or loss < best[0]:
             best = (loss, penalty, np.mean(runs, axis=0))
+    assert best is not None
     return best[1], best[2], table
 
 
@@ -312,35 +343,41 @@ def _round(values: np.ndarray, digits: int = 6) -> list[float]:
 
 
 def train(
-    rows: list[dict],
-    embedder=None,
+    rows: list[dict[str, Any]],
+    embedders: Sequence[Any] | Any = (),
     out_path: str | Path | None = None,
     *,
     seed: int = 0,
     target_recall: float = TARGET_RECALL,
-    progress=None,
-) -> dict:
-    """Fit both models on `rows`, write the weights file (when out_path is given) and return its dict.
-    `progress(line)`, when given, hears about each stage."""
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Fit the features-only model and one features ‖ embedding model per available embedder (the scorer picks
+    the one whose dimension matches the request's vector), write the weights file (when out_path is given) and
+    return its dict. `progress(line)`, when given, hears about each stage."""
     y = _labels(rows)
     if y.min() == y.max():
         raise ValueError("training rows need both labels")
+    if embedders is None:
+        embedders = ()
+    elif not isinstance(embedders, (list, tuple)):
+        embedders = (embedders,)
+    groups = row_groups(rows)
     say = progress or (lambda line: None)
-    say(f"features of {len(rows)} prompts ({int(y.sum())} hard)")
+    say(f"features of {len(rows)} prompts ({int(y.sum())} hard, {len({g for g in groups if g})} pairs)")
     F = _feature_matrix(rows)
     nf = F.shape[1]
 
-    def shifted(bias, oof, method):
+    def shifted(bias: float, oof: np.ndarray) -> tuple[float, float, dict[str, Any]]:
         threshold = best_accuracy_threshold(oof, y, min_recall=target_recall)
         threshold = min(max(threshold, 1e-6), 1 - 1e-6)
         return bias - math.log(threshold / (1 - threshold)), threshold, metrics(oof, y, threshold)
 
     penalty, oof, table_f = _select(
-        F, y, [np.full(nf, lam) for lam in FEATURE_LAMBDAS], seed, progress=say, label="features model"
+        F, y, [np.full(nf, lam) for lam in FEATURE_LAMBDAS], seed, groups, progress=say, label="features model"
     )
     coef_f, bias_f = _fit_raw(F, y, penalty)
-    bias_f, thr_f, cv_f = shifted(bias_f, oof, "features")
-    info = {
+    bias_f, thr_f, cv_f = shifted(bias_f, oof)
+    info: dict[str, Any] = {
         "trained_on": len(rows),
         "hard": int(y.sum()),
         "seed": seed,
@@ -351,38 +388,47 @@ def train(
             "oof_threshold": thr_f,
             "oof_metrics": cv_f,
         },
+        "embedding_models": [],
     }
-    model = {
-        "version": 1,
+    model: dict[str, Any] = {
+        "version": 2,
         "feature_names": list(FEATURE_NAMES),
         "feature_mean": _round(F.mean(axis=0)),
         "features_model": {"coef": _round(coef_f), "bias": bias_f},
-        "embedding_model": None,
+        "embedding_models": [],
     }
-    if embedder is not None and getattr(embedder, "available", False):
-        say(f"embedding {len(rows)} prompts with {getattr(embedder, 'name', '?')}")
+    for embedder in embedders:
+        if embedder is None or not getattr(embedder, "available", False):
+            continue
+        name = getattr(embedder, "kind", getattr(embedder, "name", "?"))
+        say(f"embedding {len(rows)} prompts with {getattr(embedder, 'name', name)}")
         E = _embed(rows, embedder)
         X = np.hstack([F, E])
         penalties = [
             np.concatenate([np.full(nf, lf), np.full(E.shape[1], le)])
-            for lf, le in product(FEATURE_LAMBDAS[:2], EMBEDDING_LAMBDAS)
+            for lf, le in product(FEATURE_LAMBDAS, EMBEDDING_LAMBDAS)
         ]
-        penalty, oof, table_e = _select(X, y, penalties, seed, progress=say, label="embedding model")
+        penalty, oof, table_e = _select(X, y, penalties, seed, groups, progress=say, label=f"{name} model")
         coef_e, bias_e = _fit_raw(X, y, penalty)
-        bias_e, thr_e, cv_e = shifted(bias_e, oof, "model")
-        model["embedding_model"] = {
-            "coef": _round(coef_e),
-            "bias": bias_e,
-            "dim": int(E.shape[1]),
-            "mean": _round(E.mean(axis=0), 4),
-        }
-        info["embedding_model"] = {
-            "cv": table_e,
-            "chosen_penalty": [float(penalty[0]), float(penalty[-1])],
-            "oof_threshold": thr_e,
-            "oof_metrics": cv_e,
-            "embedder": getattr(embedder, "name", "?"),
-        }
+        bias_e, thr_e, cv_e = shifted(bias_e, oof)
+        model["embedding_models"].append(
+            {
+                "embedder": name,
+                "coef": _round(coef_e),
+                "bias": bias_e,
+                "dim": int(E.shape[1]),
+                "mean": _round(E.mean(axis=0), 4),
+            }
+        )
+        info["embedding_models"].append(
+            {
+                "embedder": name,
+                "cv": table_e,
+                "chosen_penalty": [float(penalty[0]), float(penalty[-1])],
+                "oof_threshold": thr_e,
+                "oof_metrics": cv_e,
+            }
+        )
     model["info"] = info
     if out_path is not None:
         Path(out_path).write_bytes(orjson.dumps(model, option=orjson.OPT_INDENT_2))
