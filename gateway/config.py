@@ -13,7 +13,7 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -169,8 +169,9 @@ class UpstreamKey(Section):
     secret is picked up without a restart)."""
 
     id: str | None = None  # in logs and budget names; default: the variable or file name (never the key)
-    env: str | None = None  # an environment variable holding the key
-    file: str | None = None  # a file holding it (a mounted secret); one key per line: several keys
+    # not empty: `env: ${UNSET}` expands to "", which read neither source and crashed the key ring at start
+    env: str | None = Field(None, min_length=1)  # an environment variable holding the key
+    file: str | None = Field(None, min_length=1)  # a file holding it (a mounted secret); one key per line: several keys
     rpm: int | None = Field(None, gt=0)  # this key's own provider quota (default: the deployment's)
     tpm: int | None = Field(None, gt=0)
 
@@ -182,7 +183,8 @@ class UpstreamKey(Section):
 
     @property
     def name(self) -> str:
-        return self.id or self.env or Path(self.file).name
+        source = self.env if self.file is None else Path(self.file).name
+        return self.id or source or ""
 
 
 AZURE_DEPLOYMENT_PATH = re.compile(r"^(?P<base>.*?)/openai/deployments/(?P<name>[^/?]+)(/.*)?$")
@@ -445,8 +447,8 @@ class GatewayConfig(Section):
         traffic may use (all but `resilience.batch_reserve`), when every deployment has an rpm."""
         if self.batches.max_per_s is not None:
             return self.batches.max_per_s
-        rpms = [d.rpm for d in self.deployments.values()]
-        if not rpms or any(rpm is None for rpm in rpms):
+        rpms = [d.rpm for d in self.deployments.values() if d.rpm is not None]
+        if not rpms or len(rpms) < len(self.deployments):
             return None
         return sum(rpms) / 60 * (1 - self.resilience.batch_reserve)
 
@@ -456,6 +458,8 @@ class GatewayConfig(Section):
         if tier == "heavy":
             names = route.heavy + route.deployments + route.fallbacks
         elif tier == "canary":
+            if route.canary is None:
+                raise ValueError(f"models.{alias} has no canary")
             names = route.canary.deployments + route.deployments + route.fallbacks + route.heavy
         else:
             names = route.deployments + route.fallbacks + route.heavy
@@ -465,7 +469,7 @@ class GatewayConfig(Section):
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand_env(value: Any, environ: dict[str, str]) -> Any:
+def _expand_env(value: Any, environ: Mapping[str, str]) -> Any:
     if isinstance(value, str):
         return _ENV_REF.sub(lambda m: environ.get(m.group(1)) or m.group(2) or "", value)
     if isinstance(value, dict):
@@ -479,7 +483,7 @@ def build_config(
     data: dict,
     source: str = "<dict>",
     base_dir: Path | None = None,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
     overrides: dict | None = None,
 ) -> GatewayConfig:
     """Validate a config mapping. `pricing_file` / `intents_file` (relative to base_dir) hold the whole
@@ -516,9 +520,9 @@ def _validate_sections(config: GatewayConfig, overrides: dict | None = None) -> 
             raise ConfigError(describe_validation(config.source, exc, model, overrides, prefix=(name,))) from None
 
 
-def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> GatewayConfig:
-    environ = os.environ if environ is None else environ
-    path = Path(path or environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG_PATH)
-    data = read_yaml(path)
-    overrides = apply_env_overrides(data, environ, GatewayConfig)
-    return build_config(data, source=str(path), base_dir=path.parent, environ=environ, overrides=overrides)
+def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    env = os.environ if environ is None else environ
+    file = Path(path or env.get("GATEWAY_CONFIG") or DEFAULT_CONFIG_PATH)
+    data = read_yaml(file)
+    overrides = apply_env_overrides(data, env, GatewayConfig)
+    return build_config(data, source=str(file), base_dir=file.parent, environ=env, overrides=overrides)

@@ -16,6 +16,10 @@ import asyncio
 import logging
 import signal
 import threading
+from types import FrameType
+from typing import Any, Callable
+
+_Handler = Callable[[int, FrameType | None], Any]
 
 log = logging.getLogger("gateway.drain")
 
@@ -24,7 +28,7 @@ class Drain:
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
         self.draining = False
-        self._previous = None
+        self._previous: _Handler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def install(self) -> None:
@@ -37,11 +41,13 @@ class Drain:
         self._previous, self._loop = previous, asyncio.get_running_loop()
         signal.signal(signal.SIGTERM, self._on_term)
 
-    def _on_term(self, sig, frame) -> None:
+    def _on_term(self, sig: int, frame: FrameType | None) -> None:
+        previous, loop = self._previous, self._loop
+        assert previous is not None and loop is not None, "installed by install(), which sets both"
         if self.draining or not self.delay_s:  # a second SIGTERM, or no delay: stop now
             self.draining = True
-            self._previous(sig, frame)
+            previous(sig, frame)
             return
         self.draining = True
         log.warning("SIGTERM: draining; /readyz answers 503, the listener closes in %.1fs", self.delay_s)
-        self._loop.call_soon_threadsafe(self._loop.call_later, self.delay_s, self._previous, sig, frame)
+        loop.call_soon_threadsafe(loop.call_later, self.delay_s, previous, sig, frame)

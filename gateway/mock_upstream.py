@@ -217,7 +217,8 @@ def _decide_fault(state: _State, headers: Any, stream: bool, chunks: int) -> _Fa
     rates = (s.fail_rate_429, s.fail_rate_500, s.fail_rate_timeout, s.fail_rate_drop)
     if any(rates):
         draw = state.rng.random()
-        for rate, kind in zip(rates, (429, 500, "timeout", "drop")):
+        kinds: tuple[int | str, ...] = (429, 500, "timeout", "drop")
+        for rate, kind in zip(rates, kinds):
             if draw < rate:
                 return _configured_fault(kind, s, chunks)
             draw -= rate
@@ -271,6 +272,8 @@ def _azure_refusal(request: web.Request, s: MockSettings) -> web.Response | None
 
 def _azure_shaped(response: web.Response, api_version: str) -> web.Response:
     """An error of the OpenAI shape rewritten as Azure words it, with Azure's rate-limit headers."""
+    if not isinstance(response.body, bytes):
+        return response
     try:
         error = orjson.loads(response.body)["error"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -420,7 +423,9 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         return refusal
 
     tools, tool_choice = body.get("tools"), body.get("tool_choice")
-    response_format = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
+    response_format = body.get("response_format")
+    if not isinstance(response_format, dict):
+        response_format = {}
     tool = None
     if isinstance(tools, list) and tools and tool_choice != "none":
         wanted = tool_choice.get("function", {}).get("name") if isinstance(tool_choice, dict) else None
@@ -445,7 +450,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         "total_tokens": prompt_tokens + completion_tokens,
     }
     seed = body.get("seed")
-    base = {
+    base: dict[str, Any] = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "created": int(time.time()),
         "model": s.served_model or body.get("model") or "mock-model",
@@ -692,8 +697,10 @@ class MockServerThread:
         self._ready.wait()
         if self._error is not None:
             raise self._error
-        self.url, self.port = self.mock.url, self.mock.port
-        self.stats, self.configure, self.reset = self.mock.stats, self.mock.configure, self.mock.reset
+        mock = self.mock
+        assert mock is not None, "_run sets either the mock or the error before _ready"
+        self.url, self.port = mock.url, mock.port
+        self.stats, self.configure, self.reset = mock.stats, mock.configure, mock.reset
         return self
 
     def stop(self) -> None:

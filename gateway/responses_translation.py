@@ -44,6 +44,11 @@ _STATEFUL = ("previous_response_id", "conversation")
 _ROLES = {"user", "assistant", "system", "developer"}
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one (a missing or malformed field reads as empty)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _new_id(prefix: str) -> str:
     return prefix + os.urandom(12).hex()
 
@@ -203,8 +208,8 @@ def _response_format(fmt: dict[str, Any]) -> dict[str, Any]:
 def _shell(request: dict[str, Any], model: str, status: str) -> dict[str, Any]:
     """The fields of a `response` that echo the request."""
     tools = request.get("tools") if isinstance(request.get("tools"), list) else []
-    fmt = (request.get("text") or {}).get("format") if isinstance(request.get("text"), dict) else None
-    reasoning = request.get("reasoning") if isinstance(request.get("reasoning"), dict) else {}
+    fmt = _object(request.get("text")).get("format")
+    reasoning = _object(request.get("reasoning"))
     return {
         "id": _new_id("resp_"),
         "object": "response",
@@ -235,9 +240,8 @@ def _shell(request: dict[str, Any], model: str, status: str) -> dict[str, Any]:
 def _usage(usage: Any) -> dict[str, Any] | None:
     if not isinstance(usage, dict):
         return None
-    prompt = (usage.get("prompt_tokens_details") or {}) if isinstance(usage.get("prompt_tokens_details"), dict) else {}
-    completion = usage.get("completion_tokens_details")
-    completion = completion if isinstance(completion, dict) else {}
+    prompt = _object(usage.get("prompt_tokens_details"))
+    completion = _object(usage.get("completion_tokens_details"))
     return {
         "input_tokens": int(usage.get("prompt_tokens") or 0),
         "input_tokens_details": {"cached_tokens": int(prompt.get("cached_tokens") or 0)},
@@ -283,13 +287,13 @@ def response_from_chat(completion: dict[str, Any], request: dict[str, Any]) -> d
     response = _shell(request, str(completion.get("model") or request.get("model")), "completed")
     choices = completion.get("choices") if isinstance(completion.get("choices"), list) else []
     choice = choices[0] if choices and isinstance(choices[0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message = _object(choice.get("message"))
     content = message.get("content")
     if isinstance(content, str) and (content or not message.get("tool_calls")):
         response["output"].append(_message_item(content))
     for call in message.get("tool_calls") or ():
         if isinstance(call, dict):
-            function = call.get("function") if isinstance(call.get("function"), dict) else {}
+            function = _object(call.get("function"))
             response["output"].append(
                 _call_item(str(call.get("id")), str(function.get("name")), str(function.get("arguments") or ""))
             )
@@ -369,13 +373,13 @@ class StreamTranslator:
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            delta = _object(choice.get("delta"))
             if isinstance(delta.get("content"), str) and delta["content"]:
                 out.append(self._text_delta(delta["content"]))
             for call in delta.get("tool_calls") or ():
                 if isinstance(call, dict):
                     slot = self.calls.setdefault(int(call.get("index") or 0), {"id": "", "name": "", "arguments": ""})
-                    function = call.get("function") if isinstance(call.get("function"), dict) else {}
+                    function = _object(call.get("function"))
                     slot["id"] = slot["id"] or str(call.get("id") or "")
                     slot["name"] = slot["name"] or str(function.get("name") or "")
                     slot["arguments"] += str(function.get("arguments") or "")

@@ -26,10 +26,12 @@ _LONG_NUMBER = b"0" * 19
 _TOKEN = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[{}\[\],:]')
 
 
-class ClientBody(dict):
+class ClientBody(dict[str, Any]):
     """The parsed JSON object, with the bytes it came from."""
 
     __slots__ = ("raw", "verbatim")
+    raw: bytes
+    verbatim: bool
 
     @classmethod
     def parse(cls, raw: bytes) -> Any:
@@ -49,20 +51,20 @@ def must_stay_verbatim(raw: bytes) -> bool:
     return _LONG_NUMBER in raw.translate(_DIGITS)
 
 
-def needs_verbatim(body: dict) -> bool:
-    return bool(getattr(body, "verbatim", False))
+def needs_verbatim(body: dict[str, Any]) -> bool:
+    return isinstance(body, ClientBody) and body.verbatim
 
 
-def encode(body: dict, changes: dict[str, Any]) -> bytes:
+def encode(body: dict[str, Any], changes: dict[str, Any]) -> bytes:
     """`body` with `changes` applied to its top-level fields, as JSON bytes."""
-    raw = getattr(body, "raw", None)
-    if raw is None or not body.verbatim:
+    if not isinstance(body, ClientBody):
+        return orjson.dumps({**body, **changes})
+    if not body.verbatim:
         try:
             return orjson.dumps({**body, **changes})
         except TypeError:  # nested deeper than orjson writes: the client's bytes can still go
-            if raw is None:
-                raise
-    return replace_fields(raw, changes)
+            pass
+    return replace_fields(body.raw, changes)
 
 
 def replace_fields(raw: bytes, changes: dict[str, Any]) -> bytes:

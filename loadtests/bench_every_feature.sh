@@ -4,6 +4,7 @@
 #   loadtests/bench_every_feature.sh                       # R=3 alternating rounds of DUR=10s, wrk -c50
 #   OLD=<commit> loadtests/bench_every_feature.sh          # also the gateway of that commit, same rounds
 #   VARIANTS="static usem3" loadtests/bench_every_feature.sh   # embedding.model of this tree's gateway
+#   VARIANTS="static core" loadtests/bench_every_feature.sh    # core: this tree's gateway, cache and embedding off
 #
 # Each round runs, one after the other on the same machine: the floor (../shared/bench floor_proxy.py,
 # CLIENT=aiohttp), then this tree's gateway once per VARIANTS entry, then OLD's gateway when given (a
@@ -71,7 +72,10 @@ run_gateway() {  # $1 round, $2 label, $3 directory to start from, $4 extra env
 echo "round config RPS p50 p99 cpu_ms_per_request [cache outcomes, warm-up included]" | tee "$OUT"
 for r in $(seq 1 "$R"); do
   run_floor "$r"
-  for v in $VARIANTS; do run_gateway "$r" "$v" "$REPO" "GATEWAY_EMBEDDING__MODEL=$v"; done
+  for v in $VARIANTS; do
+    if [ "$v" = core ]; then run_gateway "$r" core "$REPO" "GATEWAY_CACHE__ENABLED=false GATEWAY_EMBEDDING__ENABLED=false"
+    else run_gateway "$r" "$v" "$REPO" "GATEWAY_EMBEDDING__MODEL=$v"; fi
+  done
   [ -n "$OLD" ] && run_gateway "$r" old "$OLDDIR" ""
 done
 awk 'function median(list,   v, n) { n = split(list, v, " "); asort(v); return v[int((n + 1) / 2)] }

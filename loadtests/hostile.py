@@ -19,6 +19,7 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from gateway.config import EmbeddingConfig
 from gateway.embeddings import Embedder
 from gateway.mock_upstream import MockServerThread, MockSettings
 from tests.conftest import LIGHT_MODEL, TEST_KEY, GatewayServer, base_config
@@ -62,7 +63,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-embedding", action="store_true", help="the gateway's own work only")
     args = parser.parse_args()
-    embedder = Embedder.load(enabled=not args.no_embedding)
+    embedder = Embedder.load(enabled=not args.no_embedding, model=EmbeddingConfig().model)  # the served default
     with MockServerThread(MockSettings(served_model=LIGHT_MODEL)) as mock:
         config = base_config(mock.url, mock.url, embedding={"enabled": not args.no_embedding})
         with GatewayServer(config, embedder=embedder) as gw:

@@ -127,6 +127,22 @@ def test_bad_upstream_urls(url, words):
     assert "deployments.d" in str(caught.value) and words in str(caught.value)
 
 
+@pytest.mark.parametrize("source", [{"env": "${UNSET_KEY_VARIABLE}"}, {"file": ""}])
+def test_an_empty_upstream_key_source_is_a_config_error(source):
+    # `env: ${UNSET}` expands to "": it used to validate, then the key ring raised TypeError at start
+    with pytest.raises(ConfigError) as caught:
+        build_config(
+            {
+                "auth": {"open": True},
+                "deployments": {"d": {"base_url": "http://x/v1", "model": "m", "api_keys": [source]}},
+                "models": {"m": {"deployments": ["d"]}},
+            },
+            source="test.yaml",
+            environ={},
+        )
+    assert "deployments.d.api_keys" in str(caught.value)
+
+
 def test_the_cli_prints_config_errors_without_a_traceback(tmp_path):
     (tmp_path / "gateway.yaml").write_text(GOOD + "redis: {url: 'rediss//x'}\n")
     for args in (

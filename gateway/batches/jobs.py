@@ -18,14 +18,18 @@ Without Redis the same logic runs in the process (the demo).
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from gateway.batches.files import FileStore
+
+if TYPE_CHECKING:
+    from gateway.auth import ClientKey
 
 ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/embeddings"})
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -288,7 +292,7 @@ class BatchStore:
 
     async def create(
         self,
-        key,
+        key: ClientKey,
         input_file_id: str,
         endpoint: str,
         window: str,
@@ -354,17 +358,24 @@ class BatchStore:
         return found[:limit], len(found) > limit
 
     async def cancel(self, batch_id: str) -> dict[str, Any]:
-        meta = await self._backend.meta(batch_id)
+        meta = await self._known(batch_id)
         if meta["status"] in TERMINAL or meta["status"] == "cancelling":
             return meta
         await self._backend.update(batch_id, {"status": "cancelling", "cancelling_at": int(time.time())})
         await self.finalize(batch_id)
-        return await self._backend.meta(batch_id)
+        return await self._known(batch_id)
 
-    async def active(self) -> list[str]:
+    async def _known(self, batch_id: str) -> dict[str, Any]:
+        meta = await self._backend.meta(batch_id)
+        if meta is None:
+            raise BatchError(f"no batch with id {batch_id!r}", "batch_id")
+        return meta
+
+    # builtins.list: in this class `list` is the method above
+    async def active(self) -> builtins.list[str]:
         return await self._backend.active()
 
-    async def claim(self, batch_id: str, n: int, lease_s: float) -> list[tuple[int, dict[str, Any]]]:
+    async def claim(self, batch_id: str, n: int, lease_s: float) -> builtins.list[tuple[int, dict[str, Any]]]:
         now = time.time()
         return [(i, orjson.loads(raw)) for i, raw in await self._backend.claim(batch_id, n, now, now + lease_s)]
 

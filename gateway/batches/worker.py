@@ -22,13 +22,16 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import orjson
 
 from gateway.api.render import error_answer
 from gateway.batches.jobs import BatchStore
 from gateway.errors import GatewayError, RateLimited
+
+if TYPE_CHECKING:
+    from gateway.metrics import Metrics
 
 log = logging.getLogger("gateway.batches")
 
@@ -46,7 +49,7 @@ class BatchWorker:
         lease_s: float = 120.0,
         poll_s: float = 0.5,
         max_per_s: float | None = None,
-        metrics=None,
+        metrics: Metrics | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.store = store

@@ -57,8 +57,11 @@ def answer_side(status: int, parsed: Any, wants_json: bool) -> Side:
         return side
     choices = parsed.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-    side.text = message.get("content") if isinstance(message.get("content"), str) else ""
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        message = {}
+    content = message.get("content")
+    side.text = content if isinstance(content, str) else ""
     side.finish_reason = choice.get("finish_reason")
     if not side.text.strip() and not message.get("tool_calls"):
         side.problems.append("empty")
@@ -101,17 +104,18 @@ class Judge:
         verdict = cheap_verdict(primary, candidate)
         if verdict is not None:
             return verdict, "signals"
-        if self._ask is None:
+        ask = self._ask
+        if ask is None:
             return "tie", "undecided"
-        first = await self._pick(question, primary.text, candidate.text)  # A = primary
-        second = await self._pick(question, candidate.text, primary.text)  # A = candidate
+        first = await self._pick(ask, question, primary.text, candidate.text)  # A = primary
+        second = await self._pick(ask, question, candidate.text, primary.text)  # A = candidate
         if first == "B" and second == "A":
             return "win", "judge"
         if first == "A" and second == "B":
             return "loss", "judge"
         return "tie", "judge"
 
-    async def _pick(self, question: str, a: str, b: str) -> str:
-        reply = await self._ask(self._prompt.format(question=question, a=a, b=b))
+    async def _pick(self, ask: AskJudge, question: str, a: str, b: str) -> str:
+        reply = await ask(self._prompt.format(question=question, a=a, b=b))
         found = _VERDICT.search(reply.upper())
         return found.group(1) if found else "TIE"

@@ -25,10 +25,12 @@ from typing import Any, Callable
 import orjson
 
 from gateway.config import Deployment, GatewayConfig, ShadowConfig
+from gateway.metrics import Metrics
 from gateway.redact import redact
 from gateway.redisio import RedisIO
-from gateway.shadow.judge import Judge, Side, answer_side
+from gateway.shadow.judge import AskJudge, Judge, Side, answer_side
 from gateway.upstream.budget import make_windows
+from gateway.upstream.client import Transport
 from gateway.upstream.providers import Upstream
 from gateway.verbatim import encode
 
@@ -83,8 +85,8 @@ class ShadowStore:
         if usd <= 0:
             return
         if self._redis is None:
-            key = (alias, _day())
-            self._spent[key] = self._spent.get(key, 0.0) + usd
+            day = (alias, _day())
+            self._spent[day] = self._spent.get(day, 0.0) + usd
             return
         key = f"{self._prefix}{alias}:usd:{_day()}"
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -130,10 +132,10 @@ class ShadowMirror:
     def __init__(
         self,
         config: GatewayConfig,
-        transport,
+        transport: Transport,
         cost_of: Callable[[dict | None, str | None], float],
         store: ShadowStore,
-        metrics,
+        metrics: Metrics,
         redis=None,
         prefix: str = "gw:",
         rng: Callable[[], float] = random.random,
@@ -320,7 +322,7 @@ class ShadowMirror:
         except orjson.JSONDecodeError:
             return 502, None
 
-    def _asker(self, alias: str, judge_name: str):
+    def _asker(self, alias: str, judge_name: str) -> AskJudge:
         deployment = self._deployments[judge_name]
 
         async def ask(prompt: str) -> str:

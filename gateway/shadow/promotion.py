@@ -25,13 +25,18 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from gateway.config import GatewayConfig
 from gateway.shadow.registry import ModelRegistry, utc_now
 from gateway.shadow.report import summarise
+
+if TYPE_CHECKING:
+    from gateway.metrics import Metrics
+    from gateway.routing.canary import CanaryState
+    from gateway.shadow.mirror import ShadowMirror
 
 log = logging.getLogger("gateway.promotion")
 
@@ -122,12 +127,12 @@ class Promoter:
     def __init__(
         self,
         config: GatewayConfig,
-        canary,
-        mirror,
+        canary: CanaryState,
+        mirror: ShadowMirror,
         registry: ModelRegistry,
         redis=None,
         prefix: str = "gw:",
-        metrics=None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._routes = config.models
         self._canary = canary
@@ -208,13 +213,14 @@ class Promoter:
         await self.stats.flush()
         for alias in self._routes:
             plan = await self.status(alias)
-            running = plan is not None and plan["status"] == "running"
-            if running:
+            if plan is not None and plan["status"] == "running":
                 self._running[alias] = plan
             else:
                 self._running.pop(alias, None)
-            if self._mirror is not None and alias in self._mirror.aliases:
-                self._mirror.set_percent(alias, 100.0 if running else self._routes[alias].shadow.percent)
+            running = alias in self._running
+            shadow = self._routes[alias].shadow  # the mirror's aliases are those with a shadow
+            if shadow is not None and alias in self._mirror.aliases:
+                self._mirror.set_percent(alias, 100.0 if running else shadow.percent)
 
     async def step(self, alias: str, who: str = "promotion") -> dict[str, Any] | None:
         """Check the gates of the current stage once: wait, advance, promote or roll back."""

@@ -16,8 +16,21 @@ window share a hash tag, so the script runs on Redis Cluster too.
 
 Tokens are estimated before the call (characters / 4 + max_tokens) and corrected with the real usage
 afterwards (`UpstreamBudget.hold` holds the estimate on the request; the pipeline settles it when the
-request ends, gateway.context.settle_holds). Priorities keep a reserve: batch may not use the last
-`batch_reserve` of a budget, normal the last `normal_reserve`; critical may use all of it.
+request ends, gateway.context.settle_holds).
+
+Priorities are an admission order, not only a reserve (issue 11). A request of a lower priority is admitted
+only when both hold:
+- the window's total stays under its share of the cap: batch keeps off the last `batch_reserve`, normal off
+  the last `normal_reserve` (room for traffic nobody has seen yet); critical may use all of it;
+- its own and lower priorities' admitted requests, plus the *demand* of the higher priorities (every request
+  of theirs that asked this budget in the window, served or refused), stay under the whole cap. So batch
+  gets what critical and normal ask less, normal what critical asks less, whatever the arrival order within
+  the window; a critical request refused here is still counted as this budget's demand.
+A static share alone was taken in arrival order: with budgets of 20 rpm, batch requests that came first
+kept taking their 70% while critical requests behind them were refused. Per priority, each window counts
+(in `{prefix}win:{{key}}:p`, in the same script) the demand of critical and normal and the admissions of
+normal and batch. Token estimates in these counters are not settled to the real usage (the totals are):
+they only make lower priorities yield a little more.
 """
 
 from __future__ import annotations
@@ -34,12 +47,17 @@ from gateway.redisio import RedisUnavailable, RedisUse
 if TYPE_CHECKING:
     from gateway.context import RequestContext as ChatRequest
 
-__all__ = ["Grant", "MemoryWindows", "RedisWindows", "UpstreamBudget", "estimate_tokens", "make_windows"]
+__all__ = ["RANKS", "Grant", "MemoryWindows", "RedisWindows", "UpstreamBudget", "estimate_tokens", "make_windows"]
 
 log = logging.getLogger("gateway.budget")
 
 DEFAULT_COMPLETION_TOKENS = 256  # assumed answer length when the request sets no max_tokens
 WINDOW_S = 60
+RANKS = {"critical": 0, "normal": 1, "batch": 2}
+# Per-priority counters of a window, per bucket: [critical demand, normal demand, normal admitted, batch
+# admitted]. A request of rank r weighs, against the whole cap, the demand of the ranks above it and the
+# admissions of its own rank and below: these slots.
+_PRESSURE_SLOTS = {1: (0, 2, 3), 2: (0, 1, 3)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,27 +115,54 @@ class MemoryWindows:
         self.n = math.ceil(window_s / bucket_s) + 1
         self.clock = clock
         self._counts: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
+        # per key and dimension: bucket -> [critical demand, normal demand, normal admitted, batch admitted]
+        self._ranked: dict[str, tuple[dict[int, list[int]], dict[int, list[int]]]] = {}
 
-    async def take(self, key: str, caps: tuple[float | None, float | None], costs: tuple[int, int]) -> Grant:
+    async def take(
+        self,
+        key: str,
+        caps: tuple[float | None, float | None],
+        costs: tuple[int, int],
+        rank: int | None = None,
+        share: float = 1.0,
+    ) -> Grant:
+        """Count `costs` when they fit. `rank` (RANKS; None: no priorities, the key limits) and `share` (of
+        each cap the window's total may reach for this rank) make it the admission order of the docstring."""
         now = self.clock()
         current = int(now // self.bucket_s)
+        oldest = current - self.n
         windows = self._counts.setdefault(key, ({}, {}))
+        ranked = self._ranked.setdefault(key, ({}, {})) if rank is not None else None
         wait, ok = 0.0, True
-        for buckets, cap, cost in zip(windows, caps, costs):
-            for bucket in [b for b in buckets if b <= current - self.n]:
+        for i, (buckets, cap, cost) in enumerate(zip(windows, caps, costs)):
+            for bucket in [b for b in buckets if b <= oldest]:
                 del buckets[bucket]
+            if ranked is not None:
+                for bucket in [b for b in ranked[i] if b <= oldest]:
+                    del ranked[i][bucket]
             if cap is None:
                 continue
-            used = sum(buckets.values())
-            if used + cost > cap:
-                ok = False
-                w = _wait(buckets, used, cost, cap, now, self.n, self.bucket_s)
-                wait = -1.0 if (w < 0 or wait < 0) else max(wait, w)
+            checks = [(buckets, cap * share)]
+            if ranked is not None and rank:
+                slots = _PRESSURE_SLOTS[rank]
+                checks.append(({b: sum(c[s] for s in slots) for b, c in ranked[i].items()}, cap))
+            for counts, limit in checks:
+                used = sum(counts.values())
+                if used + cost > limit:
+                    ok = False
+                    w = _wait(counts, used, cost, limit, now, self.n, self.bucket_s)
+                    wait = -1.0 if (w < 0 or wait < 0) else max(wait, w)
+        if ranked is not None and rank is not None and rank < 2:  # demand: counted whether served or not
+            for i, cost in enumerate(costs):
+                if cost:
+                    ranked[i].setdefault(current, [0, 0, 0, 0])[rank] += cost
         if not ok:
             return Grant(False, current, wait)
-        for buckets, cost in zip(windows, costs):
+        for i, (buckets, cost) in enumerate(zip(windows, costs)):
             if cost:
                 buckets[current] = buckets.get(current, 0) + cost
+                if ranked is not None and rank:
+                    ranked[i].setdefault(current, [0, 0, 0, 0])[rank + 1] += cost
         return Grant(True, current)
 
     async def adjust(self, key: str, bucket: int, tokens: int) -> None:
@@ -143,7 +188,42 @@ local bucket_s, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 local current = math.floor(now / bucket_s)
 local caps = {tonumber(ARGV[3]), tonumber(ARGV[4])}
 local costs = {tonumber(ARGV[5]), tonumber(ARGV[6])}
+local rank, share = tonumber(ARGV[7]), tonumber(ARGV[8])
 local ok, wait = true, 0
+
+-- refuses when used + cost > cap; wait: until enough of the oldest buckets ({bucket, count}) age out
+local function check(buckets, used, cost, cap)
+  if used + cost <= cap then return end
+  ok = false
+  local w = -1
+  if cost <= cap then
+    table.sort(buckets, function(a, b) return a[1] < b[1] end)
+    local need, freed = used + cost - cap, 0
+    for _, bc in ipairs(buckets) do
+      freed = freed + bc[2]
+      if freed >= need then w = math.max(0, (bc[1] + n) * bucket_s - now); break end
+    end
+  end
+  if w < 0 or wait < 0 then wait = -1 elseif w > wait then wait = w end
+end
+
+-- KEYS[3], fields '<bucket>:<dimension>:<slot>': 1 critical demand, 2 normal demand, 3 normal admitted,
+-- 4 batch admitted. Rank 1 (normal) weighs slots 1, 3, 4; rank 2 (batch) slots 1, 2, 4.
+local pressure, pused = {{}, {}}, {0, 0}
+if rank >= 0 then
+  local flat = redis.call('HGETALL', KEYS[3])
+  for j = 1, #flat, 2 do
+    local b, dim, slot = string.match(flat[j], '^(%d+):(%d):(%d)$')
+    b, dim, slot = tonumber(b), tonumber(dim), tonumber(slot)
+    if b <= current - n then
+      redis.call('HDEL', KEYS[3], flat[j])
+    elseif rank > 0 and (slot <= rank or slot >= rank + 2) then
+      pressure[dim][b] = (pressure[dim][b] or 0) + tonumber(flat[j + 1])
+      pused[dim] = pused[dim] + tonumber(flat[j + 1])
+    end
+  end
+end
+
 for i = 1, 2 do
   local flat = redis.call('HGETALL', KEYS[i])
   local used, buckets = 0, {}
@@ -157,27 +237,32 @@ for i = 1, 2 do
       table.insert(buckets, {b, c})
     end
   end
-  if caps[i] >= 0 and used + costs[i] > caps[i] then
-    ok = false
-    local w = -1
-    if costs[i] <= caps[i] then
-      table.sort(buckets, function(a, b) return a[1] < b[1] end)
-      local need, freed = used + costs[i] - caps[i], 0
-      for _, bc in ipairs(buckets) do
-        freed = freed + bc[2]
-        if freed >= need then w = math.max(0, (bc[1] + n) * bucket_s - now); break end
-      end
+  if caps[i] >= 0 then
+    check(buckets, used, costs[i], caps[i] * share)
+    if rank > 0 then
+      local pb = {}
+      for b, c in pairs(pressure[i]) do table.insert(pb, {b, c}) end
+      check(pb, pused[i], costs[i], caps[i])
     end
-    if w < 0 or wait < 0 then wait = -1 elseif w > wait then wait = w end
   end
 end
+
+local ttl = math.ceil((n + 1) * bucket_s * 1000)
+local function count(slot)
+  for i = 1, 2 do
+    if costs[i] > 0 then redis.call('HINCRBY', KEYS[3], current .. ':' .. i .. ':' .. slot, costs[i]) end
+  end
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+if rank == 0 or rank == 1 then count(rank + 1) end
 if not ok then return {0, tostring(current), tostring(wait)} end
 for i = 1, 2 do
   if costs[i] > 0 then
     redis.call('HINCRBY', KEYS[i], tostring(current), costs[i])
-    redis.call('PEXPIRE', KEYS[i], math.ceil((n + 1) * bucket_s * 1000))
+    redis.call('PEXPIRE', KEYS[i], ttl)
   end
 end
+if rank >= 1 then count(rank + 2) end
 return {1, tostring(current), '0'}
 """
 
@@ -190,7 +275,7 @@ return 0
 
 
 class RedisWindows:
-    """Sliding windows in Redis under `{prefix}win:{{key}}:r|t`, shared across replicas; a local share of
+    """Sliding windows in Redis under `{prefix}win:{{key}}:r|t|p`, shared across replicas; a local share of
     each cap, in process, when Redis fails."""
 
     def __init__(self, use: RedisUse, *, window_s: float = WINDOW_S, bucket_s: float = 1.0) -> None:
@@ -203,24 +288,36 @@ class RedisWindows:
         self._adjust = use.script(_ADJUST)
 
     def _keys(self, key: str) -> list[str]:
-        return [f"{self._prefix}win:{{{key}}}:r", f"{self._prefix}win:{{{key}}}:t"]
+        return [f"{self._prefix}win:{{{key}}}:{part}" for part in ("r", "t", "p")]
 
-    async def take(self, key: str, caps: tuple[float | None, float | None], costs: tuple[int, int]) -> Grant:
-        args = [self.bucket_s, self.n, *(-1 if c is None else c for c in caps), *costs]
+    async def take(
+        self,
+        key: str,
+        caps: tuple[float | None, float | None],
+        costs: tuple[int, int],
+        rank: int | None = None,
+        share: float = 1.0,
+    ) -> Grant:
+        args = [self.bucket_s, self.n, *(-1 if c is None else c for c in caps), *costs, -1 if rank is None else rank]
+        args.append(share)
         keys = self._keys(key)
         try:
             ok, bucket, wait = await self.use.call("take", lambda: self._take(keys=keys, args=args))
         except RedisUnavailable:  # this replica's share of the limit, in process (the use logs, throttled)
-            share = self.use.replicas
-            return await self.local.take(key, tuple(None if c is None else c / share for c in caps), costs)
+            replicas = self.use.replicas
+            local_caps = (
+                None if caps[0] is None else caps[0] / replicas,
+                None if caps[1] is None else caps[1] / replicas,
+            )
+            return await self.local.take(key, local_caps, costs, rank, share)
         if ok:  # counted here too: a fall-back to the local share starts from what this replica already took
-            await self.local.take(key, (None, None), costs)
+            await self.local.take(key, (None, None), costs, rank)
         return Grant(bool(ok), int(bucket), float(wait))
 
     async def current(self, key: str) -> tuple[int, int]:
         """Requests and tokens counted in the window that ends now (this process's count when Redis fails)."""
         oldest = int(time.time() // self.bucket_s) - self.n
-        keys = self._keys(key)
+        keys = self._keys(key)[:2]
         try:
             flat = [await self.use.call("read", lambda k=k: self._redis.hgetall(k)) for k in keys]
         except RedisUnavailable:
@@ -228,7 +325,7 @@ class RedisWindows:
         return tuple(sum(int(c) for b, c in buckets.items() if int(b) > oldest) for buckets in flat)  # type: ignore[return-value]
 
     async def adjust(self, key: str, bucket: int, tokens: int) -> None:
-        keys = self._keys(key)[1:]
+        keys = self._keys(key)[1:2]
         try:
             await self.use.call("adjust", lambda: self._adjust(keys=keys, args=[bucket, tokens]))
         except RedisUnavailable:
@@ -240,7 +337,7 @@ def make_windows(use: RedisUse | None = None) -> MemoryWindows | RedisWindows:
 
 
 class UpstreamBudget:
-    """The provider quotas of the deployments, with a reserve kept from lower priorities."""
+    """The provider quotas of the deployments, admitted in priority order (see the module's docstring)."""
 
     def __init__(self, config: GatewayConfig, windows: MemoryWindows | RedisWindows) -> None:
         self.windows = windows
@@ -250,12 +347,15 @@ class UpstreamBudget:
     async def acquire(self, name: str, deployment: Deployment, priority: str, tokens: int) -> Grant:
         if deployment.rpm is None and deployment.tpm is None:
             return OPEN
-        share = self.shares.get(priority, self.shares["normal"])
-        caps = (
-            None if deployment.rpm is None else deployment.rpm * share,
-            None if deployment.tpm is None else deployment.tpm * share,
+        if priority not in RANKS:
+            priority = "normal"
+        return await self.windows.take(
+            f"budget:{name}",
+            (deployment.rpm, deployment.tpm),
+            (1, tokens if deployment.tpm else 0),
+            RANKS[priority],
+            self.shares[priority],
         )
-        return await self.windows.take(f"budget:{name}", caps, (1, tokens if deployment.tpm else 0))
 
     async def remaining(self, name: str, deployment: Deployment) -> tuple[float | None, float | None]:
         """Requests and tokens left of the provider's quota this minute (None where it sets none)."""

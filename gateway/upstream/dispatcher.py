@@ -3,8 +3,8 @@
 For each deployment of the chain, in order (the tier's deployments, then the base model, then heavy):
 
     breaker.allow      skipped while its circuit is open; one probe when the cooldown is over
-    budget.acquire     skipped when its requests/tokens per minute would go over the provider's quota
-                       (batch keeps off the last `batch_reserve` of it, normal off the last `normal_reserve`)
+    budget.acquire     skipped when its requests/tokens per minute would go over the provider's quota,
+                       admitted in priority order (gateway.upstream.budget: batch yields first, then normal)
     policy.run         the call, retried on 429/5xx/timeouts/dropped connections with backoff and jitter,
                        honouring Retry-After, within the request's deadline and the retry budget; a
                        Retry-After longer than `retry.fallback_after_s` moves the request on at once and
@@ -18,7 +18,9 @@ deployment served the request, or the chain ran out), and the client gets a 400 
 error rebuilt (UpstreamRejected). Before, three such requests opened every circuit of the chain. When
 every deployment was skipped for its budget, the request waits for the earliest window to free if that
 fits in its deadline, except batch, which is shed (429 with Retry-After). Batch traffic of the light tier
-never spills onto the heavy tier's deployments.
+never spills onto the heavy tier's deployments. A critical request whose whole chain refused it for budget
+(and nothing failed) goes on, before any 429, to the other deployments that serve the same upstream model
+(another route's provider of it: `_overflow`), so critical is not refused while one of them has room.
 
 For a stream, moving on is only possible until the first byte: `open_stream` reads the first chunk before
 it returns, so a failure there is still a clean fallback; the deadline bounds that first chunk, the
@@ -156,6 +158,7 @@ class Dispatcher:
             alias: frozenset(route.heavy) - frozenset(route.deployments + route.fallbacks)
             for alias, route in config.models.items()
         }
+        self._overflows: dict[tuple[str, ...], Chain] = {}
 
     async def complete(
         self, req: ChatRequest, chain: Chain, path: str = "/chat/completions", body_for=None
@@ -187,11 +190,26 @@ class Dispatcher:
             return chain
         return [(name, d) for name, d in chain if name not in heavy_only] or chain
 
+    def _overflow(self, chain: Chain) -> Chain:
+        """Deployments outside `chain` that serve one of its upstream models: where a critical request goes
+        when the chain's budgets are spent."""
+        names = tuple(name for name, _ in chain)
+        overflow = self._overflows.get(names)
+        if overflow is None:
+            models = {deployment.model for _, deployment in chain}
+            overflow = self._overflows[names] = [
+                (name, d) for name, d in self.config.deployments.items() if name not in names and d.model in models
+            ]
+        return overflow
+
     async def _dispatch(self, req: ChatRequest, chain: Chain, send: Callable[[str, Deployment], Awaitable[Any]]) -> Any:
         deadline = req.started + self.deadline_s
         chain = self.chain_for(req, chain)
         if not chain:
             raise UpstreamUnavailable("no deployment is configured for this model")
+        routed = len(chain)  # past this index: the overflow, tried only after budget refusals
+        if req.priority == "critical":
+            chain = [*chain, *self._overflow(chain)]
         tokens = estimate_tokens(req.body) if self._count_tokens else 0
         self.policy.budget.record_request()
         last_error: UpstreamError | None = None
@@ -201,7 +219,7 @@ class Dispatcher:
         while True:
             waits: list[float] = []
             for index, (name, deployment) in enumerate(chain):
-                if time.perf_counter() >= deadline:
+                if time.perf_counter() >= deadline or (index >= routed and (last_error is not None or not waits)):
                     break
                 permit = await self.breaker.allow(name, deployment.timeout.connect + deployment.timeout.read + 1)
                 if permit is None:

@@ -183,7 +183,7 @@ async def test_put_later_answers_at_once_and_writes_in_the_background(redis_clie
     await a.drain()
     assert await b.get("k1") == b"one"  # written to Redis for the other replicas
     assert list((await b.candidates("refund", "c1")).payloads) == ["k1"]
-    assert not a._writing and not a._writes
+    assert not a._writing and not a.pending
 
 
 async def test_put_later_reports_a_failed_write_and_is_bounded(redis_client):
@@ -192,7 +192,7 @@ async def test_put_later_reports_a_failed_write_and_is_bounded(redis_client):
     errors: list[StoreUnavailable] = []
     for i in range(5):
         await store.put_later(f"k{i}", b"x", "refund", 60, row(i), on_error=errors.append)
-        assert len(store._writes) <= 2
+        assert store.pending <= 2
     await store.drain()
     assert len(errors) == 5 and not store._writing
     await dead.aclose()
@@ -202,19 +202,96 @@ async def test_a_lookup_reads_the_partition_version_at_most_once_per_reload_s(re
     p = redis_client.test_prefix
     store = RedisStore(redis_client, p, reload_s=60)
     await store.put("k1", b"one", "refund", 60, row(1))
-    reads = []
-    real_get = redis_client.get
+    syncs = []
+    real_sync = store._sync_script
 
-    async def counting_get(key):
-        reads.append(key)
-        return await real_get(key)
+    def counting_sync(**kwargs):
+        syncs.append(kwargs["keys"][0])
+        return real_sync(**kwargs)
 
-    redis_client.get = counting_get
+    store._sync_script = counting_sync
+    for _ in range(5):
+        assert len(await store.candidates("refund", "c1")) == 1
+    for _ in range(5):
+        assert await store.candidates("refund", "empty") is None
+    assert len(syncs) == 2  # one round trip per partition, the empty one included
+
+
+async def test_concurrent_lookups_share_one_sync_and_a_sync_reads_only_new_rows(redis_client):
+    import asyncio
+
+    p = redis_client.test_prefix
+    a = RedisStore(redis_client, p, max_entries_per_intent=50, reload_s=0)
+    b = RedisStore(redis_client, p, max_entries_per_intent=50, reload_s=0)
+    for i in range(20):
+        await a.put(f"k{i}", b"x", "refund", 60, row(i))
+    replies = []
+    real_sync = b._sync_script
+
+    async def counting_sync(**kwargs):
+        reply = await real_sync(**kwargs)
+        replies.append(reply)
+        return reply
+
+    b._sync_script = counting_sync
+    views = await asyncio.gather(*(b.candidates("refund", "c1") for _ in range(10)))
+    assert len(replies) == 1 and all(len(view) == 20 for view in views)  # one full load for ten lookups
+    await a.put("k20", b"x", "refund", 60, row(20))
+    await a.put("k3", b"y", "refund", 60, row(3))  # stored again: logged again
+    assert sorted((await b.candidates("refund", "c1")).payloads) == sorted(f"k{i}" for i in range(21))
+    assert replies[-1][2] == 0 and len(replies[-1][3]) == 4  # incremental: the two rows written since
+    await a.flush("refund")
+    await a.put("k99", b"z", "refund", 60, row(99))  # the partition re-created: reloaded whole, old rows gone
+    assert list((await b.candidates("refund", "c1")).payloads) == ["k99"]
+
+
+def test_mirror_discard_is_constant_time_and_compacts_once():
+    mirror = _Mirror()
+    now = time.time()
+    for i in range(10):
+        mirror.add(f"k{i}", f"q{i}", unit(i), now + 60, limit=100)
+    mirror.discard("k3")
+    mirror.discard("missing")
+    assert "k3" not in mirror and "k4" in mirror
+    assert list(mirror.candidates(now).payloads) == [f"k{i}" for i in range(10) if i != 3]
+    mirror.refresh("k5", "q5", unit(5), now + 120, limit=100)  # read back from Redis: keeps its place
+    assert list(mirror.candidates(now).payloads)[4] == "k5"
+
+
+async def test_concurrent_reads_go_as_one_mget_and_queued_writes_as_one_script_call(redis_client):
+    import asyncio
+
+    p = redis_client.test_prefix
+    store = RedisStore(redis_client, p, reload_s=60)
+    await store.put("k0", b"zero", "refund", 60, row(0))
+    assert await store.get("k0") == b"zero"  # the first read opens the connection, alone
+    sent = []
+    for name in ("get", "mget", "evalsha"):
+        real = getattr(redis_client, name)
+        setattr(redis_client, name, lambda *a, _real=real, _name=name, **k: sent.append(_name) or _real(*a, **k))
     try:
-        for _ in range(5):
-            assert len(await store.candidates("refund", "c1")) == 1
-        for _ in range(5):
-            assert await store.candidates("refund", "empty") is None
+        found = await asyncio.gather(*(store.get(f"k{i}") for i in range(10)))
+        assert found == [b"zero"] + [None] * 9 and sent == ["mget"]
+        sent.clear()
+        for i in range(1, 21):
+            await store.put_later(f"k{i}", f"blob{i}".encode(), "refund", 60, row(i))
+        await store.drain()
+        assert sent == ["evalsha"] and not store.pending
     finally:
-        del redis_client.get
-    assert len(reads) == 2  # one version read per partition, the empty one included
+        for name in ("get", "mget", "evalsha"):
+            delattr(redis_client, name)
+    other = RedisStore(redis_client, p, max_entries_per_intent=50, reload_s=60)
+    assert [await other.get(f"k{i}") for i in (1, 20)] == [b"blob1", b"blob20"]
+    assert len(await other.candidates("refund", "c1")) == 21
+
+
+async def test_a_failed_mget_fails_every_read_of_the_batch_open():
+    import asyncio
+
+    dead = async_redis("redis://127.0.0.1:1/15")
+    store = RedisStore(dead, "gwtest:dead:")
+    store._connected = True  # as after a first read
+    results = await asyncio.gather(*(store.get(f"k{i}") for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, StoreUnavailable) for r in results)
+    assert store.circuit_open
+    await dead.aclose()

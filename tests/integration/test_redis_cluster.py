@@ -108,7 +108,14 @@ async def test_cache_store_puts_gets_and_flushes(io):
     assert await store.get("k1") == b"answer"
     assert list((await store.candidates("refund", "c")).payloads) == ["k1"]
     assert (await store.stats(["refund"]))["refund"]["entries"] == 1
-    assert await store.flush() == 1
+    errors: list[Exception] = []
+    for i in range(2, 6):  # queued together: one script call writes them all
+        await store.put_later(f"k{i}", b"more", "refund", 60, None, on_error=errors.append)
+    await store.drain()
+    assert errors == []
+    found = await asyncio.gather(*(store.get(f"k{i}") for i in range(1, 7)))  # one MGET, one slot
+    assert found == [b"answer"] + [b"more"] * 4 + [None]
+    assert await store.flush() == 5
     assert await store.get("k1") is None
 
 

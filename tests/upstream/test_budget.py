@@ -84,6 +84,46 @@ async def test_priority_reserves():
     assert [(await budget.acquire("d", d, "critical", 1)).ok for _ in range(2)] == [True, False]
 
 
+async def test_batch_yields_to_the_critical_demand_the_budget_could_not_serve():
+    """A static share alone, taken in arrival order, lets batch back in as soon as the window's total falls
+    under its share; counted demand keeps batch out while critical asked more than the budget gave."""
+    clock = Clock()
+    cfg = config(rpm=10)
+    budget = UpstreamBudget(cfg, MemoryWindows(clock=clock))
+    d = cfg.deployments["d"]
+    assert [(await budget.acquire("d", d, "batch", 1)).ok for _ in range(5)] == [True] * 5
+    clock.now += 30
+    # 10 critical ask, 5 fit (the others went elsewhere, or were refused): a demand of 10 this window
+    assert [(await budget.acquire("d", d, "critical", 1)).ok for _ in range(10)] == [True] * 5 + [False] * 5
+    clock.now += 31  # the batch requests of the first second leave the window: 5 of 10 used
+    refused = await budget.acquire("d", d, "batch", 1)
+    assert not refused.ok and 0 < refused.wait_s <= 30  # until the critical demand ages out
+    assert not (await budget.acquire("d", d, "normal", 1)).ok  # normal yields to critical the same way
+    assert [(await budget.acquire("d", d, "critical", 1)).ok for _ in range(6)] == [True] * 5 + [False]
+
+    share_only = MemoryWindows(clock=clock)  # the same arrivals, a share of the cap and nothing else
+    for _ in range(5):
+        await share_only.take("d", (7, None), (1, 0))
+    clock.now += 30
+    for _ in range(10):
+        await share_only.take("d", (10, None), (1, 0))
+    clock.now += 31
+    assert (await share_only.take("d", (7, None), (1, 0))).ok  # batch served ahead of critical
+
+
+async def test_the_lua_script_admits_as_the_memory_windows_do(redis_io):
+    """One mixed sequence (well within a window: no bucket ages out) gives the same grants in both."""
+    cfg = config(rpm=20, tpm=5000)
+    d = cfg.deployments["d"]
+    sequence = [("batch", 50)] * 6 + [("critical", 300), ("normal", 200), ("batch", 50)] * 6 + [("critical", 400)] * 6
+    grants = {}
+    for name, windows in (("memory", MemoryWindows()), ("redis", RedisWindows(redis_io.use("budget")))):
+        budget = UpstreamBudget(cfg, windows)
+        grants[name] = [(await budget.acquire("d", d, p, tokens)).ok for p, tokens in sequence]
+    assert grants["redis"] == grants["memory"]
+    assert grants["memory"].count(False) > 0 and grants["memory"].count(True) > 0
+
+
 async def test_settle_corrects_the_token_estimate():
     cfg = config(tpm=1000)
     windows = MemoryWindows(clock=Clock())

@@ -143,3 +143,47 @@ async def test_budget_wait_past_the_deadline_is_shed_at_once():
     with pytest.raises(RateLimited):
         await dispatcher.complete(request("critical"), chain)
     assert clock.slept == []
+
+
+async def test_critical_spent_on_its_route_goes_to_another_provider_of_the_model():
+    """Two routes of one upstream model, each on a provider of its own: critical moves on to the other
+    provider once its own route's budget is spent; normal and batch do not, and an error does not."""
+
+    def two_routes(script):
+        deployments = {name: {"base_url": f"http://{name}.test", "model": "same", "rpm": 2} for name in ("one", "two")}
+        deployments["other"] = {"base_url": "http://other.test", "model": "different", "rpm": 10}
+        config = build_config(
+            {
+                "auth": {"open": True},
+                "deployments": deployments,
+                "intents_file": "intents.yaml",
+                "models": {name: {"deployments": [name]} for name in deployments},
+                "resilience": {"batch_reserve": 0, "normal_reserve": 0, "retry": {"attempts": 1, "deadline_s": 5}},
+            }
+        )
+        clock, transport, metrics = Clock(), FakeTransport(script), Metrics()
+        dispatcher = Dispatcher(
+            config,
+            transport,
+            metrics,
+            sleep=clock.sleep,
+            breaker=CircuitBreaker(config.resilience.breaker, clock=clock, metrics=metrics),
+            budget=UpstreamBudget(config, MemoryWindows(clock=clock)),
+        )
+        return dispatcher, transport, config.chain("one", "light")
+
+    dispatcher, transport, chain = two_routes({})
+    for priority in ("critical", "normal"):
+        await dispatcher.complete(request(priority), chain)
+    for priority in ("normal", "batch"):
+        with pytest.raises(RateLimited):
+            await dispatcher.complete(request(priority), chain)
+    served = request("critical")
+    await dispatcher.complete(served, chain)
+    assert served.served_by == "two" and transport.calls == ["one", "one", "two"]
+    assert dispatcher.metrics.fallbacks.labels("one", "two")._value.get() == 1
+
+    dispatcher, transport, chain = two_routes({"one": [UpstreamStatus(503, b"")]})
+    with pytest.raises(UpstreamStatus):
+        await dispatcher.complete(request("critical"), chain)
+    assert transport.calls == ["one"]
