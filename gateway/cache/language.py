@@ -85,6 +85,7 @@ class LanguageDetector:
         self._unknown = len(grams)  # a row of zeros: n-grams the model does not know count for nothing
         self._logp = np.vstack([np.asarray(logp, dtype=np.float32), np.zeros((1, len(languages)), np.float32)])
         self.min_margin = min_margin
+        self._words: dict[str, tuple[list[int], list[int], list[int]]] = {}
         self.detect = lru_cache(maxsize=16384)(self._detect)
 
     @classmethod
@@ -103,10 +104,42 @@ class LanguageDetector:
         mean = self._mean(_normalise(text))
         return {} if mean is None else dict(zip(self.languages, mean.tolist()))
 
+    def _rows(self, norm: str) -> np.ndarray:
+        """The model's row of each n-gram of `_grams(norm)`, in the same order, built from memoised words:
+        a text's 1- and 2-grams are its words' (each padded with spaces), its 3-grams too plus one across
+        each space ("d w")."""
+        words = norm[1:-1].split(" ")
+        if not norm.startswith(" ") or not norm.endswith(" ") or "" in words:  # not a normalised text
+            grams = _grams(norm)
+            return np.fromiter(map(self._index.get, grams, repeat(self._unknown, len(grams))), np.intp, len(grams))
+        memo, get, unknown = self._words, self._index.get, self._unknown
+        uni: list[int] = []
+        bi: list[int] = []
+        tri: list[int] = []
+        last = ""
+        for word in words:
+            rows = memo.get(word)
+            if rows is None:
+                padded = " " + word + " "
+                rows = (
+                    [get(c, unknown) for c in word],
+                    [get(padded[i : i + 2], unknown) for i in range(len(padded) - 1)],
+                    [get(padded[i : i + 3], unknown) for i in range(len(padded) - 2)],
+                )
+                if len(memo) >= 65536:
+                    memo.clear()
+                memo[word] = rows
+            uni += rows[0]
+            bi += rows[1]
+            if last:
+                tri.append(get(last + " " + word[0], unknown))
+            tri += rows[2]
+            last = word[-1]
+        return np.array(uni + bi + tri, dtype=np.intp)
+
     def _mean(self, norm: str) -> np.ndarray | None:
-        grams = _grams(norm)
-        rows = np.fromiter(map(self._index.get, grams, repeat(self._unknown, len(grams))), np.intp, len(grams))
-        known = len(grams) - int(np.count_nonzero(rows == self._unknown))
+        rows = self._rows(norm)
+        known = len(rows) - int(np.count_nonzero(rows == self._unknown))
         if not known:
             return None
         return self._logp.take(rows, axis=0).sum(axis=0) / known

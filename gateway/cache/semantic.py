@@ -35,6 +35,10 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
+from re._constants import AT as _AT  # type: ignore[import-not-found]
+from re._constants import BRANCH as _BRANCH
+from re._constants import LITERAL as _LITERAL
+from re._parser import parse as _sre_parse  # type: ignore[import-not-found]
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -98,9 +102,13 @@ def _fold(text: str) -> str:
         text = _CONTRACTIONS.sub(lambda m: _CONTRACTION_MAP[m.group(0)], text)
         text = _NT.sub(" not", text)
         text = _ELISION.sub(lambda m: m.group(1) + "' ", text)
-    if _ANY_REWRITE.search(text):  # no rewrite applies to the text: none applies after another either
-        for pattern, repl in _REWRITE_PATTERNS:
-            text = pattern.sub(repl, text)
+    present = {need for need in _REWRITE_NEEDS if need in text}
+    for pattern, repl, needs in _REWRITE_PATTERNS:  # a pattern that needs a substring absent is not run
+        if needs is None or not needs.isdisjoint(present):
+            rewritten = pattern.sub(repl, text)
+            if rewritten != text:
+                text = rewritten
+                present = {need for need in _REWRITE_NEEDS if need in text}
     return text
 
 
@@ -138,8 +146,37 @@ _CONTRACTION_MAP = {
 _CONTRACTIONS = re.compile(r"\b(" + "|".join(re.escape(k) for k in _CONTRACTION_MAP) + r")\b")
 _NT = re.compile(r"n't\b")
 _ELISION = re.compile(r"\b([ldjmnstc]|qu|jusqu|lorsqu|puisqu)'\s*")
-_REWRITE_PATTERNS = [(re.compile(p), r) for p, r in REWRITES]
-_ANY_REWRITE = re.compile("|".join(f"(?:{p})" for p, _ in REWRITES))
+
+
+def _needs(items: Any) -> list[str] | None:
+    """Substrings one of which every match of the parsed pattern `items` contains (None: no such list
+    found): its longest run of literal characters, or what each alternative of one of its alternations
+    needs. Zero-width assertions (\\b) consume nothing: they do not break a run."""
+    best, run, alternatives = "", "", None
+    for op, arg in items:
+        if op is _LITERAL:
+            run += chr(arg)
+            continue
+        if op is not _AT:
+            best, run = max(best, run, key=len), ""
+        if op is _BRANCH:
+            found = [_needs(branch) for branch in arg[1]]
+            if all(found):
+                alternatives = [need for need_list in found for need in need_list]  # type: ignore[union-attr]
+    best = max(best, run, key=len)
+    if best and (len(best) >= 3 or alternatives is None):
+        return [best]
+    return alternatives
+
+
+def _rewrite(pattern: str, repl: Any) -> tuple[re.Pattern, Any, frozenset[str] | None]:
+    compiled = re.compile(pattern)
+    needs = None if compiled.flags & re.IGNORECASE else _needs(_sre_parse(pattern))
+    return compiled, repl, None if needs is None else frozenset(needs)
+
+
+_REWRITE_PATTERNS = [_rewrite(p, r) for p, r in REWRITES]  # (pattern, replacement, substrings it needs)
+_REWRITE_NEEDS = sorted({need for _, _, needs in _REWRITE_PATTERNS for need in needs or ()})
 
 
 def _compile_lexicon(lexicon: dict[str, list[str]]) -> list[tuple[str, re.Pattern]]:
@@ -209,6 +246,7 @@ _CODE = re.compile(
     r"(?<![\w-])#?(?!\d+" + _ORDINAL + r"(?![\w]))"
     r"((?=[\w-]*\d)(?=[\w-]*[a-z])[a-z0-9]+(?:[-_/][a-z0-9]+)*|\d{5,})(?![\w])"
 )
+_DIGIT = re.compile(r"\d")
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]++@[\w-]++(?:\.[\w-]++)+")
 _URL = re.compile(r"https?://\S+|www\.\S+")
 _PHONE = re.compile(r"(?<![\w])(?:\+\d{1,3}[\s.-]?)?(?:\d[\s.-]?){9,12}\d(?![\w])")
@@ -245,15 +283,31 @@ class _Words:
 @lru_cache(maxsize=65536)
 def _words(text: str) -> _Words:
     folded = _fold(text)
-    codes = set(_EMAIL.findall(folded)) | set(_URL.findall(folded))
-    scrubbed = _URL.sub(" ", _EMAIL.sub(" ", folded))
-    for match in _CODE.finditer(scrubbed):
-        codes.add(match.group(1).replace("_", "-"))
+    scrubbed = folded
+    codes: set[str] = set()
+    if "@" in folded:  # every e-mail has one
+        codes.update(_EMAIL.findall(folded))
+    if "http" in folded or "www." in folded:  # every url starts so
+        codes.update(_URL.findall(folded))
+    if codes:
+        scrubbed = _URL.sub(" ", _EMAIL.sub(" ", folded))
+    if _DIGIT.search(scrubbed):  # every code has a digit
+        for match in _CODE.finditer(scrubbed):
+            codes.add(match.group(1).replace("_", "-"))
     tokens = [t.rstrip("'") for t in _TOKEN.findall(scrubbed)]
-    kept = [t for t in tokens if _is_content(t)]
-    wording = tuple(_stem(t) for t in kept)
-    content = tuple(_class_of(t) or w for t, w in zip(kept, wording))
+    kept = [info for info in map(_content_token, tokens) if info is not None]
+    wording = tuple(stem for stem, _ in kept)
+    content = tuple(word for _, word in kept)
     return _Words(scrubbed, frozenset(codes), tokens, wording, content)
+
+
+@lru_cache(maxsize=65536)
+def _content_token(token: str) -> tuple[str, str] | None:
+    """(its wording, its content word) for a content word; None for any other token."""
+    if not _is_content(token):
+        return None
+    stem = _stem(token)
+    return stem, _class_of(token) or stem
 
 
 def content_words(text: str) -> frozenset[str]:

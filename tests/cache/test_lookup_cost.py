@@ -86,3 +86,44 @@ def test_a_lookup_in_a_populated_partition_weighs_few_pairs(setup, monkeypatch):
     for query, vector in zip(queries[:200], vectors):
         verifier.best(query, vector, candidates)
     assert fast * 3 < len(calls), (fast, len(calls))
+
+
+def _reference_fold(text: str) -> str:
+    """semantic._fold as it was before its shortcuts: every step on every text."""
+    import re
+    import unicodedata
+
+    from gateway.cache import semantic
+
+    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u00a0", " ")
+    text = unicodedata.normalize("NFKD", text.lower())
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = semantic._CONTRACTIONS.sub(lambda m: semantic._CONTRACTION_MAP[m.group(0)], text)
+    text = semantic._NT.sub(" not", text)
+    text = semantic._ELISION.sub(lambda m: m.group(1) + "' ", text)
+    for pattern, repl, _ in semantic._REWRITE_PATTERNS:
+        text = re.compile(pattern.pattern).sub(repl, text)
+    return text
+
+
+def test_fold_shortcuts_change_nothing(setup):
+    from gateway.cache.semantic import _fold
+
+    _, candidates, queries, _ = setup
+    extra = ["Can't log in", "Je n'arrive plus à me connecter", "pick up at 5pm", "2FA à l'étranger", "ÉTÉ\u00a0’s"]
+    for text in list(candidates.texts) + queries[:1000] + extra:
+        assert _fold(text) == _reference_fold(text), text
+
+
+def test_language_rows_are_the_grams_rows(setup):
+    from itertools import repeat
+
+    from gateway.cache.language import LanguageDetector, _grams, _normalise
+
+    detector = LanguageDetector.load()
+    _, candidates, queries, _ = setup
+    for text in list(candidates.texts) + queries[:1000] + ["", "a", "Привет, как дела?", "l'été 2024 à Paris"]:
+        norm = _normalise(text)
+        grams = _grams(norm)
+        expected = list(map(detector._index.get, grams, repeat(detector._unknown, len(grams))))
+        assert detector._rows(norm).tolist() == expected, text
