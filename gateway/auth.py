@@ -94,11 +94,12 @@ class Authenticator:
         client = None
         if fields:
             get = lambda name: (fields.get(name.encode()) or b"").decode() or None  # noqa: E731
+            rpm, tpm = get("rpm"), get("tpm")
             client = ClientKey(
                 name=get("name") or digest[:8],
                 id=get("id") or digest[:12],
-                rpm=int(get("rpm")) if get("rpm") else None,
-                tpm=int(get("tpm")) if get("tpm") else None,
+                rpm=int(rpm) if rpm else None,
+                tpm=int(tpm) if tpm else None,
                 allow_force_tier=get("allow_force_tier") in ("1", "true"),
                 team=get("team"),
             )

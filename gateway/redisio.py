@@ -289,9 +289,10 @@ class RedisIO:
         self._detached: set[asyncio.Task] = set()
         self._heartbeat: asyncio.Task | None = None
         self._uses: dict[str, RedisUse] = {}
-        # redis-py's cluster client refuses a command past a node's max_connections instead of queueing it
-        # (MaxConnectionsError): commands queue here instead, at most the pool size per node in flight.
-        self.gate = asyncio.Semaphore(pool_size * 4) if kind == "cluster" else None
+        # redis-py's cluster client opens a connection for every command in flight on a node (and refuses one
+        # past max_connections instead of queueing it): commands queue here instead, at most the pool size in
+        # flight, so no node ever needs more connections than the pool opened at start.
+        self.gate = asyncio.Semaphore(pool_size) if kind == "cluster" else None
         self._control = self.use("replicas", timeout_s=max(0.5, timeout_s), fallback="keeping the last count")
         self._health_use = self.use("health", timeout_s=1.0, fallback="reported by /readyz")
         self._on_reset: list[Callable[[], Awaitable[None]]] = []
@@ -365,8 +366,10 @@ class RedisIO:
             from redis.asyncio.cluster import RedisCluster
 
             await self.client.initialize()
-            for _ in range(max(1, self.pool_size // 4)):
-                await asyncio.gather(*(self.client.ping(target_nodes=RedisCluster.PRIMARIES) for _ in range(4)))
+            # concurrent pings: each holds a connection of its own on every master (sequential ones reuse one)
+            await asyncio.gather(
+                *(self.client.ping(target_nodes=RedisCluster.PRIMARIES) for _ in range(self.pool_size))
+            )
             return
         pool = self.client.connection_pool
         connections = []

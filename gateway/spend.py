@@ -84,8 +84,8 @@ class SpendBudgets:
             names = (
                 route.deployments + route.fallbacks + route.heavy + (route.canary.deployments if route.canary else [])
             )
-            prices = [config.pricing.get(config.deployments[n].pricing_key) for n in names]
-            prices = [p for p in prices if p is not None]
+            found = (config.pricing.get(config.deployments[n].pricing_key) for n in names)
+            prices = [p for p in found if p is not None]
             self._price[alias] = (
                 max((p.input_per_1m for p in prices), default=0.0),
                 max((p.output_per_1m for p in prices), default=0.0),
@@ -109,10 +109,10 @@ class SpendBudgets:
         return (prompt * input_price + completion * output_price) / 1_000_000
 
     def _applying(self, key) -> list[tuple[str, str, str, float]]:
-        found = []
+        found: list[tuple[str, str, str, float]] = []
         for scope, name in (("key", key.name), ("team", getattr(key, "team", None))):
             limit = self._budgets[scope].get(name) if name else None
-            if limit is None:
+            if limit is None or name is None:
                 continue
             for period in ("daily", "monthly"):
                 cap = getattr(limit, f"{period}_usd")

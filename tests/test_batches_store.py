@@ -8,16 +8,15 @@ import os
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from gateway.auth import ClientKey
 from gateway.batches.files import FileStore
 from gateway.batches.jobs import BatchError, BatchStore, parse_input
 from gateway.batches.worker import BatchWorker
 from gateway.errors import RateLimited
+from tests.conftest import async_redis
 
 TEAM_A = ClientKey("team-a", rpm=100)
-REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def lines(n: int, url: str = "/v1/chat/completions") -> bytes:
@@ -39,7 +38,7 @@ async def store(request):
     if request.param == "memory":
         yield BatchStore(FileStore())
         return
-    client = aioredis.from_url(REDIS_URL)
+    client = async_redis()  # the tests' Redis (a local cluster with GATEWAY_TEST_REDIS_URL=cluster)
     prefix = f"test-batches-{os.urandom(4).hex()}:"
     yield BatchStore(FileStore(client, prefix), client, prefix)
     keys = [k async for k in client.scan_iter(match=prefix + "*")]

@@ -36,7 +36,7 @@ import yaml
 from gateway.auth import hash_key
 from gateway.mock_upstream import MockServerThread, MockSettings
 from gateway.pricing import Pricing
-from tests.conftest import TEST_KEY, base_config, wait_until
+from tests.conftest import TEST_KEY, base_config, delete_prefix, redis_url, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -304,7 +304,7 @@ def test_every_panel_and_alert_against_a_real_prometheus(
                 {"name": "limited", "sha256": hash_key(LIMITED_KEY), "rpm": 3},
             ]
         },
-        redis={"url": "redis://127.0.0.1:6379/15", "prefix": prefix},
+        redis={"url": redis_url(), "prefix": prefix},
         deployments={
             "light": {
                 "base_url": light_mock.url,
@@ -379,12 +379,7 @@ def test_every_panel_and_alert_against_a_real_prometheus(
         print("panel test figures:", json.dumps(figures))
     finally:
         prometheus.close()
-        import redis
-
-        client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
-        keys = list(client.scan_iter(prefix + "*"))
-        if keys:
-            client.delete(*keys)
+        delete_prefix(prefix)
 
 
 # Panels this mix does not reach (its difficulty scores put no request in a cascade's uncertain band).

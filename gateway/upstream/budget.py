@@ -89,7 +89,8 @@ def estimate_tokens(body: dict[str, Any]) -> int:
         chars += sum(len(i) for i in inputs if isinstance(i, str))
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     completion = limit if isinstance(limit, int) else (0 if "input" in body else DEFAULT_COMPLETION_TOKENS)
-    n = body.get("n") if isinstance(body.get("n"), int) else 1
+    choices = body.get("n")
+    n = choices if isinstance(choices, int) else 1
     return max(1, chars // 4) + completion * n
 
 
@@ -177,8 +178,8 @@ class MemoryWindows:
     async def current(self, key: str) -> tuple[int, int]:
         """Requests and tokens counted in the window that ends now."""
         oldest = int(self.clock() // self.bucket_s) - self.n
-        windows = self._counts.get(key, ({}, {}))
-        return tuple(sum(c for b, c in buckets.items() if b > oldest) for buckets in windows)  # type: ignore[return-value]
+        requests, tokens = self._counts.get(key, ({}, {}))
+        return sum(c for b, c in requests.items() if b > oldest), sum(c for b, c in tokens.items() if b > oldest)
 
 
 _TAKE = """
@@ -317,12 +318,16 @@ class RedisWindows:
     async def current(self, key: str) -> tuple[int, int]:
         """Requests and tokens counted in the window that ends now (this process's count when Redis fails)."""
         oldest = int(time.time() // self.bucket_s) - self.n
-        keys = self._keys(key)[:2]
+        requests, tokens = self._keys(key)[:2]
         try:
-            flat = [await self.use.call("read", lambda k=k: self._redis.hgetall(k)) for k in keys]
+            flat = [
+                await self.use.call("read", lambda: self._redis.hgetall(requests)),
+                await self.use.call("read", lambda: self._redis.hgetall(tokens)),
+            ]
         except RedisUnavailable:
             return await self.local.current(key)
-        return tuple(sum(int(c) for b, c in buckets.items() if int(b) > oldest) for buckets in flat)  # type: ignore[return-value]
+        counted = [sum(int(c) for b, c in buckets.items() if int(b) > oldest) for buckets in flat]
+        return counted[0], counted[1]
 
     async def adjust(self, key: str, bucket: int, tokens: int) -> None:
         keys = self._keys(key)[1:2]

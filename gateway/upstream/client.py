@@ -74,9 +74,9 @@ class _MapErrors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind, exc, traceback) -> bool:
+    def __exit__(self, kind, exc, traceback) -> None:  # never suppresses: maps, or lets the error through
         if kind is None:
-            return False
+            return
         cause = exc.__context__
         if isinstance(cause, aiohttp.ClientError) and not isinstance(cause, asyncio.TimeoutError):
             # httpx-aiohttp reports refused and dropped connections as httpx.ConnectTimeout
@@ -85,7 +85,6 @@ class _MapErrors:
             raise UpstreamTimeout(self.timeout_message) from exc
         if issubclass(kind, self.connection):
             raise UpstreamConnectError(f"{self.connection_message} ({kind.__name__})") from exc
-        return False
 
 
 _AIOHTTP_CALL = _MapErrors(

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeGuard
 
 from gateway.config import Deployment, GatewayConfig
 from gateway.errors import (
@@ -391,7 +391,7 @@ class Dispatcher:
         self.metrics.upstream_duration.labels(name).observe(time.perf_counter() - started)
 
 
-def _may_be_the_request(exc: UpstreamError) -> bool:
+def _may_be_the_request(exc: UpstreamError) -> TypeGuard[UpstreamStatus]:
     """An error status that a bad request can cause: 5xx other than the gateway-ish 502/503/504."""
     return isinstance(exc, UpstreamStatus) and exc.status >= 500 and exc.status not in (502, 503, 504)
 
@@ -415,13 +415,12 @@ class _Suspects:
 
     def same_elsewhere(self, exc: UpstreamError, name: str) -> UpstreamRejected | None:
         """The rejection to send when `exc` from `name` repeats how another deployment failed, else None."""
-        if not _may_be_the_request(exc):
-            return None
-        way = _way(exc)
-        for other, seen in self.ways.items():
-            if seen == way and other != name:
-                return UpstreamRejected.rebuilt(exc, (other, name))
-        self.ways[name] = way
+        if _may_be_the_request(exc):
+            way = _way(exc)
+            for other, seen in self.ways.items():
+                if seen == way and other != name:
+                    return UpstreamRejected.rebuilt(exc, (other, name))
+            self.ways[name] = way
         return None
 
 

@@ -116,6 +116,7 @@ class KeyRing:
                 if value:
                     found.append((source.name, value, source.rpm, source.tpm))
                 continue
+            assert source.file is not None  # exactly one of env and file (UpstreamKey's validator)
             lines = self._read_file(source.file)
             for n, line in enumerate(lines):
                 found.append(

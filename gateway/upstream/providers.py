@@ -184,9 +184,10 @@ class Upstream:
         with the next keys; any other status goes back (normalised, logged when it is a 404)."""
         while error.status in (401, 403):
             self.keys.set_aside(key, error.status)
-            key = await self._next_key(req, key)
-            if key is None:
+            following = await self._next_key(req, key)
+            if following is None:
                 break
+            key = following
             try:
                 return await send(key)
             except UpstreamStatus as again:

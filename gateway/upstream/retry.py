@@ -83,12 +83,12 @@ def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float
                 when = None
             if when is not None and when.tzinfo is not None:
                 return max(0.0, when.timestamp() - (time.time() if now is None else now))
-    resets = [
+    parsed = (
         parse_duration(lower[name])
         for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
         if name in lower
-    ]
-    resets = [r for r in resets if r is not None]
+    )
+    resets = [r for r in parsed if r is not None]
     return max(resets) if resets else None
 
 
@@ -198,8 +198,9 @@ class RetryPolicy:
 
         def before_sleep(state: RetryCallState) -> None:
             self.budget.spend()
-            if on_retry is not None:
-                on_retry(deployment, retry_reason(state.outcome.exception()), state.upcoming_sleep)
+            failure = state.outcome.exception() if state.outcome is not None else None
+            if on_retry is not None and failure is not None:  # tenacity sleeps only after a failed attempt
+                on_retry(deployment, retry_reason(failure), state.upcoming_sleep)
 
         # The first attempt runs bare: most calls succeed, and they should not pay for tenacity's
         # machinery (~20 µs). A failure is replayed as tenacity's first attempt, which then decides.

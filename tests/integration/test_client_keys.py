@@ -8,7 +8,6 @@ import uuid
 
 import openai
 import pytest
-import redis
 import yaml
 
 from gateway.auth import ClientKey
@@ -19,24 +18,19 @@ from gateway.errors import RateLimited
 from gateway.limits import KeyLimits
 from gateway.request import ChatRequest
 from gateway.upstream.budget import MemoryWindows
-from tests.conftest import LIGHT_MODEL, wait_until
-
-REDIS_URL = "redis://127.0.0.1:6379/15"
+from tests.conftest import LIGHT_MODEL, delete_prefix, redis_url, sync_redis_client, wait_until
 
 
 @pytest.fixture
 def prefix():
     prefix = f"gwtest:{uuid.uuid4().hex}:"
     yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(f"{prefix}*"):
-        client.delete(key)
-    client.close()
+    delete_prefix(prefix)
 
 
 @pytest.fixture
 def store(prefix):
-    client = redis.Redis.from_url(REDIS_URL)
+    client = sync_redis_client()
     yield KeyStore(client, prefix)
     client.close()
 
@@ -44,7 +38,7 @@ def store(prefix):
 @pytest.fixture
 def config_file(tmp_path, light_mock, prefix):
     data = {
-        "redis": {"url": REDIS_URL, "prefix": prefix},
+        "redis": {"url": redis_url(), "prefix": prefix},
         "auth": {"redis_keys": True, "redis_keys_ttl_s": 0.05},
         "deployments": {"light": {"base_url": light_mock.url, "model": LIGHT_MODEL}},
         "models": {"support": {"deployments": ["light"]}},

@@ -58,7 +58,7 @@ def mixed_requests(seed: int = 11) -> list[tuple[str, str]]:
     return [(f"chat-{'abc'[i % 3]}", priority) for i, priority in enumerate(priorities)]
 
 
-async def run_scenario(clients: list[openai.AsyncOpenAI]) -> Counter:
+async def run_scenario(clients: list[openai.AsyncOpenAI], seed: int = 11) -> Counter:
     outcomes: Counter = Counter()
 
     async def one(i: int, model: str, priority: str) -> None:
@@ -73,7 +73,7 @@ async def run_scenario(clients: list[openai.AsyncOpenAI]) -> Counter:
             assert exc.response.headers.get("retry-after")
             outcomes[priority, 429] += 1
 
-    await asyncio.gather(*(one(i, model, priority) for i, (model, priority) in enumerate(mixed_requests())))
+    await asyncio.gather(*(one(i, model, priority) for i, (model, priority) in enumerate(mixed_requests(seed))))
     return outcomes
 
 
