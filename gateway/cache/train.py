@@ -4,8 +4,8 @@
     gateway cache train-verifier   pair verifier: "one answer serves both questions" (cache/verifier.json)
 
 Both read only training data: gettext catalogs of the build machine and data/cache/pool_dev.jsonl,
-data/cache/pairs.jsonl. The held-out files (pool_test.jsonl, pairs_adversarial.jsonl, pairs_fresh.jsonl)
-are never read here.
+data/cache/pool_train.jsonl, data/cache/pairs.jsonl. The held-out files (pool_test.jsonl,
+pairs_adversarial.jsonl, pairs_fresh.jsonl) are never read here.
 """
 
 from __future__ import annotations
@@ -77,20 +77,42 @@ def add_commands(cache_subparsers) -> None:
     language.set_defaults(func=run_train_language)
     verifier = cache_subparsers.add_parser(
         "train-verifier",
-        help="retrain cache/verifier.json on the dev pool and labelled pairs, with the current embedding",
+        help="retrain cache/verifier.json on the dev pools and labelled pairs, with the current embedding",
     )
-    verifier.add_argument("--pool", default="data/cache/pool_dev.jsonl")
+    verifier.add_argument(
+        "--pool",
+        nargs="*",
+        default=["data/cache/pool_dev.jsonl", "data/cache/pool_train.jsonl"],
+        help="pools of questions; a row's optional `shop` names the cache it lives in (default: its file)",
+    )
     verifier.add_argument("--pairs", nargs="*", default=["data/cache/pairs.jsonl"])
-    verifier.add_argument("--target", type=float, default=0.005, help="false-hit rate to calibrate for")
+    verifier.add_argument("--model", choices=("logistic", "trees"), default="logistic")
+    verifier.add_argument("--rounds", type=int, default=200, help="trees: boosting rounds")
+    verifier.add_argument(
+        "--target", type=float, default=0.05, help="false-hit rate whose upper confidence bound the threshold meets"
+    )
+    verifier.add_argument(
+        "--z", type=float, default=1.0, help="width of that bound in standard deviations (Wilson score interval)"
+    )
     verifier.add_argument("--floor", type=float, default=0.5, help="cosine below which nothing is compared")
     verifier.add_argument("--max-checks", type=int, default=8)
-    verifier.add_argument("--folds", type=int, default=4)
+    verifier.add_argument("--folds", type=int, default=5)
     verifier.add_argument("--l2", type=float, default=1.0)
     verifier.add_argument(
         "--vetoes",
         nargs="*",
-        default=["question_kind_differs", "direction_differs", "only_both_sides", "only_one_side", "guards"],
-        help="features that alone refuse a pair (chosen on the dev pool's family folds)",
+        default=[
+            "question_kind_differs",
+            "direction_differs",
+            "number",
+            "date",
+            "reference",
+            "entity",
+            "negation",
+            "antonym",
+            "unmatched",
+        ],
+        help="features that alone refuse a pair (chosen on the dev pools' family folds)",
     )
     verifier.add_argument(
         "--embedding",
@@ -156,48 +178,122 @@ def fit_logistic(x, y, *, l2: float = 1.0, steps: int = 3000, lr: float = 0.5, s
     return w, b, mean, scale
 
 
-def _pool_pairs(rows, vectors):
-    """Every same-language pair of a pool: (i, j, same answer)."""
-    out = []
-    for i in range(len(rows)):
-        for j in range(i + 1, len(rows)):
-            if rows[i]["lang"] == rows[j]["lang"]:
-                out.append((i, j, rows[i]["group"] == rows[j]["group"]))
-    return out
+def fit_trees(x, y, *, rounds: int = 200, rate: float = 0.1, min_leaf: int = 20, l2: float = 1.0, bins: int = 16):
+    """Class-balanced gradient-boosted depth-2 trees (numpy only): each split picks, over quantile cut
+    points of every feature, the largest gain in the second-order logistic objective."""
+    import numpy as np
+
+    from gateway.cache.verifier import Trees
+
+    cuts = [np.unique(np.quantile(x[:, f], np.linspace(0.05, 0.95, bins))) for f in range(x.shape[1])]
+    codes = np.stack([np.searchsorted(cuts[f], x[:, f], side="left") for f in range(x.shape[1])], axis=1)
+    pos = y.mean()
+    weight = np.where(y == 1, 0.5 / max(pos, 1e-9), 0.5 / max(1 - pos, 1e-9))
+    base = float(np.log(pos / (1 - pos)))
+    score = np.full(len(y), base)
+
+    def split(idx, g, h):
+        best = (0.0, 0, np.inf)
+        total_g, total_h = g[idx].sum(), h[idx].sum()
+        parent = total_g**2 / (total_h + l2)
+        for f in range(x.shape[1]):
+            n_cuts = len(cuts[f])
+            sums_g = np.bincount(codes[idx, f], g[idx], minlength=n_cuts + 1)
+            sums_h = np.bincount(codes[idx, f], h[idx], minlength=n_cuts + 1)
+            count = np.bincount(codes[idx, f], minlength=n_cuts + 1)
+            left_g, left_h, left_n = np.cumsum(sums_g)[:-1], np.cumsum(sums_h)[:-1], np.cumsum(count)[:-1]
+            ok = (left_n >= min_leaf) & (len(idx) - left_n >= min_leaf)
+            gain = left_g**2 / (left_h + l2) + (total_g - left_g) ** 2 / (total_h - left_h + l2) - parent
+            gain[~ok] = -np.inf
+            k = int(np.argmax(gain)) if len(gain) else 0
+            if len(gain) and gain[k] > best[0]:
+                best = (float(gain[k]), f, float(cuts[f][k]))  # x > cut goes right: code > k
+        return best[1], best[2]
+
+    def leaf(idx, g, h):
+        return -g[idx].sum() / (h[idx].sum() + l2) * rate if len(idx) else 0.0
+
+    features, thresholds, leaves = [], [], []
+    everything = np.arange(len(y))
+    for _ in range(rounds):
+        p = 1 / (1 + np.exp(-score))
+        g, h = (p - y) * weight, p * (1 - p) * weight
+        f0, t0 = split(everything, g, h)
+        right = x[:, f0] > t0
+        node = [(f0, t0)]
+        values = []
+        for side in (~right, right):
+            idx = np.flatnonzero(side)
+            f1, t1 = split(idx, g, h) if len(idx) >= 2 * min_leaf else (0, np.inf)
+            node.append((f1, t1))
+            second = x[idx, f1] > t1
+            values += [leaf(idx[~second], g, h), leaf(idx[second], g, h)]
+        features.append([f for f, _ in node])
+        thresholds.append([t for _, t in node])
+        leaves.append(values)
+        tree = Trees(features[-1:], thresholds[-1:], leaves[-1:], 0.0)
+        score += tree(x)
+    return Trees(features, thresholds, leaves, base)
+
+
+def _shop(row: dict, path: str) -> str:
+    return row.get("shop") or path
+
+
+def _family(row: dict) -> str:
+    return row["group"].split(".")[0]
 
 
 def _sequential_decisions(verifier, rows, vectors, seeds=range(5)):
     """(probability, right) of the best candidate each question would be served, asked in a shuffled
-    order against every earlier question of its language: what the pool eval sees, without stores."""
+    order against every earlier question of its cache (shop) and language: what the pool eval sees,
+    without stores. A question whose candidates are all vetoed or below the floor decides nothing."""
     import random
 
     from gateway.cache.semantic import Candidates
 
     decisions = []
-    for seed in seeds:
-        order = list(range(len(rows)))
-        random.Random(seed).shuffle(order)
-        seen: dict[str, list[int]] = {}
-        for i in order:
-            earlier = seen.setdefault(rows[i]["lang"], [])
-            if earlier:
-                candidates = Candidates.from_rows((rows[j]["text"], vectors[j], j) for j in earlier)
-                threshold, verifier.threshold = verifier.threshold, 0.0
-                best = verifier.best(rows[i]["text"], vectors[i], candidates)
-                verifier.threshold = threshold
-                if best is not None:
-                    decisions.append((best.probability, rows[best.payload]["group"] == rows[i]["group"]))
-            earlier.append(i)
+    threshold, verifier.threshold = verifier.threshold, 0.0
+    try:
+        for seed in seeds:
+            order = list(range(len(rows)))
+            random.Random(seed).shuffle(order)
+            seen: dict[tuple[str, str], list[int]] = {}
+            for i in order:
+                earlier = seen.setdefault((rows[i]["shop"], rows[i]["lang"]), [])
+                if earlier:
+                    candidates = Candidates.from_rows((rows[j]["text"], vectors[j], j) for j in earlier)
+                    best = verifier.best(rows[i]["text"], vectors[i], candidates)
+                    if best is not None:
+                        decisions.append((best.probability, rows[best.payload]["group"] == rows[i]["group"]))
+                earlier.append(i)
+    finally:
+        verifier.threshold = threshold
     return decisions
 
 
-def _threshold_for(decisions, target: float) -> float:
-    """The lowest threshold whose served answers are wrong at most `target` of the time."""
+def wilson_upper(wrong: int, served: int, z: float) -> float:
+    """Upper end of the Wilson score interval of a rate `wrong / served`."""
+    if served == 0:
+        return 1.0
+    p = wrong / served
+    centre = p + z * z / (2 * served)
+    spread = z * ((p * (1 - p) / served + z * z / (4 * served * served)) ** 0.5)
+    return (centre + spread) / (1 + z * z / served)
+
+
+def _threshold_for(decisions, target: float, z: float = 0.0) -> float:
+    """The lowest threshold whose served answers are wrong at most `target` of the time, by the upper
+    confidence bound of that rate (z standard deviations; z=0: the point estimate). 1.0 when none is.
+    Tied probabilities are served or refused together."""
     ranked = sorted(decisions, key=lambda d: -d[0])
     best, wrong = 1.0, 0
     for served, (probability, right) in enumerate(ranked, 1):
         wrong += not right
-        if wrong <= target * served:
+        if served < len(ranked) and ranked[served][0] == probability:
+            continue
+        bound = wilson_upper(wrong, served, z) if z > 0 else wrong / served
+        if bound <= target:
             best = probability
     return best
 
@@ -207,77 +303,84 @@ def run_train_verifier(args) -> int:
 
     from gateway.cache.evaluate import load_pairs, load_pool
     from gateway.cache.language import LanguageDetector
-    from gateway.cache.verifier import SIGNS, Verifier, pair_features
+    from gateway.cache.verifier import FEATURES, SIGNS, Verifier, model_path, pair_features
     from gateway.embeddings import Embedder
 
     embedder = Embedder.load(model=args.embedding)
     if not embedder.available:
         print("error: the embedding model is unavailable", flush=True)
         return 2
-    rows = load_pool(args.pool)
+    rows = [dict(row, shop=_shop(row, path)) for path in args.pool for row in load_pool(path)]
     pairs = [p for path in args.pairs for p in load_pairs(path)]
     language = LanguageDetector.load()
     texts = list(dict.fromkeys([r["text"] for r in rows] + [t for p in pairs for t in (p["a"], p["b"])]))
     vec = dict(zip(texts, embedder.encode(texts)))
     vectors = [vec[r["text"]] for r in rows]
+    veto_columns = [FEATURES.index(name) for name in args.vetoes]
 
     def examples(pool_rows):
         x, y = [], []
-        pool_vectors = [vec[r["text"]] for r in pool_rows]
-        for i, j, same in _pool_pairs(pool_rows, pool_vectors):
-            cosine = float(pool_vectors[i] @ pool_vectors[j])
-            if cosine >= args.floor - 0.1:  # what the verifier will be asked: near questions only
-                x.append(pair_features(pool_rows[i]["text"], pool_rows[j]["text"], cosine))
-                y.append(float(same))
+        for i, a in enumerate(pool_rows):
+            for b in pool_rows[i + 1 :]:
+                if a["lang"] != b["lang"] or a["shop"] != b["shop"]:
+                    continue
+                cosine = float(vec[a["text"]] @ vec[b["text"]])
+                if cosine >= args.floor - 0.1:  # what the verifier will be asked: near questions only
+                    x.append(pair_features(a["text"], b["text"], cosine))
+                    y.append(float(a["group"] == b["group"]))
         for p in pairs:
             if language.detect(p["a"]) == language.detect(p["b"]):
                 cosine = float(vec[p["a"]] @ vec[p["b"]])
                 x.append(pair_features(p["a"], p["b"], cosine))
                 y.append(float(p["same"]))
-        return np.stack(x), np.asarray(y)
+        x_, y_ = np.stack(x), np.asarray(y)
+        if veto_columns:  # the model only ever scores pairs no veto refused
+            keep = ~(x_[:, veto_columns].max(axis=1) > 0)
+            x_, y_ = x_[keep], y_[keep]
+        return x_, y_
 
     def fit(pool_rows) -> Verifier:
         x, y = examples(pool_rows)
+        common = {"threshold": 0.5, "floor": args.floor, "max_checks": args.max_checks, "vetoes": tuple(args.vetoes)}
+        if args.model == "trees":
+            return Verifier(None, 0.0, None, None, trees=fit_trees(x, y, rounds=args.rounds, l2=args.l2), **common)
         w, b, mean, scale = fit_logistic(x, y, l2=args.l2, signs=SIGNS)
-        return Verifier(
-            w, b, mean, scale, threshold=0.5, floor=args.floor, max_checks=args.max_checks, vetoes=tuple(args.vetoes)
-        )
+        return Verifier(w, b, mean, scale, **common)
 
-    families = sorted({r["group"].split(".")[0] for r in rows})
+    families = sorted({_family(r) for r in rows})
     folds = [families[k :: args.folds] for k in range(args.folds)]
     decisions = []
     for held in folds:
-        train_rows = [r for r in rows if r["group"].split(".")[0] not in held]
-        test_idx = [i for i, r in enumerate(rows) if r["group"].split(".")[0] in held]
-        model = fit(train_rows)
+        model = fit([r for r in rows if _family(r) not in held])
+        test_idx = [i for i, r in enumerate(rows) if _family(r) in held]
         decisions += _sequential_decisions(model, [rows[i] for i in test_idx], [vectors[i] for i in test_idx])
-    threshold = _threshold_for(decisions, args.target)
+    threshold = _threshold_for(decisions, args.target, args.z)
     served = [d for d in decisions if d[0] >= threshold]
     right = sum(r for _, r in served)
     model = fit(rows)
     model.threshold = max(threshold, 0.5)
     x, y = examples(rows)
     model.info = {
-        "trained_on": [args.pool, *args.pairs],
+        "trained_on": [*args.pool, *args.pairs],
+        "model": args.model,
         "pairs": len(y),
         "positives": int(y.sum()),
         "target_false_hit_rate": args.target,
+        "bound_z": args.z,
         "embedding": embedder.name,
         "cross_validated": {
             "folds": args.folds,
             "served": len(served),
             "wrong": len(served) - right,
             "decisions": len(decisions),
+            "false_hit_upper_bound": round(wilson_upper(len(served) - right, len(served), args.z), 4),
         },
     }
-    out = Path(args.out) if args.out else None
-    from gateway.cache.verifier import model_path
-
-    out = out or model_path(args.embedding)
+    out = Path(args.out) if args.out else model_path(args.embedding)
     out.write_text(json.dumps(model.to_json(), indent=1) + "\n", encoding="utf-8")
     print(
-        f"wrote {out}: {len(y)} pairs ({int(y.sum())} same), threshold {model.threshold:.3f}; "
+        f"wrote {out}: {args.model}, {len(y)} pairs ({int(y.sum())} same), threshold {model.threshold:.3f}; "
         f"cross-validated over {args.folds} family folds: {len(served)} of {len(decisions)} best candidates "
-        f"served, {len(served) - right} wrong"
+        f"served, {len(served) - right} wrong (upper bound {model.info['cross_validated']['false_hit_upper_bound']})"
     )
     return 0

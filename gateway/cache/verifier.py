@@ -1,18 +1,25 @@
 """Does one answer serve both questions? A learned pair verifier, the semantic cache's last word on a hit.
 
     verifier = Verifier.load()                                  # weights shipped in cache/verifier.json
-    verifier.probability("Do you ship to Canada?", "Do you ship from Canada?", cosine=0.99)   # -> 0.01
+    verifier.vetoed("Do you ship to Canada?", "Do you ship from Canada?")                  # -> True
     verifier.best(question, vector, candidates)                 # the best verified candidate, or None
 
-A logistic regression over features of the pair: embedding similarity, character and content-word overlap,
-content words present on one side only (a qualifier added, a word swapped), the kind of question (how /
-where / when / why / what / how much / can / yes-no), direction words (to / from, vers / depuis), the
-guards of cache/semantic.py (numbers, names, negation, antonyms, topics, word order) as inputs rather than
-vetoes, and length. It is trained by `gateway cache train-verifier` on pairs drawn from the dev pool and
-the project's labelled pairs, and its threshold is calibrated there, on questions of families held out
-from the fold's training, to a target false-hit rate. Candidates are the nearest stored questions by
-cosine (at most `max_checks`, at or above `floor`); the one the verifier likes best wins if it clears the
-threshold. When in doubt: miss.
+A small model over features of the pair: embedding similarity, character and content-word overlap,
+content words present on one side only (a qualifier added, a word swapped), **soft word alignment** (each
+word of one side against its best match on the other by the static model's word vectors, weighted by the
+word's weight in that table, so a rare word left unmatched costs much, a frequent one little), the kind of
+question (how / where / when / why / what / how much / can / yes-no), direction words (to / from, vers /
+depuis), the guards of cache/semantic.py (numbers, names, negation, antonyms, topics, word order), and
+length. The model is either a logistic regression or boosted depth-2 trees (`kind` in the JSON); features
+named in `vetoes` refuse a pair whatever the score, and are checked first, cheapest first (`vetoed`): the
+shipped ones are another kind of question, another direction, the hard guards, and an **unmatched**
+content word (one side's content word with no counterpart on the other: not the same word or class, not a
+typo of one, not a close neighbour in the word table, and not a light word). It is trained by
+`gateway cache train-verifier` on pairs drawn from the dev pools and the project's labelled pairs, and its
+threshold is calibrated there, on questions of families held out from the fold's training, at the upper
+confidence bound of the false-hit rate. Candidates are the nearest stored questions by cosine (at most
+`max_checks`, at or above `floor`); the one the verifier likes best wins if it clears the threshold. When
+in doubt: miss.
 """
 
 from __future__ import annotations
@@ -28,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from gateway.cache.semantic import Candidates, features, objections
+from gateway.cache.semantic import Candidates, _stem, features, objections
 
-__all__ = ["FEATURES", "Verifier", "Verified", "pair_features"]
+__all__ = ["FEATURES", "Trees", "Verifier", "Verified", "pair_features"]
 
 MODEL_PATH = Path(__file__).with_name("verifier.json")  # for the gateway's default embedding (static)
 
@@ -52,23 +59,40 @@ REASONS = (
     "word order",
     "substitution",
 )
+# soft alignment: unaligned weight (sum over both sides / total, the largest, the smaller side's largest,
+# weight of words whose best match is under 0.5, the largest of those), then per cut-off the largest
+# weight of a word matched under the cut-off (either side, and the smaller of the two sides)
+ALIGN_CUTS = (0.4, 0.5, 0.6, 0.7, 0.8)
+ALIGN = ("unaligned_sum", "unaligned_max", "unaligned_min_side", "hard_unaligned_w", "hard_unaligned_max") + tuple(
+    f"{side}{int(cut * 10)}" for cut in ALIGN_CUTS for side in ("umax", "umin")
+)
+# content words on one side with no counterpart on the other: not the same word or synonym class, not a
+# typo of one (one edit, two for long words), not a close neighbour in the static table (cosine >= CLOSE),
+# and weighing at least LIGHT there (a rare word weighs much, "please", "want" little; one letter nothing)
+CLOSE, LIGHT = 0.8, 0.3
+MATCHING = ("unmatched", "unmatched_both_sides")
 FEATURES = (
-    "cosine",
-    "char_overlap",
-    "word_overlap",
-    "class_overlap",
-    "only_one_side",
-    "only_both_sides",
-    "question_kind_differs",
-    "direction_differs",
-    "log_length_ratio",
-    "short",
-    "guards",
-) + REASONS
+    (
+        "cosine",
+        "char_overlap",
+        "word_overlap",
+        "class_overlap",
+        "only_one_side",
+        "only_both_sides",
+        "question_kind_differs",
+        "direction_differs",
+        "log_length_ratio",
+        "short",
+        "guards",
+    )
+    + REASONS
+    + ALIGN
+    + MATCHING
+)
 # The sign each weight may take: more similarity can only help, a difference can only hurt. Training keeps
 # to them (few labelled pairs would otherwise learn quirks of who wrote them, e.g. "paraphrases share
 # fewer words than siblings").
-SIGNS = (1, 1, 1, 1, -1, -1, -1, -1, -1, 0, -1) + (-1,) * len(REASONS)
+SIGNS = (1, 1, 1, 1, -1, -1, -1, -1, -1, 0, -1) + (-1,) * (len(REASONS) + len(ALIGN) + len(MATCHING))
 
 # closed classes: the first of these words in a question says what kind of answer it wants
 _KINDS = (
@@ -119,6 +143,137 @@ def _surface(text: str) -> tuple[str, frozenset[str], frozenset[str], int]:
     return kind, directions, grams, len(words)
 
 
+_STATIC: list = []  # the static model's word table, loaded on first use
+
+
+def _table():
+    if not _STATIC:
+        from gateway.static_embedding import DEFAULT_PATH, StaticModel
+
+        _STATIC.append(StaticModel.load(DEFAULT_PATH) if DEFAULT_PATH.exists() else None)
+    return _STATIC[0]
+
+
+_NO_WORDS = (np.zeros((0, 1), dtype=np.float32), np.zeros(0))
+
+
+@lru_cache(maxsize=16384)
+def _words(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """(unit vectors, weights) of a text's words in the static table (a word = the sum of its rows; its norm,
+    large for rare words and near 0 for "the", "to", is its weight)."""
+    from gateway.static_embedding import WORD
+
+    model = _table()
+    if model is None:
+        return _NO_WORDS
+    vectors = []
+    for word in WORD.findall(text.lower()):
+        rows = model.rows_of(word)
+        if rows:
+            vectors.append(model.table.take(rows, axis=0).sum(axis=0))
+    if not vectors:
+        return _NO_WORDS
+    matrix = np.stack(vectors)
+    weights = np.linalg.norm(matrix, axis=1)
+    keep = weights > 1e-6
+    return matrix[keep] / weights[keep, None], weights[keep].astype(np.float64)
+
+
+def _alignment(a: str, b: str) -> list[float]:
+    va, wa = _words(a)
+    vb, wb = _words(b)
+    if len(wa) == 0 or len(wb) == 0 or va.shape[1] != vb.shape[1]:
+        return [1.0] * len(ALIGN)
+    sims = va @ vb.T
+    best_a, best_b = sims.max(axis=1), sims.max(axis=0)
+    left_a, left_b = wa * np.clip(1 - best_a, 0, 1), wb * np.clip(1 - best_b, 0, 1)
+    max_a, max_b = float(left_a.max()), float(left_b.max())
+    hard_a, hard_b = (best_a < 0.5) * wa, (best_b < 0.5) * wb
+    out = [
+        float((left_a.sum() + left_b.sum()) / (wa.sum() + wb.sum())),
+        max(max_a, max_b),
+        min(max_a, max_b),
+        float(hard_a.sum() + hard_b.sum()),
+        float(max(hard_a.max(), hard_b.max())),
+    ]
+    for cut in ALIGN_CUTS:
+        xa, xb = float(((best_a < cut) * wa).max()), float(((best_b < cut) * wb).max())
+        out += [max(xa, xb), min(xa, xb)]
+    return out
+
+
+@lru_cache(maxsize=16384)
+def _content(text: str) -> tuple[tuple[str, ...], tuple[str, ...], np.ndarray, np.ndarray]:
+    """(synonym class or stem, token as written, unit vectors, weights) of a text's content words, the
+    light ones (see LIGHT) flagged by a weight of 0."""
+    from gateway.static_embedding import WORD
+
+    model = _table()
+    f = features(text)
+    written = {}  # stem -> the word as written: its vector is the table's, not its stem's pieces'
+    for word in WORD.findall(text.lower()):
+        folded = "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
+        written.setdefault(_stem(folded), folded)
+    keys = list(f.content)
+    tokens = [written.get(stem, stem) for stem in f.wording]  # a rewritten word (gift card -> giftcard) as is
+    dims = model.dims if model is not None else 1
+    vectors = np.zeros((len(tokens), dims), dtype=np.float32)
+    weights = np.zeros(len(tokens))
+    for i, token in enumerate(tokens):
+        rows = model.rows_of(token) if model is not None else []
+        if rows:
+            vector = model.table.take(rows, axis=0).sum(axis=0)
+            weights[i] = float(np.linalg.norm(vector))
+            vectors[i] = vector / weights[i] if weights[i] > 0 else vector
+        if len(token) < 2 or weights[i] < LIGHT:
+            weights[i] = 0.0
+    return tuple(keys), tuple(tokens), vectors, weights
+
+
+@lru_cache(maxsize=65536)
+def _typo(a: str, b: str) -> bool:
+    """One edit apart (two for words of 8 letters or more), both of 5 letters or more."""
+    if min(len(a), len(b)) < 5 or abs(len(a) - len(b)) > 2:
+        return False
+    limit = 2 if min(len(a), len(b)) >= 8 else 1
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        if min(current) > limit:
+            return False
+        previous = current
+    return previous[-1] <= limit
+
+
+def _unmatched(a: str, b: str) -> tuple[int, int]:
+    """How many content words of each side have no counterpart on the other (see CLOSE, LIGHT)."""
+    keys_a, tokens_a, vectors_a, weights_a = _content(a)
+    keys_b, tokens_b, vectors_b, weights_b = _content(b)
+    if len(keys_a) and len(keys_b):
+        close = vectors_a @ vectors_b.T >= CLOSE
+        close_a, close_b = close.any(axis=1), close.any(axis=0)
+    else:
+        close_a, close_b = np.zeros(len(keys_a), bool), np.zeros(len(keys_b), bool)
+    counts = []
+    for keys, tokens, weights, close_mine, other_keys, other_tokens in (
+        (keys_a, tokens_a, weights_a, close_a, keys_b, tokens_b),
+        (keys_b, tokens_b, weights_b, close_b, keys_a, tokens_a),
+    ):
+        n = 0
+        for i, key in enumerate(keys):
+            if weights[i] == 0.0 or close_mine[i] or key in other_keys:
+                continue
+            token = tokens[i]
+            if len(token) < 5 or not any(
+                abs(len(token) - len(other)) <= 2 and _typo(token, other) for other in other_tokens
+            ):
+                n += 1
+        counts.append(n)
+    return counts[0], counts[1]
+
+
 def _overlap(a, b) -> float:
     a, b = set(a), set(b)
     return len(a & b) / len(a | b) if a or b else 1.0
@@ -142,7 +297,9 @@ def pair_features(a: str, b: str, cosine: float) -> np.ndarray:
         float(min(sa[3], sb[3]) <= 3),
         float(bool(reasons)),
     ] + [float(r in reasons) for r in REASONS]
-    return np.asarray(values, dtype=np.float64)
+    left_a, left_b = _unmatched(a, b)
+    matching = [float(left_a + left_b), float(left_a > 0 and left_b > 0)]
+    return np.asarray(values + _alignment(a, b) + matching, dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,50 +311,94 @@ class Verified:
     payload: Any
 
 
+class Trees:
+    """Boosted depth-2 trees, flattened: node 0 splits, then node 1 (left) or node 2 (right); leaf 0-3 in
+    that order. Scores every tree for every row in a few numpy operations."""
+
+    def __init__(self, feature, threshold, leaf, base: float) -> None:
+        self.feature = np.asarray(feature, dtype=np.intp).reshape(-1, 3)
+        self.threshold = np.asarray(threshold, dtype=np.float64).reshape(-1, 3)
+        self.leaf = np.asarray(leaf, dtype=np.float64).reshape(-1, 4)
+        self.base = float(base)
+        self._trees = np.arange(len(self.leaf))
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        f, t = self.feature, self.threshold
+        right = rows[:, f[:, 0]] > t[:, 0]
+        second = np.where(right, rows[:, f[:, 2]] > t[:, 2], rows[:, f[:, 1]] > t[:, 1])
+        return self.leaf[self._trees, right * 2 + second].sum(axis=1) + self.base
+
+    def to_json(self) -> dict:
+        return {
+            "feature": self.feature.tolist(),
+            "threshold": [[round(x, 6) if np.isfinite(x) else 1e300 for x in row] for row in self.threshold.tolist()],
+            "leaf": [[round(x, 6) for x in row] for row in self.leaf.tolist()],
+            "base": round(self.base, 6),
+        }
+
+
 class Verifier:
     def __init__(
         self,
-        weights: np.ndarray,
+        weights: np.ndarray | None,
         bias: float,
-        mean: np.ndarray,
-        scale: np.ndarray,
+        mean: np.ndarray | None,
+        scale: np.ndarray | None,
         threshold: float,
         floor: float = 0.5,
         max_checks: int = 8,
         info: dict | None = None,
         vetoes: tuple[str, ...] = (),
+        trees: Trees | None = None,
     ) -> None:
-        self.weights, self.bias = np.asarray(weights, float), float(bias)
-        self.mean, self.scale = np.asarray(mean, float), np.asarray(scale, float)
+        n = len(FEATURES)
+        self.weights = np.zeros(n) if weights is None else np.asarray(weights, float)
+        self.bias = float(bias)
+        self.mean = np.zeros(n) if mean is None else np.asarray(mean, float)
+        self.scale = np.ones(n) if scale is None else np.asarray(scale, float)
+        self.trees = trees  # when set, the score is the trees' (the logistic weights are unused)
         self.threshold, self.floor, self.max_checks = threshold, floor, max_checks
         self.info = info or {}
         self.vetoes = tuple(vetoes)  # binary features that alone refuse a pair, whatever the score
-        self._veto_columns = [FEATURES.index(name) for name in self.vetoes]
+        self._veto_order = sorted(self.vetoes, key=lambda name: list(_QUICK).index(name) if name in _QUICK else 99)
+        unknown = [name for name in self.vetoes if name not in FEATURES]
+        if unknown:
+            raise ValueError(f"unknown veto features: {', '.join(unknown)}")
 
     @classmethod
     def load(cls, path: str | Path = MODEL_PATH) -> "Verifier":
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         if data.get("features") != list(FEATURES):
             raise ValueError(f"{path}: trained on other features; run `gateway cache train-verifier`")
+        trees = data.get("trees")
         return cls(
-            data["weights"],
-            data["bias"],
-            data["mean"],
-            data["scale"],
+            data.get("weights"),
+            data.get("bias", 0.0),
+            data.get("mean"),
+            data.get("scale"),
             data["threshold"],
             data["floor"],
             data.get("max_checks", 8),
             data.get("info"),
             tuple(data.get("vetoes", ())),
+            Trees(trees["feature"], trees["threshold"], trees["leaf"], trees["base"]) if trees else None,
         )
 
     def to_json(self) -> dict:
+        model: dict[str, Any] = (
+            {"kind": "trees", "trees": self.trees.to_json()}
+            if self.trees is not None
+            else {
+                "kind": "logistic",
+                "weights": [round(w, 6) for w in self.weights.tolist()],
+                "bias": round(self.bias, 6),
+                "mean": [round(m, 6) for m in self.mean.tolist()],
+                "scale": [round(s, 6) for s in self.scale.tolist()],
+            }
+        )
         return {
             "features": list(FEATURES),
-            "weights": [round(w, 6) for w in self.weights.tolist()],
-            "bias": round(self.bias, 6),
-            "mean": [round(m, 6) for m in self.mean.tolist()],
-            "scale": [round(s, 6) for s in self.scale.tolist()],
+            **model,
             "threshold": round(self.threshold, 6),
             "floor": self.floor,
             "max_checks": self.max_checks,
@@ -206,6 +407,8 @@ class Verifier:
         }
 
     def logits(self, rows: np.ndarray) -> np.ndarray:
+        if self.trees is not None:
+            return self.trees(rows)
         return ((rows - self.mean) / self.scale) @ self.weights + self.bias
 
     def probability(self, a: str, b: str, cosine: float) -> float:
@@ -221,15 +424,51 @@ class Verifier:
             return None
         if above.size > self.max_checks:
             above = above[np.argpartition(-scores[above], self.max_checks - 1)[: self.max_checks]]
-        rows = np.stack([pair_features(text, candidates.texts[int(i)], float(scores[i])) for i in above])
-        logits = self.logits(rows)
-        if self._veto_columns:
-            logits[rows[:, self._veto_columns].max(axis=1) > 0] = -np.inf
-        pick = int(np.argmax(logits))
-        if logits[pick] == -np.inf:
+        # vetoes first, cheapest first: most near neighbours are refused before their features are computed
+        kept = [int(i) for i in above if not self.vetoed(text, candidates.texts[int(i)])]
+        if not kept:
             return None
+        rows = np.stack([pair_features(text, candidates.texts[i], float(scores[i])) for i in kept])
+        logits = self.logits(rows)
+        pick = int(np.argmax(logits))
         probability = float(1.0 / (1.0 + np.exp(-logits[pick])))
         if probability < self.threshold:
             return None
-        index = int(above[pick])
+        index = kept[pick]
         return Verified(index, candidates.texts[index], float(scores[index]), probability, candidates.payloads[index])
+
+    def vetoed(self, a: str, b: str) -> bool:
+        """Whether one of the veto features fires for the pair: the same decision as computing every feature
+        and reading the veto columns, but each veto is computed only until one fires."""
+        reasons: set[str] | None = None
+        for name in self._veto_order:
+            check = _QUICK.get(name)
+            if check is not None:
+                if check(a, b):
+                    return True
+                continue
+            if reasons is None:
+                reasons = set(objections(a, b))
+            if name in reasons or (name == "guards" and reasons):
+                return True
+        return False
+
+
+def _only(a: str, b: str) -> tuple[set, set]:
+    ca, cb = set(features(a).content), set(features(b).content)
+    return ca - cb, cb - ca
+
+
+def _unmatched_both(a: str, b: str) -> bool:
+    left_a, left_b = _unmatched(a, b)
+    return left_a > 0 and left_b > 0
+
+
+_QUICK = {  # veto features computable without the rest, by cost
+    "question_kind_differs": lambda a, b: _surface(a)[0] != _surface(b)[0],
+    "direction_differs": lambda a, b: _surface(a)[1] != _surface(b)[1],
+    "only_one_side": lambda a, b: any(_only(a, b)),
+    "only_both_sides": lambda a, b: all(_only(a, b)),
+    "unmatched": lambda a, b: sum(_unmatched(a, b)) > 0,
+    "unmatched_both_sides": _unmatched_both,
+}

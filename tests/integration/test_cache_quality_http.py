@@ -141,3 +141,24 @@ def test_scope_key_keeps_client_keys_apart(start_gateway, light_mock, heavy_mock
     ask(first, "Do you offer gift wrapping?")
     assert ask(first, "Do you offer gift wrapping?")[0]["x-gateway-cache"] == "hit-exact"
     assert ask(second, "Do you offer gift wrapping?")[0]["x-gateway-cache"] == "miss"
+
+
+@pytest.mark.parametrize(
+    "stored, asked",
+    [
+        ("How can I erase my profile?", "How can I delete my profile?"),  # another verb
+        ("Comment résilier mon abonnement ?", "comment annuler mon abonement"),  # another verb and a typo
+    ],
+)
+def test_a_reworded_question_hits(client, stored, asked):
+    ask(client, stored)
+    headers, answer = ask(client, asked)
+    assert headers["x-gateway-cache"] == "hit-semantic"
+    assert stored[:20] in answer.choices[0].message.content  # the stored question's answer
+
+
+def test_a_swapped_content_word_misses(client):
+    ask(client, "How do I delete my account?")
+    assert ask(client, "How do I delete my card?")[0]["x-gateway-cache"] == "miss"
+    ask(client, "Do you ship to Canada?")
+    assert ask(client, "Do you ship gift cards to Canada?")[0]["x-gateway-cache"] == "miss"
