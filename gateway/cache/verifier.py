@@ -210,7 +210,7 @@ def _content(text: str) -> tuple[tuple[str, ...], tuple[str, ...], np.ndarray, n
 
     model = _table()
     f = features(text)
-    written = {}  # stem -> the word as written: its vector is the table's, not its stem's pieces'
+    written: dict[str, str] = {}  # stem -> the word as written: its vector is the table's, not its stem's pieces'
     for word in WORD.findall(text.lower()):
         folded = "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
         written.setdefault(_stem(folded), folded)
