@@ -100,12 +100,16 @@ class Cached:
 @dataclass(slots=True)
 class SemanticMatch:
     """What a semantic lookup did: the question's language, and the entry it matched (key, question,
-    score) when it found one."""
+    score) when it found one. Also what the request's lookups and store share, worked out once: its side,
+    semantic partition context and whether its user text holds personal data."""
 
-    lang: str
+    lang: str = ""  # "" until detected
     entry: str | None = None
     text: str | None = None
     score: float = 0.0
+    side: str | None = None
+    context: str | None = None
+    personal: bool | None = None
 
 
 class IntentCache:
@@ -150,10 +154,14 @@ class IntentCache:
     async def _personal_ok(self, req: ChatRequest, spec) -> bool:
         if spec is not None and spec.allow_personal_data:
             return True
-        texts = keys.user_texts(req)
-        if sum(len(text) for text in texts) <= LOOP_TEXT_LIMIT:
-            return not any(keys.has_personal_data(text) for text in texts)
-        return not await off_loop(lambda: any(keys.has_personal_data(text) for text in texts))
+        shared = self._shared(req)
+        if shared.personal is None:
+            texts = keys.user_texts(req)
+            if sum(len(text) for text in texts) <= LOOP_TEXT_LIMIT:
+                shared.personal = any(keys.has_personal_data(text) for text in texts)
+            else:
+                shared.personal = await off_loop(lambda: any(keys.has_personal_data(text) for text in texts))
+        return not shared.personal
 
     def _semantic_ok(self, req: ChatRequest, spec) -> bool:
         """Questions outside the configured intents ("other") may match too: the verifier decides. A clipped
@@ -166,18 +174,34 @@ class IntentCache:
             and len(req.last_user_text) <= TEXT_LIMIT
         )
 
+    @staticmethod
+    def _shared(req: ChatRequest) -> SemanticMatch:
+        if req.cache_match is None:
+            req.cache_match = SemanticMatch()
+        return req.cache_match
+
     def _side(self, req: ChatRequest) -> str:
         """Who may read what this request stores: its canary side, and its client key under scope "key"."""
-        side = self._side_of(req) if self._side_of is not None else "stable"
-        if self.config.scope == "key":
-            side += "|key:" + (req.key.name if req.key is not None else "")
-        return side
+        shared = self._shared(req)
+        if shared.side is None:
+            side = self._side_of(req) if self._side_of is not None else "stable"
+            if self.config.scope == "key":
+                side += "|key:" + (req.key.name if req.key is not None else "")
+            shared.side = side
+        return shared.side
+
+    def _context(self, req: ChatRequest) -> str:
+        shared = self._shared(req)
+        if shared.context is None:
+            shared.context = keys.context_key(req, self._side(req))
+        return shared.context
 
     def _partition(self, req: ChatRequest) -> SemanticMatch:
         """The question's language (memoised): the semantic partition it reads and writes."""
-        if req.cache_match is None:
-            req.cache_match = SemanticMatch(self.language.detect(req.last_user_text))
-        return req.cache_match
+        shared = self._shared(req)
+        if not shared.lang:
+            shared.lang = self.language.detect(req.last_user_text)
+        return shared
 
     # ---------------------------------------------------------------------------------------- lookups
     async def lookup_exact(self, req: ChatRequest) -> Cached | None:
@@ -225,7 +249,7 @@ class IntentCache:
         if found.lang == UNKNOWN:  # language unknown: never risk another language's answer
             self._count(intent, "miss")
             return None
-        partition, context = "lang-" + found.lang, keys.context_key(req, self._side(req))
+        partition, context = "lang-" + found.lang, self._context(req)
         try:
             candidates = await self.backend.candidates(partition, context)
             match = None
@@ -334,7 +358,7 @@ class IntentCache:
         ttl = spec.ttl_s if spec is not None else self.config.default_ttl_s
         row = None
         if self._semantic_ok(req, spec) and (lang := self._partition(req).lang) != UNKNOWN:
-            row = VectorRow("lang-" + lang, keys.context_key(req, self._side(req)), req.last_user_text, req.vector)
+            row = VectorRow("lang-" + lang, self._context(req), req.last_user_text, req.vector)
         cached = Cached(
             intent,
             model,
@@ -427,13 +451,15 @@ def verify(verifier: Verifier, text: str, vector: Any, candidates: Candidates) -
         return None
     if above.size > verifier.max_checks:
         above = above[np.argpartition(-scores[above], verifier.max_checks - 1)[: verifier.max_checks]]
-    vetoes = [veto for name, veto in _CONTENT_VETOES.items() if name in verifier.vetoes]
-    if vetoes:
+    texts = candidates.texts
+    if "only_one_side" in verifier.vetoes:  # the common case: the same content words or nothing
         mine = content_words(text)
-        texts = candidates.texts
+        above = [i for i in above.tolist() if content_words(texts[i]) == mine]
+    elif vetoes := [veto for name, veto in _CONTENT_VETOES.items() if name in verifier.vetoes]:
+        mine = content_words(text)
         above = [i for i in above.tolist() if not any(veto(mine, content_words(texts[i])) for veto in vetoes)]
-        if not above:
-            return None
+    if not len(above):
+        return None
     subset = Candidates(
         candidates.vectors[above], [candidates.texts[i] for i in above], [candidates.payloads[i] for i in above]
     )

@@ -41,7 +41,7 @@ import struct
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -179,10 +179,35 @@ class _Mirror:
             self._compact(lambda i: self._expiries[i] > now)
         if not len(self):
             return None
-        if self._view is None:
+        if self._view is None:  # views, no copies: a new view after each add costs next to nothing
             start, end = self._start, len(self._ids)
-            self._view = Candidates(self._vectors[start:end], self._texts[start:end], self._ids[start:end])
+            self._view = Candidates(
+                self._vectors[start:end],  # type: ignore[index]
+                _Window(self._texts, start, end),
+                _Window(self._ids, start, end),
+            )
         return self._view
+
+
+class _Window(Sequence):
+    """items[start:end] without the copy (the mirror's lists only grow at the end, or are replaced)."""
+
+    __slots__ = ("_items", "_start", "_len")
+
+    def __init__(self, items: list, start: int, end: int) -> None:
+        self._items, self._start, self._len = items, start, end - start
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._len))]
+        if index < 0:
+            index += self._len
+        if not 0 <= index < self._len:
+            raise IndexError(index)
+        return self._items[self._start + index]
 
 
 def _pack(expiry: float, text: str, vector: np.ndarray) -> bytes:
