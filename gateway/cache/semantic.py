@@ -72,7 +72,6 @@ __all__ = [
     "find_match",
     "guard",
     "features",
-    "content_words",
     "contains_personal_data",
 ]
 
@@ -308,17 +307,6 @@ def _content_token(token: str) -> tuple[str, str] | None:
         return None
     stem = _stem(token)
     return stem, _class_of(token) or stem
-
-
-def content_words(text: str) -> frozenset[str]:
-    """The set of `features(text).content` at a third of its cost (memoised): enough to tell that two
-    questions do not have the same content words."""
-    return _content_set(text)
-
-
-@lru_cache(maxsize=65536)
-def _content_set(text: str) -> frozenset[str]:
-    return frozenset(_words(text).content)
 
 
 @lru_cache(maxsize=65536)

@@ -27,15 +27,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
 import orjson
 
 from gateway.bounds import LOOP_TEXT_LIMIT, TEXT_LIMIT, off_loop
 from gateway.cache import keys
 from gateway.cache.language import UNKNOWN, LanguageDetector
-from gateway.cache.semantic import Candidates, content_words
 from gateway.cache.store import MemoryStore, RedisStore, StoreUnavailable, VectorRow
-from gateway.cache.verifier import Verified, Verifier
+from gateway.cache.verifier import Verifier
 from gateway.request import ChatRequest
 
 if TYPE_CHECKING:
@@ -43,7 +41,7 @@ if TYPE_CHECKING:
     from gateway.intents import IntentsConfig
     from gateway.metrics import Metrics
 
-__all__ = ["Cached", "IntentCache", "SemanticMatch", "build_cache", "verify"]
+__all__ = ["Cached", "IntentCache", "SemanticMatch", "build_cache"]
 
 log = logging.getLogger("gateway.cache")
 
@@ -257,7 +255,7 @@ class IntentCache:
                 text, vector = req.last_user_text, req.vector
 
                 def match_one():
-                    return verify(self.verifier, text, vector, candidates)
+                    return self.verifier.best(text, vector, candidates)
 
                 # the pair features cost ~1 ms per 100 characters: a long question is matched off the loop
                 match = await off_loop(match_one) if len(text) > LOOP_TEXT_LIMIT else match_one()
@@ -429,45 +427,6 @@ class IntentCache:
             await asyncio.gather(self._flush_task, return_exceptions=True)
         await self.flush_stats()
         await self.backend.close()
-
-
-# Vetoes of the verifier that the content words alone decide (the sets of `features(text).content`, as
-# pair_features compares them): a pair they refuse is refused before its ~30 µs of pair features.
-_CONTENT_VETOES: dict[str, Callable[[frozenset[str], frozenset[str]], bool]] = {
-    "only_one_side": lambda a, b: a != b,
-    "only_both_sides": lambda a, b: bool(a - b) and bool(b - a),
-}
-
-
-def verify(verifier: Verifier, text: str, vector: Any, candidates: Candidates) -> Verified | None:
-    """`verifier.best(text, vector, candidates)`, the same answer for less: the nearest candidates it would
-    weigh (at most max_checks at or above its floor), less those a content-word veto refuses, are the
-    only ones it weighs. In a populated cache most lookups end here, without the question's full features."""
-    if len(candidates) == 0 or vector is None:
-        return None
-    scores = candidates.vectors @ np.asarray(vector, dtype=np.float32)
-    above = np.flatnonzero(scores >= verifier.floor)
-    if above.size == 0:
-        return None
-    if above.size > verifier.max_checks:
-        above = above[np.argpartition(-scores[above], verifier.max_checks - 1)[: verifier.max_checks]]
-    texts = candidates.texts
-    if "only_one_side" in verifier.vetoes:  # the common case: the same content words or nothing
-        mine = content_words(text)
-        above = [i for i in above.tolist() if content_words(texts[i]) == mine]
-    elif vetoes := [veto for name, veto in _CONTENT_VETOES.items() if name in verifier.vetoes]:
-        mine = content_words(text)
-        above = [i for i in above.tolist() if not any(veto(mine, content_words(texts[i])) for veto in vetoes)]
-    if not len(above):
-        return None
-    subset = Candidates(
-        candidates.vectors[above], [candidates.texts[i] for i in above], [candidates.payloads[i] for i in above]
-    )
-    found = verifier.best(text, vector, subset)
-    if found is None:
-        return None
-    index = int(above[found.index])
-    return Verified(index, found.text, found.score, found.probability, found.payload)
 
 
 def _summary(row: dict[str, float]) -> dict[str, Any]:
