@@ -342,6 +342,8 @@ class CacheConfig(Section):
     default_ttl_s: int = Field(3600, gt=0)
     # shared: every client key reads the same cached answers; key: each client key has a cache of its own
     scope: Literal["shared", "key"] = "shared"
+    # share of semantic hits answered fresh and compared with the entry's answer (cache/selfcheck.py)
+    selfcheck_share: float = Field(0.0, ge=0, le=1)
 
 
 class RetryConfig(Section):

@@ -32,6 +32,7 @@ import orjson
 from gateway.bounds import LOOP_TEXT_LIMIT, TEXT_LIMIT, off_loop
 from gateway.cache import keys
 from gateway.cache.language import UNKNOWN, LanguageDetector
+from gateway.cache.selfcheck import SelfCheck
 from gateway.cache.store import MemoryStore, RedisStore, StoreUnavailable, VectorRow
 from gateway.cache.verifier import Verifier
 from gateway.request import ChatRequest
@@ -108,6 +109,7 @@ class SemanticMatch:
     side: str | None = None
     context: str | None = None
     personal: bool | None = None
+    checking: str | None = None  # a hit sampled by cache/selfcheck.py: the answer it would have served
 
 
 class IntentCache:
@@ -133,6 +135,7 @@ class IntentCache:
         self.language = language if language is not None else LanguageDetector.load()
         self._side_of = side_of  # the canary side of a user (router.canary_side), known before routing
         self.verifier = verifier if verifier is not None else Verifier.load()
+        self.selfcheck = SelfCheck(getattr(config, "selfcheck_share", 0.0), metrics.registry)
         self._labels = frozenset([s.name for s in intents.intents] if intents else []) | {OTHER}
         self._pending: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._flushed_at = time.monotonic()
@@ -269,6 +272,11 @@ class IntentCache:
                 self.backend.forget(partition, context, match.payload)
             self._count(intent, "miss")
             return None
+        if self.selfcheck.refused(match.payload) or self.selfcheck.sample():  # answered fresh, as a miss
+            if not self.selfcheck.refused(match.payload):
+                found.entry, found.checking = match.payload, Cached.decode(blob, "semantic").message.get("content")
+            self._count(intent, "miss")
+            return None
         found.entry, found.text, found.score = match.payload, match.text, match.score
         cached = self._hit(req, Cached.decode(blob, "semantic"), "hit-semantic")
         self.metrics.cache_semantic_hits.labels(self._label(cached.intent), found.lang).inc()
@@ -342,6 +350,9 @@ class IntentCache:
             log.exception("cache store failed")
 
     async def _store(self, req: ChatRequest, model: str, message: dict, usage: Any, fingerprint: Any) -> None:
+        match = req.cache_match
+        if match is not None and match.checking is not None and isinstance(message.get("content"), str):
+            self.selfcheck.compare(match.entry, match.checking, message["content"])
         if (
             req.cache_result != "miss"
             or req.cache_key is None

@@ -162,3 +162,13 @@ def test_a_swapped_content_word_misses(client):
     assert ask(client, "How do I delete my card?")[0]["x-gateway-cache"] == "miss"
     ask(client, "Do you ship to Canada?")
     assert ask(client, "Do you ship gift cards to Canada?")[0]["x-gateway-cache"] == "miss"
+
+
+def test_selfcheck_answers_a_sampled_hit_fresh_and_counts_the_outcome(start_gateway, light_mock, heavy_mock):
+    gw = start_gateway(base_config(light_mock.url, heavy_mock.url, cache={"selfcheck_share": 1.0}))
+    client = openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
+    ask(client, "How can I erase my profile?")
+    headers, answer = ask(client, "How can I delete my profile?")  # a semantic hit, sampled: answered fresh
+    assert headers["x-gateway-cache"] == "miss" and "delete my profile" in answer.choices[0].message.content
+    value = gw.app.state.metrics.registry.get_sample_value
+    assert value("gateway_cache_selfcheck_total", {"outcome": "agree"}) == 1  # the mock words both alike
