@@ -205,9 +205,12 @@ def _heads(lexicon: dict[str, list[str]]) -> list[frozenset[str]]:
 
 def _places(text: str) -> set[str]:
     """Every head that stands in `text` where an entry may start."""
-    places = {""}
-    for ahead in _STARTS.findall(text):
-        places.update(ahead[:n] for n in range(1, len(ahead) + 1))
+    ahead = _STARTS.findall(text)
+    places = set(ahead)
+    places.update([head[:1] for head in ahead])
+    places.update([head[:2] for head in ahead])
+    places.update([head[:3] for head in ahead])
+    places.add("")
     return places
 
 
@@ -237,6 +240,7 @@ _KNOWN_RX = re.compile(
     + r")(?![\w])"
 )
 
+_KNOWN_HEADS = frozenset(name[:_HEAD] for name in set(KNOWN_NAMES) | set(ALIASES))
 _TOKEN = re.compile(r"[\w][\w'-]*|[€$£%]")
 _RAW_WORD = re.compile(r"[^\W\d_][\w'-]*|\d[\w-]*")
 _ORDINAL = r"(?:st|nd|rd|th|er|ere|eme|e|re)"
@@ -336,9 +340,9 @@ def features(text: str) -> TextFeatures:
     if "ce soir" in scrubbed:
         dates.append("d0n")
 
-    names = _names(text, scrubbed)
-    words = frozenset(ALIASES.get(t, t) for t in tokens) | frozenset(names)
     places = _places(scrubbed)
+    names = _names(text, scrubbed, places)
+    words = frozenset(ALIASES.get(t, t) for t in tokens) | frozenset(names)
     topics = _classes(scrubbed, _TOPIC_RX, _TOPIC_HEADS, places)
     return TextFeatures(
         lang=_language(tokens, text),
@@ -376,11 +380,12 @@ def _unit_at(after: str) -> str | None:
     return UNITS.get(match.group(0)) if match else None
 
 
-def _names(raw: str, scrubbed: str) -> list[str]:
+def _names(raw: str, scrubbed: str, places: set[str]) -> list[str]:
     """Proper nouns: known names (any case) and capitalised words not at a sentence start."""
     found: list[tuple[int, str]] = []
-    for match in _KNOWN_RX.finditer(scrubbed):
-        found.append((match.start(), ALIASES.get(match.group(1), match.group(1))))
+    if not _KNOWN_HEADS.isdisjoint(places):  # (a known name starts where one of its heads stands)
+        for match in _KNOWN_RX.finditer(scrubbed):
+            found.append((match.start(), ALIASES.get(match.group(1), match.group(1))))
     known_spans = {name for _, name in found}
     for match in _RAW_WORD.finditer(raw):
         word = match.group(0)
