@@ -198,9 +198,13 @@ _STARTS = re.compile(r"(?<![\w])(?=(.{1,4}))", re.S)
 _HEAD = 4
 
 
-def _heads(lexicon: dict[str, list[str]]) -> list[frozenset[str]]:
-    """Per class: its entries' heads; "" (found at every place) for a class with an empty entry."""
-    return [frozenset((e[:-1] if e.endswith("*") else e)[:_HEAD] for e in entries) for entries in lexicon.values()]
+def _heads(lexicon: dict[str, list[str]]) -> dict[str, list[int]]:
+    """Head -> the classes (their index) with an entry starting so; "" (found at every place) for an empty entry."""
+    index: dict[str, list[int]] = {}
+    for i, entries in enumerate(lexicon.values()):
+        for head in {(e[:-1] if e.endswith("*") else e)[:_HEAD] for e in entries}:
+            index.setdefault(head, []).append(i)
+    return index
 
 
 def _places(text: str) -> set[str]:
@@ -214,11 +218,13 @@ def _places(text: str) -> set[str]:
     return places
 
 
-def _classes(text: str, compiled: list[tuple[str, re.Pattern]], heads: list, places: set[str]) -> frozenset[str]:
-    """The names of the lexicon classes found in `text`, as `rx.search` over every class would say."""
-    return frozenset(
-        name for (name, rx), head in zip(compiled, heads) if not head.isdisjoint(places) and rx.search(text)
-    )
+def _classes(
+    text: str, compiled: list[tuple[str, re.Pattern]], heads: dict[str, list[int]], places: set[str]
+) -> frozenset[str]:
+    """The names of the lexicon classes found in `text`, as `rx.search` over every class would say.
+    `heads`: head -> the classes with an entry that starts so."""
+    maybe = {i for head in places.intersection(heads) for i in heads[head]}
+    return frozenset(compiled[i][0] for i in sorted(maybe) if compiled[i][1].search(text))
 
 
 _POLAR_RX = _compile_lexicon(POLAR)
@@ -240,6 +246,7 @@ _KNOWN_RX = re.compile(
     + r")(?![\w])"
 )
 
+_NEGATION_HEADS = frozenset((n[:-1] if n.endswith("*") else n)[:_HEAD] for n in NEGATIONS)
 _KNOWN_HEADS = frozenset(name[:_HEAD] for name in set(KNOWN_NAMES) | set(ALIASES))
 _TOKEN = re.compile(r"[\w][\w'-]*|[€$£%]")
 _RAW_WORD = re.compile(r"[^\W\d_][\w'-]*|\d[\w-]*")
@@ -352,7 +359,7 @@ def features(text: str) -> TextFeatures:
         codes=codes,
         names=tuple(names),
         words=words,
-        negated=bool(_NEGATION_RX.search(scrubbed)),
+        negated=not _NEGATION_HEADS.isdisjoint(places) and bool(_NEGATION_RX.search(scrubbed)),
         polar=_classes(scrubbed, _POLAR_RX, _POLAR_HEADS, places),
         exclusive=_classes(scrubbed, _EXCLUSIVE_RX, _EXCLUSIVE_HEADS, places),
         topics=topics,
