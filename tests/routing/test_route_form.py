@@ -111,3 +111,64 @@ def test_cli_calibrate_reports_share_and_cost(tmp_path, capsys):
     assert 0.0 < threshold < 1.0
     assert cli(["route", "explain", SHORT_HARD, "--no-embedding"]) == 0
     assert "signals that decided" in capsys.readouterr().out
+
+
+def test_who_asks_and_about_whom():
+    business = counts("A customer says the courier left it with her neighbour. Do we refund her or not?")
+    assert business["we_speaker"] >= 1 and business["third_parties"] >= 2 and business["alternatives"] == 1
+    assert business["situation_then_question"] == 1
+    plain = counts("Where is my order?")
+    assert plain["we_speaker"] == plain["third_parties"] == plain["situation_then_question"] == 0
+
+
+def test_each_embedding_model_has_its_head(scorer):
+    import numpy as np
+
+    if set(scorer.embedders) != {"static", "usem3"}:
+        pytest.skip("weights shipped without both embedding heads")
+    rng = np.random.default_rng(1)
+    for dim in (128, 512):
+        vector = rng.normal(size=dim).astype(np.float32)
+        vector /= np.linalg.norm(vector)
+        result = scorer.score(user(SHORT_HARD), vector)
+        assert result.method == "model"
+        assert any(f"({'static' if dim == 128 else 'usem3'})" in r for r in result.reasons)
+    assert scorer.score(user(SHORT_HARD), np.ones(64, dtype=np.float32)).method == "features"
+
+
+def test_train_fits_one_head_per_embedder(tmp_path):
+    import numpy as np
+
+    class Fake:
+        available = True
+
+        def __init__(self, kind: str, dim: int) -> None:
+            self.kind, self.name, self.dim = kind, kind, dim
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            rows = [np.random.default_rng(len(t)).normal(size=self.dim) for t in texts]
+            return np.asarray([r / np.linalg.norm(r) for r in rows], dtype=np.float32)
+
+    from gateway.routing.train import train
+
+    model = train(toy_rows(), [Fake("small", 8), Fake("big", 16)], tmp_path / "m.json")
+    assert [(h["embedder"], h["dim"]) for h in model["embedding_models"]] == [("small", 8), ("big", 16)]
+    loaded = DifficultyScorer.load(DifficultySettings(model_path=str(tmp_path / "m.json")))
+    assert loaded.embedders == ("small", "big")
+    assert loaded.score(user(SHORT_HARD), Fake("big", 16).encode([SHORT_HARD])[0]).method == "model"
+
+
+def test_cli_eval_scores_with_the_chosen_embedding(tmp_path, capsys):
+    path = tmp_path / "p.jsonl"
+    path.write_text(
+        "\n".join(
+            json.dumps(r) for r in ({"prompt": LONG_EASY, "label": "easy"}, {"prompt": SHORT_HARD, "label": "hard"})
+        )
+        + "\n"
+    )
+    from gateway.static_embedding import DEFAULT_PATH
+
+    if not DEFAULT_PATH.exists():
+        pytest.skip("static embedding model not shipped")
+    assert cli(["route", "eval", str(path), "--embedding", "static"]) == 0
+    assert "method model" in capsys.readouterr().out  # the static head, as the gateway scores by default
