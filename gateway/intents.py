@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -120,7 +120,7 @@ def load_intents(path: str | Path) -> IntentsConfig:
 def _field_path(raw: dict, loc: tuple) -> str:
     """'intents[3] (refund).ttl_s' rather than 'intents.3.ttl_s'."""
     parts: list[str] = []
-    node = raw
+    node: Any = raw
     for key in loc:
         if isinstance(key, int):
             parts[-1] += f"[{key}]"
@@ -225,6 +225,7 @@ class IntentDetector:
         return dict(zip(self._names, self._score_vector(vector).tolist()))
 
     def _score_vector(self, vector: np.ndarray) -> np.ndarray:
+        assert self._matrix is not None
         sims = self._matrix @ np.asarray(vector, dtype=np.float32)
         k = len(self._names)
         best_example = np.maximum.reduceat(sims[k:], self._example_starts - k)

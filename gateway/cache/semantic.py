@@ -35,10 +35,10 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from re._constants import AT as _AT  # type: ignore[import-not-found]
+from re._constants import AT as _AT
 from re._constants import BRANCH as _BRANCH
 from re._constants import LITERAL as _LITERAL
-from re._parser import parse as _sre_parse  # type: ignore[import-not-found]
+from re._parser import parse as _sre_parse
 from typing import Any, Iterable, Sequence
 
 import numpy as np

@@ -267,7 +267,7 @@ class IntentCache:
             self._error("lookup_semantic", exc)
             self._count(intent, "error")
             return None
-        if blob is None:
+        if blob is None or match is None:
             if match is not None and isinstance(self.backend, RedisStore):
                 self.backend.forget(partition, context, match.payload)
             self._count(intent, "miss")
@@ -366,7 +366,7 @@ class IntentCache:
             return
         ttl = spec.ttl_s if spec is not None else self.config.default_ttl_s
         row = None
-        if self._semantic_ok(req, spec) and (lang := self._partition(req).lang) != UNKNOWN:
+        if self._semantic_ok(req, spec) and req.vector is not None and (lang := self._partition(req).lang) != UNKNOWN:
             row = VectorRow("lang-" + lang, self._context(req), req.last_user_text, req.vector)
         cached = Cached(
             intent,
@@ -474,6 +474,7 @@ def build_cache(
 
     """RedisStore when a Redis client is given (redis.url set), MemoryStore otherwise."""
     cache = config.cache
+    store: RedisStore | MemoryStore
     if redis is not None:
         store = RedisStore(
             redis, config.redis.prefix, cache.max_entries_per_intent, lookup_timeout_s=cache.redis_timeout_ms / 1000

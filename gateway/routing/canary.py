@@ -23,6 +23,7 @@ import hashlib
 import logging
 import time
 from collections import deque
+from typing import Any
 
 from gateway.redisio import RedisUnavailable, RedisUse
 
@@ -100,17 +101,18 @@ class CanaryState:
     async def refresh(self, force: bool = False) -> None:
         """Pick up changes made by other replicas, write back what Redis lost, send pending outcomes."""
         now = time.monotonic()
-        if self._redis is None or (not force and now < self._next_refresh):
+        redis = self._redis
+        if redis is None or (not force and now < self._next_refresh):
             return
         self._next_refresh = now + self._refresh_s
         try:
             await self._flush()
-            stored = await self._redis.call("read", lambda: self._redis.client.hgetall(self._state))
+            stored = await redis.call("read", lambda: redis.client.hgetall(self._state))
             stored = {(k.decode() if isinstance(k, bytes) else k): v for k, v in stored.items()}
             version = int(stored.get("version", -1))
             if version < self.version or not stored:  # Redis restarted empty, or lost a change: re-seed it
                 args = [self.version] + [x for alias, pct in self.percent.items() for x in (alias, repr(pct))]
-                if await self._redis.call("seed", lambda: self._seed(keys=[self._state], args=args)):
+                if await redis.call("seed", lambda: self._seed(keys=[self._state], args=args)):
                     log.warning("canary: Redis had lost the percentages; wrote back version %d", self.version)
                 return
         except RedisUnavailable:  # keep the last known percentages (the use logs, throttled)
@@ -161,12 +163,17 @@ class CanaryState:
 
     async def _flush(self) -> None:
         pending, self._pending = self._pending, {}
+        redis = self._redis
+        if redis is None:
+            return
         for alias, (outcomes, window, max_rate) in pending.items():
             args = [window, max_rate, alias, *("1" if failed else "0" for failed in outcomes)]
-            keys = [f"{self._redis.prefix}{{canary}}:outcomes:{alias}", self._state]
-            failed, version = await self._redis.call(
-                "observe", lambda keys=keys, args=args: self._observe(keys=keys, args=args)
-            )
+            keys = [f"{redis.prefix}{{canary}}:outcomes:{alias}", self._state]
+
+            def observe(keys: list = keys, args: list = args) -> Any:
+                return self._observe(keys=keys, args=args)
+
+            failed, version = await redis.call("observe", observe)
             if version:
                 self._rolled_back(alias)
                 self.percent[alias], self.version = 0.0, int(version)
