@@ -123,22 +123,24 @@ _WORD = re.compile(r"[\w']+")
 
 
 @lru_cache(maxsize=16384)
-def _surface(text: str) -> tuple[str, frozenset[str], frozenset[str], int]:
-    """(kind of question, direction classes, character trigrams, word count) of one text."""
+def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
+    """(kind of question, direction classes, words) of one text."""
     lower = text.lower().replace("\u2019", "'")
     kind = "statement"
     first = len(lower) + 1
     for name, rx in _KIND_RX:
-        match = rx.search(lower)
+        match = rx.search(lower, 0, first + 40)  # a later match cannot come first; +40 covers the longest
         if match and match.start() < first:
             kind, first = name, match.start()
-    words = _WORD.findall(lower)
-    directions = frozenset(_DIRECTIONS[w] for w in words if w in _DIRECTIONS)
-    folded = (
-        " "
-        + " ".join("".join(c for c in unicodedata.normalize("NFKD", w) if not unicodedata.combining(c)) for w in words)
-        + " "
-    )
+    words = tuple(_WORD.findall(lower))
+    return kind, frozenset(_DIRECTIONS[w] for w in words if w in _DIRECTIONS), words
+
+
+@lru_cache(maxsize=16384)
+def _surface(text: str) -> tuple[str, frozenset[str], frozenset[str], int]:
+    """(kind of question, direction classes, character trigrams, word count) of one text."""
+    kind, directions, words = _kind_direction(text)
+    folded = " " + " ".join(_stem_of(w)[1] for w in words) + " "
     grams = frozenset(folded[i : i + 3] for i in range(len(folded) - 2))
     return kind, directions, grams, len(words)
 
@@ -202,32 +204,58 @@ def _alignment(a: str, b: str) -> list[float]:
     return out
 
 
+@lru_cache(maxsize=65536)
+def _token(token: str) -> tuple[np.ndarray | None, float]:
+    """(unit vector, weight) of one token in the static table: the sum of its rows and that sum's norm."""
+    model = _table()
+    rows = model.rows_of(token) if model is not None else []
+    if not rows:
+        return None, 0.0
+    vector = model.table.take(rows, axis=0).sum(axis=0)
+    weight = float(np.linalg.norm(vector))
+    return (vector / weight if weight > 0 else vector), weight
+
+
+@lru_cache(maxsize=65536)
+def _stem_of(word: str) -> tuple[str, str]:
+    """(stem, accent-folded word) of a lower-case word."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
+    return _stem(folded), folded
+
+
+@dataclass(frozen=True, slots=True)
+class _Content:
+    keys: tuple[str, ...]  # synonym class or stem of each content word
+    keyset: frozenset[str]
+    tokens: tuple[str, ...]  # each as written: its vector is the table's, not its stem's pieces'
+    vectors: np.ndarray  # unit vectors, one row a token
+    weights: np.ndarray  # 0 for a light word (see LIGHT)
+
+
 @lru_cache(maxsize=16384)
-def _content(text: str) -> tuple[tuple[str, ...], tuple[str, ...], np.ndarray, np.ndarray]:
-    """(synonym class or stem, token as written, unit vectors, weights) of a text's content words, the
-    light ones (see LIGHT) flagged by a weight of 0."""
+def _content(text: str) -> _Content:
+    """A text's content words, the light ones (see LIGHT) flagged by a weight of 0."""
     from gateway.static_embedding import WORD
 
     model = _table()
     f = features(text)
-    written: dict[str, str] = {}  # stem -> the word as written: its vector is the table's, not its stem's pieces'
+    written: dict[str, str] = {}  # stem -> the word as written
     for word in WORD.findall(text.lower()):
-        folded = "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
-        written.setdefault(_stem(folded), folded)
-    keys = list(f.content)
-    tokens = [written.get(stem, stem) for stem in f.wording]  # a rewritten word (gift card -> giftcard) as is
+        stem, folded = _stem_of(word)
+        written.setdefault(stem, folded)
+    tokens = tuple(written.get(stem, stem) for stem in f.wording)  # a rewritten word (gift card -> giftcard) as is
     dims = model.dims if model is not None else 1
-    vectors = np.zeros((len(tokens), dims), dtype=np.float32)
-    weights = np.zeros(len(tokens))
-    for i, token in enumerate(tokens):
-        rows = model.rows_of(token) if model is not None else []
-        if rows:
-            vector = model.table.take(rows, axis=0).sum(axis=0)
-            weights[i] = float(np.linalg.norm(vector))
-            vectors[i] = vector / weights[i] if weights[i] > 0 else vector
-        if len(token) < 2 or weights[i] < LIGHT:
-            weights[i] = 0.0
-    return tuple(keys), tuple(tokens), vectors, weights
+    found = [_token(token) for token in tokens]
+    if tokens:
+        zero = np.zeros(dims, dtype=np.float32)
+        vectors = np.stack([zero if vector is None else vector for vector, _ in found])
+    else:
+        vectors = np.zeros((0, dims), dtype=np.float32)
+    weights = np.array(
+        [weight if len(token) >= 2 and weight >= LIGHT else 0.0 for token, (_, weight) in zip(tokens, found)],
+        dtype=np.float64,
+    )
+    return _Content(tuple(f.content), frozenset(f.content), tokens, vectors, weights)
 
 
 @lru_cache(maxsize=65536)
@@ -247,30 +275,30 @@ def _typo(a: str, b: str) -> bool:
     return previous[-1] <= limit
 
 
-def _unmatched(a: str, b: str) -> tuple[int, int]:
-    """How many content words of each side have no counterpart on the other (see CLOSE, LIGHT)."""
-    keys_a, tokens_a, vectors_a, weights_a = _content(a)
-    keys_b, tokens_b, vectors_b, weights_b = _content(b)
-    if len(keys_a) and len(keys_b):
-        close = vectors_a @ vectors_b.T >= CLOSE
-        close_a, close_b = close.any(axis=1), close.any(axis=0)
-    else:
-        close_a, close_b = np.zeros(len(keys_a), bool), np.zeros(len(keys_b), bool)
-    counts = []
-    for keys, tokens, weights, close_mine, other_keys, other_tokens in (
-        (keys_a, tokens_a, weights_a, close_a, keys_b, tokens_b),
-        (keys_b, tokens_b, weights_b, close_b, keys_a, tokens_a),
-    ):
-        n = 0
-        for i, key in enumerate(keys):
-            if weights[i] == 0.0 or close_mine[i] or key in other_keys:
+def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
+    """How many content words of each side have no counterpart on the other (see CLOSE, LIGHT); with
+    `first`, stop at the first one (the veto needs no more). Cheapest test first: same key, then a close
+    word in the table, then a typo."""
+    ca, cb = _content(a), _content(b)
+    sims: np.ndarray | None = None
+    counts = [0, 0]
+    for side, (mine, other) in enumerate(((ca, cb), (cb, ca))):
+        for i, key in enumerate(mine.keys):
+            if mine.weights[i] == 0.0 or key in other.keyset:
                 continue
-            token = tokens[i]
-            if len(token) < 5 or not any(
-                abs(len(token) - len(other)) <= 2 and _typo(token, other) for other in other_tokens
+            if other.keys:
+                if sims is None:
+                    sims = ca.vectors @ cb.vectors.T
+                if (sims[i] if side == 0 else sims[:, i]).max() >= CLOSE:
+                    continue
+            token = mine.tokens[i]
+            if len(token) >= 5 and any(
+                abs(len(token) - len(theirs)) <= 2 and _typo(token, theirs) for theirs in other.tokens
             ):
-                n += 1
-        counts.append(n)
+                continue
+            counts[side] += 1
+            if first:
+                return counts[0], counts[1]
     return counts[0], counts[1]
 
 
@@ -465,10 +493,10 @@ def _unmatched_both(a: str, b: str) -> bool:
 
 
 _QUICK = {  # veto features computable without the rest, by cost
-    "question_kind_differs": lambda a, b: _surface(a)[0] != _surface(b)[0],
-    "direction_differs": lambda a, b: _surface(a)[1] != _surface(b)[1],
+    "question_kind_differs": lambda a, b: _kind_direction(a)[0] != _kind_direction(b)[0],
+    "direction_differs": lambda a, b: _kind_direction(a)[1] != _kind_direction(b)[1],
     "only_one_side": lambda a, b: any(_only(a, b)),
     "only_both_sides": lambda a, b: all(_only(a, b)),
-    "unmatched": lambda a, b: sum(_unmatched(a, b)) > 0,
+    "unmatched": lambda a, b: sum(_unmatched(a, b, first=True)) > 0,
     "unmatched_both_sides": _unmatched_both,
 }
