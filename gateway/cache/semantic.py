@@ -262,21 +262,80 @@ _URL = re.compile(r"https?://\S+|www\.\S+")
 _PHONE = re.compile(r"(?<![\w])(?:\+\d{1,3}[\s.-]?)?(?:\d[\s.-]?){9,12}\d(?![\w])")
 
 
+FIELDS = (
+    "lang",  # "en", "fr" or "?"
+    "numbers",  # canonical numbers in order of appearance
+    "units",  # (number, unit) when a unit follows the number
+    "dates",  # canonical weekday / month / relative-day tokens, in order
+    "codes",  # ids, tracking codes, e-mails, urls
+    "names",  # canonical proper nouns, in order
+    "words",  # every canonical word (to find a name written in lower case)
+    "negated",
+    "polar",
+    "exclusive",
+    "topics",
+    "content",  # content words (synonyms mapped to their class), in order
+    "wording",  # content words as written (stemmed), in order
+)
+
+
 @dataclass(frozen=True, slots=True)
-class TextFeatures:
-    lang: str  # "en", "fr" or "?"
-    numbers: tuple[str, ...]  # canonical numbers in order of appearance
-    units: frozenset[tuple[str, str]]  # (number, unit) when a unit follows the number
-    dates: tuple[str, ...]  # canonical weekday / month / relative-day tokens, in order
-    codes: frozenset[str]  # ids, tracking codes, e-mails, urls
-    names: tuple[str, ...]  # canonical proper nouns, in order
-    words: frozenset[str]  # every canonical word (to find a name written in lower case)
+class _Rest:
+    """The second half of `features`: what only the guards need."""
+
+    lang: str
+    numbers: tuple[str, ...]
+    units: frozenset[tuple[str, str]]
+    dates: tuple[str, ...]
+    names: tuple[str, ...]
+    words: frozenset[str]
     negated: bool
     polar: frozenset[str]
     exclusive: frozenset[str]
     topics: frozenset[str]
-    content: tuple[str, ...]  # content words (synonyms mapped to their class), in order
-    wording: tuple[str, ...]  # content words as written (stemmed), in order
+
+
+class TextFeatures:
+    """Surface features of one text (FIELDS), read-only. `content`, `wording` and `codes` are worked out
+    at once (the content words are what most pair checks look at first); the rest on first use."""
+
+    __slots__ = ("_text", "_words", "_rest")
+
+    def __init__(self, text: str, words: "_Words") -> None:
+        self._text, self._words = text, words
+        self._rest: _Rest | None = None
+
+    content = property(lambda self: self._words.content)
+    wording = property(lambda self: self._words.wording)
+    codes = property(lambda self: self._words.codes)
+    lang = property(lambda self: self._more().lang)
+    numbers = property(lambda self: self._more().numbers)
+    units = property(lambda self: self._more().units)
+    dates = property(lambda self: self._more().dates)
+    names = property(lambda self: self._more().names)
+    words = property(lambda self: self._more().words)
+    negated = property(lambda self: self._more().negated)
+    polar = property(lambda self: self._more().polar)
+    exclusive = property(lambda self: self._more().exclusive)
+    topics = property(lambda self: self._more().topics)
+
+    def _more(self) -> _Rest:
+        rest = self._rest
+        if rest is None:
+            rest = self._rest = _rest_of(self._text, self._words)
+        return rest
+
+    def as_tuple(self) -> tuple:
+        return tuple(getattr(self, name) for name in FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TextFeatures) and self.as_tuple() == other.as_tuple()
+
+    def __hash__(self) -> int:
+        return hash(self.as_tuple())
+
+    def __repr__(self) -> str:
+        return "TextFeatures(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in FIELDS) + ")"
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,8 +382,11 @@ def _content_token(token: str) -> tuple[str, str] | None:
 @lru_cache(maxsize=65536)
 def features(text: str) -> TextFeatures:
     """Surface features of one text; memoised (a cached question is compared many times)."""
-    words_ = _words(text)
-    scrubbed, codes, tokens = words_.scrubbed, words_.codes, words_.tokens
+    return TextFeatures(text, _words(text))
+
+
+def _rest_of(text: str, words_: _Words) -> _Rest:
+    scrubbed, tokens = words_.scrubbed, words_.tokens
     numbers: list[str] = []
     units: set[tuple[str, str]] = set()
     for match in _NUMBER.finditer(scrubbed):
@@ -350,21 +412,17 @@ def features(text: str) -> TextFeatures:
     places = _places(scrubbed)
     names = _names(text, scrubbed, places)
     words = frozenset(ALIASES.get(t, t) for t in tokens) | frozenset(names)
-    topics = _classes(scrubbed, _TOPIC_RX, _TOPIC_HEADS, places)
-    return TextFeatures(
+    return _Rest(
         lang=_language(tokens, text),
         numbers=tuple(numbers),
         units=frozenset(units),
         dates=tuple(dates),
-        codes=codes,
         names=tuple(names),
         words=words,
         negated=not _NEGATION_HEADS.isdisjoint(places) and bool(_NEGATION_RX.search(scrubbed)),
         polar=_classes(scrubbed, _POLAR_RX, _POLAR_HEADS, places),
         exclusive=_classes(scrubbed, _EXCLUSIVE_RX, _EXCLUSIVE_HEADS, places),
-        topics=topics,
-        content=words_.content,
-        wording=words_.wording,
+        topics=_classes(scrubbed, _TOPIC_RX, _TOPIC_HEADS, places),
     )
 
 

@@ -79,3 +79,20 @@ def test_language_rows_are_the_grams_rows(setup):
         grams = _grams(norm)
         expected = list(map(detector._index.get, grams, repeat(detector._unknown, len(grams))))
         assert detector._rows(norm).tolist() == expected, text
+
+
+def test_features_content_words_come_without_the_rest_and_the_rest_is_the_same_either_way(setup):
+    from gateway.cache import semantic
+
+    texts, queries = setup
+    sample = list(dict.fromkeys(texts[:300] + queries[:300]))
+    semantic.features.cache_clear()
+    content_first = []
+    for text in sample:
+        found = semantic.features(text)
+        assert found.content == found.content and found._rest is None  # content, wording, codes: no guards yet
+        content_first.append(found.as_tuple())
+    semantic.features.cache_clear()
+    assert [semantic.features(text).as_tuple() for text in sample] == content_first
+    with pytest.raises(AttributeError):
+        semantic.features(sample[0]).content = ()  # type: ignore[misc]
