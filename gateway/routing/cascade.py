@@ -16,10 +16,17 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+    from gateway.context import RequestContext
+    from gateway.metrics import Metrics
+    from gateway.steps import Chain, Recorder
 
 __all__ = ["Cascade", "CascadeConfig", "falls_short"]
 
@@ -93,28 +100,26 @@ Call = Callable[[Any], Awaitable[Any]]  # chain -> upstream answer (status, body
 class Cascade:
     """Built once in create_app; `complete` wraps the non-streamed upstream call of the pipeline."""
 
-    def __init__(self, config, metrics=None, recorder=None) -> None:
+    def __init__(self, config: GatewayConfig, metrics: Metrics | None = None, recorder: Recorder | None = None) -> None:
         self.config = config
         self.metrics = metrics
         self.recorder = recorder
-        self._settings: dict[str, CascadeConfig] = {
-            alias: route.cascade
-            for alias, route in config.models.items()
-            if getattr(route, "cascade", None) is not None
-            and route.cascade.enabled
-            and route.difficulty_threshold is not None
-            and route.heavy
-        }
+        # alias -> (its cascade settings, its difficulty threshold)
+        self._settings: dict[str, tuple[CascadeConfig, float]] = {}
+        for alias, route in config.models.items():
+            cascade = getattr(route, "cascade", None)
+            if cascade is not None and cascade.enabled and route.difficulty_threshold is not None and route.heavy:
+                self._settings[alias] = (cascade, route.difficulty_threshold)
 
-    def applies(self, req) -> CascadeConfig | None:
+    def applies(self, req: RequestContext) -> CascadeConfig | None:
         """The alias's settings when this request sits in its uncertain band, else None."""
-        settings = self._settings.get(req.alias)
-        if settings is None or req.stream or req.tier != "light" or req.difficulty is None:
+        found = self._settings.get(req.alias)
+        if found is None or req.stream or req.tier != "light" or req.difficulty is None:
             return None
-        threshold = self.config.models[req.alias].difficulty_threshold
+        settings, threshold = found
         return settings if threshold - settings.band <= req.difficulty.score < threshold else None
 
-    async def complete(self, req, chain, call: Call):
+    async def complete(self, req: RequestContext, chain: Chain, call: Call) -> Any:
         """`call(chain)` as the pipeline would; in the band, judge the light answer and maybe call heavy."""
         settings = self.applies(req)
         if settings is None:

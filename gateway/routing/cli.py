@@ -18,7 +18,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.embeddings import Embedder
@@ -212,7 +212,7 @@ def cost_per_1000(
     }
 
 
-def _print_cost_table(rows, heavy: list[bool], m: dict, ctx: "_Context") -> None:
+def _print_cost_table(rows: list[dict[str, Any]], heavy: list[bool], m: dict[str, Any], ctx: _Context) -> None:
     from gateway.routing.difficulty import last_user_text
     from gateway.routing.train import row_messages
 
@@ -254,7 +254,7 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read(path: str):
+def _read(path: str) -> list[dict[str, Any]]:
     from gateway.routing.train import read_rows
 
     try:

@@ -11,13 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from gateway.bounds import LOOP_TEXT_LIMIT, off_loop
-from gateway.config import GatewayConfig
+from gateway.config import Deployment, GatewayConfig, ModelRoute
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.redisio import RedisUnavailable, RedisUse
 from gateway.request import ChatRequest
 from gateway.routing.canary import CanaryState, in_canary
+
+if TYPE_CHECKING:
+    from gateway.metrics import Metrics
+    from gateway.routing.difficulty import DifficultyScorer
 
 log = logging.getLogger("gateway.routing")
 
@@ -107,9 +112,9 @@ class Router:
     def __init__(
         self,
         config: GatewayConfig,
-        scorer=None,
+        scorer: DifficultyScorer | None = None,
         sticky: StickyTiers | None = None,
-        metrics=None,
+        metrics: Metrics | None = None,
         canary: CanaryState | None = None,
     ) -> None:
         self.config = config
@@ -132,7 +137,7 @@ class Router:
                 f"the model '{req.alias}' does not exist; GET /v1/models lists the models", param="model"
             )
 
-    def chain(self, alias: str, tier: str):
+    def chain(self, alias: str, tier: str) -> list[tuple[str, Deployment]]:
         """The deployments of an alias's tier, in fallback order (embeddings use the light tier's)."""
         return self._chains[(alias, tier)]
 
@@ -145,7 +150,7 @@ class Router:
         if isinstance(session, str) and session:
             self.sticky.prefetch(req.alias, session)
 
-    async def decide(self, req: ChatRequest):
+    async def decide(self, req: ChatRequest) -> list[tuple[str, Deployment]]:
         route = self.config.models[req.alias]
         req.tier = await self._tier(req, route)
         if self.metrics is not None:
@@ -181,7 +186,7 @@ class Router:
         if req.variant == "canary" and self.canary is not None:
             await self.canary.observe(req.alias, failed, canary.rollback_window, canary.rollback_error_rate)
 
-    async def _tier(self, req: ChatRequest, route) -> str:
+    async def _tier(self, req: ChatRequest, route: ModelRoute) -> str:
         forced = req.headers.get("x-gateway-tier")
         if forced and req.key is not None and req.key.allow_force_tier:
             if forced not in TIERS:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from numpy.typing import ArrayLike
 
 from gateway.routing.difficulty import (
     FEATURE_NAMES,
@@ -94,14 +95,14 @@ def _feature_matrix(rows: list[dict]) -> np.ndarray:
     return np.stack([extract_features(row_messages(r))[0] for r in rows])
 
 
-def _embed(rows: list[dict], embedder) -> np.ndarray:
+def _embed(rows: list[dict[str, Any]], embedder: Any) -> np.ndarray:
     return embedder.encode([last_user_text(row_messages(r)) for r in rows]).astype(np.float64)
 
 
 # --- metrics -------------------------------------------------------------------------------------------
 
 
-def roc_auc(scores, labels) -> float:
+def roc_auc(scores: ArrayLike, labels: ArrayLike) -> float:
     """Rank-based ROC AUC (Mann-Whitney U), ties counted half. NaN when one class is missing."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels).astype(bool)
@@ -121,7 +122,7 @@ def roc_auc(scores, labels) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def metrics(scores, labels, threshold: float) -> dict:
+def metrics(scores: ArrayLike, labels: ArrayLike, threshold: float) -> dict[str, Any]:
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels).astype(bool)
     heavy = s >= threshold
@@ -146,8 +147,8 @@ def metrics(scores, labels, threshold: float) -> dict:
 
 
 def calibrate(
-    scores,
-    labels,
+    scores: ArrayLike,
+    labels: ArrayLike,
     target_recall: float | None = None,
     target_heavy_share: float | None = None,
     *,
@@ -199,7 +200,7 @@ def calibrate(
     return best
 
 
-def best_accuracy_threshold(scores, labels, min_recall: float) -> float:
+def best_accuracy_threshold(scores: ArrayLike, labels: ArrayLike, min_recall: float) -> float:
     """The threshold with the best accuracy among those whose hard recall is at least min_recall (ties: the
     higher recall); the min_recall threshold itself when none does better."""
     s = np.asarray(scores, dtype=np.float64)
@@ -439,7 +440,7 @@ def train(
 # --- evaluation ----------------------------------------------------------------------------------------
 
 
-def score_rows(scorer: DifficultyScorer, rows: list[dict], embedder=None) -> tuple[np.ndarray, str]:
+def score_rows(scorer: DifficultyScorer, rows: list[dict[str, Any]], embedder: Any = None) -> tuple[np.ndarray, str]:
     """Scores of rows (embedding the last user message when the scorer and the embedder allow) and the method."""
     vectors = None
     if scorer.uses_embedding and embedder is not None and getattr(embedder, "available", False):
@@ -449,7 +450,9 @@ def score_rows(scorer: DifficultyScorer, rows: list[dict], embedder=None) -> tup
     return np.array([d.score for d in results]), "+".join(sorted(methods))
 
 
-def evaluate(scorer: DifficultyScorer, rows: list[dict], threshold: float, embedder=None) -> dict:
+def evaluate(
+    scorer: DifficultyScorer, rows: list[dict[str, Any]], threshold: float, embedder: Any = None
+) -> dict[str, Any]:
     """Accuracy, hard precision/recall, ROC AUC and heavy share of the scorer on labelled rows."""
     scores, method = score_rows(scorer, rows, embedder)
     result = metrics(scores, _labels(rows), threshold)
