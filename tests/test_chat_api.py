@@ -366,6 +366,9 @@ def test_health_readiness_and_metrics(gw, sdk):
     assert httpx.get(gw.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(gw.url + "/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    checks = ready.json()["checks"]
+    model = checks["embedding_model"].split()[0]  # the router reads the vector only where it has weights for it
+    assert checks["routing"] == (f"embedding+features ({model})" if model != "none" else checks["routing"])
     sdk.chat.completions.create(model="gpt-3.5-turbo", messages=HELLO)
     scrape = httpx.get(gw.url + "/metrics")
     assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")

@@ -14,13 +14,25 @@ async def healthz() -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
+def _routing(state) -> str:
+    """What the difficulty scorer reads: the sentence vector only when its weights have a part for this model."""
+    scorer = state.router.scorer
+    if scorer is None:
+        return "off (no model has a difficulty threshold)"
+    if not state.embedder.available:
+        return "features only (no embedding model)"
+    if state.embedder.kind not in scorer.embedders:
+        return f"features only (no weights for the {state.embedder.kind} embedding)"
+    return f"embedding+features ({state.embedder.kind})"
+
+
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
     """Ready unless draining. Redis and the embedding model are reported: the gateway serves without them."""
     state = request.app.state
     checks = {
         "embedding_model": state.embedder.name,
-        "routing": "embedding+features" if state.embedder.available else "features only (no embedding model)",
+        "routing": _routing(state),
         "redis": "not configured",
     }
     if state.redis is not None:
