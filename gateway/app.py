@@ -282,6 +282,13 @@ def create_app(
             max_per_s=config.batch_pace(),
             metrics=state.metrics,
         )
+        if batch_redis is not None and config.batches.enabled:
+            # its connection opened before traffic, like the request path's pool (a first poll after the start
+            # would open it mid-traffic); a Redis away at start is the worker's to report, not fatal
+            try:
+                await asyncio.wait_for(batch_redis.ping(), timeout=5.0)
+            except Exception:
+                pass
         batch_work = asyncio.create_task(batch_worker.run()) if config.batches.enabled else None
         try:
             yield

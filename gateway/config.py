@@ -368,6 +368,9 @@ class ResilienceConfig(Section):
     breaker: BreakerConfig = BreakerConfig()
     batch_reserve: float = Field(0.3, ge=0, le=1)  # batch traffic stops when less than this share of a budget is left
     normal_reserve: float = Field(0.1, ge=0, le=1)
+    # batch waits this long before it draws on an upstream budget: the critical and normal requests of the
+    # same burst reach the budgets first, and batch takes what they leave (gateway/upstream/dispatcher.py)
+    batch_hold_ms: int = Field(200, ge=0)
 
 
 class Price(Section):

@@ -18,7 +18,9 @@ deployment served the request, or the chain ran out), and the client gets a 400 
 error rebuilt (UpstreamRejected). Before, three such requests opened every circuit of the chain. When
 every deployment was skipped for its budget, the request waits for the earliest window to free if that
 fits in its deadline, except batch, which is shed (429 with Retry-After). Batch traffic of the light tier
-never spills onto the heavy tier's deployments. A critical request whose whole chain refused it for budget
+never spills onto the heavy tier's deployments, and waits `resilience.batch_hold_ms` (200) before it draws on
+a budget: a burst's critical and normal requests reach the budgets first (a budget cannot take back what it
+gave a batch request that came a few milliseconds earlier). A critical request whose whole chain refused it for budget
 (and nothing failed) goes on, before any 429, to the other deployments that serve the same upstream model
 (another route's provider of it: `_overflow`), so critical is not refused while one of them has room.
 
@@ -141,6 +143,7 @@ class Dispatcher:
         resilience = config.resilience
         self.deadline_s = resilience.retry.deadline_s
         self.fallback_after_s = resilience.retry.fallback_after_s
+        self.batch_hold_s = resilience.batch_hold_ms / 1000
         # `redis`, `breaker_redis`: gateway.redisio uses for the budgets and the breaker (None: in process)
         self.breaker = breaker or CircuitBreaker(resilience.breaker, redis=breaker_redis or redis, metrics=metrics)
         self.budget = budget or UpstreamBudget(config, make_windows(redis))
@@ -207,6 +210,9 @@ class Dispatcher:
         chain = self.chain_for(req, chain)
         if not chain:
             raise UpstreamUnavailable("no deployment is configured for this model")
+        if req.priority == "batch" and self.batch_hold_s and any(d.rpm or d.tpm for _, d in chain):
+            await self.sleep(self.batch_hold_s)  # the same burst's higher priorities go first
+            req.upstream_seconds += self.batch_hold_s
         routed = len(chain)  # past this index: the overflow, tried only after budget refusals
         if req.priority == "critical":
             chain = [*chain, *self._overflow(chain)]

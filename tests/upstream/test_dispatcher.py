@@ -129,7 +129,8 @@ async def test_budget_spent_critical_waits_batch_is_shed():
         await dispatcher.complete(request("critical"), chain)
     with pytest.raises(RateLimited) as shed:
         await dispatcher.complete(request("batch"), chain)
-    assert 0 < shed.value.retry_after_s <= 61 and clock.slept == []
+    assert 0 < shed.value.retry_after_s <= 61 and clock.slept == [0.2]  # its hold, no wait for the window
+    clock.slept.clear()
     req = request("critical")
     await dispatcher.complete(req, chain)  # waits for the window to free, within its deadline
     assert len(clock.slept) == 1 and 59 <= clock.slept[0] <= 61 and req.served_by == "light"
@@ -187,3 +188,38 @@ async def test_critical_spent_on_its_route_goes_to_another_provider_of_the_model
     with pytest.raises(UpstreamStatus):
         await dispatcher.complete(request("critical"), chain)
     assert transport.calls == ["one"]
+
+
+async def test_batch_holds_back_so_that_a_bursts_critical_requests_go_first():
+    """Batch first, two critical a moment later, a budget of 2: critical gets both (without the hold the
+    batch request took one and a critical request was refused)."""
+    import asyncio
+
+    config = build_config(
+        {
+            "auth": {"open": True},
+            "deployments": {"one": {"base_url": "http://one.test", "model": "m", "rpm": 2}},
+            "intents_file": "intents.yaml",
+            "models": {"m": {"deployments": ["one"]}},
+            "resilience": {"batch_reserve": 0, "normal_reserve": 0, "retry": {"deadline_s": 5}},
+        }
+    )
+    clock, metrics = Clock(), Metrics()
+
+    async def sleep(seconds: float) -> None:  # fake time, but the other requests run meanwhile
+        await clock.sleep(seconds)
+        await asyncio.sleep(0)
+
+    dispatcher = Dispatcher(
+        config,
+        FakeTransport({}),
+        metrics,
+        sleep=sleep,
+        breaker=CircuitBreaker(config.resilience.breaker, clock=clock, metrics=metrics),
+        budget=UpstreamBudget(config, MemoryWindows(clock=clock)),
+    )
+    chain = config.chain("m", "light")
+    outcomes = await asyncio.gather(
+        *(dispatcher.complete(request(p), chain) for p in ("batch", "critical", "critical")), return_exceptions=True
+    )
+    assert isinstance(outcomes[0], RateLimited) and not any(isinstance(o, Exception) for o in outcomes[1:])
