@@ -32,7 +32,7 @@ from gateway.routing.difficulty import DifficultyScorer, DifficultySettings, las
 from gateway.routing.train import read_rows, row_messages
 
 DEFAULT_FILES = ("data/routing/prompts_test.jsonl", "data/routing/adversarial_test.jsonl")
-_OLD_FILES = ("difficulty.py", "features.py", "form.py", "difficulty_model.json")
+_OLD_FILES = ("difficulty.py", "features.py", "form.py", "scan.py", "difficulty_model.json")  # those it has
 
 
 def reference_scorer(rev: str, tmp: Path) -> Any:
@@ -41,9 +41,10 @@ def reference_scorer(rev: str, tmp: Path) -> Any:
     package.mkdir()
     (package / "__init__.py").write_text("")
     for name in _OLD_FILES:
-        text = subprocess.run(
-            ["git", "show", f"{rev}:gateway/routing/{name}"], check=True, capture_output=True, text=True
-        ).stdout
+        shown = subprocess.run(["git", "show", f"{rev}:gateway/routing/{name}"], capture_output=True, text=True)
+        if shown.returncode != 0:  # not there yet at that commit (scan.py)
+            continue
+        text = shown.stdout
         if name.endswith(".py"):
             text = text.replace("gateway.routing.", "reference_routing.")
         (package / name).write_text(text)

@@ -24,6 +24,7 @@ reasons are built only when read.
 
 from __future__ import annotations
 
+import base64
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -140,22 +141,53 @@ class _Linear:
 
 
 @dataclass(frozen=True)
+class _Neighbours:
+    """The training prompts' unit vectors and labels: the share of hard ones among a request's k nearest is
+    one more input of its head (`gateway.routing.train.neighbour_share`)."""
+
+    vectors: np.ndarray  # (n, dim) float32, unit rows
+    hard: np.ndarray  # (n,) float32, 1.0 for hard
+    k: int
+    weight: float
+    mean: float  # the training rows' own share, mean over rows: the input's share of the log-odds is measured from it
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], dim: int, weight: float) -> _Neighbours:
+        vectors = np.frombuffer(base64.b64decode(data["vectors_f16_b64"]), dtype="<f2").astype(np.float32)
+        hard = np.asarray(data["labels"], dtype=np.float32)
+        return cls(vectors.reshape(len(hard), dim), hard, int(data["k"]), weight, float(data.get("mean", 0.5)))
+
+    def share(self, vector: np.ndarray) -> float:
+        sims = self.vectors @ vector  # a cosine ranking: the request vector's length does not change it
+        nearest = np.argpartition(-sims, self.k - 1)[: self.k]
+        return float(self.hard[nearest].mean())
+
+
+@dataclass(frozen=True)
 class _EmbeddingHead:
-    """features ‖ embedding model for the vectors of one embedding model."""
+    """features ‖ embedding (‖ nearest training prompts' share of hard ones) model for the vectors of one
+    embedding model."""
 
     embedder: str
     features: tuple[float, ...]
     vector: np.ndarray  # float32, the embedding's weights
     bias: float
     offset: float  # the weights against the training mean: the vector's share of the log-odds is measured from it
+    neighbours: _Neighbours | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any], n_features: int) -> _EmbeddingHead:
         coef = [float(v) for v in data["coef"]]
-        vector = np.asarray(coef[n_features:], dtype=np.float32)
+        dim = int(data.get("dim") or len(coef) - n_features)
+        vector = np.asarray(coef[n_features : n_features + dim], dtype=np.float32)
         mean = data.get("mean")
         offset = float(vector @ np.asarray(mean, dtype=np.float32)) if mean else 0.0
-        return cls(str(data.get("embedder", "?")), tuple(coef[:n_features]), vector, float(data["bias"]), offset)
+        neighbours = None
+        if data.get("neighbours"):
+            neighbours = _Neighbours.from_json(data["neighbours"], dim, coef[n_features + dim])
+        return cls(
+            str(data.get("embedder", "?")), tuple(coef[:n_features]), vector, float(data["bias"]), offset, neighbours
+        )
 
 
 class DifficultyScorer:
@@ -221,12 +253,17 @@ class DifficultyScorer:
         head = self._heads.get(np.shape(vector)[0]) if vector is not None and np.ndim(vector) == 1 else None
         if head is not None and vector is not None:
             meaning = float(head.vector @ vector)
-            p = _sigmoid(_dot(head.features, x) + meaning + head.bias)
+            near = head.neighbours
+            share = near.share(vector) if near is not None else 0.0
+            p = _sigmoid(_dot(head.features, x) + meaning + (near.weight * share if near else 0.0) + head.bias)
 
             def explain() -> Explanation:
                 contributions = [c * (v - m) for c, v, m in zip(head.features, x, mean)]
                 fired = _signals(counts, contributions)
                 fired.append((meaning - head.offset, f"sentence meaning ({head.embedder} embedding)"))
+                if near is not None:
+                    label = f"{share:.0%} of the {near.k} nearest training prompts hard"
+                    fired.append((near.weight * (share - near.mean), label))
                 return _explanation(fired, f"embedding classifier {p:.2f} ({head.embedder})")
 
             return Difficulty(p, "model", explain)

@@ -5,8 +5,9 @@
     scorer = DifficultyScorer.load(DifficultySettings())
     evaluate(scorer, read_rows("data/routing/prompts_test.jsonl"), 0.5, embedder)
 
-Two L2-regularised logistic regressions are fitted by Newton's method (deterministic): features ‖ embedding,
-and features only (the fallback when no embedding model is installed). Regularisation strengths are chosen
+Two L2-regularised logistic regressions are fitted by Newton's method (deterministic): features ‖ embedding
+(‖ the share of hard prompts among the request's nearest training prompts, when cross-validation says it
+helps), and features only (the fallback when no embedding model is installed). Regularisation strengths are chosen
 by repeated stratified k-fold cross-validation on the training rows (out-of-fold log-loss); the
 out-of-fold scores then pick each model's threshold (target hard recall), and the bias is shifted so that
 this threshold becomes 0.5. Standardisation is folded into the weights, so scoring is one dot product.
@@ -14,6 +15,7 @@ this threshold becomes 0.5. Standardisation is folded into the weights, so scori
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Callable, Sequence
 from itertools import product
@@ -57,6 +59,10 @@ DEFAULT_TRAIN_PATHS = (
 # Strong L2 on purpose: our prompts separate almost perfectly, and the held-out traffic is written by others.
 FEATURE_LAMBDAS = (3.0, 10.0, 30.0)
 EMBEDDING_LAMBDAS = (30.0, 100.0, 300.0)
+# Nearest-neighbour input: the share of hard prompts among the K training prompts whose vectors are nearest
+# (cosine). Tried with and without; cross-validation keeps it only when its log-loss is lower.
+NEIGHBOURS = 9
+NEIGHBOUR_LAMBDA = 1.0
 # Thresholds: each model's is the one with the best out-of-fold accuracy among those that keep the out-of-fold
 # hard recall at TARGET_RECALL (a hard request sent light costs quality, an easy one sent heavy only money).
 TARGET_RECALL = 0.95
@@ -285,6 +291,32 @@ def row_groups(rows: list[dict[str, Any]]) -> list[str]:
     return [str(r.get("pair") or "") for r in rows]
 
 
+def unit_rows(V: np.ndarray) -> np.ndarray:
+    return V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
+
+
+def neighbour_share(
+    queries: np.ndarray, vectors: np.ndarray, labels: np.ndarray, k: int, exclude: np.ndarray | None = None
+) -> np.ndarray:
+    """The share of hard labels among each query's k nearest rows of `vectors` (unit rows, cosine), leaving
+    out the pairs (query, row) marked in `exclude`. The scorer does the same for one request."""
+    sims = queries @ vectors.T
+    if exclude is not None:
+        sims[exclude] = -np.inf
+    k = min(k, vectors.shape[0])
+    nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    return labels[nearest].mean(axis=1)
+
+
+def _own_neighbour_share(V: np.ndarray, y: np.ndarray, groups: list[str] | None, k: int) -> np.ndarray:
+    """neighbour_share of training rows among themselves, leaving out each row and its pair (as for a new
+    request, whose neighbours never include itself)."""
+    g = np.array(groups if groups is not None else [""] * len(y), dtype=object)
+    exclude = (g[:, None] == g[None, :]) & (g[:, None] != "")
+    np.fill_diagonal(exclude, True)
+    return neighbour_share(V, V, y, k, exclude)
+
+
 def cross_val_scores(
     X: np.ndarray,
     y: np.ndarray,
@@ -292,14 +324,23 @@ def cross_val_scores(
     k: int = 5,
     seed: int = 0,
     groups: list[str] | None = None,
+    neighbours: tuple[np.ndarray, int] | None = None,
 ) -> np.ndarray:
-    """Out-of-fold probabilities of each row."""
+    """Out-of-fold probabilities of each row. `neighbours` (unit vectors, K): X gets the neighbour share as a
+    last column, worked out within each fold's training rows only."""
     out = np.empty(len(y))
     fold = stratified_folds(y, k, seed, groups)
     for f in range(k):
         test = fold == f
-        coef, bias = _fit_raw(X[~test], y[~test], penalty)
-        out[test] = _predict(coef, bias, X[test])
+        X_train, X_test = X[~test], X[test]
+        if neighbours is not None:
+            V, K = neighbours
+            train_groups = None if groups is None else [g for g, t in zip(groups, test) if not t]
+            own = _own_neighbour_share(V[~test], y[~test], train_groups, K)
+            theirs = neighbour_share(V[test], V[~test], y[~test], K)
+            X_train, X_test = np.hstack([X_train, own[:, None]]), np.hstack([X_test, theirs[:, None]])
+        coef, bias = _fit_raw(X_train, y[~test], penalty)
+        out[test] = _predict(coef, bias, X_test)
     return out
 
 
@@ -308,33 +349,46 @@ def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
+# A candidate: its penalty and, for the nearest-neighbour input, (unit vectors, K); the penalty then has one
+# more value, the neighbour share's.
+Candidate = tuple[np.ndarray, tuple[np.ndarray, int] | None]
+
+
 def _select(
     X: np.ndarray,
     y: np.ndarray,
-    penalties: list[np.ndarray],
+    candidates: list[Candidate] | list[np.ndarray],
     seed: int,
     groups: list[str] | None = None,
     repeats: int = 2,
     progress: Progress | None = None,
     label: str = "",
-) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
-    """The penalty with the lowest repeated-CV log-loss, its out-of-fold scores (mean of the repeats), the table."""
+) -> tuple[Candidate, np.ndarray, list[dict[str, Any]]]:
+    """The candidate with the lowest repeated-CV log-loss, its out-of-fold scores (mean of the repeats), the
+    table. A candidate is a penalty, or (penalty, neighbours) as `cross_val_scores` takes them."""
     table: list[dict[str, Any]] = []
-    best: tuple[float, np.ndarray, np.ndarray] | None = None
-    for n, penalty in enumerate(penalties, 1):
-        runs = [cross_val_scores(X, y, penalty, seed=seed + r, groups=groups) for r in range(repeats)]
+    best: tuple[float, Candidate, np.ndarray] | None = None
+    for n, candidate in enumerate(candidates, 1):
+        penalty, neighbours = candidate if isinstance(candidate, tuple) else (candidate, None)
+        runs = [
+            cross_val_scores(X, y, penalty, seed=seed + r, groups=groups, neighbours=neighbours) for r in range(repeats)
+        ]
         loss = float(np.mean([_log_loss(p, y) for p in runs]))
         auc = float(np.mean([roc_auc(p, y) for p in runs]))
+        shown = penalty[:-1] if neighbours is not None else penalty
         table.append(
-            {"penalty": sorted({float(v) for v in penalty}), "cv_log_loss": round(loss, 4), "cv_auc": round(auc, 4)}
+            {"penalty": sorted({float(v) for v in shown}), "cv_log_loss": round(loss, 4), "cv_auc": round(auc, 4)}
         )
+        if neighbours is not None:
+            table[-1]["neighbours"] = neighbours[1]
         if progress is not None:
+            extra = f" + {neighbours[1]} nearest" if neighbours is not None else ""
             progress(
-                f"{label}: penalty {n}/{len(penalties)} {table[-1]['penalty']}: cross-validated log-loss "
-                f"{loss:.4f}, AUC {auc:.4f}"
+                f"{label}: penalty {n}/{len(candidates)} {table[-1]['penalty']}{extra}: cross-validated "
+                f"log-loss {loss:.4f}, AUC {auc:.4f}"
             )
         if best is None or loss < best[0]:
-            best = (loss, penalty, np.mean(runs, axis=0))
+            best = (loss, (penalty, neighbours), np.mean(runs, axis=0))
     assert best is not None
     return best[1], best[2], table
 
@@ -373,7 +427,7 @@ def train(
         threshold = min(max(threshold, 1e-6), 1 - 1e-6)
         return bias - math.log(threshold / (1 - threshold)), threshold, metrics(oof, y, threshold)
 
-    penalty, oof, table_f = _select(
+    (penalty, _), oof, table_f = _select(
         F, y, [np.full(nf, lam) for lam in FEATURE_LAMBDAS], seed, groups, progress=say, label="features model"
     )
     coef_f, bias_f = _fit_raw(F, y, penalty)
@@ -405,27 +459,37 @@ def train(
         say(f"embedding {len(rows)} prompts with {getattr(embedder, 'name', name)}")
         E = _embed(rows, embedder)
         X = np.hstack([F, E])
-        penalties = [
-            np.concatenate([np.full(nf, lf), np.full(E.shape[1], le)])
-            for lf, le in product(FEATURE_LAMBDAS, EMBEDDING_LAMBDAS)
-        ]
-        penalty, oof, table_e = _select(X, y, penalties, seed, groups, progress=say, label=f"{name} model")
+        V = unit_rows(E)
+        candidates: list[Candidate] = []
+        for with_neighbours in (None, (V, NEIGHBOURS)):
+            extra = [NEIGHBOUR_LAMBDA] if with_neighbours is not None else []
+            for lf, le in product(FEATURE_LAMBDAS, EMBEDDING_LAMBDAS):
+                penalty = np.concatenate([np.full(nf, lf), np.full(E.shape[1], le), extra])
+                candidates.append((penalty, with_neighbours))
+        (penalty, neighbours), oof, table_e = _select(
+            X, y, candidates, seed, groups, progress=say, label=f"{name} model"
+        )
+        head: dict[str, Any] = {"embedder": name, "dim": int(E.shape[1]), "mean": _round(E.mean(axis=0), 4)}
+        if neighbours is not None:
+            own = _own_neighbour_share(V, y, groups, NEIGHBOURS)
+            X = np.hstack([X, own[:, None]])
+            # float16 is plenty for a cosine ranking; base64 keeps the weights file small
+            head["neighbours"] = {
+                "k": NEIGHBOURS,
+                "mean": round(float(own.mean()), 4),
+                "labels": [int(v) for v in y],
+                "vectors_f16_b64": base64.b64encode(V.astype("<f2").tobytes()).decode("ascii"),
+            }
         coef_e, bias_e = _fit_raw(X, y, penalty)
         bias_e, thr_e, cv_e = shifted(bias_e, oof)
-        model["embedding_models"].append(
-            {
-                "embedder": name,
-                "coef": _round(coef_e),
-                "bias": bias_e,
-                "dim": int(E.shape[1]),
-                "mean": _round(E.mean(axis=0), 4),
-            }
-        )
+        head.update(coef=_round(coef_e), bias=bias_e)
+        model["embedding_models"].append(head)
         info["embedding_models"].append(
             {
                 "embedder": name,
                 "cv": table_e,
-                "chosen_penalty": [float(penalty[0]), float(penalty[-1])],
+                "chosen_penalty": [float(penalty[0]), float(penalty[nf])],
+                "neighbours": NEIGHBOURS if neighbours is not None else 0,
                 "oof_threshold": thr_e,
                 "oof_metrics": cv_e,
             }

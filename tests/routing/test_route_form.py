@@ -158,6 +158,43 @@ def test_train_fits_one_head_per_embedder(tmp_path):
     assert loaded.score(user(SHORT_HARD), Fake("big", 16).encode([SHORT_HARD])[0]).method == "model"
 
 
+def test_nearest_training_prompts_are_an_input_when_cross_validation_keeps_them(tmp_path):
+    """Hard prompts sit around +c1 and -c1, easy ones around +c2 and -c2: no linear weight on the vector
+    separates them, their nearest neighbours do. Training keeps the neighbour input and the scorer reads it."""
+    import numpy as np
+
+    from gateway.routing.train import neighbour_share, train
+
+    rng = np.random.default_rng(0)
+    c1, c2 = np.eye(8)[0], np.eye(8)[1]
+    centres = [c1, -c1, c2, -c2]
+    rows = [{"prompt": f"Tell me about item {i}", "label": "hard" if i % 4 < 2 else "easy"} for i in range(80)]
+
+    def near(i: int) -> np.ndarray:
+        v = centres[i % 4] + rng.normal(scale=0.2, size=8)
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
+    vectors = {r["prompt"]: near(i) for i, r in enumerate(rows)}
+
+    class Fake:
+        available, kind, name = True, "small", "small"
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            return np.stack([vectors[t] for t in texts])
+
+    model = train(rows, [Fake()], tmp_path / "m.json")
+    assert model["info"]["embedding_models"][0]["neighbours"] == 9
+    loaded = DifficultyScorer.load(DifficultySettings(model_path=str(tmp_path / "m.json")))
+    hard_side, easy_side = near(1), near(3)  # -c1 and -c2: far from the linear weights' reach
+    assert loaded.score(user("Tell me about item 999"), hard_side).score > 0.5
+    assert loaded.score(user("Tell me about item 999"), easy_side).score < 0.5
+    signals = dict(loaded.score(user("Tell me about item 999"), hard_side).signals)
+    assert "100% of the 9 nearest training prompts hard" in signals
+    stacked = np.stack(list(vectors.values()))
+    labels = np.array([r["label"] == "hard" for r in rows], dtype=np.float64)
+    assert neighbour_share(easy_side[None, :], stacked, labels, 9)[0] == 0.0
+
+
 def test_cli_eval_scores_with_the_chosen_embedding(tmp_path, capsys):
     path = tmp_path / "p.jsonl"
     path.write_text(
