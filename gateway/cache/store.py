@@ -364,7 +364,7 @@ local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 local born = tonumber(redis.call('GET', KEYS[2]) or '0')
 local since, known = tonumber(ARGV[1]), tonumber(ARGV[2])
 if version == 0 or (version == since and born == known) then return {version, born} end
-if born ~= known or version < since then return {version, born, 1, redis.call('HGETALL', KEYS[4])} end
+if since == 0 or born ~= known or version < since then return {version, born, 1, redis.call('HGETALL', KEYS[4])} end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], '+inf')
 local rows = {}
 for i = 1, #ids do
@@ -471,7 +471,7 @@ class RedisStore:
         keys = [self._p + "e:" + key for key, _ in batch]
         try:
             blobs = await self._call(lambda: self.redis.mget(keys), self.lookup_timeout_s, "get")
-        except StoreUnavailable as exc:
+        except Exception as exc:  # every read of the batch fails open; none is left waiting
             for _, waiter in batch:
                 if not waiter.done():
                     waiter.set_exception(StoreUnavailable(str(exc)))
@@ -557,8 +557,8 @@ class RedisStore:
         return len(self._queue) + self._sending
 
     async def _write(self) -> None:
-        """One writer: what was queued while a batch was in flight goes as the next batch, one pipeline
-        (one round trip, one send) of put scripts."""
+        """One writer: what was queued while a batch was in flight goes as the next batch, one call of the
+        put script (one round trip, one command)."""
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             self._sending = len(batch)
