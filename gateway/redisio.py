@@ -73,7 +73,7 @@ def make_client(url: str, *, socket_timeout_s: float, pool_size: int):
     """A redis.asyncio client for a plain, cluster or sentinel URL; returns (client, kind)."""
     import redis.asyncio as aioredis
 
-    common = {
+    common: dict[str, Any] = {
         "socket_timeout": socket_timeout_s,
         "socket_connect_timeout": socket_timeout_s,
         "health_check_interval": 0,
@@ -199,7 +199,8 @@ class RedisUse:
         gate = self.io.gate
         task = asyncio.ensure_future(make() if gate is None else self.io.gated(make))
         try:
-            done, _ = await asyncio.wait((task,), timeout=timeout_s)
+            finished, _ = await asyncio.wait((task,), timeout=timeout_s)
+            done = bool(finished)
             if not done:
                 # A busy process (a burst, a loaded machine) may have the answer in its socket already,
                 # queued behind other requests' steps: let the loop turn a few times before giving up.
@@ -333,6 +334,7 @@ class RedisIO:
         return script
 
     async def gated(self, make: Callable[[], Awaitable[T]]) -> T:
+        assert self.gate is not None  # only called for a cluster client, which has one
         async with self.gate:
             return await make()
 
