@@ -49,12 +49,15 @@ __all__ = [
 
 # The ordinary prompts, varied ones (easy with digits and legal words, hard in casual wording), the dev half of
 # the adversarial pairs and the training pairs (same words, other difficulty; long chatty easy ones against short
-# hard ones). prompts_test.jsonl, prompts_holdout.jsonl and adversarial_test.jsonl stay out: they are measured.
+# hard ones), and support pairs (ordinary requests that mention an error code, an amount, an allergy or illness,
+# a company, or chat at length, against a twin that needs judgement). prompts_test.jsonl, prompts_holdout.jsonl
+# and adversarial_test.jsonl stay out: they are measured.
 DEFAULT_TRAIN_PATHS = (
     "data/routing/prompts.jsonl",
     "data/routing/prompts_varied.jsonl",
     "data/routing/adversarial_dev.jsonl",
     "data/routing/prompts_pairs.jsonl",
+    "data/routing/prompts_support_pairs.jsonl",
 )
 # Strong L2 on purpose: our prompts separate almost perfectly, and the held-out traffic is written by others.
 FEATURE_LAMBDAS = (3.0, 10.0, 30.0)
