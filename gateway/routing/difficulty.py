@@ -8,7 +8,8 @@ from a small logistic regression over two kinds of input:
   (`gateway.routing.form`: transform a given text or look a fact up, versus judgement on a case, a situation
   with complications, an amount or a date to work out from several numbers, who asks and about whom);
 - the request's sentence embedding (computed once per request by `gateway.embeddings`, of the last user
-  message, shared with intents and the cache), when there is one.
+  message, shared with intents and the cache), when there is one, and the share of hard prompts among the 9
+  training prompts nearest to it (their vectors ship in the weights file).
 
 The JSON weights file (`difficulty_model.json`, written by `gateway.routing.train`) holds a features-only
 model (`method="features"`, used when there is no vector or `use_embedding` is off) and one features ‖
