@@ -85,7 +85,7 @@ class LanguageDetector:
         self._unknown = len(grams)  # a row of zeros: n-grams the model does not know count for nothing
         self._logp = np.vstack([np.asarray(logp, dtype=np.float32), np.zeros((1, len(languages)), np.float32)])
         self.min_margin = min_margin
-        self._words: dict[str, tuple[list[int], list[int], list[int]]] = {}
+        self._words: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
         self.detect = lru_cache(maxsize=16384)(self._detect)
 
     @classmethod
@@ -121,10 +121,10 @@ class LanguageDetector:
             rows = memo.get(word)
             if rows is None:
                 padded = " " + word + " "
-                rows = (
-                    [get(c, unknown) for c in word],
-                    [get(padded[i : i + 2], unknown) for i in range(len(padded) - 1)],
-                    [get(padded[i : i + 3], unknown) for i in range(len(padded) - 2)],
+                rows = (  # tuples of ints: the garbage collector stops tracking them
+                    tuple([get(c, unknown) for c in word]),
+                    tuple([get(padded[i : i + 2], unknown) for i in range(len(padded) - 1)]),
+                    tuple([get(padded[i : i + 3], unknown) for i in range(len(padded) - 2)]),
                 )
                 if len(memo) >= 65536:
                     memo.clear()

@@ -224,7 +224,8 @@ def _classes(
     """The names of the lexicon classes found in `text`, as `rx.search` over every class would say.
     `heads`: head -> the classes with an entry that starts so."""
     maybe = {i for head in places.intersection(heads) for i in heads[head]}
-    return frozenset(compiled[i][0] for i in sorted(maybe) if compiled[i][1].search(text))
+    found = frozenset(compiled[i][0] for i in sorted(maybe) if compiled[i][1].search(text)) if maybe else None
+    return found or _NONE
 
 
 _POLAR_RX = _compile_lexicon(POLAR)
@@ -246,6 +247,7 @@ _KNOWN_RX = re.compile(
     + r")(?![\w])"
 )
 
+_NONE: frozenset = frozenset()  # one empty set shared by every text's features: memos hold fewer objects
 _NEGATION_HEADS = frozenset((n[:-1] if n.endswith("*") else n)[:_HEAD] for n in NEGATIONS)
 _KNOWN_HEADS = frozenset(name[:_HEAD] for name in set(KNOWN_NAMES) | set(ALIASES))
 _TOKEN = re.compile(r"[\w][\w'-]*|[€$£%]")
@@ -344,7 +346,7 @@ class _Words:
 
     scrubbed: str  # folded, e-mails and urls blanked
     codes: frozenset[str]
-    tokens: list[str]
+    tokens: tuple[str, ...]  # a tuple of strings: the garbage collector stops tracking it
     wording: tuple[str, ...]
     content: tuple[str, ...]
 
@@ -367,7 +369,7 @@ def _words(text: str) -> _Words:
     kept = [info for info in map(_content_token, tokens) if info is not None]
     wording = tuple(stem for stem, _ in kept)
     content = tuple(word for _, word in kept)
-    return _Words(scrubbed, frozenset(codes), tokens, wording, content)
+    return _Words(scrubbed, frozenset(codes) if codes else _NONE, tuple(tokens), wording, content)
 
 
 @lru_cache(maxsize=65536)
@@ -415,7 +417,7 @@ def _rest_of(text: str, words_: _Words) -> _Rest:
     return _Rest(
         lang=_language(tokens, text),
         numbers=tuple(numbers),
-        units=frozenset(units),
+        units=frozenset(units) if units else _NONE,
         dates=tuple(dates),
         names=tuple(names),
         words=words,
@@ -503,7 +505,7 @@ def _stem(token: str) -> str:
     return token
 
 
-def _language(tokens: list[str], raw: str) -> str:
+def _language(tokens: Sequence[str], raw: str) -> str:
     en = sum(t in EN_MARKERS for t in tokens)
     fr = sum(t in FR_MARKERS for t in tokens)
     if any(c in raw for c in "éèêàçùâîôû") or ("?" in raw and " ?" in raw):
