@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
@@ -78,7 +78,7 @@ def evaluate_pairs(
     """With `verifier` (and `language`): the gateway's decision (same language, verified); without: the
     cosine threshold and guards alone."""
     rows = list(rows)
-    result = {
+    result: dict[str, Any] = {
         "pairs": len(rows),
         "threshold": settings.threshold,
         "tp": 0,
@@ -177,7 +177,7 @@ async def evaluate_pool(
     texts = list(dict.fromkeys(row["text"] for row in order))
     vectors = dict(zip(texts, embedder.encode(texts))) if embedder is not None and embedder.available else {}
     cached_keys: set[str] = set()
-    result = {
+    result: dict[str, Any] = {
         "questions": len(order),
         "seed": seed,
         "true_hits": 0,
