@@ -39,7 +39,7 @@ import asyncio
 import math
 import struct
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol, Sequence
 
@@ -412,6 +412,10 @@ class RedisStore:
         self.max_pending = max_pending
         self._connected = False
         self._writing: dict[str, bytes] = {}  # entry key -> answer, while its put_later is in flight
+        # Our recent stores, numbered: a mirror synced meanwhile may have read Redis before they landed,
+        # so a sync adds those made since it began, and those still in flight (at most max_pending)
+        self._own_seq = 0
+        self._own_log: deque[tuple[int, str, VectorRow, float]] = deque(maxlen=max(1024, 2 * max_pending))
         self._gets: list[tuple[str, asyncio.Future[bytes | None]]] = []  # the next MGET's keys and waiters
         self._reads: set[asyncio.Task] = set()
         self._queue: list[tuple[Any, ...]] = []  # put_later writes not sent yet, oldest first
@@ -527,6 +531,8 @@ class RedisStore:
 
     def _mirror_own(self, key: str, row: VectorRow | None, expiry: float) -> None:
         if row is not None:
+            self._own_seq += 1
+            self._own_log.append((self._own_seq, key, row, expiry))
             mirror = self._mirrors.get((row.intent, row.context))
             if mirror is not None:  # our own store is visible to us at once
                 mirror.discard(key)
@@ -616,7 +622,7 @@ class RedisStore:
         every row when the mirror is new or the partition was re-created (an absent partition: empty)."""
         vkey, _, nkey, lkey, bkey = self._partition_keys(*partition)
         since, known = (mirror.version, mirror.born) if mirror is not None else (0, 0)
-        started = time.monotonic()
+        started, mark = time.monotonic(), self._own_seq
         # a new mirror reads the whole partition: it may take longer than a lookup's short wait
         timeout_s = self.lookup_timeout_s if mirror is not None else None
         reply = await self._call(
@@ -633,17 +639,6 @@ class RedisStore:
                 )
                 for expiry, text, vector, key in rows:
                     fresh.add(key, text, vector, expiry, self.max_entries)
-            if mirror is not None:  # our own writes still in flight are not in Redis yet
-                for key in self._writing:
-                    mirror_row = mirror._rows.get(key)
-                    if mirror_row is not None and key not in fresh:
-                        fresh.add(
-                            key,
-                            mirror._texts[mirror_row],
-                            mirror._vectors[mirror_row],  # type: ignore[index]
-                            mirror._expiries[mirror_row],
-                            self.max_entries,
-                        )
             mirror = fresh
             if len(self._mirrors) > 4096:
                 self._mirrors.clear()
@@ -652,6 +647,10 @@ class RedisStore:
             for key, packed in _pairs(reply[3]):
                 expiry, text, vector = _unpack(packed)
                 mirror.refresh(key.decode(), text, vector, expiry, self.max_entries)
+        for seq, key, row, expiry in self._own_log:  # ours that Redis may not have shown this sync
+            if (seq > mark or key in self._writing) and key not in mirror:
+                if (row.intent, row.context) == partition:
+                    mirror.add(key, row.text, row.vector, expiry, self.max_entries)
         mirror.version, mirror.born, mirror.loaded_at = version, born, started
         return mirror
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -184,6 +185,20 @@ async def test_put_later_answers_at_once_and_writes_in_the_background(redis_clie
     assert await b.get("k1") == b"one"  # written to Redis for the other replicas
     assert list((await b.candidates("refund", "c1")).payloads) == ["k1"]
     assert not a._writing and not a.pending
+
+
+async def test_an_answer_stored_while_its_partition_is_first_read_is_in_that_mirror(redis_client):
+    """The first lookup of a partition reads it whole from Redis; an answer stored meanwhile, whose write
+    lands after that read, is in the mirror the lookup builds (not only in the next sync's, reload_s on)."""
+    store = RedisStore(redis_client, redis_client.test_prefix, reload_s=60)
+    await store.get("warm")  # the connection is open: the read below goes out at once
+    first_read = asyncio.ensure_future(store.candidates("refund", "c1"))
+    await asyncio.sleep(0)  # the partition's read is on its way...
+    await store.put_later("k1", b"one", "refund", 60, row(1))  # ...before this write
+    candidates = await first_read
+    assert candidates is not None and list(candidates.payloads) == ["k1"]
+    await store.drain()
+    assert list((await store.candidates("refund", "c1")).payloads) == ["k1"]  # the same mirror (reload_s)
 
 
 async def test_put_later_reports_a_failed_write_and_is_bounded(redis_client):
