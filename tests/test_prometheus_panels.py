@@ -36,6 +36,7 @@ import yaml
 from gateway.auth import hash_key
 from gateway.mock_upstream import MockServerThread, MockSettings
 from gateway.pricing import Pricing
+from gateway.routing.canary import in_canary
 from tests.conftest import TEST_KEY, base_config, delete_prefix, redis_url, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +60,7 @@ FR = [
     "Quels sont vos horaires d'ouverture ?",
 ]
 PARAPHRASES = ["How can I get my money back?", "I forgot my password, how do I reset it?"]
+READER = "reader-2"
 
 
 def _free_port() -> int:
@@ -204,13 +206,16 @@ def _drive(gateway_url: str, truth: Truth, plain_mock, canary_mock, scraped=lamb
             usage = raw.parse().usage.model_dump()
         truth.answered(seen, usage)
 
+    # One user for the cached phases: a request without one takes a side of the 50% canary by its request id,
+    # and the cache never serves one side's answer to the other (a paraphrase on the other side misses).
+    # READER is on the stable side (test_the_reader_is_on_the_stable_side).
     for text in EN + FR:  # misses
-        ask(text, temperature=0)
+        ask(text, temperature=0, user=READER)
     scraped()
     for text in EN[:4] + FR[:2]:  # exact hits
-        ask(text, temperature=0)
+        ask(text, temperature=0, user=READER)
     for text in PARAPHRASES:  # semantic hits (or misses: the clients count what they got)
-        ask(text, temperature=0)
+        ask(text, temperature=0, user=READER)
     scraped()
     for i, text in enumerate(EN[:3] + FR[:3]):  # streams, not cached: a per-run nonce
         ask(f"{text} ({i})", stream=True, headers={"x-gateway-cache": "bypass"})
@@ -288,6 +293,10 @@ def plain_mock():
 def canary_mock():
     with MockServerThread(MockSettings(served_model="canary-model", fail_rate_500=1.0)) as mock:
         yield mock
+
+
+def test_the_reader_is_on_the_stable_side():
+    assert not in_canary(READER, 50, salt="support")
 
 
 def test_every_panel_and_alert_against_a_real_prometheus(
