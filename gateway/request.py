@@ -8,7 +8,7 @@ Only the fields the gateway uses are validated; everything else is forwarded unt
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import orjson
 
@@ -87,17 +87,23 @@ def _check_parts(parts: list, where: str) -> None:
                 )
 
 
-def parse_chat_body(raw: bytes, max_bytes: int) -> dict[str, Any]:
-    if len(raw) > max_bytes:
-        raise BodyTooLarge(f"the request body is {len(raw)} bytes; the limit is {max_bytes}")
+def json_object_body(raw: bytes, parse: Callable[[bytes], Any] = ClientBody.parse) -> Any:
+    """A request body that must be one JSON object, or the 400 that says what it is instead."""
     if not raw:
         raise InvalidRequest("the request body is empty; expected a JSON object")
     try:
-        body = ClientBody.parse(raw)
+        body = parse(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+def parse_chat_body(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    if len(raw) > max_bytes:
+        raise BodyTooLarge(f"the request body is {len(raw)} bytes; the limit is {max_bytes}")
+    body = json_object_body(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
@@ -145,14 +151,7 @@ MAX_DIMENSIONS = 65_536  # OpenAI's largest model has 3,072; a bound that no rea
 def parse_embeddings_body(raw: bytes) -> dict[str, Any]:
     """POST /v1/embeddings: `input` a non-empty string, array of strings, array of token ids or array of
     token-id arrays (at most 2,048 items); `dimensions` a positive integer; `encoding_format` float|base64."""
-    if not raw:
-        raise InvalidRequest("the request body is empty; expected a JSON object")
-    try:
-        body = ClientBody.parse(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc.msg} at position {exc.pos}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
+    body = json_object_body(raw)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
     inputs = body.get("input")

@@ -19,7 +19,7 @@ from gateway.api import render
 from gateway.api.openai import receive_body, scope_headers
 from gateway.context import RequestContext
 from gateway.errors import InvalidRequest
-from gateway.request import PRIORITIES, Answer, StreamAnswer, parse_chat_body
+from gateway.request import PRIORITIES, Answer, StreamAnswer, json_object_body, parse_chat_body
 from gateway.responses_translation import StreamTranslator, chat_body, response_from_chat
 
 __all__ = ["ROUTES", "create_response", "router"]
@@ -35,14 +35,7 @@ _PARAMS = {
 
 
 def _request(raw: bytes) -> dict[str, Any]:
-    if not raw:
-        raise InvalidRequest("the request body is empty; expected a JSON object")
-    try:
-        request = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc.msg} at position {exc.pos}") from None
-    if not isinstance(request, dict):
-        raise InvalidRequest("the request body must be a JSON object")
+    request: dict[str, Any] = json_object_body(raw, orjson.loads)
     if request.get("stream") is not None and not isinstance(request.get("stream"), bool):
         raise InvalidRequest("'stream' must be a boolean", param="stream")
     return request

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["load_pairs", "evaluate_pairs", "load_pool", "evaluate_pool"]
 
 
-def load_pairs(path: str | Path) -> list[dict]:
-    """Read a JSON Lines file of pairs; errors name the file and line."""
+def _read_jsonl(path: str | Path, valid: Callable[[Any], bool], expected: str) -> list[dict]:
+    """The rows of a JSON Lines file, each checked by `valid`; errors name the file and line."""
     path = Path(path)
     rows = []
     with path.open(encoding="utf-8") as handle:
@@ -44,15 +44,19 @@ def load_pairs(path: str | Path) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-            if (
-                not isinstance(row, dict)
-                or not isinstance(row.get("a"), str)
-                or not isinstance(row.get("b"), str)
-                or not isinstance(row.get("same"), bool)
-            ):
-                raise ValueError(f'{path}:{number}: expected {{"a": str, "b": str, "same": bool}}')
+            if not isinstance(row, dict) or not valid(row):
+                raise ValueError(f"{path}:{number}: expected {expected}")
             rows.append(row)
     return rows
+
+
+def load_pairs(path: str | Path) -> list[dict]:
+    """Read a JSON Lines file of pairs `{"a", "b", "same"}`."""
+    return _read_jsonl(
+        path,
+        lambda row: all(isinstance(row.get(k), t) for k, t in (("a", str), ("b", str), ("same", bool))),
+        '{"a": str, "b": str, "same": bool}',
+    )
 
 
 def _verifier_reason(verifier, language, a: str, b: str, vectors: dict, score: float) -> str | None:
@@ -136,23 +140,12 @@ def evaluate_pairs(
 
 
 def load_pool(path: str | Path) -> list[dict]:
-    """Read a JSON Lines pool `{"group", "lang", "text"}`; errors name the file and line."""
-    path = Path(path)
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict) or not all(
-                isinstance(row.get(k), str) and row.get(k) for k in ("group", "lang", "text")
-            ):
-                raise ValueError(f'{path}:{number}: expected {{"group": str, "lang": str, "text": str}}')
-            rows.append(row)
-    return rows
+    """Read a JSON Lines pool `{"group", "lang", "text"}`."""
+    return _read_jsonl(
+        path,
+        lambda row: all(isinstance(row.get(k), str) and row.get(k) for k in ("group", "lang", "text")),
+        '{"group": str, "lang": str, "text": str}',
+    )
 
 
 async def evaluate_pool(

@@ -161,24 +161,15 @@ _NO_WORDS = (np.zeros((0, 1), dtype=np.float32), np.zeros(0))
 
 @lru_cache(maxsize=16384)
 def _words(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """(unit vectors, weights) of a text's words in the static table (a word = the sum of its rows; its norm,
-    large for rare words and near 0 for "the", "to", is its weight)."""
+    """(unit vectors, weights) of a text's words in the static table (see `_token`: a rare word weighs
+    much, "the", "to" near 0)."""
     from gateway.static_embedding import WORD
 
-    model = _table()
-    if model is None:
+    found = [_token(word) for word in WORD.findall(text.lower())]
+    kept = [(vector, weight) for vector, weight in found if vector is not None and weight > 1e-6]
+    if not kept:
         return _NO_WORDS
-    vectors = []
-    for word in WORD.findall(text.lower()):
-        rows = model.rows_of(word)
-        if rows:
-            vectors.append(model.table.take(rows, axis=0).sum(axis=0))
-    if not vectors:
-        return _NO_WORDS
-    matrix = np.stack(vectors)
-    weights = np.linalg.norm(matrix, axis=1)
-    keep = weights > 1e-6
-    return matrix[keep] / weights[keep, None], weights[keep].astype(np.float64)
+    return np.stack([vector for vector, _ in kept]), np.array([weight for _, weight in kept], dtype=np.float64)
 
 
 def _alignment(a: str, b: str) -> list[float]:
