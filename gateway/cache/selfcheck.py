@@ -4,6 +4,8 @@
     if check.refused(entry): miss                                # an entry that disagreed serves no more
     if check.sample(): answer as a miss, remember (entry, cached answer)
     check.compare(entry, cached_answer, fresh_answer)            # when the fresh answer is stored
+    if check.sample(): remember the nearest neighbour of a miss   # misses with a close neighbour
+    check.compare_near(neighbour_answer, fresh_answer)           # a hit the verifier refused?
 
 The semantic verifier is calibrated offline; this checks it online, on the traffic it serves. A sampled hit
 is not served: the request goes upstream as a miss (the user gets a fresh answer, no extra upstream call is
@@ -15,15 +17,24 @@ Two answers agree when they give the same numbers (amounts, delays, counts: "5 d
 and share at least `agree_at` of the content words of the shorter one (words of 3 letters or more, case
 and accents folded). A generated answer is reworded from one call to the next; an answer to another
 question is about other things.
+
+Misses are checked too, at the same share and at no upstream cost (a miss is answered anyway): when the
+verifier refused every stored question, the nearest one by cosine (at or above the verifier's floor) is
+remembered, and once the fresh answer is stored it is compared with that neighbour's answer, off the
+response path. `gateway_cache_near_miss_checks_total{outcome="agree"}` counts refused neighbours that had
+the same answer: recall the verifier left on the table, measured on live traffic (the offline evals measure
+it on labelled pools). Only counted: a refusal is never turned into a hit by it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 import re
 import unicodedata
 from collections import OrderedDict
-from typing import Callable
+from typing import Awaitable, Callable
 from weakref import WeakKeyDictionary
 
 from prometheus_client import CollectorRegistry, Counter
@@ -50,21 +61,24 @@ def similarity(cached: str, fresh: str) -> float:
     return len(wa & wb) / min(len(wa), len(wb))
 
 
-_COUNTERS: WeakKeyDictionary[CollectorRegistry, Counter] = WeakKeyDictionary()
+log = logging.getLogger("gateway.cache")
+
+_COUNTERS: WeakKeyDictionary[CollectorRegistry, dict[str, Counter]] = WeakKeyDictionary()
+_HELP = {
+    "gateway_cache_selfcheck": "Semantic hits answered fresh and compared with the matched entry's answer, by outcome",
+    "gateway_cache_near_miss_checks": "Misses compared with their nearest refused neighbour's answer, by outcome"
+    " (agree: a hit the verifier refused)",
+}
 
 
-def _counter(registry: CollectorRegistry | None) -> Counter:
-    """One counter per registry (a registry refuses a second one of the same name)."""
-    if registry is not None and registry in _COUNTERS:
-        return _COUNTERS[registry]
-    counter = Counter(
-        "gateway_cache_selfcheck",
-        "Semantic hits answered fresh and compared with the matched entry's answer, by outcome",
-        ["outcome"],
-        registry=registry,
-    )
+def _counter(registry: CollectorRegistry | None, name: str = "gateway_cache_selfcheck") -> Counter:
+    """One counter of each name per registry (a registry refuses a second one of the same name)."""
+    known = _COUNTERS.get(registry, {}) if registry is not None else {}
+    if name in known:
+        return known[name]
+    counter = Counter(name, _HELP[name], ["outcome"], registry=registry)
     if registry is not None:
-        _COUNTERS[registry] = counter
+        _COUNTERS.setdefault(registry, {})[name] = counter
     return counter
 
 
@@ -82,6 +96,8 @@ class SelfCheck:
         self._draw = draw
         self._refused: OrderedDict[str, None] = OrderedDict()
         self.outcomes = _counter(registry)
+        self.near_outcomes = _counter(registry, "gateway_cache_near_miss_checks")
+        self._tasks: set[asyncio.Task] = set()
 
     def sample(self) -> bool:
         """Whether this semantic hit is checked (answered fresh) rather than served."""
@@ -99,3 +115,29 @@ class SelfCheck:
             if len(self._refused) > self.max_refused:
                 self._refused.popitem(last=False)
         return agree
+
+    def compare_near(self, neighbour: str, fresh: str) -> bool:
+        """Count whether a miss's fresh answer agrees with its nearest refused neighbour's."""
+        agree = similarity(neighbour, fresh) >= self.agree_at
+        self.near_outcomes.labels("agree" if agree else "disagree").inc()
+        return agree
+
+    def later(self, check: Awaitable[None]) -> None:
+        """Run a check off the response path; at most 64 at once (more are dropped, never queued)."""
+        if len(self._tasks) >= 64:
+            if asyncio.iscoroutine(check):
+                check.close()
+            return
+        task = asyncio.ensure_future(check)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    async def drain(self) -> None:
+        """Wait for the checks under way (at shutdown, before the store closes)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("cache self-check failed: %r", task.exception())

@@ -27,6 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+import numpy as np
 import orjson
 
 from gateway.bounds import LOOP_TEXT_LIMIT, TEXT_LIMIT, off_loop
@@ -110,6 +111,7 @@ class SemanticMatch:
     context: str | None = None
     personal: bool | None = None
     checking: str | None = None  # a hit sampled by cache/selfcheck.py: the answer it would have served
+    near: str | None = None  # a miss sampled by cache/selfcheck.py: its nearest refused neighbour's entry
 
 
 class IntentCache:
@@ -270,6 +272,8 @@ class IntentCache:
         if blob is None or match is None:
             if match is not None and isinstance(self.backend, RedisStore):
                 self.backend.forget(partition, context, match.payload)
+            elif candidates is not None and self.selfcheck.sample():
+                found.near = self._nearest(candidates, req.vector)
             self._count(intent, "miss")
             return None
         if self.selfcheck.refused(match.payload) or self.selfcheck.sample():  # answered fresh, as a miss
@@ -281,6 +285,21 @@ class IntentCache:
         cached = self._hit(req, Cached.decode(blob, "semantic"), "hit-semantic")
         self.metrics.cache_semantic_hits.labels(self._label(cached.intent), found.lang).inc()
         return cached
+
+    def _nearest(self, candidates, vector) -> str | None:
+        """The entry of the stored question nearest to `vector`, if at or above the verifier's floor."""
+        if len(candidates) == 0:
+            return None
+        scores = candidates.vectors @ np.asarray(vector, dtype=np.float32)
+        best = int(scores.argmax())
+        return candidates.payloads[best] if scores[best] >= self.verifier.floor else None
+
+    async def _compare_near(self, entry: str, fresh: str) -> None:
+        blob = await self.backend.get(entry)
+        if blob is not None:
+            content = Cached.decode(blob, "semantic").message.get("content")
+            if isinstance(content, str):
+                self.selfcheck.compare_near(content, fresh)
 
     def _hit(self, req: ChatRequest, cached: Cached, result: str) -> Cached:
         req.cache_result = result
@@ -353,6 +372,8 @@ class IntentCache:
         match = req.cache_match
         if match is not None and match.checking is not None and isinstance(message.get("content"), str):
             self.selfcheck.compare(match.entry, match.checking, message["content"])
+        if match is not None and match.near is not None and isinstance(message.get("content"), str):
+            self.selfcheck.later(self._compare_near(match.near, message["content"]))
         if (
             req.cache_result != "miss"
             or req.cache_key is None
@@ -436,6 +457,7 @@ class IntentCache:
     async def close(self) -> None:
         if self._flush_task is not None and not self._flush_task.done():
             await asyncio.gather(self._flush_task, return_exceptions=True)
+        await self.selfcheck.drain()
         await self.flush_stats()
         await self.backend.close()
 

@@ -91,3 +91,33 @@ async def test_no_check_without_a_share():
     for _ in range(20):
         served, req = await _ask(cache, alias, embedder, "How can I delete my profile?")
         assert served == "Within 30 days." and req.cache_match.checking is None
+
+
+async def test_a_sampled_miss_is_compared_with_its_nearest_refused_neighbour():
+    embedder = Embedder.load(model="static")
+    if not embedder.available:
+        pytest.skip("static embedding table absent")
+    cache, alias = _cache(0.0)
+    value = cache.metrics.registry.get_sample_value
+    first = "Gift cards stay valid for 12 months from the day they are bought."
+    assert (await _ask(cache, alias, embedder, "Do gift cards expire?", first))[0] is None
+
+    cache.selfcheck.share = 1.0  # every miss with a close neighbour is checked
+    # a paraphrase the verifier refuses: its fresh answer agrees with the neighbour's, a hit left on the table
+    served, req = await _ask(cache, alias, embedder, "How long is a gift card valid?", first.replace("stay", "are"))
+    assert served is None and req.cache_match.near is not None
+    await cache.selfcheck.drain()
+    assert value("gateway_cache_near_miss_checks_total", {"outcome": "agree"}) == 1
+
+    # a sibling: another answer, rightly refused
+    served, req = await _ask(
+        cache, alias, embedder, "How do I check my gift card balance?", "Type the code on our balance page."
+    )
+    assert served is None and req.cache_match.near is not None
+    await cache.selfcheck.drain()
+    assert value("gateway_cache_near_miss_checks_total", {"outcome": "disagree"}) == 1
+    assert value("gateway_cache_selfcheck_total", {"outcome": "agree"}) is None  # hits were not involved
+
+    cache.selfcheck.share = 0.0
+    served, req = await _ask(cache, alias, embedder, "Can a gift card expire?", "Yes, after 12 months.")
+    assert req.cache_match.near is None  # nothing sampled without a share

@@ -3,6 +3,8 @@ in-process store (no Redis: these tests are about what is served, not where it i
 
 from __future__ import annotations
 
+import time
+
 import openai
 import pytest
 
@@ -172,3 +174,14 @@ def test_selfcheck_answers_a_sampled_hit_fresh_and_counts_the_outcome(start_gate
     assert headers["x-gateway-cache"] == "miss" and "delete my profile" in answer.choices[0].message.content
     value = gw.app.state.metrics.registry.get_sample_value
     assert value("gateway_cache_selfcheck_total", {"outcome": "agree"}) == 1  # the mock words both alike
+
+    # a miss with a close neighbour (a sibling the verifier refuses) is compared with it off the response path
+    assert ask(client, "How can I delete my profile picture?")[0]["x-gateway-cache"] == "miss"
+    deadline = time.monotonic() + 15
+    counted = 0.0
+    while time.monotonic() < deadline and not counted:
+        counted = sum(
+            value("gateway_cache_near_miss_checks_total", {"outcome": o}) or 0.0 for o in ("agree", "disagree")
+        )
+        time.sleep(0.05)
+    assert counted == 1
