@@ -176,10 +176,20 @@ def run_pool_eval(args: argparse.Namespace) -> int:
             )
         if args.verbose:
             for miss in report["missed"]:
-                print(f"  miss [{miss['key']}] {miss['text']!r}")
+                print(f"  miss [{miss['key']}] ({', '.join(miss['reasons'])}) {miss['text']!r}")
     hits = sum(r["hits"] for r in reports)
     true = sum(r["true_hits"] for r in reports)
     reachable = true + sum(r["misses_cached"] for r in reports)
     print(f"hits {hits / len(reports):.1f} (true {true / len(reports):.1f}) per run")
+    reasons: dict[str, int] = {}
+    for report in reports:
+        for reason, count in report["miss_reasons"].items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    missed = sum(r["misses_cached"] for r in reports)
+    if missed:
+        print(
+            "misses of a cached answer: what refuses the nearest question of the same answer (share of them): "
+            + ", ".join(f"{name} {count / missed:.0%}" for name, count in sorted(reasons.items(), key=lambda x: -x[1]))
+        )
     print(f"precision {true / hits if hits else 1.0:.3f} recall {true / reachable if reachable else 0.0:.3f}")
     return 0

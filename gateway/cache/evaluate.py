@@ -139,6 +139,25 @@ def evaluate_pairs(
 # ------------------------------------------------------------------------------------------ pooled eval
 
 
+def _refusals(cache, text: str, same_answer: list[str], vectors: dict) -> list[str]:
+    """Why a question missed although its answer was cached: what refuses the stored question of the same
+    answer nearest to it: the language partition, the floor, every veto that fires, else the verifier's
+    probability; "outranked" when that question passes (another candidate was picked, or none checked)."""
+    verifier, vector = cache.verifier, vectors.get(text)
+    if vector is None:
+        return ["no embedding"]
+    scored = sorted(((float(np.dot(vector, vectors[other])), other) for other in same_answer), reverse=True)
+    score, nearest = scored[0]
+    if cache.language.detect(nearest) != cache.language.detect(text):
+        return ["language"]
+    if score < verifier.floor:
+        return ["below floor"]
+    fired = [name for name in verifier.veto_order if verifier.vetoed(text, nearest, only=(name,))]
+    if fired:
+        return fired
+    return ["probability" if verifier.probability(text, nearest, score) < verifier.threshold else "outranked"]
+
+
 def load_pool(path: str | Path) -> list[dict]:
     """Read a JSON Lines pool `{"group", "lang", "text"}`."""
     return _read_jsonl(
@@ -169,7 +188,7 @@ async def evaluate_pool(
     random.Random(seed).shuffle(order)
     texts = list(dict.fromkeys(row["text"] for row in order))
     vectors = dict(zip(texts, embedder.encode(texts))) if embedder is not None and embedder.available else {}
-    cached_keys: set[str] = set()
+    cached_keys: dict[str, list[str]] = {}  # key -> its stored questions
     result: dict[str, Any] = {
         "questions": len(order),
         "seed": seed,
@@ -178,6 +197,7 @@ async def evaluate_pool(
         "misses_cached": 0,
         "misses": 0,
         "missed": [],
+        "miss_reasons": {},
     }
     for row in order:
         key = f"{row['group']}|{row['lang']}"
@@ -209,13 +229,16 @@ async def evaluate_pool(
         result["misses"] += 1
         if key in cached_keys:
             result["misses_cached"] += 1
-            result["missed"].append({"text": row["text"], "key": key})
+            reasons = _refusals(cache, row["text"], cached_keys[key], vectors)
+            for reason in reasons:
+                result["miss_reasons"][reason] = result["miss_reasons"].get(reason, 0) + 1
+            result["missed"].append({"text": row["text"], "key": key, "reasons": reasons})
         parsed = {
             "model": alias,
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": key}}],
         }
         await cache.store(req, parsed)
-        cached_keys.add(key)
+        cached_keys.setdefault(key, []).append(row["text"])
     hits = result["true_hits"] + len(result["false_hits"])
     result["hits"] = hits
     result["precision"] = result["true_hits"] / hits if hits else 1.0

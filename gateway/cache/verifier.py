@@ -456,11 +456,15 @@ class Verifier:
         index = kept[pick]
         return Verified(index, candidates.texts[index], float(scores[index]), probability, candidates.payloads[index])
 
-    def vetoed(self, a: str, b: str) -> bool:
-        """Whether one of the veto features fires for the pair: the same decision as computing every feature
-        and reading the veto columns, but each veto is computed only until one fires."""
+    @property
+    def veto_order(self) -> tuple[str, ...]:
+        return tuple(self._veto_order)
+
+    def vetoed(self, a: str, b: str, only: tuple[str, ...] | None = None) -> bool:
+        """Whether one of the veto features (or of `only`) fires for the pair: the same decision as computing
+        every feature and reading the veto columns, but each veto is computed only until one fires."""
         reasons: set[str] | None = None
-        for name in self._veto_order:
+        for name in self._veto_order if only is None else only:
             check = _QUICK.get(name)
             if check is not None:
                 if check(a, b):

@@ -1,0 +1,54 @@
+"""`gateway cache eval --pool`: questions sent once each through the real cache logic; a hit on another
+(group, lang) is a false hit; recall counts only misses whose answer was already cached; each such miss says
+what refused the nearest stored question of the same answer."""
+
+import argparse
+import json
+
+import pytest
+
+from gateway.cache.cli import register_cli
+from gateway.embeddings import Embedder
+
+POOL = [
+    # the same words under two answers: whichever comes second is served the first one's answer
+    {"group": "ship.to_canada", "lang": "en", "text": "Do you ship to Canada?"},
+    {"group": "ship.canada_cost", "lang": "en", "text": "Do you ship to Canada?"},
+    # the same question twice under one answer: a true hit, in any order
+    {"group": "password.reset", "lang": "en", "text": "How do I reset my password?"},
+    {"group": "password.reset", "lang": "en", "text": "How do I reset my password?"},
+    # a paraphrase the verifier refuses (another kind of question, other words): a miss of a cached answer
+    {"group": "ship.saturday", "lang": "en", "text": "Do you deliver on Saturdays?"},
+    {"group": "ship.saturday", "lang": "en", "text": "Can my package arrive on a Saturday?"},
+]
+
+
+def run(tmp_path, capsys, *extra: str) -> list[str]:
+    path = tmp_path / "pool.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in POOL), encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["cache", "eval", "--pool", str(path), *extra])
+    assert args.func(args) == 0
+    return capsys.readouterr().out.strip().splitlines()
+
+
+def test_pool_eval_counts_false_hits_recall_and_why_a_cached_answer_missed(tmp_path, capsys):
+    if not Embedder.load(model="static").available:
+        pytest.skip("static embedding table absent")
+    lines = run(tmp_path, capsys, "--seeds", "3", "-v")
+    assert lines[-1] == "precision 0.500 recall 0.500"  # 1 true hit, 1 false hit, 1 miss of a cached answer
+    assert sum("false hit [ship." in line and "got ship." in line for line in lines) == 3  # once per seed
+    misses = [line for line in lines if line.strip().startswith("miss [ship.saturday|en]")]
+    assert len(misses) == 3 and all("question_kind_differs" in line for line in misses)
+    assert any(line.startswith("misses of a cached answer:") and "question_kind_differs 100%" in line for line in lines)
+
+
+def test_pool_eval_refuses_a_malformed_pool(tmp_path, capsys):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"group": "a", "text": "no language"}\n', encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["cache", "eval", "--pool", str(path)])
+    assert args.func(args) == 2
+    assert "bad.jsonl:1: expected" in capsys.readouterr().err
