@@ -11,7 +11,8 @@ The semantic verifier is calibrated offline; this checks it online, on the traff
 is not served: the request goes upstream as a miss (the user gets a fresh answer, no extra upstream call is
 made for it) and its answer, stored as usual, is compared with the answer the matched entry would have
 served: `gateway_cache_selfcheck_total{outcome="agree"|"disagree"}` counts the outcomes, and an entry that
-disagrees is refused from then on (in this process: each replica learns on its own traffic, bounded).
+disagrees is refused from then on: at once in this process, and on every replica once the service has
+deleted it from the shared store (its own question is answered fresh, and stored anew, next time).
 
 Two answers agree when they give the same numbers (amounts, delays, counts: "5 days" and "30 days" do not)
 and share at least `agree_at` of the content words of the shorter one (words of 3 letters or more, case

@@ -294,6 +294,13 @@ class IntentCache:
         best = int(scores.argmax())
         return candidates.payloads[best] if scores[best] >= self.verifier.floor else None
 
+    async def _delete(self, entry: str, partition: str, context: str | None) -> None:
+        """A disagreeing entry leaves the shared store: no replica serves it again."""
+        try:
+            await self.backend.delete(entry, partition, context)
+        except StoreUnavailable as exc:
+            self._error("delete", exc)
+
     async def _compare_near(self, entry: str, fresh: str) -> None:
         blob = await self.backend.get(entry)
         if blob is not None:
@@ -371,7 +378,8 @@ class IntentCache:
     async def _store(self, req: ChatRequest, model: str, message: dict, usage: Any, fingerprint: Any) -> None:
         match = req.cache_match
         if match is not None and match.checking is not None and isinstance(message.get("content"), str):
-            self.selfcheck.compare(match.entry, match.checking, message["content"])
+            if not self.selfcheck.compare(match.entry, match.checking, message["content"]):
+                self.selfcheck.later(self._delete(match.entry, "lang-" + match.lang, match.context))
         if match is not None and match.near is not None and isinstance(message.get("content"), str):
             self.selfcheck.later(self._compare_near(match.near, message["content"]))
         if (
@@ -490,11 +498,11 @@ def build_cache(
     side_of=None,
     embedding: str | None = None,
 ) -> IntentCache:
-    """`embedding`: the embedding the gateway serves (its verifier was trained on that embedding's cosines;
-    default: config.embedding.model)."""
+    """RedisStore when a Redis client is given (redis.url set), MemoryStore otherwise. `embedding`: the
+    embedding the gateway serves (its verifier was trained on that embedding's cosines; default:
+    config.embedding.model)."""
     from gateway.cache.verifier import model_path
 
-    """RedisStore when a Redis client is given (redis.url set), MemoryStore otherwise."""
     cache = config.cache
     store: RedisStore | MemoryStore
     if redis is not None:

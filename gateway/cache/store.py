@@ -96,6 +96,8 @@ class CacheStore(Protocol):
 
     async def flush(self, intent: str | None = None) -> int: ...
 
+    async def delete(self, key: str, intent: str | None = None, context: str | None = None) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -288,6 +290,12 @@ class MemoryStore:
             vectors = sum(len(m) for (i, _), m in self._partitions.items() if i == intent)
             out[intent] = {**self._stats[intent], "entries": entries, "vectors": vectors}
         return out
+
+    async def delete(self, key: str, intent: str | None = None, context: str | None = None) -> None:
+        """One entry gone, exact and semantic (a self-check found its answer wrong for a paraphrase)."""
+        self._drop(key)
+        for mirror in self._partitions.values():
+            mirror.discard(key)
 
     async def flush(self, intent: str | None = None) -> int:
         if intent is None:
@@ -653,6 +661,26 @@ class RedisStore:
                     mirror.add(key, row.text, row.vector, expiry, self.max_entries)
         mirror.version, mirror.born, mirror.loaded_at = version, born, started
         return mirror
+
+    async def delete(self, key: str, intent: str | None = None, context: str | None = None) -> None:
+        """One entry gone for every replica: its answer, and its row in partition (intent, context) when
+        given. A replica whose mirror still holds the row finds no answer behind it and forgets it (`forget`),
+        as for an expired entry; a mirror loaded afterwards never has it."""
+        self._writing.pop(key, None)
+        for mirror in self._mirrors.values():
+            mirror.discard(key)
+
+        async def run() -> None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(self._p + "e:" + key)
+                if intent is not None and context is not None:
+                    vkey, zkey, _, lkey, _ = self._partition_keys(intent, context)
+                    pipe.hdel(vkey, key)
+                    pipe.zrem(zkey, key)
+                    pipe.zrem(lkey, key)
+                await pipe.execute()
+
+        await self._call(run, None, "delete")
 
     def forget(self, intent: str, context: str, key: str) -> None:
         """A semantic match whose answer is gone (expired, evicted, flushed): drop it from our mirror."""

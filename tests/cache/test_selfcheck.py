@@ -74,6 +74,8 @@ async def test_a_sampled_hit_is_answered_fresh_and_a_disagreeing_entry_stops_ser
     served, req = await _ask(cache, alias, embedder, "how can i delete my profile", fresh)
     assert served is None and req.cache_result == "miss" and req.cache_match.checking == old
     assert cache.selfcheck.refused(req.cache_match.entry)  # the fresh answer disagreed when it was stored
+    await cache.selfcheck.drain()
+    assert await cache.backend.get(req.cache_match.entry) is None  # and the entry left the store
     value = cache.metrics.registry.get_sample_value
     assert value("gateway_cache_selfcheck_total", {"outcome": "disagree"}) == 1
 
@@ -121,3 +123,39 @@ async def test_a_sampled_miss_is_compared_with_its_nearest_refused_neighbour():
     cache.selfcheck.share = 0.0
     served, req = await _ask(cache, alias, embedder, "Can a gift card expire?", "Yes, after 12 months.")
     assert req.cache_match.near is None  # nothing sampled without a share
+
+
+async def test_an_entry_that_disagrees_on_one_replica_stops_serving_on_the_other():
+    import uuid
+
+    from tests.conftest import async_redis
+
+    embedder = Embedder.load(model="static")
+    if not embedder.available:
+        pytest.skip("static embedding table absent")
+    client = async_redis()
+    prefix = f"gwtest:{uuid.uuid4().hex[:12]}:"
+    config = load_config()
+    config = config.model_copy(update={"redis": config.redis.model_copy(update={"prefix": prefix})})
+    a, b = (build_cache(config, None, client, Metrics()) for _ in range(2))
+    alias = next(iter(config.models))
+    try:
+        old = "Your profile is erased within 30 days of your request."
+        await _ask(a, alias, embedder, "How can I erase my profile?", old)
+        await a.backend.drain()
+        assert (await _ask(b, alias, embedder, "How can I delete my profile?"))[0] == old  # b serves a's entry
+
+        a.selfcheck.share = 1.0
+        fresh = "Open Settings, then Privacy, and press Delete: it is immediate."
+        served, req = await _ask(a, alias, embedder, "how can i delete my profile", fresh)
+        assert served is None and a.selfcheck.refused(req.cache_match.entry)
+        await a.selfcheck.drain()
+        await a.backend.drain()
+        assert not b.selfcheck.refused(req.cache_match.entry)  # b never checked it itself
+        served, _ = await _ask(b, alias, embedder, "How can I erase my profile please?", "another fresh one")
+        assert served != old
+    finally:
+        keys = [k async for k in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()

@@ -320,3 +320,23 @@ async def test_a_new_mirror_reads_a_partition_written_before_the_change_log_exis
     await redis_client.delete(p + "{c}:l:refund:c1", p + "{c}:b:refund:c1")  # as the older layout left it
     b = RedisStore(redis_client, p, reload_s=0)
     assert list((await b.candidates("refund", "c1")).payloads) == ["k1"]
+
+
+async def test_delete_removes_an_entry_exact_and_semantic(store):
+    await store.put("k1", b"one", "refund", 60, row(1))
+    await store.put("k2", b"two", "refund", 60, row(2))
+    await store.delete("k1", "refund", "c1")
+    assert await store.get("k1") is None and await store.get("k2") == b"two"
+    assert list((await store.candidates("refund", "c1")).payloads) == ["k2"]
+
+
+async def test_a_deleted_entry_is_gone_for_the_other_replica(redis_client):
+    p = redis_client.test_prefix
+    a = RedisStore(redis_client, p, max_entries_per_intent=10, reload_s=0)
+    b = RedisStore(redis_client, p, max_entries_per_intent=10, reload_s=0)
+    await a.put("k1", b"one", "refund", 60, row(1))
+    assert list((await b.candidates("refund", "c1")).payloads) == ["k1"] and await b.get("k1") == b"one"
+    await a.delete("k1", "refund", "c1")
+    assert await b.get("k1") is None  # b's lookup then forgets the row (IntentCache.lookup_semantic)
+    fresh = RedisStore(redis_client, p, max_entries_per_intent=10, reload_s=0)  # a replica started later
+    assert await fresh.candidates("refund", "c1") is None
