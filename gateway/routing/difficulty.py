@@ -8,8 +8,9 @@ from a small logistic regression over two kinds of input:
   (`gateway.routing.form`: transform a given text or look a fact up, versus judgement on a case, a situation
   with complications, an amount or a date to work out from several numbers, who asks and about whom);
 - the request's sentence embedding (computed once per request by `gateway.embeddings`, of the last user
-  message, shared with intents and the cache), when there is one, and the share of hard prompts among the 9
-  training prompts nearest to it (their vectors ship in the weights file).
+  message, shared with intents and the cache), when there is one, the share of hard prompts among the 9
+  training prompts nearest to it, and how much nearer its 5 nearest hard training prompts are than its 5
+  nearest easy ones (the training prompts' vectors ship in the weights file).
 
 The JSON weights file (`difficulty_model.json`, written by `gateway.routing.train`) holds a features-only
 model (`method="features"`, used when there is no vector or `use_embedding` is off) and one features ‖
@@ -144,24 +145,53 @@ class _Linear:
 @dataclass(frozen=True)
 class _Neighbours:
     """The training prompts' unit vectors and labels: the share of hard ones among a request's k nearest is
-    one more input of its head (`gateway.routing.train.neighbour_share`)."""
+    one more input of its head (`gateway.routing.train.neighbour_share`), and, in weights that have it, the
+    margin: mean cosine of the m nearest hard prompts minus that of the m nearest easy ones
+    (`gateway.routing.train.neighbour_margin`)."""
 
-    vectors: np.ndarray  # (n, dim) float32, unit rows
+    vectors: np.ndarray  # (n, dim) float32, unit rows, the hard prompts' first
     hard: np.ndarray  # (n,) float32, 1.0 for hard
     k: int
     weight: float
     mean: float  # the training rows' own share, mean over rows: the input's share of the log-odds is measured from it
+    margin_m: int = 0  # 0: no margin input (older weights)
+    margin_weight: float = 0.0
+    margin_mean: float = 0.0
+    n_hard: int = 0  # rows [0, n_hard) are the hard prompts
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], dim: int, weight: float) -> _Neighbours:
+    def from_json(cls, data: dict[str, Any], dim: int, weights: Sequence[float]) -> _Neighbours:
         vectors = np.frombuffer(base64.b64decode(data["vectors_f16_b64"]), dtype="<f2").astype(np.float32)
         hard = np.asarray(data["labels"], dtype=np.float32)
-        return cls(vectors.reshape(len(hard), dim), hard, int(data["k"]), weight, float(data.get("mean", 0.5)))
+        margin_m = int(data.get("margin_m") or 0) if len(weights) > 1 else 0
+        order = np.argsort(-hard, kind="stable")  # hard first: each side of the margin is a slice, not a copy
+        return cls(
+            np.ascontiguousarray(vectors.reshape(len(hard), dim)[order]),
+            hard[order],
+            int(data["k"]),
+            float(weights[0]),
+            float(data.get("mean", 0.5)),
+            margin_m,
+            float(weights[1]) if margin_m else 0.0,
+            float(data.get("margin_mean", 0.0)),
+            int((hard > 0.5).sum()),
+        )
 
-    def share(self, vector: np.ndarray) -> float:
+    def inputs(self, vector: np.ndarray) -> tuple[float, float, float, float]:
+        """(share of hard among the k nearest, margin, mean cosine of the m nearest hard, of the m nearest easy)."""
         sims = self.vectors @ vector  # a cosine ranking: the request vector's length does not change it
         nearest = np.argpartition(-sims, self.k - 1)[: self.k]
-        return float(self.hard[nearest].mean())
+        share = float(self.hard[nearest].mean())
+        m = self.margin_m
+        if not m:
+            return share, 0.0, 0.0, 0.0
+        hard_side, easy_side = sims[: self.n_hard], sims[self.n_hard :]
+        near_hard = float(np.partition(hard_side, len(hard_side) - m)[-m:].mean())
+        near_easy = float(np.partition(easy_side, len(easy_side) - m)[-m:].mean())
+        return share, near_hard - near_easy, near_hard, near_easy
+
+    def logit(self, share: float, margin: float) -> float:
+        return self.weight * share + self.margin_weight * margin
 
 
 @dataclass(frozen=True)
@@ -185,7 +215,7 @@ class _EmbeddingHead:
         offset = float(vector @ np.asarray(mean, dtype=np.float32)) if mean else 0.0
         neighbours = None
         if data.get("neighbours"):
-            neighbours = _Neighbours.from_json(data["neighbours"], dim, coef[n_features + dim])
+            neighbours = _Neighbours.from_json(data["neighbours"], dim, coef[n_features + dim :])
         return cls(
             str(data.get("embedder", "?")), tuple(coef[:n_features]), vector, float(data["bias"]), offset, neighbours
         )
@@ -255,8 +285,8 @@ class DifficultyScorer:
         if head is not None and vector is not None:
             meaning = float(head.vector @ vector)
             near = head.neighbours
-            share = near.share(vector) if near is not None else 0.0
-            p = _sigmoid(_dot(head.features, x) + meaning + (near.weight * share if near else 0.0) + head.bias)
+            share, margin, near_hard, near_easy = near.inputs(vector) if near is not None else (0.0, 0.0, 0.0, 0.0)
+            p = _sigmoid(_dot(head.features, x) + meaning + (near.logit(share, margin) if near else 0.0) + head.bias)
 
             def explain() -> Explanation:
                 contributions = [c * (v - m) for c, v, m in zip(head.features, x, mean)]
@@ -265,6 +295,12 @@ class DifficultyScorer:
                 if near is not None:
                     label = f"{share:.0%} of the {near.k} nearest training prompts hard"
                     fired.append((near.weight * (share - near.mean), label))
+                    if near.margin_m:
+                        label = (
+                            f"nearest {near.margin_m} hard vs easy training prompts: cosine {near_hard:.2f} vs "
+                            f"{near_easy:.2f}"
+                        )
+                        fired.append((near.margin_weight * (margin - near.margin_mean), label))
                 return _explanation(fired, f"embedding classifier {p:.2f} ({head.embedder})")
 
             return Difficulty(p, "model", explain)

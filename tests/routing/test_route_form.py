@@ -190,9 +190,49 @@ def test_nearest_training_prompts_are_an_input_when_cross_validation_keeps_them(
     assert loaded.score(user("Tell me about item 999"), easy_side).score < 0.5
     signals = dict(loaded.score(user("Tell me about item 999"), hard_side).signals)
     assert "100% of the 9 nearest training prompts hard" in signals
+    assert any(label.startswith("nearest 5 hard vs easy training prompts") for label in signals)
     stacked = np.stack(list(vectors.values()))
     labels = np.array([r["label"] == "hard" for r in rows], dtype=np.float64)
     assert neighbour_share(easy_side[None, :], stacked, labels, 9)[0] == 0.0
+
+
+def test_neighbour_margin_measures_how_much_nearer_the_hard_side_is():
+    """The margin input: mean cosine of the m nearest hard rows minus that of the m nearest easy rows; rows left
+    out by `exclude` never count."""
+    import numpy as np
+
+    from gateway.routing.train import neighbour_inputs, neighbour_margin
+
+    vectors = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
+    labels = np.array([1, 1, 0, 0])
+    query = np.array([[1.0, 0.0]])
+    # nearest hard (m=1): itself, cosine 1.0; nearest easy: [0, 1], cosine 0.0
+    assert neighbour_margin(query, vectors, labels, 1)[0] == pytest.approx(1.0)
+    # m=2: hard (1.0 + 0.8) / 2, easy (0.0 - 1.0) / 2
+    assert neighbour_margin(query, vectors, labels, 2)[0] == pytest.approx(0.9 + 0.5)
+    exclude = np.array([[True, False, False, False]])
+    assert neighbour_margin(query, vectors, labels, 1, exclude)[0] == pytest.approx(0.8)
+    both = neighbour_inputs(query, vectors, labels, 3)
+    assert both.shape == (1, 2) and both[0, 0] == pytest.approx(2 / 3)
+
+
+def test_weights_without_the_margin_input_still_load(tmp_path):
+    """Weights written before the margin input (one neighbour weight, no margin_m) score as they did: the
+    share alone."""
+    import numpy as np
+
+    data = json.loads(open(DEFAULT_MODEL_PATH, "rb").read())
+    head = next(h for h in data["embedding_models"] if h.get("neighbours"))
+    assert head["neighbours"].pop("margin_m") == 5
+    head["coef"] = head["coef"][:-1]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    scorer = DifficultyScorer.load(DifficultySettings(model_path=str(old)))
+    vector = np.zeros(head["dim"], dtype=np.float32)
+    vector[0] = 1.0
+    d = scorer.score(user(SHORT_HARD), vector)
+    assert d.method == "model" and 0.0 <= d.score <= 1.0
+    assert not any(label.startswith("nearest ") for label, _ in d.signals)
 
 
 def test_cli_eval_scores_with_the_chosen_embedding(tmp_path, capsys):
