@@ -31,7 +31,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -105,7 +105,9 @@ _KINDS = (
     ("can", r"can|could|may|is it possible|puis|peut|pouvez|est-il possible|possible"),
     ("yesno", r"do|does|did|is|are|will|have|has|est-ce|avez|[eê]tes|proposez|acceptez|livrez|vendez"),
 )
-_KIND_RX = [(kind, re.compile(r"(?<![\w'])(?:" + rx + r")(?![\w])")) for kind, rx in _KINDS]
+# One search finds the kind: the leftmost place any kind matches, and there the first kind in this order
+# (what searching each kind apart and keeping the earliest start, ties to the first listed, gives).
+_KIND_RX = re.compile(r"(?<![\w'])(?:" + "|".join(f"(?P<{kind}>{rx})" for kind, rx in _KINDS) + r")(?![\w])")
 _DIRECTIONS = {
     "to": "to",
     "into": "to",
@@ -126,12 +128,8 @@ _WORD = re.compile(r"[\w']+")
 def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
     """(kind of question, direction classes, words) of one text."""
     lower = text.lower().replace("\u2019", "'")
-    kind = "statement"
-    first = len(lower) + 1
-    for name, rx in _KIND_RX:
-        match = rx.search(lower, 0, first + 40)  # a later match cannot come first; +40 covers the longest
-        if match and match.start() < first:
-            kind, first = name, match.start()
+    match = _KIND_RX.search(lower)
+    kind = match.lastgroup if match is not None and match.lastgroup else "statement"
     words = tuple(_WORD.findall(lower))
     return kind, frozenset(_DIRECTIONS[w] for w in words if w in _DIRECTIONS), words
 
@@ -218,9 +216,9 @@ def _stem_of(word: str) -> tuple[str, str]:
 class _Content:
     keys: tuple[str, ...]  # synonym class or stem of each content word
     keyset: frozenset[str]
-    tokens: tuple[str, ...]  # each as written: its vector is the table's, not its stem's pieces'
-    vectors: np.ndarray  # unit vectors, one row a token
-    weights: np.ndarray  # 0 for a light word (see LIGHT)
+    tokens: tuple[str, ...]  # each as written: its vector is the table's (`_token`), not its stem's pieces'
+    weights: tuple[float, ...]  # 0 for a light word (see LIGHT)
+    heavy: tuple[int, ...]  # the words whose weight is not 0: those `_unmatched` looks at
 
 
 @lru_cache(maxsize=16384)
@@ -228,25 +226,19 @@ def _content(text: str) -> _Content:
     """A text's content words, the light ones (see LIGHT) flagged by a weight of 0."""
     from gateway.static_embedding import WORD
 
-    model = _table()
     f = features(text)
-    written: dict[str, str] = {}  # stem -> the word as written
-    for word in WORD.findall(text.lower()):
-        stem, folded = _stem_of(word)
-        written.setdefault(stem, folded)
-    tokens = tuple(written.get(stem, stem) for stem in f.wording)  # a rewritten word (gift card -> giftcard) as is
-    dims = model.dims if model is not None else 1
-    found = [_token(token) for token in tokens]
-    if tokens:
-        zero = np.zeros(dims, dtype=np.float32)
-        vectors = np.stack([zero if vector is None else vector for vector, _ in found])
-    else:
-        vectors = np.zeros((0, dims), dtype=np.float32)
-    weights = np.array(
-        [weight if len(token) >= 2 and weight >= LIGHT else 0.0 for token, (_, weight) in zip(tokens, found)],
-        dtype=np.float64,
-    )
-    return _Content(tuple(f.content), frozenset(f.content), tokens, vectors, weights)
+    # stem -> the word as written, its first occurrence (reversed: the first one is assigned last)
+    written = dict(reversed([_stem_of(word) for word in WORD.findall(text.lower())]))
+    tokens = tuple([written.get(stem, stem) for stem in f.wording])  # a rewritten word (gift card -> giftcard) as is
+    weights = tuple([_weight(token) for token in tokens])
+    heavy = tuple([i for i, weight in enumerate(weights) if weight != 0.0])
+    keys = tuple(f.content)
+    return _Content(keys, frozenset(keys), tokens, weights, heavy)
+
+
+def _weight(token: str) -> float:
+    weight = _token(token)[1]
+    return weight if len(token) >= 2 and weight >= LIGHT else 0.0
 
 
 @lru_cache(maxsize=65536)
@@ -271,18 +263,16 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
     `first`, stop at the first one (the veto needs no more). Cheapest test first: same key, then a close
     word in the table, then a typo."""
     ca, cb = _content(a), _content(b)
-    sims: np.ndarray | None = None
+    loose_a = [i for i in ca.heavy if ca.keys[i] not in cb.keyset]  # the words a key lookup did not match
+    loose_b = [i for i in cb.heavy if cb.keys[i] not in ca.keyset]
+    if not loose_a and not loose_b:
+        return 0, 0
     counts = [0, 0]
-    for side, (mine, other) in enumerate(((ca, cb), (cb, ca))):
-        for i, key in enumerate(mine.keys):
-            if mine.weights[i] == 0.0 or key in other.keyset:
-                continue
-            if other.keys:
-                if sims is None:
-                    sims = ca.vectors @ cb.vectors.T
-                if (sims[i] if side == 0 else sims[:, i]).max() >= CLOSE:
-                    continue
+    for side, loose, mine, other in ((0, loose_a, ca, cb), (1, loose_b, cb, ca)):
+        for i in loose:
             token = mine.tokens[i]
+            if any(_close(token, theirs) for theirs in other.tokens):
+                continue
             if len(token) >= 5 and any(
                 abs(len(token) - len(theirs)) <= 2 and _typo(token, theirs) for theirs in other.tokens
             ):
@@ -293,16 +283,39 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
+def _close(a: str, b: str) -> bool:
+    """Whether two tokens are close neighbours in the static table (cosine >= CLOSE; a token the table
+    lacks is close to nothing), memoised per pair of words."""
+    key = (a, b) if a <= b else (b, a)
+    found = _CLOSE_PAIRS.get(key)
+    if found is None:
+        va, vb = _token(a)[0], _token(b)[0]
+        found = va is not None and vb is not None and bool(np.dot(va, vb) >= CLOSE)
+        if len(_CLOSE_PAIRS) >= 262144:
+            _CLOSE_PAIRS.clear()
+        _CLOSE_PAIRS[key] = found
+    return found
+
+
+_CLOSE_PAIRS: dict[tuple[str, str], bool] = {}
+
+
 def _overlap(a, b) -> float:
     a, b = set(a), set(b)
     return len(a & b) / len(a | b) if a or b else 1.0
+
+
+@lru_cache(maxsize=256)
+def _reasons(a: str, b: str) -> frozenset[str]:
+    """The guards' objections to a pair, memoised: a candidate the vetoes let through is weighed next."""
+    return frozenset(objections(a, b))
 
 
 def pair_features(a: str, b: str, cosine: float) -> np.ndarray:
     fa, fb = features(a), features(b)
     sa, sb = _surface(a), _surface(b)
     only_a, only_b = set(fa.content) - set(fb.content), set(fb.content) - set(fa.content)
-    reasons = set(objections(a, b))
+    reasons = _reasons(a, b)
     values = [
         cosine,
         _overlap(sa[2], sb[2]),
@@ -383,6 +396,7 @@ class Verifier:
         unknown = [name for name in self.vetoes if name not in FEATURES]
         if unknown:
             raise ValueError(f"unknown veto features: {', '.join(unknown)}")
+        self._checks = _veto_checks(self._veto_order)
 
     @classmethod
     def load(cls, path: str | Path = MODEL_PATH) -> "Verifier":
@@ -444,7 +458,8 @@ class Verifier:
         if above.size > self.max_checks:
             above = above[np.argpartition(-scores[above], self.max_checks - 1)[: self.max_checks]]
         # vetoes first, cheapest first: most near neighbours are refused before their features are computed
-        kept = [int(i) for i in above if not self.vetoed(text, candidates.texts[int(i)])]
+        texts, vetoed = candidates.texts, self.vetoed
+        kept = [i for i in above.tolist() if not vetoed(text, texts[i])]
         if not kept:
             return None
         rows = np.stack([pair_features(text, candidates.texts[i], float(scores[i])) for i in kept])
@@ -463,18 +478,36 @@ class Verifier:
     def vetoed(self, a: str, b: str, only: tuple[str, ...] | None = None) -> bool:
         """Whether one of the veto features (or of `only`) fires for the pair: the same decision as computing
         every feature and reading the veto columns, but each veto is computed only until one fires."""
-        reasons: set[str] | None = None
-        for name in self._veto_order if only is None else only:
-            check = _QUICK.get(name)
-            if check is not None:
-                if check(a, b):
-                    return True
-                continue
-            if reasons is None:
-                reasons = set(objections(a, b))
-            if name in reasons or (name == "guards" and reasons):
+        for check in self._checks if only is None else _veto_checks(list(only)):
+            if check(a, b):
                 return True
         return False
+
+
+def _veto_checks(order: list[str]) -> tuple[Callable[[str, str], bool], ...]:
+    """The vetoes in `order` as checks of a pair, in that order: the quick ones (_QUICK; the kind and the
+    direction of a question, both from one memo, as one check), then every guard's veto from one call of
+    `objections` (computed for the first pair that reaches it)."""
+    checks: list[Callable[[str, str], bool]] = []
+    names = list(order)
+    if names[:2] == ["question_kind_differs", "direction_differs"]:
+        checks.append(_kind_or_direction_differs)
+        names = names[2:]
+    checks += [_QUICK[name] for name in names if name in _QUICK]
+    guards = tuple(name for name in names if name not in _QUICK)
+    if guards:
+
+        def objected(a: str, b: str) -> bool:
+            reasons = _reasons(a, b)
+            return any(name in reasons or (name == "guards" and bool(reasons)) for name in guards)
+
+        checks.append(objected)
+    return tuple(checks)
+
+
+def _kind_or_direction_differs(a: str, b: str) -> bool:
+    ka, kb = _kind_direction(a), _kind_direction(b)
+    return ka[0] != kb[0] or ka[1] != kb[1]
 
 
 def _only(a: str, b: str) -> tuple[set, set]:
