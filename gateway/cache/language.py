@@ -85,7 +85,8 @@ class LanguageDetector:
         self._unknown = len(grams)  # a row of zeros: n-grams the model does not know count for nothing
         self._logp = np.vstack([np.asarray(logp, dtype=np.float32), np.zeros((1, len(languages)), np.float32)])
         self.min_margin = min_margin
-        self._words: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
+        self._words: dict[str, tuple[bytes, bytes, bytes, int]] = {}  # word -> its rows (1-, 2-, 3-grams), known
+        self._across: dict[str, tuple[bytes, int]] = {}  # last letter + next word's first -> its 3-gram's row
         self.detect = lru_cache(maxsize=16384)(self._detect)
 
     @classmethod
@@ -105,41 +106,61 @@ class LanguageDetector:
         return {} if mean is None else dict(zip(self.languages, mean.tolist()))
 
     def _rows(self, norm: str) -> np.ndarray:
-        """The model's row of each n-gram of `_grams(norm)`, in the same order, built from memoised words:
-        a text's 1- and 2-grams are its words' (each padded with spaces), its 3-grams too plus one across
-        each space ("d w")."""
+        """The model's row of each n-gram of `_grams(norm)`, in the same order."""
+        return self._rows_known(norm)[0]
+
+    def _rows_known(self, norm: str) -> tuple[np.ndarray, int]:
+        """(`_rows(norm)`, how many of them are known n-grams), built from memoised words: a text's 1- and
+        2-grams are its words' (each padded with spaces), its 3-grams too plus one across each space ("d w").
+        Each word keeps its rows as packed machine integers: a text's rows are one join of bytes."""
         words = norm[1:-1].split(" ")
         if not norm.startswith(" ") or not norm.endswith(" ") or "" in words:  # not a normalised text
             grams = _grams(norm)
-            return np.fromiter(map(self._index.get, grams, repeat(self._unknown, len(grams))), np.intp, len(grams))
+            rows = np.fromiter(map(self._index.get, grams, repeat(self._unknown, len(grams))), np.intp, len(grams))
+            return rows, len(rows) - int(np.count_nonzero(rows == self._unknown))
         memo, get, unknown = self._words, self._index.get, self._unknown
-        uni: list[int] = []
-        bi: list[int] = []
-        tri: list[int] = []
+        uni: list[bytes] = []
+        bi: list[bytes] = []
+        tri: list[bytes] = []
+        known = 0
         last = ""
         for word in words:
-            rows = memo.get(word)
-            if rows is None:
+            packed = memo.get(word)
+            if packed is None:
                 padded = " " + word + " "
-                rows = (  # tuples of ints: the garbage collector stops tracking them
-                    tuple([get(c, unknown) for c in word]),
-                    tuple([get(padded[i : i + 2], unknown) for i in range(len(padded) - 1)]),
-                    tuple([get(padded[i : i + 3], unknown) for i in range(len(padded) - 2)]),
+                found = (
+                    [get(c, unknown) for c in word],
+                    [get(padded[i : i + 2], unknown) for i in range(len(padded) - 1)],
+                    [get(padded[i : i + 3], unknown) for i in range(len(padded) - 2)],
+                )
+                packed = (  # bytes and ints: the garbage collector does not track them
+                    np.array(found[0], dtype=np.intp).tobytes(),
+                    np.array(found[1], dtype=np.intp).tobytes(),
+                    np.array(found[2], dtype=np.intp).tobytes(),
+                    sum(row != unknown for grams in found for row in grams),
                 )
                 if len(memo) >= 65536:
                     memo.clear()
-                memo[word] = rows
-            uni += rows[0]
-            bi += rows[1]
+                memo[word] = packed
+            uni.append(packed[0])
+            bi.append(packed[1])
             if last:
-                tri.append(get(last + " " + word[0], unknown))
-            tri += rows[2]
+                across = self._across.get(last + word[0])
+                if across is None:
+                    row = get(last + " " + word[0], unknown)
+                    if len(self._across) >= 65536:
+                        self._across.clear()
+                    across = (np.array([row], dtype=np.intp).tobytes(), int(row != unknown))
+                    self._across[last + word[0]] = across
+                tri.append(across[0])
+                known += across[1]
+            tri.append(packed[2])
+            known += packed[3]
             last = word[-1]
-        return np.array(uni + bi + tri, dtype=np.intp)
+        return np.frombuffer(b"".join(uni + bi + tri), dtype=np.intp), known
 
     def _mean(self, norm: str) -> np.ndarray | None:
-        rows = self._rows(norm)
-        known = len(rows) - int(np.count_nonzero(rows == self._unknown))
+        rows, known = self._rows_known(norm)
         if not known:
             return None
         return self._logp.take(rows, axis=0).sum(axis=0) / known
@@ -150,15 +171,23 @@ class LanguageDetector:
             if script is not None:
                 return script
         norm = _normalise(text)
-        if len(norm.replace(" ", "")) < MIN_LETTERS:
+        if len(norm) - norm.count(" ") < MIN_LETTERS:
             return UNKNOWN
         mean = self._mean(norm)
         if mean is None:
             return UNKNOWN
-        second, best = np.argsort(mean)[-2:]
-        if mean[best] - mean[second] < self.min_margin:
+        # the best language and the runner-up's score, as the last two of argsort(mean) would say
+        values = mean.tolist()
+        top = max(values)
+        if values.count(top) > 1:  # a tie for the best: as argsort orders it
+            second, best = np.argsort(mean)[-2:]
+            if mean[best] - mean[second] < self.min_margin:
+                return UNKNOWN
+            return self.languages[int(best)]
+        best = values.index(top)
+        if mean[best] - np.float32(max(values[:best] + values[best + 1 :])) < self.min_margin:
             return UNKNOWN
-        return self.languages[int(best)]
+        return self.languages[best]
 
 
 def train_language_model(
