@@ -103,11 +103,17 @@ def _cascade_on(config: GatewayConfig) -> bool:
 
 
 def _difficulty_scorer(config: GatewayConfig):
+    """(the scorer, its second opinion on uncertain scores), or (None, None) when no model routes by difficulty."""
     if not any(route.difficulty_threshold is not None for route in config.models.values()):
-        return None
+        return None, None
     from gateway.routing.difficulty import DifficultyScorer, DifficultySettings
+    from gateway.routing.second_opinion import SecondOpinion
 
-    return DifficultyScorer.load(DifficultySettings.model_validate(config.difficulty))
+    settings = DifficultySettings.model_validate(config.difficulty)
+    scorer = DifficultyScorer.load(settings)
+    if settings.second_opinion is None:
+        return scorer, None
+    return scorer, SecondOpinion(scorer, settings.second_opinion, settings.second_opinion_band)
 
 
 FAST_ROUTES = {**openai.ROUTES, **responses.ROUTES}
@@ -181,12 +187,14 @@ def create_app(
             use("canary", "keeping the last known percentages"),
             metrics=state.metrics,
         )
+        scorer, second = _difficulty_scorer(config)
         state.router = Router(
             config,
-            _difficulty_scorer(config),
+            scorer,
             metrics=state.metrics,
             canary=state.canary,
             sticky=StickyTiers(use("sticky", "routing the turn on its own difficulty", quick_s)),
+            second=second,
         )
         state.transport = transport or make_transport(config.server.upstream_client, config.server.max_connections)
         state.auth = Authenticator(config.auth, use("auth", "keeping the keys already known"))

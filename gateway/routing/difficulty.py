@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from gateway.request import last_user_text
 from gateway.routing.features import FEATURE_NAMES, REASON_LABELS, conversation_text, extract_features
@@ -63,6 +63,10 @@ DEFAULT_MODEL_PATH = str(Path(__file__).with_name("difficulty_model.json"))
 class DifficultySettings(BaseModel):
     model_path: str | None = DEFAULT_MODEL_PATH  # None: the shipped weights
     use_embedding: bool = True
+    # a score within second_opinion_band of the threshold is scored again on this embedding's head
+    # (gateway.routing.second_opinion); None: never
+    second_opinion: Literal["usem3"] | None = "usem3"
+    second_opinion_band: float = Field(0.1, ge=0, le=0.5)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from gateway.routing.canary import CanaryState, in_canary
 if TYPE_CHECKING:
     from gateway.metrics import Metrics
     from gateway.routing.difficulty import DifficultyScorer
+    from gateway.routing.second_opinion import SecondOpinion
 
 log = logging.getLogger("gateway.routing")
 
@@ -116,9 +117,11 @@ class Router:
         sticky: StickyTiers | None = None,
         metrics: Metrics | None = None,
         canary: CanaryState | None = None,
+        second: SecondOpinion | None = None,
     ) -> None:
         self.config = config
         self.scorer = scorer
+        self.second = second  # a second look at scores near the threshold
         self.sticky = sticky or StickyTiers()
         self.metrics = metrics
         self.canary = canary
@@ -186,6 +189,17 @@ class Router:
         if req.variant == "canary" and self.canary is not None:
             await self.canary.observe(req.alias, failed, canary.rollback_window, canary.rollback_error_rate)
 
+    async def _second_opinion(self, req: ChatRequest, threshold: float) -> None:
+        assert self.second is not None and req.difficulty is not None
+        again = await self.second.rescore(req.messages, req.last_user_text)
+        if again is None:
+            outcome = "pending"
+        else:
+            outcome = "changed" if (again.score >= threshold) != (req.difficulty.score >= threshold) else "kept"
+            req.difficulty = again
+        if self.metrics is not None:
+            self.metrics.second_opinions.labels(req.alias, outcome).inc()
+
     async def _tier(self, req: ChatRequest, route: ModelRoute) -> str:
         forced = req.headers.get("x-gateway-tier")
         if forced and req.key is not None and req.key.allow_force_tier:
@@ -199,6 +213,8 @@ class Router:
             req.difficulty = await off_loop(self.scorer.score, req.messages, req.vector)
         else:
             req.difficulty = self.scorer.score(req.messages, req.vector)
+        if self.second is not None and self.second.wanted(req.difficulty, route.difficulty_threshold):
+            await self._second_opinion(req, route.difficulty_threshold)
         found = req.headers.get("x-session-id") or req.body.get("user")
         session = found if route.sticky_heavy and isinstance(found, str) and found else None
         if req.difficulty.score >= route.difficulty_threshold:

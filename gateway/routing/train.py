@@ -574,21 +574,41 @@ def train(
 # --- evaluation ----------------------------------------------------------------------------------------
 
 
-def score_rows(scorer: DifficultyScorer, rows: list[dict[str, Any]], embedder: Any = None) -> tuple[np.ndarray, str]:
-    """Scores of rows (embedding the last user message when the scorer and the embedder allow) and the method."""
+def score_rows(
+    scorer: DifficultyScorer,
+    rows: list[dict[str, Any]],
+    embedder: Any = None,
+    second: Any = None,
+    threshold: float = 0.5,
+) -> tuple[np.ndarray, str]:
+    """Scores of rows (embedding the last user message when the scorer and the embedder allow) and the
+    method; with `second` (a routing.second_opinion.SecondOpinion), scores near `threshold` are scored again
+    as the gateway does."""
     vectors = None
     if scorer.uses_embedding and embedder is not None and getattr(embedder, "available", False):
         vectors = embedder.encode([last_user_text(row_messages(r)) for r in rows])
     results = [scorer.score(row_messages(r), None if vectors is None else vectors[i]) for i, r in enumerate(rows)]
     methods = {d.method for d in results}
-    return np.array([d.score for d in results]), "+".join(sorted(methods))
+    looked = 0
+    if second is not None:
+        for i, row in enumerate(rows):
+            if second.wanted(results[i], threshold):
+                again = second.rescore_now(row_messages(row), last_user_text(row_messages(row)))
+                if again is not None:
+                    results[i], looked = again, looked + 1
+    method = "+".join(sorted(methods)) + (f", second opinion ({second.model}) on {looked}" if second else "")
+    return np.array([d.score for d in results]), method
 
 
 def evaluate(
-    scorer: DifficultyScorer, rows: list[dict[str, Any]], threshold: float, embedder: Any = None
+    scorer: DifficultyScorer,
+    rows: list[dict[str, Any]],
+    threshold: float,
+    embedder: Any = None,
+    second: Any = None,
 ) -> dict[str, Any]:
     """Accuracy, hard precision/recall, ROC AUC and heavy share of the scorer on labelled rows."""
-    scores, method = score_rows(scorer, rows, embedder)
+    scores, method = score_rows(scorer, rows, embedder, second, threshold)
     result = metrics(scores, _labels(rows), threshold)
     result["method"] = method
     result["scores"] = scores.tolist()

