@@ -271,7 +271,7 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
     for side, loose, mine, other in ((0, loose_a, ca, cb), (1, loose_b, cb, ca)):
         for i in loose:
             token = mine.tokens[i]
-            if any(_close(token, theirs) for theirs in other.tokens):
+            if _close_to_any(token, other.tokens):
                 continue
             if len(token) >= 5 and any(
                 abs(len(token) - len(theirs)) <= 2 and _typo(token, theirs) for theirs in other.tokens
@@ -283,21 +283,26 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
-def _close(a: str, b: str) -> bool:
-    """Whether two tokens are close neighbours in the static table (cosine >= CLOSE; a token the table
-    lacks is close to nothing), memoised per pair of words."""
-    key = (a, b) if a <= b else (b, a)
-    found = _CLOSE_PAIRS.get(key)
-    if found is None:
-        va, vb = _token(a)[0], _token(b)[0]
-        found = va is not None and vb is not None and bool(np.dot(va, vb) >= CLOSE)
-        if len(_CLOSE_PAIRS) >= 262144:
-            _CLOSE_PAIRS.clear()
-        _CLOSE_PAIRS[key] = found
-    return found
+def _close_to_any(token: str, others: tuple[str, ...]) -> bool:
+    """Whether `token` is a close neighbour of one of `others` in the static table (cosine >= CLOSE, as
+    numpy compares a float32 with it; a token the table lacks is close to nothing), memoised per pair of
+    words (both ways: the dot product is symmetric)."""
+    row = _CLOSE_ROWS.get(token)
+    if row is None or len(row) >= 4096:
+        if len(_CLOSE_ROWS) >= 65536:
+            _CLOSE_ROWS.clear()
+        row = _CLOSE_ROWS[token] = {}
+    for theirs in others:
+        close = row.get(theirs)
+        if close is None:
+            va, vb = _token(token)[0], _token(theirs)[0]
+            close = row[theirs] = va is not None and vb is not None and bool(np.dot(va, vb) >= CLOSE)
+        if close:
+            return True
+    return False
 
 
-_CLOSE_PAIRS: dict[tuple[str, str], bool] = {}
+_CLOSE_ROWS: dict[str, dict[str, bool]] = {}  # token -> other token -> close
 
 
 def _overlap(a, b) -> float:
@@ -452,11 +457,11 @@ class Verifier:
         if len(candidates) == 0 or vector is None:
             return None
         scores = candidates.vectors @ np.asarray(vector, dtype=np.float32)
-        above = np.flatnonzero(scores >= self.floor)
+        above = (scores >= self.floor).nonzero()[0]  # np.flatnonzero, np.argpartition without their wrappers
         if above.size == 0:
             return None
         if above.size > self.max_checks:
-            above = above[np.argpartition(-scores[above], self.max_checks - 1)[: self.max_checks]]
+            above = above[(-scores[above]).argpartition(self.max_checks - 1)[: self.max_checks]]
         # vetoes first, cheapest first: most near neighbours are refused before their features are computed
         texts, vetoed = candidates.texts, self.vetoed
         kept = [i for i in above.tolist() if not vetoed(text, texts[i])]
