@@ -213,7 +213,11 @@ class Router:
             req.difficulty = await off_loop(self.scorer.score, req.messages, req.vector)
         else:
             req.difficulty = self.scorer.score(req.messages, req.vector)
-        if self.second is not None and self.second.wanted(req.difficulty, route.difficulty_threshold):
+        if (
+            self.second is not None
+            and self.second.wanted(req.difficulty, route.difficulty_threshold)
+            and len(req.last_user_text) <= LOOP_TEXT_LIMIT  # a long message keeps its first score
+        ):
             await self._second_opinion(req, route.difficulty_threshold)
         found = req.headers.get("x-session-id") or req.body.get("user")
         session = found if route.sticky_heavy and isinstance(found, str) and found else None
