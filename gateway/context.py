@@ -113,6 +113,8 @@ class RequestContext:
     error: str | None = None  # the error's metric label when the request failed
     cost: float = 0.0
     spend: Any = None  # spend.SpendHold: the estimated cost held on the key's budgets, settled at the end
+    # last_user_text's memo: (the messages list it was read from, its length, the text); read ~15 times a request
+    _question: tuple[list[dict[str, Any]], int, str] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def start(cls, headers: dict[str, str], kind: str, path: str, started: float | None = None) -> RequestContext:
@@ -132,8 +134,15 @@ class RequestContext:
 
     @property
     def last_user_text(self) -> str:
-        """The question the embedding, intents and cache guards see: clipped to bounds.TEXT_LIMIT."""
-        return clip(last_user_text(self.body["messages"]))
+        """The question the embedding, intents and cache guards see: clipped to bounds.TEXT_LIMIT. Worked out
+        once for a messages list (a new body or a message added: worked out again)."""
+        messages = self.body["messages"]
+        memo = self._question
+        if memo is not None and memo[0] is messages and memo[1] == len(messages):
+            return memo[2]
+        text = clip(last_user_text(messages))
+        self._question = (messages, len(messages), text)
+        return text
 
     @property
     def system_prompt(self) -> str:

@@ -154,6 +154,12 @@ class _Mirror:
         elif expiry > self._expiries[row]:
             self._expiries[row] = expiry
 
+    def refresh_expiry(self, key: str, expiry: float) -> None:
+        """`refresh` of a row already here: its text and vector are not needed (nor unpacked)."""
+        row = self._rows.get(key)
+        if row is not None and expiry > self._expiries[row]:
+            self._expiries[row] = expiry
+
     def _compact(self, keep: Callable[[int], bool]) -> None:
         rows = [i for i in range(self._start, len(self._ids)) if keep(i)]
         if self._vectors is not None:
@@ -215,6 +221,9 @@ class _Window(Sequence):
 def _pack(expiry: float, text: str, vector: np.ndarray) -> bytes:
     encoded = text.encode()
     return struct.pack("<dI", expiry, len(encoded)) + encoded + np.asarray(vector, dtype=np.float16).tobytes()
+
+
+_EXPIRY = struct.Struct("<d")  # a packed row's first field
 
 
 def _unpack(raw: bytes) -> tuple[float, str, np.ndarray]:
@@ -653,8 +662,12 @@ class RedisStore:
             self._mirrors[partition] = mirror
         elif len(reply) > 2:
             for key, packed in _pairs(reply[3]):
+                name = key.decode()
+                if name in mirror:  # ours, or read before: only its expiry can have changed
+                    mirror.refresh_expiry(name, _EXPIRY.unpack_from(packed)[0])
+                    continue
                 expiry, text, vector = _unpack(packed)
-                mirror.refresh(key.decode(), text, vector, expiry, self.max_entries)
+                mirror.refresh(name, text, vector, expiry, self.max_entries)
         for seq, key, row, expiry in self._own_log:  # ours that Redis may not have shown this sync
             if (seq > mark or key in self._writing) and key not in mirror:
                 if (row.intent, row.context) == partition:
