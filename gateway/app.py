@@ -111,7 +111,7 @@ def _difficulty_scorer(config: GatewayConfig):
 
     settings = DifficultySettings.model_validate(config.difficulty)
     scorer = DifficultyScorer.load(settings)
-    if settings.second_opinion is None:
+    if settings.second_opinion is None or not config.embedding.enabled:  # embeddings off: no model loaded
         return scorer, None
     return scorer, SecondOpinion(scorer, settings.second_opinion, settings.second_opinion_band)
 

@@ -58,3 +58,10 @@ def test_no_second_opinion_when_switched_off(start_gateway, light_mock, heavy_mo
         answer, headers = ask(client, UNCERTAIN_HARD)
         assert headers["x-gateway-tier"] == "light"
     assert metric(httpx.get(gw.url + "/metrics").text, "gateway_route_second_opinions_total") == 0
+
+
+def test_no_second_opinion_without_embeddings(start_gateway, light_mock, heavy_mock):
+    gw = start_gateway(base_config(light_mock.url, heavy_mock.url, embedding={"enabled": False}))
+    assert gw.app.state.router.scorer is not None and gw.app.state.router.second is None
+    gw = start_gateway(base_config(light_mock.url, heavy_mock.url))
+    assert gw.app.state.router.second is not None
