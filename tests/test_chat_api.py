@@ -19,7 +19,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from gateway.mock_upstream import MockServerThread, MockSettings
-from tests.conftest import LIGHT_MODEL, TEST_KEY, GatewayServer, base_config
+from tests.conftest import LIGHT_MODEL, TEST_KEY, GatewayServer, base_config, metric
 
 AUTH = {"authorization": f"Bearer {TEST_KEY}"}
 HELLO = [{"role": "user", "content": "Where is my parcel?"}]
@@ -118,19 +118,6 @@ def sdk(gw) -> openai.OpenAI:
 @pytest.fixture
 def async_sdk(gw) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels` (0 when none)."""
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(match.group(3))
-    return total
 
 
 def is_usage_event(event: bytes) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 
 __all__ = ["register_cli"]
 
@@ -181,15 +182,14 @@ def run_pool_eval(args: argparse.Namespace) -> int:
     true = sum(r["true_hits"] for r in reports)
     reachable = true + sum(r["misses_cached"] for r in reports)
     print(f"hits {hits / len(reports):.1f} (true {true / len(reports):.1f}) per run")
-    reasons: dict[str, int] = {}
+    reasons: Counter[str] = Counter()
     for report in reports:
-        for reason, count in report["miss_reasons"].items():
-            reasons[reason] = reasons.get(reason, 0) + count
-    missed = sum(r["misses_cached"] for r in reports)
+        reasons.update(report["miss_reasons"])
+    missed = reachable - true
     if missed:
         print(
             "misses of a cached answer: what refuses the nearest question of the same answer (share of them): "
-            + ", ".join(f"{name} {count / missed:.0%}" for name, count in sorted(reasons.items(), key=lambda x: -x[1]))
+            + ", ".join(f"{name} {count / missed:.0%}" for name, count in reasons.most_common())
         )
     print(f"precision {true / hits if hits else 1.0:.3f} recall {true / reachable if reachable else 0.0:.3f}")
     return 0

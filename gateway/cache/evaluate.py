@@ -18,6 +18,7 @@ number that must stay at zero). precision = tp / (tp + fp), 1.0 when nothing hit
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -146,8 +147,7 @@ def _refusals(cache, text: str, same_answer: list[str], vectors: dict) -> list[s
     verifier, vector = cache.verifier, vectors.get(text)
     if vector is None:
         return ["no embedding"]
-    scored = sorted(((float(np.dot(vector, vectors[other])), other) for other in same_answer), reverse=True)
-    score, nearest = scored[0]
+    score, nearest = max((float(np.dot(vector, vectors[other])), other) for other in same_answer)
     if cache.language.detect(nearest) != cache.language.detect(text):
         return ["language"]
     if score < verifier.floor:
@@ -197,7 +197,7 @@ async def evaluate_pool(
         "misses_cached": 0,
         "misses": 0,
         "missed": [],
-        "miss_reasons": {},
+        "miss_reasons": Counter(),
     }
     for row in order:
         key = f"{row['group']}|{row['lang']}"
@@ -230,8 +230,7 @@ async def evaluate_pool(
         if key in cached_keys:
             result["misses_cached"] += 1
             reasons = _refusals(cache, row["text"], cached_keys[key], vectors)
-            for reason in reasons:
-                result["miss_reasons"][reason] = result["miss_reasons"].get(reason, 0) + 1
+            result["miss_reasons"].update(reasons)
             result["missed"].append({"text": row["text"], "key": key, "reasons": reasons})
         parsed = {
             "model": alias,

@@ -3,13 +3,11 @@ in-process store (no Redis: these tests are about what is served, not where it i
 
 from __future__ import annotations
 
-import time
-
 import openai
 import pytest
 
 from gateway.mock_upstream import MockServerThread, MockSettings
-from tests.conftest import LIGHT_MODEL, TEST_KEY, base_config
+from tests.conftest import LIGHT_MODEL, TEST_KEY, base_config, wait_until
 
 CANARY_MODEL = "canary-model"
 
@@ -177,11 +175,8 @@ def test_selfcheck_answers_a_sampled_hit_fresh_and_counts_the_outcome(start_gate
 
     # a miss with a close neighbour (a sibling the verifier refuses) is compared with it off the response path
     assert ask(client, "How can I delete my profile picture?")[0]["x-gateway-cache"] == "miss"
-    deadline = time.monotonic() + 15
-    counted = 0.0
-    while time.monotonic() < deadline and not counted:
-        counted = sum(
-            value("gateway_cache_near_miss_checks_total", {"outcome": o}) or 0.0 for o in ("agree", "disagree")
-        )
-        time.sleep(0.05)
-    assert counted == 1
+
+    def counted() -> float:
+        return sum(value("gateway_cache_near_miss_checks_total", {"outcome": o}) or 0.0 for o in ("agree", "disagree"))
+
+    assert wait_until(counted, timeout=15) and counted() == 1

@@ -7,7 +7,7 @@ import openai
 import pytest
 
 from gateway.routing.cascade import CascadeConfig, falls_short
-from tests.conftest import HEAVY_MODEL, LIGHT_MODEL, TEST_KEY, base_config
+from tests.conftest import HEAVY_MODEL, LIGHT_MODEL, TEST_KEY, base_config, metric
 
 NO_CACHE = {"x-gateway-cache": "bypass"}
 
@@ -38,14 +38,6 @@ def ask(client, text, **kwargs):
         model="support", messages=[{"role": "user", "content": text}], extra_headers=NO_CACHE, **kwargs
     )
     return raw.parse(), raw.headers
-
-
-def metric(text: str, name: str, **labels) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def test_a_light_answer_that_copes_is_kept(start_gateway, light_mock, heavy_mock):

