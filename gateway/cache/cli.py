@@ -57,6 +57,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsers
         default=None,
         help="pairs: the embedding (default: the gateway's, static); pool: config.embedding.model",
     )
+    evaluate.add_argument(
+        "--variants",
+        action="store_true",
+        help="pool: store every question, then ask each again as users re-ask it (greeting, thanks, typo, "
+        "capitals, no accents, ...): how many get their own answer, and any other",
+    )
     evaluate.add_argument("-v", "--verbose", action="store_true", help="list every false hit and miss")
     evaluate.set_defaults(func=run_eval)
 
@@ -153,6 +159,8 @@ def run_pool_eval(args: argparse.Namespace) -> int:
     intents = IntentsConfig.model_validate(config.intents) if config.intents else None
     detector = IntentDetector(intents, embedder) if intents is not None else None
     config = config.model_copy(update={"redis": config.redis.model_copy(update={"url": ""})})
+    if args.variants:
+        return _print_variants(args, rows, config, intents, detector, embedder)
     reports = []
     for seed in range(args.seed, args.seed + max(1, args.seeds)):
         cache = build_cache(config, intents, None, Metrics())
@@ -192,4 +200,34 @@ def run_pool_eval(args: argparse.Namespace) -> int:
             + ", ".join(f"{name} {count / missed:.0%}" for name, count in reasons.most_common())
         )
     print(f"precision {true / hits if hits else 1.0:.3f} recall {true / reachable if reachable else 0.0:.3f}")
+    return 0
+
+
+def _print_variants(args, rows, config, intents, detector, embedder) -> int:
+    import asyncio
+
+    from gateway.cache.evaluate import evaluate_variants
+    from gateway.cache.service import build_cache
+    from gateway.metrics import Metrics
+
+    totals: dict[str, Counter[str]] = {}
+    wrong = []
+    for seed in range(args.seed, args.seed + max(1, args.seeds)):
+        cache = build_cache(config, intents, None, Metrics())
+        report = asyncio.run(
+            evaluate_variants(rows, cache, embedder, detector, seed=seed, alias=next(iter(config.models)))
+        )
+        for kind, tally in report["kinds"].items():
+            totals.setdefault(kind, Counter()).update(tally)
+        wrong += report["false_hits"]
+    seeds = max(1, args.seeds)
+    print(f"questions {len(rows)} stored, then asked again as users re-ask them; seeds {seeds} from {args.seed}")
+    for hit in wrong:
+        print(f"  false hit [{hit['key']} got {hit['served']}] ({hit['kind']}) {hit['text']!r}")
+    print(f"{'variant':28} {'asked':>6} {'served':>7} {'wrong':>6}")
+    for kind, tally in totals.items():
+        print(f"{kind:28} {tally['asked']:6d} {tally['served'] / tally['asked']:7.2f} {tally['wrong']:6d}")
+    asked = sum(t["asked"] for t in totals.values())
+    served = sum(t["served"] for t in totals.values())
+    print(f"near duplicates served {served / asked if asked else 0.0:.3f}  wrong {len(wrong)}")
     return 0

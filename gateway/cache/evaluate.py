@@ -18,6 +18,8 @@ number that must stay at zero). precision = tp / (tp + fp), 1.0 when nothing hit
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from gateway.embeddings import Embedder
     from gateway.intents import IntentDetector
 
-__all__ = ["load_pairs", "evaluate_pairs", "load_pool", "evaluate_pool"]
+__all__ = ["load_pairs", "evaluate_pairs", "load_pool", "evaluate_pool", "evaluate_variants", "variants"]
 
 
 def _read_jsonl(path: str | Path, valid: Callable[[Any], bool], expected: str) -> list[dict]:
@@ -243,4 +245,112 @@ async def evaluate_pool(
     result["precision"] = result["true_hits"] / hits if hits else 1.0
     reachable = result["true_hits"] + result["misses_cached"]
     result["recall"] = result["true_hits"] / reachable if reachable else 0.0
+    return result
+
+
+# ------------------------------------------------------------------------------------- near duplicates
+
+_GREETINGS = {"en": ("Hi, ", "Hello! ", "Hey there, ", "Good morning, "), "fr": ("Bonjour, ", "Salut, ", "Bonsoir ! ")}
+_THANKS = {
+    "en": (" Thanks!", " Thank you.", " Cheers", " Many thanks."),
+    "fr": (" Merci !", " Merci d'avance.", " Merci beaucoup"),
+}
+_PLEASE = {"en": " please", "fr": " svp"}
+_LETTERS_ONLY = re.compile(r"[^\W\d_]{6,}")
+
+
+def _swap_letters(text: str, rng) -> str:
+    """Two neighbouring letters of one word of 6 letters or more swapped, the commonest typing slip."""
+    words = list(_LETTERS_ONLY.finditer(text))
+    if not words:
+        return text
+    word = rng.choice(words)
+    i = word.start() + rng.randrange(1, len(word.group(0)) - 2)
+    return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
+
+
+def _strip_accents(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+def variants(text: str, lang: str, rng) -> dict[str, str]:
+    """The same question as users re-ask it: with a greeting, with thanks, with a typo, in lower case without
+    punctuation, in capitals, without accents, with "please". Only those that change the text."""
+    lang = lang if lang in _GREETINGS else "en"
+    out = {
+        "greeting": rng.choice(_GREETINGS[lang]) + text[:1].lower() + text[1:],
+        "thanks": text.rstrip() + rng.choice(_THANKS[lang]),
+        "typo": _swap_letters(text, rng),
+        "lower case, no punctuation": re.sub(r"[?!.,;:]", "", text.lower()).strip(),
+        "capitals": text.upper(),
+        "no accents": _strip_accents(text),
+        "please": re.sub(
+            r"\s*([?!.])?\s*$",
+            lambda m: _PLEASE[lang] + (" " if lang == "fr" and m.group(1) else "") + (m.group(1) or ""),
+            text,
+            count=1,
+        ),
+    }
+    return {name: variant for name, variant in out.items() if variant != text}
+
+
+async def evaluate_variants(
+    rows: list[dict],
+    cache,
+    embedder: "Embedder",
+    detector: "IntentDetector | None",
+    *,
+    seed: int = 0,
+    alias: str = "support",
+) -> dict:
+    """Store every question of the pool (answer "group|lang"), then ask each again as users re-ask it
+    (`variants`) through the real cache logic: served the right answer, another one (a false hit), or a miss,
+    per kind of variant."""
+    import random
+
+    rng = random.Random(seed)
+    asked = [(row, kind, text) for row in rows for kind, text in variants(row["text"], row["lang"], rng).items()]
+    texts = list(dict.fromkeys([row["text"] for row in rows] + [text for _, _, text in asked]))
+    vectors = dict(zip(texts, embedder.encode(texts))) if embedder is not None and embedder.available else {}
+
+    async def ask(text: str):
+        """(request, what the cache served or None): the exact lookup, then the semantic one, as in the pool eval"""
+        from gateway.request import ChatRequest
+
+        req = ChatRequest(
+            body={"model": alias, "messages": [{"role": "user", "content": text}]}, alias=alias, headers={}
+        )
+        found = await cache.lookup_exact(req)
+        if found is None:
+            req.vector = vectors.get(text)
+            req.intent = detector.detect(text, req.vector) if detector is not None else "other"
+            found = await cache.lookup_semantic(req)
+        return req, found
+
+    for row in rows:
+        req, found = await ask(row["text"])
+        if found is None:
+            answer = {"role": "assistant", "content": f"{row['group']}|{row['lang']}"}
+            await cache.store(
+                req, {"model": alias, "choices": [{"index": 0, "finish_reason": "stop", "message": answer}]}
+            )
+    result: dict[str, Any] = {"kinds": {}, "false_hits": []}
+    for row, kind, text in asked:
+        _, found = await ask(text)
+        tally = result["kinds"].setdefault(kind, Counter())
+        tally["asked"] += 1
+        if found is None:
+            tally["missed"] += 1
+        elif found.message.get("content") == f"{row['group']}|{row['lang']}":
+            tally["served"] += 1
+        else:
+            tally["wrong"] += 1
+            result["false_hits"].append(
+                {
+                    "kind": kind,
+                    "text": text,
+                    "key": f"{row['group']}|{row['lang']}",
+                    "served": found.message.get("content"),
+                }
+            )
     return result

@@ -693,7 +693,8 @@ NOT_NAMES = {
 STOPWORDS = set(
     """
 a an the of to in on at by for from with and or but if so as is are was were be been being am do does did
-done doing have has had having i me my mine we our you your yours he she it its they them their this that
+done doing have has had having i me my mine we our you your yours he him his she her hers it its they them their
+theirs us ours this that
 these those there here what which who whom whose when where why how can could would should will shall may
 might must get got getting want wanted wants need needs needed like would just also still yet already
 please help possible way any some all much many very really too than then there's it's i'm i've i'd

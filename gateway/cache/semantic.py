@@ -365,11 +365,37 @@ def _words(text: str) -> _Words:
     if _DIGIT.search(scrubbed):  # every code has a digit
         for match in _CODE.finditer(scrubbed):
             codes.add(match.group(1).replace("_", "-"))
+    scrubbed = _without_pleasantries(scrubbed)
     tokens = [t.rstrip("'") for t in _TOKEN.findall(scrubbed)]
     kept = [info for info in map(_content_token, tokens) if info is not None]
     wording = tuple(stem for stem, _ in kept)
     content = tuple(word for _, word in kept)
     return _Words(scrubbed, frozenset(codes) if codes else _NONE, tuple(tokens), wording, content)
+
+
+# Greetings and thanks at either end of a message ("Hi team, ...", "... Merci d'avance !") are manners, not
+# part of the question: a closed class of formulas, stripped from the folded text before it is split, so a
+# question asked with or without them is the same question to every check. Only whole formulas at the
+# edges go; the same words inside a question stay ("payer d'avance", "thanks to your app, ...").
+_OPENING = re.compile(
+    r"^[\s\W]*(?:(?:hi|hello|hey|hiya|howdy|greetings|good (?:morning|afternoon|evening|day)|dear (?:support|team|"
+    r"sir|madam|sir or madam|customer service|all)|to whom it may concern|bonjour|bonsoir|salut|coucou|allo|"
+    r"cher service client|chere equipe|madame|monsieur|quick question|sorry to bother you|excuse me|"
+    r"excusez-moi|pardon)(?: (?:again|all|everyone|team|there|a tous|a vous|madame|monsieur))*(?![\w'-])[\s,!.:;-]*)+"
+)
+_CLOSING = re.compile(
+    r"(?:[\s,.!:;-]+|^)(?:(?:thanks?(?: you)?(?: (?:so|very) much| a lot| in advance| again)?|many thanks|thx|ty|"
+    r"cheers|regards|best regards|kind regards|best wishes|have a (?:nice|good|great) day|"
+    r"merci(?: (?:beaucoup|bien|infiniment|encore))?(?: (?:d' ?avance|par avance|a vous))?|bonne (?:journee|soiree)|"
+    r"cordialement|bien a vous|svp|stp|s' ?il (?:vous|te) plait|please)(?![\w'-])[\s,.!:;)-]*)+$"
+)
+
+
+def _without_pleasantries(folded: str) -> str:
+    """The folded text without greetings before it and thanks after it (see _OPENING), unless nothing else
+    would be left."""
+    stripped = _CLOSING.sub("", _OPENING.sub("", folded, count=1), count=1)
+    return stripped if stripped.strip() else folded
 
 
 @lru_cache(maxsize=65536)
@@ -454,18 +480,33 @@ def _names(raw: str, scrubbed: str, places: set[str]) -> list[str]:
         for match in _KNOWN_RX.finditer(scrubbed):
             found.append((match.start(), ALIASES.get(match.group(1), match.group(1))))
     known_spans = {name for _, name in found}
+    if _shouting(raw):  # IN CAPITALS every word is capitalised: only the known names above count
+        found.sort()
+        return [name for _, name in found]
     for match in _RAW_WORD.finditer(raw):
         word = match.group(0)
         if not word[0].isupper() or _sentence_start(raw, match.start()):
             continue
         key = _fold_word(word).strip("'-")
-        if key in NOT_NAMES or key in DATE_WORDS or (len(key) > 1 and key in UNITS):
+        if key in NOT_NAMES or key in DATE_WORDS or (len(key) > 1 and key in UNITS) or _pleasantry(key):
             continue
         key = ALIASES.get(key, key)
         if key not in known_spans and not any(key in span.split() for span in known_spans):
             found.append((match.start(), key))
     found.sort()
     return [name for _, name in found]
+
+
+@lru_cache(maxsize=4096)
+def _pleasantry(word: str) -> bool:
+    """A word that is a whole greeting or thanks by itself ("Cheers", "Cordialement"): not a name."""
+    return bool(_OPENING.fullmatch(word) or _CLOSING.fullmatch(word))
+
+
+def _shouting(raw: str) -> bool:
+    """Whether a text is written in capitals: most of its cased letters upper-case, over at least two words."""
+    upper = sum(1 for c in raw if c.isupper())
+    return upper >= 6 and upper >= 2 * sum(1 for c in raw if c.islower())
 
 
 def _sentence_start(raw: str, start: int) -> bool:

@@ -131,7 +131,13 @@ def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
     match = _KIND_RX.search(lower)
     kind = match.lastgroup if match is not None and match.lastgroup else "statement"
     words = tuple(_WORD.findall(lower))
-    return kind, frozenset(_DIRECTIONS[w] for w in words if w in _DIRECTIONS), words
+    directions = frozenset(_DIRECTIONS[w] for w in words if w in _DIRECTIONS)
+    if "a" in words and "to" not in directions and lower.isascii() and features(text).lang == "fr":
+        directions |= _TO  # French typed without accents writes "à" as "a"
+    return kind, directions, words
+
+
+_TO = frozenset({"to"})
 
 
 @lru_cache(maxsize=16384)
@@ -243,18 +249,23 @@ def _weight(token: str) -> float:
 
 @lru_cache(maxsize=65536)
 def _typo(a: str, b: str) -> bool:
-    """One edit apart (two for words of 8 letters or more), both of 5 letters or more."""
+    """One edit apart (two for words of 8 letters or more), both of 5 letters or more. Two neighbouring
+    letters swapped ("atricle") are one edit, the commonest slip of a typist (optimal string alignment)."""
     if min(len(a), len(b)) < 5 or abs(len(a) - len(b)) > 2:
         return False
     limit = 2 if min(len(a), len(b)) >= 8 else 1
+    before: list[int] = []
     previous = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         current = [i]
         for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+            cost = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb and ca != cb:
+                cost = min(cost, before[j - 2] + 1)
+            current.append(cost)
         if min(current) > limit:
             return False
-        previous = current
+        before, previous = previous, current
     return previous[-1] <= limit
 
 
@@ -274,13 +285,22 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
             if _close_to_any(token, other.tokens):
                 continue
             if len(token) >= 5 and any(
-                abs(len(token) - len(theirs)) <= 2 and _typo(token, theirs) for theirs in other.tokens
+                abs(len(token) - len(theirs)) <= 2 and _slip(token, theirs) for theirs in other.tokens
             ):
                 continue
             counts[side] += 1
             if first:
                 return counts[0], counts[1]
     return counts[0], counts[1]
+
+
+def _slip(word: str, other: str) -> bool:
+    """Whether one of two words is a misspelling of the other: a typo (`_typo`) of letters only, one of
+    them unknown to the static table ("decrease" is a word, not a slip for "increase"; A1234 is a code)."""
+    if not _typo(word, other) or not (word.isalpha() and other.isalpha()):
+        return False
+    model = _table()
+    return model is None or word not in model.index or other not in model.index
 
 
 def _close_to_any(token: str, others: tuple[str, ...]) -> bool:
@@ -312,8 +332,39 @@ def _overlap(a, b) -> float:
 
 @lru_cache(maxsize=256)
 def _reasons(a: str, b: str) -> frozenset[str]:
-    """The guards' objections to a pair, memoised: a candidate the vetoes let through is weighed next."""
-    return frozenset(objections(a, b))
+    """The guards' objections to a pair, memoised: a candidate the vetoes let through is weighed next. A
+    word one side misspells is read as the other side's word first (`_as_read`): the guards compare words
+    and their order exactly, and a slip must not turn "who gives to whom" (a word order the guards refuse)
+    into a mere substitution of one word."""
+    return frozenset(objections(*_as_read(a, b)))
+
+
+_TEXT_WORD = re.compile(r"[\w']+")
+
+
+def _as_read(a: str, b: str) -> tuple[str, str]:
+    """The pair with each misspelt content word of one side (`_slip`: unknown to the static table, a typo
+    of a word of the other side) written as the other side writes it."""
+    a = _spelled_as(a, b)
+    return a, _spelled_as(b, a)
+
+
+def _spelled_as(text: str, other: str) -> str:
+    mine, theirs = _content(text), _content(other)
+    model = _table()
+    known = model.index if model is not None else {}
+    fixes = {}
+    for i in mine.heavy:
+        token = mine.tokens[i]
+        if mine.keys[i] in theirs.keyset or len(token) < 5 or token in known:
+            continue
+        for word in theirs.tokens:
+            if word != token and abs(len(token) - len(word)) <= 2 and _slip(token, word):
+                fixes[token] = word
+                break
+    if not fixes:
+        return text
+    return _TEXT_WORD.sub(lambda m: fixes.get(m.group(0).lower(), m.group(0)), text)
 
 
 def pair_features(a: str, b: str, cosine: float) -> np.ndarray:

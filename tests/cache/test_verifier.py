@@ -36,6 +36,11 @@ def served(verifier, model, stored: str, asked: str) -> bool:
         ("Comment résilier mon abonnement ?", "comment annuler mon abonement"),  # another verb, a typo
         ("How can I erase my profile?", "How can I delete my profile?"),  # close in the word table
         ("Do you ship to Canada?", "Do u ship to Canada please?"),  # light words added
+        ("How long is a gift card valid?", "Hey there, how long is a gift card valid? Cheers"),  # manners
+        ("Avez-vous un guide des tailles ?", "Bonsoir ! Avez-vous un guide des tailles ? Merci d'avance."),
+        ("How much money is left on my gift card?", "HOW MUCH MONEY IS LEFT ON MY GIFT CARD?"),  # capitals
+        ("Quand cet article sera-t-il de nouveau en stock ?", "Quand cet atricle sera-t-il de nouveau en stock ?"),
+        ("Puis-je envoyer mon colis à une adresse en France ?", "Puis-je envoyer mon colis a une adresse en France ?"),
     ],
 )
 def test_a_reworded_question_hits(verifier, model, stored, asked):
@@ -51,6 +56,13 @@ def test_a_reworded_question_hits(verifier, model, stored, asked):
         ("How do I cancel my membership?", "How do I pause my membership?"),
         ("Can I transfer money to my savings?", "Can I transfer money from my savings?"),
         ("What is the status of my loan application?", "How do I apply for a loan?"),
+        # who gives to whom, with a slip in a word: the slip is read as the word, the order still refused
+        ("Can I send my vouchers to my sister?", "Can my sister send her vochers to me?"),
+        ("Can I increase my order quantity?", "Can I decrease my order quantity?"),  # real words, not slips
+        ("What's the status of order A1234?", "What's the status of order A1235?"),  # codes, not slips
+        # French without accents: "a" is read as "à", a direction the other question does not have
+        ("Un collègue peut-il me donner ses billets ?", "Puis-je donner mes billets a un collegue ?"),
+        ("Mon frère peut-il m'envoyer ses bons d'achat ?", "Puis-je envoyer mes bons d'achat a mon frere ?"),
     ],
 )
 def test_a_sibling_misses(verifier, model, stored, asked):
@@ -99,3 +111,28 @@ def test_the_threshold_meets_the_upper_bound_not_the_point_estimate():
     assert wilson_upper(0, 60, 1.0) < 0.02 < wilson_upper(1, 81, 1.0)
     tied = [(0.9, True), (0.9, False)] + [(0.8, True)] * 3
     assert _threshold_for(tied, 0.0) == 1.0  # a tie is served or refused together
+
+
+def test_greetings_and_thanks_at_the_edges_are_manners_not_words():
+    from gateway.cache.semantic import _fold, _without_pleasantries, features
+
+    assert _without_pleasantries(_fold("Hi team, can I return the mat? Thanks so much!")) == "can i return the mat?"
+    assert _without_pleasantries(_fold("Salut, où est mon colis ? merci d'avance")) == "ou est mon colis ?"
+    assert _without_pleasantries(_fold("Thanks!")) == "thanks!"  # nothing else: kept as it was
+    assert _without_pleasantries(_fold("Puis-je payer d'avance ?")) == "puis je payer d' avance ?"  # inside: kept
+    assert features("Good morning, where is my order? Regards").content == features("Where is my order?").content
+    assert features("I live in Toronto, do you deliver? Cheers").names == ("toronto",)  # "Cheers" is no name
+    assert features("WHERE IS MY ORDER FROM PARIS?").names == ("paris",)  # in capitals only known names count
+
+
+def test_a_slip_is_one_neighbouring_swap_or_edit_of_an_unknown_word():
+    from gateway.cache.verifier import _as_read, _slip, _typo
+
+    assert _typo("article", "atricle") and _typo("possible", "possbile") and not _typo("refund", "return")
+    assert _slip("trasnfer", "transfer") and _slip("transfer", "trasnfer")
+    assert not _slip("increase", "decrease") and not _slip("a1234", "a1235")
+    stored = "Can I transfer my store credit to my brother's account?"
+    assert _as_read("Can my brother trasnfer his store credit to my acount?", stored) == (
+        "Can my brother transfer his store credit to my account?",
+        stored,
+    )
