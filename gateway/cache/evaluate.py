@@ -160,6 +160,20 @@ def _refusals(cache, text: str, same_answer: list[str], vectors: dict) -> list[s
     return ["probability" if verifier.probability(text, nearest, score) < verifier.threshold else "outranked"]
 
 
+def _key(row: dict) -> str:
+    """The answer a pool row expects: one per (group, lang), and per shop when the row names one."""
+    return f"{row['shop']}/{row['group']}|{row['lang']}" if row.get("shop") else f"{row['group']}|{row['lang']}"
+
+
+def _messages(row: dict) -> list[dict]:
+    """A row's request: its question, after the system prompt of its shop when it names one (each business
+    its own assistant, so its own cache partition, as in production)."""
+    user = {"role": "user", "content": row["text"]}
+    if not row.get("shop"):
+        return [user]
+    return [{"role": "system", "content": f"You are the customer support assistant of {row['shop']}."}, user]
+
+
 def load_pool(path: str | Path) -> list[dict]:
     """Read a JSON Lines pool `{"group", "lang", "text"}`."""
     return _read_jsonl(
@@ -202,10 +216,8 @@ async def evaluate_pool(
         "miss_reasons": Counter(),
     }
     for row in order:
-        key = f"{row['group']}|{row['lang']}"
-        req = ChatRequest(
-            body={"model": alias, "messages": [{"role": "user", "content": row["text"]}]}, alias=alias, headers={}
-        )
+        key = _key(row)
+        req = ChatRequest(body={"model": alias, "messages": _messages(row)}, alias=alias, headers={})
         found = await cache.lookup_exact(req)
         if found is None:
             req.vector = vectors.get(row["text"])
@@ -309,17 +321,18 @@ async def evaluate_variants(
     import random
 
     rng = random.Random(seed)
-    asked = [(row, kind, text) for row in rows for kind, text in variants(row["text"], row["lang"], rng).items()]
-    texts = list(dict.fromkeys([row["text"] for row in rows] + [text for _, _, text in asked]))
+    asked = [
+        ({**row, "text": text}, kind) for row in rows for kind, text in variants(row["text"], row["lang"], rng).items()
+    ]
+    texts = list(dict.fromkeys([row["text"] for row in rows] + [row["text"] for row, _ in asked]))
     vectors = dict(zip(texts, embedder.encode(texts))) if embedder is not None and embedder.available else {}
 
-    async def ask(text: str):
+    async def ask(row: dict):
         """(request, what the cache served or None): the exact lookup, then the semantic one, as in the pool eval"""
         from gateway.request import ChatRequest
 
-        req = ChatRequest(
-            body={"model": alias, "messages": [{"role": "user", "content": text}]}, alias=alias, headers={}
-        )
+        text = row["text"]
+        req = ChatRequest(body={"model": alias, "messages": _messages(row)}, alias=alias, headers={})
         found = await cache.lookup_exact(req)
         if found is None:
             req.vector = vectors.get(text)
@@ -328,28 +341,28 @@ async def evaluate_variants(
         return req, found
 
     for row in rows:
-        req, found = await ask(row["text"])
+        req, found = await ask(row)
         if found is None:
-            answer = {"role": "assistant", "content": f"{row['group']}|{row['lang']}"}
+            answer = {"role": "assistant", "content": _key(row)}
             await cache.store(
                 req, {"model": alias, "choices": [{"index": 0, "finish_reason": "stop", "message": answer}]}
             )
     result: dict[str, Any] = {"kinds": {}, "false_hits": []}
-    for row, kind, text in asked:
-        _, found = await ask(text)
+    for row, kind in asked:
+        _, found = await ask(row)
         tally = result["kinds"].setdefault(kind, Counter())
         tally["asked"] += 1
         if found is None:
             tally["missed"] += 1
-        elif found.message.get("content") == f"{row['group']}|{row['lang']}":
+        elif found.message.get("content") == _key(row):
             tally["served"] += 1
         else:
             tally["wrong"] += 1
             result["false_hits"].append(
                 {
                     "kind": kind,
-                    "text": text,
-                    "key": f"{row['group']}|{row['lang']}",
+                    "text": row["text"],
+                    "key": _key(row),
                     "served": found.message.get("content"),
                 }
             )

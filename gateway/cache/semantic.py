@@ -366,12 +366,20 @@ def _words(text: str) -> _Words:
         for match in _CODE.finditer(scrubbed):
             codes.add(match.group(1).replace("_", "-"))
     scrubbed = _without_pleasantries(scrubbed)
-    tokens = [t.rstrip("'") for t in _TOKEN.findall(scrubbed)]
+    tokens = _TOKEN.findall(scrubbed)
+    for i in range(1, len(tokens)):  # grade B, size M, plan C: a lone letter after a content word is a label
+        letter = tokens[i]
+        if len(letter) == 1 and letter not in _WORD_LETTERS and letter.isalpha() and _is_content(tokens[i - 1]):
+            codes.add(f"letter:{letter}")
+    tokens = [t.rstrip("'") for t in tokens]
     kept = [info for info in map(_content_token, tokens) if info is not None]
     wording = tuple(stem for stem, _ in kept)
     content = tuple(word for _, word in kept)
     return _Words(scrubbed, frozenset(codes) if codes else _NONE, tuple(tokens), wording, content)
 
+
+_WORD_LETTERS = frozenset("aiyu")  # one-letter words: a, I, y (French), u (texting "you"); "c'est" texted as "c"
+# opens a sentence or follows a function word, "grade c" follows a content word
 
 # Greetings and thanks at either end of a message ("Hi team, ...", "... Merci d'avance !") are manners, not
 # part of the question: a closed class of formulas, stripped from the folded text before it is split, so a

@@ -66,3 +66,23 @@ def test_variants_eval_asks_each_stored_question_again_as_users_reask_it(tmp_pat
     for kind in ("greeting", "capitals"):  # every other question re-asked so is served its own answer
         assert table[kind][2] == "2" and float(table[kind][1]) == 0.83, table[kind]
     assert lines[-1].startswith("near duplicates served ") and lines[-1].endswith(f"wrong {len(wrong)}")
+
+
+def test_rows_of_two_shops_live_in_two_partitions(tmp_path, capsys):
+    if not Embedder.load(model="static").available:
+        pytest.skip("static embedding table absent")
+    path = tmp_path / "shops.jsonl"
+    rows = [
+        {"shop": "bank", "group": "hours", "lang": "en", "text": "What are your opening hours?"},
+        {"shop": "gym", "group": "hours", "lang": "en", "text": "What are your opening hours?"},
+        {"shop": "gym", "group": "hours", "lang": "en", "text": "What are your opening hours please?"},
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["cache", "eval", "--pool", str(path), "--seeds", "3"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    # the gym's question is not served the bank's answer; its rewording is served the gym's
+    assert "answer keys 2" in out and "false hit" not in out
+    assert out.strip().splitlines()[-1] == "precision 1.000 recall 1.000"

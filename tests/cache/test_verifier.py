@@ -59,6 +59,9 @@ def test_a_reworded_question_hits(verifier, model, stored, asked):
         # who gives to whom, with a slip in a word: the slip is read as the word, the order still refused
         ("Can I send my vouchers to my sister?", "Can my sister send her vochers to me?"),
         ("Can I increase my order quantity?", "Can I decrease my order quantity?"),  # real words, not slips
+        ("what does grade b mean for a used laptop", "what does grade a mean for a used laptop"),  # labels
+        # close in the word table (0.87) but another grade
+        ("Is a laptop in excellent condition free of scratches?", "Is a laptop in good condition free of scratches?"),
         ("What's the status of order A1234?", "What's the status of order A1235?"),  # codes, not slips
         # French without accents: "a" is read as "à", a direction the other question does not have
         ("Un collègue peut-il me donner ses billets ?", "Puis-je donner mes billets a un collegue ?"),
@@ -136,3 +139,12 @@ def test_a_slip_is_one_neighbouring_swap_or_edit_of_an_unknown_word():
         "Can my brother transfer his store credit to my account?",
         stored,
     )
+
+
+def test_a_lone_letter_after_a_content_word_is_a_label_not_a_word():
+    from gateway.cache.semantic import features
+
+    assert features("What does grade B mean?").codes == features("what does grade b mean").codes == {"letter:b"}
+    assert features("taille M ou taille L").codes == {"letter:m", "letter:l"}
+    for text in ("c possible de payer en plusieurs fois ?", "l'adresse de livraison", "can u help", "plan a"):
+        assert not features(text).codes, text  # texting "c'est", an elision, "you", the article
