@@ -63,6 +63,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsers
         help="pool: store every question, then ask each again as users re-ask it (greeting, thanks, typo, "
         "capitals, no accents, ...): how many get their own answer, and any other",
     )
+    evaluate.add_argument(
+        "--manners",
+        metavar="FILE",
+        default=None,
+        help="--variants: openers and closers to put around questions (JSON: en_openers, fr_openers, en_closers, "
+        "fr_closers; default data/cache/manners_test.json when present)",
+    )
     evaluate.add_argument("-v", "--verbose", action="store_true", help="list every false hit and miss")
     evaluate.set_defaults(func=run_eval)
 
@@ -205,17 +212,29 @@ def run_pool_eval(args: argparse.Namespace) -> int:
 
 def _print_variants(args, rows, config, intents, detector, embedder) -> int:
     import asyncio
+    import json
+    from pathlib import Path
 
     from gateway.cache.evaluate import evaluate_variants
     from gateway.cache.service import build_cache
     from gateway.metrics import Metrics
 
+    path = Path(args.manners or "data/cache/manners_test.json")
+    manners = None
+    if args.manners or path.exists():
+        try:
+            manners = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            return 2
     totals: dict[str, Counter[str]] = {}
     wrong = []
     for seed in range(args.seed, args.seed + max(1, args.seeds)):
         cache = build_cache(config, intents, None, Metrics())
         report = asyncio.run(
-            evaluate_variants(rows, cache, embedder, detector, seed=seed, alias=next(iter(config.models)))
+            evaluate_variants(
+                rows, cache, embedder, detector, seed=seed, alias=next(iter(config.models)), manners=manners
+            )
         )
         for kind, tally in report["kinds"].items():
             totals.setdefault(kind, Counter()).update(tally)

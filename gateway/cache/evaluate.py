@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
-from gateway.cache.semantic import SemanticSettings, guard
+from gateway.cache.semantic import SemanticSettings, guard, question_part
 
 if TYPE_CHECKING:
     from gateway.embeddings import Embedder
@@ -66,7 +66,8 @@ def _verifier_reason(verifier, language, a: str, b: str, vectors: dict, score: f
     """Why the cache (language partition, then the verifier) would not serve A's answer to B, or None."""
     from gateway.cache.semantic import Candidates
 
-    if language is not None and (language.detect(a) != language.detect(b) or language.detect(b) == "?"):
+    la, lb = (language.detect(question_part(t)) for t in (a, b)) if language is not None else ("", "")
+    if language is not None and (la != lb or lb == "?"):
         return "language"
     if score < verifier.floor:
         return "below floor"
@@ -150,7 +151,7 @@ def _refusals(cache, text: str, same_answer: list[str], vectors: dict) -> list[s
     if vector is None:
         return ["no embedding"]
     score, nearest = max((float(np.dot(vector, vectors[other])), other) for other in same_answer)
-    if cache.language.detect(nearest) != cache.language.detect(text):
+    if cache.language.detect(question_part(nearest)) != cache.language.detect(question_part(text)):
         return ["language"]
     if score < verifier.floor:
         return ["below floor"]
@@ -262,10 +263,13 @@ async def evaluate_pool(
 
 # ------------------------------------------------------------------------------------- near duplicates
 
-_GREETINGS = {"en": ("Hi, ", "Hello! ", "Hey there, ", "Good morning, "), "fr": ("Bonjour, ", "Salut, ", "Bonsoir ! ")}
-_THANKS = {
-    "en": (" Thanks!", " Thank you.", " Cheers", " Many thanks."),
-    "fr": (" Merci !", " Merci d'avance.", " Merci beaucoup"),
+# openers and closers customers write around a question; data/cache/manners_test.json (written by someone who
+# never saw the formulas cache/semantic.py strips) replaces these when given (`gateway cache eval --manners`)
+MANNERS = {
+    "en_openers": ["Hi,", "Hello!"],
+    "fr_openers": ["Bonjour,", "Salut !"],
+    "en_closers": ["Thanks!", "Cheers"],
+    "fr_closers": ["Merci !", "Merci d'avance."],
 }
 _PLEASE = {"en": " please", "fr": " svp"}
 _LETTERS_ONLY = re.compile(r"[^\W\d_]{6,}")
@@ -285,13 +289,16 @@ def _strip_accents(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
-def variants(text: str, lang: str, rng) -> dict[str, str]:
-    """The same question as users re-ask it: with a greeting, with thanks, with a typo, in lower case without
-    punctuation, in capitals, without accents, with "please". Only those that change the text."""
-    lang = lang if lang in _GREETINGS else "en"
+def variants(text: str, lang: str, rng, manners: dict | None = None) -> dict[str, str]:
+    """The same question as users re-ask it: after an opener, before a closer (`MANNERS`), with a typo, in
+    lower case without punctuation, in capitals, without accents, with "please", as a text message. Only
+    those that change the text."""
+    manners = manners or MANNERS
+    lang = lang if lang in ("en", "fr") else "en"
+    opener = rng.choice(manners[f"{lang}_openers"])
     out = {
-        "greeting": rng.choice(_GREETINGS[lang]) + text[:1].lower() + text[1:],
-        "thanks": text.rstrip() + rng.choice(_THANKS[lang]),
+        "opener": opener + " " + (text[:1].lower() + text[1:] if opener[-1:] in ",:" else text),
+        "closer": text.rstrip() + " " + rng.choice(manners[f"{lang}_closers"]),
         "typo": _swap_letters(text, rng),
         "lower case, no punctuation": re.sub(r"[?!.,;:]", "", text.lower()).strip(),
         "capitals": text.upper(),
@@ -302,8 +309,22 @@ def variants(text: str, lang: str, rng) -> dict[str, str]:
             text,
             count=1,
         ),
+        "texting": _texting(text, lang),
     }
     return {name: variant for name, variant in out.items() if variant != text}
+
+
+_TEXTING = {
+    "en": ((r"\byou\b", "u"), (r"\bplease\b", "pls"), (r"\bare\b", "r"), (r"\bI\b", "i"), (r"\bthanks\b", "thx")),
+    "fr": ((r"\bje suis\b", "chui"), (r"\bs'il vous plaît\b", "svp"), (r"\bj'ai\b", "jai"), (r"\bc'est\b", "c")),
+}
+
+
+def _texting(text: str, lang: str) -> str:
+    """Written as a text message: u for you, pls, jai, c for c'est, ... and no final punctuation."""
+    for pattern, short in _TEXTING[lang]:
+        text = re.sub(pattern, short, text, flags=re.I)
+    return text.rstrip(" ?!.")
 
 
 async def evaluate_variants(
@@ -314,6 +335,7 @@ async def evaluate_variants(
     *,
     seed: int = 0,
     alias: str = "support",
+    manners: dict | None = None,
 ) -> dict:
     """Store every question of the pool (answer "group|lang"), then ask each again as users re-ask it
     (`variants`) through the real cache logic: served the right answer, another one (a false hit), or a miss,
@@ -322,7 +344,9 @@ async def evaluate_variants(
 
     rng = random.Random(seed)
     asked = [
-        ({**row, "text": text}, kind) for row in rows for kind, text in variants(row["text"], row["lang"], rng).items()
+        ({**row, "text": text}, kind)
+        for row in rows
+        for kind, text in variants(row["text"], row["lang"], rng, manners).items()
     ]
     texts = list(dict.fromkeys([row["text"] for row in rows] + [row["text"] for row, _ in asked]))
     vectors = dict(zip(texts, embedder.encode(texts))) if embedder is not None and embedder.available else {}

@@ -707,6 +707,7 @@ souhaiterais aimerais besoin possible svp merci bonjour est-ce ca cela toujours 
 take takes took prend prendre until jusqu there existe exist exists is-it way process able unable
 not no never none nothing without cannot can ne pas jamais sans aucun aucune rien non nolonger
 est-il est-elle sont-ils y-a-t-il a-t-il t il-y yes oui ok something anything
+jai chui pls plz
 """.split()
 )
 
@@ -717,4 +718,34 @@ EN_MARKERS = set(
 FR_MARKERS = set(
     "le la les est sont mon ma mes je vous comment quel quelle quels quelles ou quand "
     "pourquoi votre vos pour un une des du de avec puis peux ai j ne pas commande".split()
+)
+
+# Politeness: the words of greetings, thanks, apologies, hopes and sign-offs, folded. A clause at either end of
+# a message made of these, stopwords and MANNERS_FILLERS, with at least one of these, is manners, not part
+# of the question (semantic.py). Only words that say nothing else: not "back", "day", "good", "help".
+MANNERS = set(
+    """
+hi hello hey heya hiya howdy yo greetings dear sir sirs madam guys folks thanks thank thanked thx tx ty tia
+cheers regards sincerely faithfully appreciated appreciate appreciation grateful hope hoping hopefully sorry
+apologies apologise apologize bother bothering bug bugging disturb disturbing wondering wondered confused
+bonjour bonsoir salut coucou slt bjr rebonjour madame monsieur mesdames messieurs merci mercii remercie
+remercions remercier remerciant cordialement cordiales salutations distinguees distinguee agreer veuillez
+bisous bises bisou desole desolee deranger derange excusez pardon espere esperant permets renseignement
+question questions advance assistance team equipe chose endroit forward bien
+""".split()
+)
+# allowed in a politeness clause, not enough to make one ("Just a quick one.", "Many thanks in advance for
+# your help", but not "can we get one", "do you take them back", "just for a day")
+MANNERS_FILLERS = set(
+    """
+me once more one just again time there something thing things following everyone everybody all best kind
+kindly truly yours much many very lot lots assist quick quickie little
+small simple silly stupid dumb wonder curious reaching writing wrote message finds doing well fine good great
+nice lovely day days weekend week looking hearing hear back soon bit sure right place somewhere ask
+asking morning afternoon evening night xx xo xoxo toute tous avance retour reponse reponses aide aider
+cordial expression sentiments respectueuses bientot plus journee soiree week-end belle bonne bon excuse petite
+petit rapide allez permettre ecrire ecris contacter sujet suivante suivant demander demande bete
+idiote encore moi fois attente tenir courant infiniment bcp svp stp plait  sais savais pourrez pourriez
+pourrais pourras greatly hugely really so savoir
+""".split()
 )

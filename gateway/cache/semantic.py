@@ -53,6 +53,8 @@ from gateway.cache.lexicon import (
     EXCLUSIVE_FAMILIES,
     FR_MARKERS,
     KNOWN_NAMES,
+    MANNERS,
+    MANNERS_FILLERS,
     NEGATIONS,
     NOT_NAMES,
     NUMBER_WORDS,
@@ -378,32 +380,107 @@ def _words(text: str) -> _Words:
     return _Words(scrubbed, frozenset(codes) if codes else _NONE, tuple(tokens), wording, content)
 
 
-_WORD_LETTERS = frozenset("aiyu")  # one-letter words: a, I, y (French), u (texting "you"); "c'est" texted as "c"
-# opens a sentence or follows a function word, "grade c" follows a content word
+_WORD_LETTERS = frozenset("aiyucr")  # one-letter words: a, I, y (French), and texting's u, c, r (you, c'est, are)
 
-# Greetings and thanks at either end of a message ("Hi team, ...", "... Merci d'avance !") are manners, not
-# part of the question: a closed class of formulas, stripped from the folded text before it is split, so a
-# question asked with or without them is the same question to every check. Only whole formulas at the
-# edges go; the same words inside a question stay ("payer d'avance", "thanks to your app, ...").
+# Greetings, lead-ins and thanks at either end of a message ("Hi team, I was wondering: ...", "... Merci
+# d'avance !") are manners, not part of the question: a closed class of formulas, stripped before a text is
+# split, so a question asked with or without them is the same question to every check (its kind included:
+# "Could you tell me where ..." asks where). Only whole formulas at the edges go; the same words inside a
+# question stay ("payer d'avance", "thanks to your app, ..."). The patterns read folded text (no accents,
+# "j' ai") and lower-cased text as written ("j'ai", "chère équipe") alike.
 _OPENING = re.compile(
-    r"^[\s\W]*(?:(?:hi|hello|hey|hiya|howdy|greetings|good (?:morning|afternoon|evening|day)|dear (?:support|team|"
-    r"sir|madam|sir or madam|customer service|all)|to whom it may concern|bonjour|bonsoir|salut|coucou|allo|"
-    r"cher service client|chere equipe|madame|monsieur|quick question|sorry to bother you|excuse me|"
-    r"excusez-moi|pardon)(?: (?:again|all|everyone|team|there|a tous|a vous|madame|monsieur))*(?![\w'-])[\s,!.:;-]*)+"
+    r"^[\s\W]*(?:(?:hi|hello|hey|hiya|howdy|greetings|(?:good )?(?:morning|afternoon|evening)|good day|"
+    r"dear (?:support|team|sir|madam|sir or madam|customer service|all)|to whom it may concern|"
+    r"bonjour|bonsoir|re ?bonjour|salut|coucou|allo|cher service client|ch[eè]re [eé]quipe|madame|monsieur|"
+    r"sorry to bother you(?: again)?|excuse me|"
+    r"excusez[- ]moi|pardon|"
+    # lead-ins: a question is coming
+    r"i was (?:just )?wondering(?: if| whether)?|i wonder(?: if| whether)?|just wondering|"
+    r"i(?: have|'ve got| ve got| got) (?:a|one) (?:quick |small |little )?question(?: for you)?|"
+    r"(?:a |one )?(?:quick|small|little) (?:question|one)|one question|"
+    r"(?:can|could) you (?:please )?(?:tell|let) me(?: know)?(?: if| whether)?|do you know(?: if| whether)?|"
+    r"i(?:'d| would| want| need) (?:like )?to know(?: if| whether)?|"
+    r"je me demandais(?: si)?|j' ?ai une (?:petite )?question|(?:une |petite )question|"
+    r"(?:pouvez|pourriez)[- ]vous me dire(?: si)?|(?:peux|pourrais)[- ]tu me dire(?: si)?|"
+    r"(?:vous pouvez|tu peux) me dire(?: si)?|savez[- ]vous(?: si)?|"
+    r"(?:je voudrais|j' ?aimerais|je veux|je souhaiterais) savoir(?: si)?)"
+    r"(?: (?:again|all|everyone|team|there|[aà] tous|[aà] vous|madame|monsieur))*(?![\w'-])[\s,!.:;-]*)+"
 )
 _CLOSING = re.compile(
     r"(?:[\s,.!:;-]+|^)(?:(?:thanks?(?: you)?(?: (?:so|very) much| a lot| in advance| again)?|many thanks|thx|ty|"
     r"cheers|regards|best regards|kind regards|best wishes|have a (?:nice|good|great) day|"
-    r"merci(?: (?:beaucoup|bien|infiniment|encore))?(?: (?:d' ?avance|par avance|a vous))?|bonne (?:journee|soiree)|"
-    r"cordialement|bien a vous|svp|stp|s' ?il (?:vous|te) plait|please)(?![\w'-])[\s,.!:;)-]*)+$"
+    r"merci(?: (?:beaucoup|bien|infiniment|encore))?(?: (?:d' ?avance|par avance|[aà] vous))?|"
+    r"bonne (?:journ[eé]e|soir[eé]e)|cordialement|bien [aà] vous|svp|stp|s' ?il (?:vous|te) pla[iî]t|please)"
+    r"(?![\w'-])[\s,.!:;)-]*)+$"
 )
 
 
+def question_part(text: str) -> str:
+    """The text, lower-cased, without the manners around the question (see `_without_pleasantries`); accents
+    kept, for the language detector."""
+    return _without_pleasantries(text.lower().replace("\u2019", "'"))
+
+
 def _without_pleasantries(folded: str) -> str:
-    """The folded text without greetings before it and thanks after it (see _OPENING), unless nothing else
-    would be left."""
-    stripped = _CLOSING.sub("", _OPENING.sub("", folded, count=1), count=1)
+    """The text without the politeness clauses at either end (`_without_manners`), then without the greetings
+    and lead-ins before it and thanks after it that the patterns know (see _OPENING), unless nothing else
+    would be left. Works on folded text and on lower-cased text as written alike."""
+    stripped = _without_manners(folded) if _CLAUSE_MARK.search(folded) else folded
+    stripped = _CLOSING.sub("", _OPENING.sub("", stripped, count=1), count=1)
     return stripped if stripped.strip() else folded
+
+
+_CLAUSE_MARK = re.compile(r"[.!?:;,]|\s(?:but|mais)\s")
+_CLAUSES = re.compile(r"([.!?:;,]+(?:\s+|$)|\s+(?:but|mais)\s+)")
+_MANNER_WORD = re.compile(r"[^\W\d_]+|\d")
+_POLITE, _FILLER, _OTHER = 2, 1, 0
+
+
+def _politeness(clause: str) -> int:
+    """_POLITE: a politeness word (MANNERS) and otherwise stopwords or fillers; _FILLER: fillers and stopwords
+    ("have a great weekend"); _OTHER: anything else, and any clause with a question mark or a digit ("how do
+    I tell you" is all stopwords and a question; "not me" a statement)."""
+    if "?" in clause:
+        return _OTHER
+    polite = filler = False
+    for word in map(_fold_word, _MANNER_WORD.findall(clause)):
+        if word in MANNERS:
+            polite = True
+        elif word in MANNERS_FILLERS:
+            filler = True
+        elif word not in STOPWORDS or word.isdigit():
+            return _OTHER
+    return _POLITE if polite else _FILLER if filler else _OTHER
+
+
+def _without_manners(text: str) -> str:
+    """`text` without its politeness at either end: the leading clauses up to the last politeness clause of
+    the run of politeness and filler clauses that opens it ("Hi, I hope this finds you well."), the trailing
+    clauses from the first politeness clause of the run that closes it ("Thanks, have a great weekend!"),
+    and a signature of one or two words after those ("Cheers, Tom")."""
+    parts = _CLAUSES.split(text)  # clause, delimiter, clause, delimiter, ..., clause
+    clauses = [parts[i] + (parts[i + 1] if i + 1 < len(parts) else "") for i in range(0, len(parts), 2)]
+    clauses = [c for c in clauses if c.strip()]
+    kinds = [_politeness(c) for c in clauses]
+    start = 0
+    for i, kind in enumerate(kinds):
+        if kind == _OTHER:
+            break
+        if kind == _POLITE:
+            start = i + 1
+    end = len(clauses)
+    last = end - 1 if end - start >= 2 and kinds[end - 1] == _OTHER and _signature(clauses[end - 1]) else end
+    for i in range(last - 1, start - 1, -1):
+        if kinds[i] == _OTHER:
+            break
+        if kinds[i] == _POLITE:
+            end = i
+    return "".join(clauses[start:end]).strip() if (start, end) != (0, len(clauses)) else text
+
+
+def _signature(clause: str) -> bool:
+    words = clause.split()
+    return 1 <= len(words) <= 2 and "?" not in clause and not any(c.isdigit() for c in clause)
 
 
 @lru_cache(maxsize=65536)
@@ -447,6 +524,9 @@ def _rest_of(text: str, words_: _Words) -> _Rest:
 
     places = _places(scrubbed)
     names = _names(text, scrubbed, places)
+    if names:  # a name in the manners stripped from the text ("Cheers, Tom") is no name of the question
+        kept = set(tokens)
+        names = [name for name in names if all(part in kept for part in name.split())]
     words = frozenset(ALIASES.get(t, t) for t in tokens) | frozenset(names)
     return _Rest(
         lang=_language(tokens, text),

@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gateway.cache.semantic import Candidates, _stem, features, objections
+from gateway.cache.semantic import Candidates, _stem, _without_pleasantries, features, objections
 
 __all__ = ["FEATURES", "Trees", "Verifier", "Verified", "pair_features"]
 
@@ -67,7 +67,7 @@ ALIGN = ("unaligned_sum", "unaligned_max", "unaligned_min_side", "hard_unaligned
     f"{side}{int(cut * 10)}" for cut in ALIGN_CUTS for side in ("umax", "umin")
 )
 # content words on one side with no counterpart on the other: not the same word or synonym class, not a
-# typo of one (one edit, two for long words), not a close neighbour in the static table (cosine >= CLOSE),
+# typo of one (one edit), not a close neighbour in the static table (cosine >= CLOSE),
 # and weighing at least LIGHT there (a rare word weighs much, "please", "want" little; one letter nothing).
 # CLOSE was 0.8 until the 990 questions of pool_train2 showed grades as close words ("excellent" / "good"
 # 0.87, refurbished grade A vs B); at 0.9 no training pool lost a hit (pools and their re-asked variants).
@@ -129,7 +129,7 @@ _WORD = re.compile(r"[\w']+")
 @lru_cache(maxsize=16384)
 def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
     """(kind of question, direction classes, words) of one text."""
-    lower = text.lower().replace("\u2019", "'")
+    lower = _without_pleasantries(text.lower().replace("\u2019", "'"))
     match = _KIND_RX.search(lower)
     kind = match.lastgroup if match is not None and match.lastgroup else "statement"
     words = tuple(_WORD.findall(lower))
@@ -251,11 +251,12 @@ def _weight(token: str) -> float:
 
 @lru_cache(maxsize=65536)
 def _typo(a: str, b: str) -> bool:
-    """One edit apart (two for words of 8 letters or more), both of 5 letters or more. Two neighbouring
-    letters swapped ("atricle") are one edit, the commonest slip of a typist (optimal string alignment)."""
+    """One edit apart, both of 5 letters or more. Two neighbouring letters swapped ("atricle") are one edit,
+    the commonest slip of a typist (optimal string alignment). Two edits were allowed for long words while a
+    swap counted as two; with swaps at one, two let "daectivate" (a slip for "deactivate") read as "activate"."""
     if min(len(a), len(b)) < 5 or abs(len(a) - len(b)) > 2:
         return False
-    limit = 2 if min(len(a), len(b)) >= 8 else 1
+    limit = 1
     before: list[int] = []
     previous = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):

@@ -57,13 +57,25 @@ def test_pool_eval_refuses_a_malformed_pool(tmp_path, capsys):
 def test_variants_eval_asks_each_stored_question_again_as_users_reask_it(tmp_path, capsys):
     if not Embedder.load(model="static").available:
         pytest.skip("static embedding table absent")
-    lines = run(tmp_path, capsys, "--variants", "--seeds", "2")
+    manners = tmp_path / "manners.json"
+    manners.write_text(
+        json.dumps(
+            {
+                "en_openers": ["Hi team,"],
+                "fr_openers": ["Bonjour,"],
+                "en_closers": ["Thanks!"],
+                "fr_closers": ["Merci !"],
+            }
+        ),
+        encoding="utf-8",
+    )
+    lines = run(tmp_path, capsys, "--variants", "--seeds", "2", "--manners", str(manners))
     table = {line[:28].strip(): line[28:].split() for line in lines if line[:1].isalpha() and "asked" not in line}
-    assert table["greeting"][0] == "12" and table["capitals"][0] == "12"  # 6 questions x 2 seeds, each changed
+    assert table["opener"][0] == "12" and table["capitals"][0] == "12"  # 6 questions x 2 seeds, each changed
     # "Do you ship to Canada?" is stored under two answers: the second one's variants get the first one's
     wrong = [line for line in lines if line.startswith("  false hit [")]
     assert wrong and all(line.startswith("  false hit [ship.") and "got ship." in line for line in wrong)
-    for kind in ("greeting", "capitals"):  # every other question re-asked so is served its own answer
+    for kind in ("opener", "closer", "capitals"):  # every other question re-asked so is served its own answer
         assert table[kind][2] == "2" and float(table[kind][1]) == 0.83, table[kind]
     assert lines[-1].startswith("near duplicates served ") and lines[-1].endswith(f"wrong {len(wrong)}")
 

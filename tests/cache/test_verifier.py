@@ -122,6 +122,14 @@ def test_greetings_and_thanks_at_the_edges_are_manners_not_words():
     assert _without_pleasantries(_fold("Hi team, can I return the mat? Thanks so much!")) == "can i return the mat?"
     assert _without_pleasantries(_fold("Salut, où est mon colis ? merci d'avance")) == "ou est mon colis ?"
     assert _without_pleasantries(_fold("Thanks!")) == "thanks!"  # nothing else: kept as it was
+    # whole clauses of politeness at either end, a signature after them
+    text = "Hello, I hope this message finds you well. Where is my parcel? Many thanks in advance for your help, Paul"
+    assert _without_pleasantries(_fold(text)) == "where is my parcel?"
+    assert _without_pleasantries(_fold("Bonjour, une question rapide : où est mon colis ? Bien à vous, Marie")) == (
+        "ou est mon colis ?"
+    )
+    for kept in ("I have a pile of your bags, do you take them back", "Cancel the extra bed, we won't need it"):
+        assert _without_pleasantries(_fold(kept)) == _fold(kept)  # no politeness word: a clause of the question
     assert _without_pleasantries(_fold("Puis-je payer d'avance ?")) == "puis je payer d' avance ?"  # inside: kept
     assert features("Good morning, where is my order? Regards").content == features("Where is my order?").content
     assert features("I live in Toronto, do you deliver? Cheers").names == ("toronto",)  # "Cheers" is no name
