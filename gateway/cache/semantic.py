@@ -415,6 +415,7 @@ _CLOSING = re.compile(
 )
 
 
+@lru_cache(maxsize=4096)
 def question_part(text: str) -> str:
     """The text, lower-cased, without the manners around the question (see `_without_pleasantries`); accents
     kept, for the language detector."""
@@ -425,12 +426,18 @@ def _without_pleasantries(folded: str) -> str:
     """The text without the politeness clauses at either end (`_without_manners`), then without the greetings
     and lead-ins before it and thanks after it that the patterns know (see _OPENING), unless nothing else
     would be left. Works on folded text and on lower-cased text as written alike."""
-    stripped = _without_manners(folded) if _CLAUSE_MARK.search(folded) else folded
+    stripped = _without_manners(folded) if _clauses_inside(folded) else folded
     stripped = _CLOSING.sub("", _OPENING.sub("", stripped, count=1), count=1)
     return stripped if stripped.strip() else folded
 
 
-_CLAUSE_MARK = re.compile(r"[.!?:;,]|\s(?:but|mais)\s")
+def _clauses_inside(text: str) -> bool:
+    """Whether a text has more than one clause (a mark before its last characters, or but / mais): most
+    questions are one ("How do I ...?") and need no splitting."""
+    body = text.rstrip(" ?!.")
+    return any(mark in body for mark in ",.!?:;") or " but " in body or " mais " in body
+
+
 _CLAUSES = re.compile(r"([.!?:;,]+(?:\s+|$)|\s+(?:but|mais)\s+)")
 _MANNER_WORD = re.compile(r"[^\W\d_]+|\d")
 _POLITE, _FILLER, _OTHER = 2, 1, 0
