@@ -69,6 +69,7 @@ def test_near_miss_siblings_miss(client, stored, asked):
         "Hi there, how long is a gift card valid? Thanks a lot!",  # manners at either end
         "HOW LONG IS A GIFT CARD VALID?",  # capitals
         "How long is a gift card vaild?",  # a slip
+        "Hello, I hope this message finds you well. How long is a gift card valid? Many thanks in advance, Paul",
     ],
 )
 def test_a_question_asked_again_as_users_reask_it_is_served_from_the_cache(client, asked):
