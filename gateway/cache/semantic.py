@@ -422,13 +422,13 @@ def question_part(text: str) -> str:
     return _without_pleasantries(text.lower().replace("\u2019", "'"))
 
 
-def _without_pleasantries(folded: str) -> str:
+def _without_pleasantries(text: str) -> str:
     """The text without the politeness clauses at either end (`_without_manners`), then without the greetings
     and lead-ins before it and thanks after it that the patterns know (see _OPENING), unless nothing else
     would be left. Works on folded text and on lower-cased text as written alike."""
-    stripped = _without_manners(folded) if _clauses_inside(folded) else folded
+    stripped = _without_manners(text) if _clauses_inside(text) else text
     stripped = _CLOSING.sub("", _OPENING.sub("", stripped, count=1), count=1)
-    return stripped if stripped.strip() else folded
+    return stripped if stripped.strip() else text
 
 
 def _clauses_inside(text: str) -> bool:
@@ -530,10 +530,7 @@ def _rest_of(text: str, words_: _Words) -> _Rest:
         dates.append("d0n")
 
     places = _places(scrubbed)
-    names = _names(text, scrubbed, places)
-    if names:  # a name in the manners stripped from the text ("Cheers, Tom") is no name of the question
-        kept = set(tokens)
-        names = [name for name in names if all(part in kept for part in name.split())]
+    names = _names(text, scrubbed, places, frozenset(tokens))
     words = frozenset(ALIASES.get(t, t) for t in tokens) | frozenset(names)
     return _Rest(
         lang=_language(tokens, text),
@@ -568,8 +565,9 @@ def _unit_at(after: str) -> str | None:
     return UNITS.get(match.group(0)) if match else None
 
 
-def _names(raw: str, scrubbed: str, places: set[str]) -> list[str]:
-    """Proper nouns: known names (any case) and capitalised words not at a sentence start."""
+def _names(raw: str, scrubbed: str, places: set[str], kept: frozenset[str]) -> list[str]:
+    """Proper nouns: known names (any case) and capitalised words not at a sentence start, among the words
+    `kept` (a name in the manners stripped from the text, "Cheers, Tom", is no name of the question)."""
     found: list[tuple[int, str]] = []
     if not _KNOWN_HEADS.isdisjoint(places):  # (a known name starts where one of its heads stands)
         for match in _KNOWN_RX.finditer(scrubbed):
@@ -583,7 +581,13 @@ def _names(raw: str, scrubbed: str, places: set[str]) -> list[str]:
         if not word[0].isupper() or _sentence_start(raw, match.start()):
             continue
         key = _fold_word(word).strip("'-")
-        if key in NOT_NAMES or key in DATE_WORDS or (len(key) > 1 and key in UNITS) or _pleasantry(key):
+        if (
+            key not in kept
+            or key in NOT_NAMES
+            or key in DATE_WORDS
+            or (len(key) > 1 and key in UNITS)
+            or _pleasantry(key)
+        ):
             continue
         key = ALIASES.get(key, key)
         if key not in known_spans and not any(key in span.split() for span in known_spans):

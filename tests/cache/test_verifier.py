@@ -133,6 +133,8 @@ def test_greetings_and_thanks_at_the_edges_are_manners_not_words():
     assert _without_pleasantries(_fold("Puis-je payer d'avance ?")) == "puis je payer d' avance ?"  # inside: kept
     assert features("Good morning, where is my order? Regards").content == features("Where is my order?").content
     assert features("I live in Toronto, do you deliver? Cheers").names == ("toronto",)  # "Cheers" is no name
+    assert features("I live in Toronto, do you deliver? Thanks, Tom").names == ("toronto",)  # nor a signature
+    assert features("Livrez-vous en Allemagne ? Merci, Tom").names == ("germany",)  # a known name, aliased
     assert features("WHERE IS MY ORDER FROM PARIS?").names == ("paris",)  # in capitals only known names count
 
 
