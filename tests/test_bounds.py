@@ -47,6 +47,7 @@ def test_text_scans_are_linear(seed):
     for name, scan in [
         ("keys.has_personal_data", keys.has_personal_data),
         ("semantic.features", semantic.features.__wrapped__),
+        ("semantic.question_part", semantic.question_part.__wrapped__),
         ("semantic.contains_personal_data", semantic.contains_personal_data),
         ("difficulty.extract_features", lambda t: difficulty.extract_features([{"role": "user", "content": t}] * 2)),
         ("keys.exact_key", exact_key),

@@ -389,7 +389,7 @@ _WORD_LETTERS = frozenset("aiyucr")  # one-letter words: a, I, y (French), and t
 # question stay ("payer d'avance", "thanks to your app, ..."). The patterns read folded text (no accents,
 # "j' ai") and lower-cased text as written ("j'ai", "chère équipe") alike.
 _OPENING = re.compile(
-    r"^[\s\W]*(?:(?:hi|hello|hey|hiya|howdy|greetings|(?:good )?(?:morning|afternoon|evening)|good day|"
+    r"^[\s\W]*+(?:(?:hi|hello|hey|hiya|howdy|greetings|(?:good )?(?:morning|afternoon|evening)|good day|"
     r"dear (?:support|team|sir|madam|sir or madam|customer service|all)|to whom it may concern|"
     r"bonjour|bonsoir|re ?bonjour|salut|coucou|allo|cher service client|ch[eè]re [eé]quipe|madame|monsieur|"
     r"sorry to bother you(?: again)?|excuse me|"
@@ -404,10 +404,10 @@ _OPENING = re.compile(
     r"(?:pouvez|pourriez)[- ]vous me dire(?: si)?|(?:peux|pourrais)[- ]tu me dire(?: si)?|"
     r"(?:vous pouvez|tu peux) me dire(?: si)?|savez[- ]vous(?: si)?|"
     r"(?:je voudrais|j' ?aimerais|je veux|je souhaiterais) savoir(?: si)?)"
-    r"(?: (?:again|all|everyone|team|there|[aà] tous|[aà] vous|madame|monsieur))*(?![\w'-])[\s,!.:;-]*)+"
+    r"(?: (?:again|all|everyone|team|there|[aà] tous|[aà] vous|madame|monsieur))*(?![\w'-])[\s,!.:;-]*+)+"
 )
-_CLOSING = re.compile(
-    r"(?:[\s,.!:;-]+|^)(?:(?:thanks?(?: you)?(?: (?:so|very) much| a lot| in advance| again)?|many thanks|thx|ty|"
+_CLOSING = re.compile(  # a separator run starts a match only where it starts: linear time on "-" * 65536
+    r"(?:(?<![\s,.!:;-])[\s,.!:;-]++|^)(?:(?:thanks?(?: you)?(?: (?:so|very) much| a lot| in advance| again)?|many thanks|thx|ty|"
     r"cheers|regards|best regards|kind regards|best wishes|have a (?:nice|good|great) day|"
     r"merci(?: (?:beaucoup|bien|infiniment|encore))?(?: (?:d' ?avance|par avance|[aà] vous))?|"
     r"bonne (?:journ[eé]e|soir[eé]e)|cordialement|bien [aà] vous|svp|stp|s' ?il (?:vous|te) pla[iî]t|please)"
@@ -438,7 +438,7 @@ def _clauses_inside(text: str) -> bool:
     return any(mark in body for mark in ",.!?:;") or " but " in body or " mais " in body
 
 
-_CLAUSES = re.compile(r"([.!?:;,]+(?:\s+|$)|\s+(?:but|mais)\s+)")
+_CLAUSES = re.compile(r"((?<![.!?:;,])[.!?:;,]++(?:\s++|$)|(?<!\s)\s++(?:but|mais)\s++)")  # linear: see _CLOSING
 _MANNER_WORD = re.compile(r"[^\W\d_]+|\d")
 _POLITE, _FILLER, _OTHER = 2, 1, 0
 
