@@ -407,8 +407,8 @@ _OPENING = re.compile(
     r"(?: (?:again|all|everyone|team|there|[aà] tous|[aà] vous|madame|monsieur))*(?![\w'-])[\s,!.:;-]*+)+"
 )
 _CLOSING = re.compile(  # a separator run starts a match only where it starts: linear time on "-" * 65536
-    r"(?:(?<![\s,.!:;-])[\s,.!:;-]++|^)(?:(?:thanks?(?: you)?(?: (?:so|very) much| a lot| in advance| again)?|many thanks|thx|ty|"
-    r"cheers|regards|best regards|kind regards|best wishes|have a (?:nice|good|great) day|"
+    r"(?:(?<![\s,.!:;-])[\s,.!:;-]++|^)"
+    r"(?:(?:thanks?(?: you)?(?: (?:so|very) much| a lot| in advance| again)?|many thanks|thx|ty|cheers|regards|best regards|kind regards|best wishes|have a (?:nice|good|great) day|"
     r"merci(?: (?:beaucoup|bien|infiniment|encore))?(?: (?:d' ?avance|par avance|[aà] vous))?|"
     r"bonne (?:journ[eé]e|soir[eé]e)|cordialement|bien [aà] vous|svp|stp|s' ?il (?:vous|te) pla[iî]t|please)"
     r"(?![\w'-])[\s,.!:;)-]*)+$"
