@@ -408,7 +408,8 @@ _OPENING = re.compile(
 )
 _CLOSING = re.compile(  # a separator run starts a match only where it starts: linear time on "-" * 65536
     r"(?:(?<![\s,.!:;-])[\s,.!:;-]++|^)"
-    r"(?:(?:thanks?(?: you)?(?: (?:so|very) much| a lot| in advance| again)?|many thanks|thx|ty|cheers|regards|best regards|kind regards|best wishes|have a (?:nice|good|great) day|"
+    r"(?:(?:thanks?(?: you)?(?: (?:so|very) much| a lot| in advance| again)?|many thanks|thx|ty|cheers|"
+    r"regards|best regards|kind regards|best wishes|have a (?:nice|good|great) day|"
     r"merci(?: (?:beaucoup|bien|infiniment|encore))?(?: (?:d' ?avance|par avance|[aà] vous))?|"
     r"bonne (?:journ[eé]e|soir[eé]e)|cordialement|bien [aà] vous|svp|stp|s' ?il (?:vous|te) pla[iî]t|please)"
     r"(?![\w'-])[\s,.!:;)-]*)+$"
