@@ -429,6 +429,7 @@ def _without_pleasantries(text: str) -> str:
     would be left. Works on folded text and on lower-cased text as written alike."""
     stripped = _without_manners(text) if _clauses_inside(text) else text
     stripped = _CLOSING.sub("", _OPENING.sub("", stripped, count=1), count=1)
+    stripped = _without_polite_words(stripped)
     return stripped if stripped.strip() else text
 
 
@@ -484,6 +485,39 @@ def _without_manners(text: str) -> str:
         if kinds[i] == _POLITE:
             end = i
     return "".join(clauses[start:end]).strip() if (start, end) != (0, len(clauses)) else text
+
+
+def _without_polite_words(text: str) -> str:
+    """`text` without the politeness words that open or close it with no mark to set them apart ("salut jai
+    une petite question est-ce que ...", "... do you take them back thanks"): the words before the last
+    politeness word of the run of politeness, filler and stop words that opens it, and from the first one of
+    the run that closes it. A run that holds a question word ("how do I thank ...") or a digit stops there."""
+    words = list(_MANNER_WORD.finditer(text))
+    start = 0
+    for match in words:
+        word = _fold_word(match.group(0))
+        if word in MANNERS:
+            start = match.end()
+        elif word in _QUESTION_WORDS or (word not in STOPWORDS and word not in MANNERS_FILLERS):
+            break
+    end = len(text)
+    for match in reversed(words):
+        if match.start() < start:
+            break
+        word = _fold_word(match.group(0))
+        if word in MANNERS:
+            end = match.start()
+        elif word in _QUESTION_WORDS or (word not in STOPWORDS and word not in MANNERS_FILLERS):
+            break
+    return text[start:end].strip() if (start, end) != (0, len(text)) else text
+
+
+# words that say what a question asks: never part of the politeness around it
+_QUESTION_WORDS = frozenset(
+    "how what where when why which who whom whose can could may might do does did is are was were will would "
+    "shall should have has comment ou quand pourquoi quel quelle quels quelles qui quoi puis peux peut pouvez "
+    "est avez etes sont combien".split()
+)
 
 
 def _signature(clause: str) -> bool:

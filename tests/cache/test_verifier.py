@@ -128,6 +128,12 @@ def test_greetings_and_thanks_at_the_edges_are_manners_not_words():
     assert _without_pleasantries(_fold("Bonjour, une question rapide : où est mon colis ? Bien à vous, Marie")) == (
         "ou est mon colis ?"
     )
+    # and with no mark to set them apart, up to a question word
+    assert _without_pleasantries(_fold("salut jai une petite question est-ce que vous livrez le dimanche")) == (
+        "est ce que vous livrez le dimanche"  # (folded: est-ce is split)
+    )
+    assert _without_pleasantries(_fold("do you take them back thanks")) == "do you take them back"
+    assert _without_pleasantries(_fold("How do I thank the courier?")) == "how do i thank the courier?"
     for kept in ("I have a pile of your bags, do you take them back", "Cancel the extra bed, we won't need it"):
         assert _without_pleasantries(_fold(kept)) == _fold(kept)  # no politeness word: a clause of the question
     assert _without_pleasantries(_fold("Puis-je payer d'avance ?")) == "puis je payer d' avance ?"  # inside: kept
