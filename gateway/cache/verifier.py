@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gateway.cache.semantic import Candidates, _stem, _without_pleasantries, features, objections
+from gateway.cache.semantic import Candidates, _stem, features, objections, question_part
 
 __all__ = ["FEATURES", "Trees", "Verifier", "Verified", "pair_features"]
 
@@ -129,7 +129,7 @@ _WORD = re.compile(r"[\w']+")
 @lru_cache(maxsize=16384)
 def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
     """(kind of question, direction classes, words) of one text."""
-    lower = _without_pleasantries(text.lower().replace("\u2019", "'"))
+    lower = question_part(text)  # lower-cased, the manners around it dropped (memoised: the language reads it)
     match = _KIND_RX.search(lower)
     kind = match.lastgroup if match is not None and match.lastgroup else "statement"
     words = tuple(_WORD.findall(lower))
