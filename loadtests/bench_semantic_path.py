@@ -122,12 +122,28 @@ ENDINGS = [
     " s'il vous plaît ?",
     " for my sister?",
 ]
+# a size, a style, a material and a colour before the product: the question's content is new, not only its
+# greeting and ending (which the cache strips as manners since 2026-12-02: without these, half the "new"
+# questions were served as near duplicates of earlier ones); 4.4M contents, as in unique_questions.lua
+SIZES = ["small", "medium", "large", "tiny", "giant", "double"]
+STYLES = ["classic", "vintage", "slim", "travel", "deluxe", "mini", "compact", "outdoor"]
+MATERIALS = ["cotton", "steel", "bamboo", "glass", "wool", "oak", "copper", "velvet", "marble", "canvas"]
+COLOURS = ["red", "navy", "olive", "grey", "black", "white", "beige", "green", "pink", "yellow", "brown", "purple"]
 SYSTEM = "You are a helpful support assistant for Aurora Commerce."
 
 
-def questions(seed: int) -> list[str]:
-    texts = [f"{o} {q} {p}{e}" for o, q, p, e in itertools.product(OPENERS, QUESTIONS, PRODUCTS, ENDINGS)]
-    random.Random(seed).shuffle(texts)
+def questions(seed: int, n: int = 200_000) -> list[str]:
+    """n questions, each of another content (question, product and its four qualifiers), in a random order."""
+    rng = random.Random(seed)
+    seen: set[tuple] = set()
+    texts = []
+    while len(texts) < n:
+        parts = tuple(rng.choice(choices) for choices in (QUESTIONS, SIZES, STYLES, MATERIALS, COLOURS, PRODUCTS))
+        if parts in seen:
+            continue
+        seen.add(parts)
+        q, size, style, material, colour, product = parts
+        texts.append(f"{rng.choice(OPENERS)} {q} {size} {style} {material} {colour} {product}{rng.choice(ENDINGS)}")
     return texts
 
 
