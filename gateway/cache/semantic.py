@@ -400,7 +400,7 @@ _OPENING = re.compile(
     r"(?:a |one )?(?:quick|small|little) (?:question|one)|one question|"
     r"(?:can|could) you (?:please )?(?:tell|let) me(?: know)?(?: if| whether)?|do you know(?: if| whether)?|"
     r"i(?:'d| would| want| need) (?:like )?to know(?: if| whether)?|"
-    r"je me demandais(?: si)?|j' ?ai une (?:petite )?question|(?:une |petite )question|"
+    r"je me demandais(?: si)?|(?:j' ?ai|jai) une (?:petite )?question|(?:une |petite )question|"
     r"(?:pouvez|pourriez)[- ]vous me dire(?: si)?|(?:peux|pourrais)[- ]tu me dire(?: si)?|"
     r"(?:vous pouvez|tu peux) me dire(?: si)?|savez[- ]vous(?: si)?|"
     r"(?:je voudrais|j' ?aimerais|je veux|je souhaiterais) savoir(?: si)?)"
@@ -496,7 +496,7 @@ def _without_polite_words(text: str) -> str:
     start = 0
     for match in words:
         word = _fold_word(match.group(0))
-        if word in MANNERS:
+        if word in _POLITE_WORDS:
             start = match.end()
         elif word in _QUESTION_WORDS or (word not in STOPWORDS and word not in MANNERS_FILLERS):
             break
@@ -505,13 +505,19 @@ def _without_polite_words(text: str) -> str:
         if match.start() < start:
             break
         word = _fold_word(match.group(0))
-        if word in MANNERS:
+        if word in _POLITE_WORDS:
             end = match.start()
         elif word in _QUESTION_WORDS or (word not in STOPWORDS and word not in MANNERS_FILLERS):
             break
     return text[start:end].strip() if (start, end) != (0, len(text)) else text
 
 
+# Without a mark, only words that are nothing but politeness count: "advance booking", "assistance dog", "team
+# order", "bug in the app" keep their first word, which a clause of its own would not ("Thanks in advance.")
+_POLITE_WORDS = frozenset(MANNERS) - frozenset(
+    "question questions advance assistance team equipe chose endroit forward bien renseignement bug bugging "
+    "disturb disturbing bother bothering confused wondering wondered permets excusez pardon appreciation".split()
+)
 # words that say what a question asks: never part of the politeness around it
 _QUESTION_WORDS = frozenset(
     "how what where when why which who whom whose can could may might do does did is are was were will would "

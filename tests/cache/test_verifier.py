@@ -134,6 +134,8 @@ def test_greetings_and_thanks_at_the_edges_are_manners_not_words():
     )
     assert _without_pleasantries(_fold("do you take them back thanks")) == "do you take them back"
     assert _without_pleasantries(_fold("How do I thank the courier?")) == "how do i thank the courier?"
+    for kept in ("assistance dog allowed in store", "advance payment possible", "team order for 10 people"):
+        assert _without_pleasantries(kept) == kept  # words of politeness only in a clause of their own
     for kept in ("I have a pile of your bags, do you take them back", "Cancel the extra bed, we won't need it"):
         assert _without_pleasantries(_fold(kept)) == _fold(kept)  # no politeness word: a clause of the question
     assert _without_pleasantries(_fold("Puis-je payer d'avance ?")) == "puis je payer d' avance ?"  # inside: kept
