@@ -181,17 +181,39 @@ class _Neighbours:
             int((hard > 0.5).sum()),
         )
 
+    @cached_property
+    def _binary(self) -> bool:
+        """Labels 1 then 0, more rows than k: the k nearest can be counted rather than gathered."""
+        n, hard = self.n_hard, self.hard
+        return len(hard) > self.k and bool((hard[:n] == 1.0).all()) and bool((hard[n:] == 0.0).all())
+
+    @cached_property
+    def _shares(self) -> tuple[float, ...]:
+        """share of hard among the k nearest, by their number of hard ones: `hard[nearest].mean()`'s float32
+        values, looked up (the labels are 0 and 1)."""
+        return tuple(float(np.array([1.0] * c + [0.0] * (self.k - c), np.float32).mean()) for c in range(self.k + 1))
+
     def inputs(self, vector: np.ndarray) -> tuple[float, float, float, float]:
-        """(share of hard among the k nearest, margin, mean cosine of the m nearest hard, of the m nearest easy)."""
+        """(share of hard among the k nearest, margin, mean cosine of the m nearest hard, of the m nearest easy).
+
+        The same values as `argpartition` and `.mean()` give, for a fraction of their numpy calls: one sort
+        finds the k-th largest cosine; when the next one is strictly smaller, the k nearest are the rows at or
+        above it and the hard ones among them are counted (a tie at the k-th falls back to argpartition). Each
+        side's mean is `.mean()`'s own arithmetic: the float32 sum divided by m in float64, rounded to float32."""
         sims = self.vectors @ vector  # a cosine ranking: the request vector's length does not change it
-        nearest = np.argpartition(-sims, self.k - 1)[: self.k]
-        share = float(self.hard[nearest].mean())
+        k, n_hard = self.k, self.n_hard
+        ordered = np.sort(sims)
+        kth = ordered[-k]
+        if self._binary and ordered[-k - 1] < kth:
+            share = self._shares[int(np.count_nonzero(sims[:n_hard] >= kth))]
+        else:
+            share = float(self.hard[np.argpartition(-sims, k - 1)[:k]].mean())
         m = self.margin_m
         if not m:
             return share, 0.0, 0.0, 0.0
-        hard_side, easy_side = sims[: self.n_hard], sims[self.n_hard :]
-        near_hard = float(np.partition(hard_side, len(hard_side) - m)[-m:].mean())
-        near_easy = float(np.partition(easy_side, len(easy_side) - m)[-m:].mean())
+        hard_side, easy_side = sims[:n_hard], sims[n_hard:]
+        near_hard = float(np.float32(float(np.add.reduce(np.partition(hard_side, n_hard - m)[-m:])) / m))
+        near_easy = float(np.float32(float(np.add.reduce(np.partition(easy_side, len(easy_side) - m)[-m:])) / m))
         return share, near_hard - near_easy, near_hard, near_easy
 
     def logit(self, share: float, margin: float) -> float:

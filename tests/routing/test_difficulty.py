@@ -314,3 +314,32 @@ def test_cli_eval_final_line(tmp_path, capsys):
     assert match, last
     assert all(0.0 <= float(v) <= 1.0 for v in match.groups())
     assert float(match.group(4)) == pytest.approx(0.5)  # the two hard prompts, nothing else
+
+
+def _neighbour_inputs_by_definition(near, vector):
+    """What `_Neighbours.inputs` must return: argpartition's k nearest and numpy's means."""
+    sims = near.vectors @ vector
+    share = float(near.hard[np.argpartition(-sims, near.k - 1)[: near.k]].mean())
+    m, n = near.margin_m, near.n_hard
+    hard = float(np.partition(sims[:n], n - m)[-m:].mean())
+    easy = float(np.partition(sims[n:], len(sims) - n - m)[-m:].mean())
+    return share, hard - easy, hard, easy
+
+
+def test_neighbour_inputs_equal_their_definition_bit_for_bit(scorer):
+    near = scorer._heads[128].neighbours
+    rng = np.random.default_rng(7)
+    vectors = [near.vectors[3], near.vectors[-4], np.zeros(128, np.float32)]  # a training row: exact ties
+    vectors += [rng.standard_normal(128).astype(np.float32) for _ in range(200)]
+    for vector in vectors:
+        assert near.inputs(vector) == _neighbour_inputs_by_definition(near, vector)
+
+
+def test_neighbour_inputs_with_a_tie_at_the_kth_nearest():
+    from gateway.routing.difficulty import _Neighbours
+
+    # rows 0-2 hard, 3-6 easy; rows 1 and 4 tie for the 3rd nearest of (1, 0)
+    vectors = np.array([[1, 0], [0.6, 0.8], [0, 1], [0.9, 0.43589], [0.6, 0.8], [0, -1], [-1, 0]], np.float32)
+    near = _Neighbours(vectors, np.array([1, 1, 1, 0, 0, 0, 0], np.float32), 3, 1.0, 0.5, 2, 1.0, 0.0, 3)
+    for vector in (np.array([1, 0], np.float32), np.array([0.8, 0.6], np.float32)):
+        assert near.inputs(vector) == _neighbour_inputs_by_definition(near, vector)
