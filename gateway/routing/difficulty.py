@@ -307,7 +307,8 @@ class DifficultyScorer:
     def score(self, messages: list[dict[str, Any]], vector: np.ndarray | None = None) -> Difficulty:
         x, counts = extract_features(messages)
         mean = self._mean
-        head = self._heads.get(np.shape(vector)[0]) if vector is not None and np.ndim(vector) == 1 else None
+        shape = None if vector is None else vector.shape if isinstance(vector, np.ndarray) else np.shape(vector)
+        head = self._heads.get(shape[0]) if shape is not None and len(shape) == 1 else None
         if head is not None and vector is not None:
             meaning = float(head.vector @ vector)
             near = head.neighbours
