@@ -51,11 +51,15 @@ def conversation_text(messages: list[dict]) -> tuple[str, list[str], int]:
 
 # Patterns on the original text (case matters: CamelCase errors, code).
 _CODE_FENCE = r"```|~~~"
+# A call `a.b(...)` or an assignment `a[i] =`: the word is read once for both (the cue is searched over the whole
+# text, first among the cues that are; `\w+` can only end where `.` or `[` follows, so this matches as the two
+# cues `\b\w+\.\w+\([^)]*\)|\b\w+\[\w*\]\s*=` did, at ~2/3 of their cost).
 _CODE = (
-    r"^[^\S\n]{4,}\S|^\t+\S"  # indented lines
+    r"\b\w+(?:\.\w+\([^)]*\)|\[\w*\]\s*=)"
+    r"|^[^\S\n]{4,}\S|^\t+\S"  # indented lines
     r"|\bdef \w+\(|\bfunction\b\s*\w*\s*\(|=>|^[^\S\n]*return\b|\b(?:const|let|var)\s+\w+\s*=|\bimport \w+"
     r"|\bclass \w+[:({]|\bSELECT\b[\s\S]{1,200}?\bFROM\b|\bWHERE\b|\bGROUP BY\b|console\.\w+\("
-    r"|[;{}]\s*$|\b\w+\.\w+\([^)]*\)|\b\w+\[\w*\]\s*=|\bnull\b|\bNone\b|\bself\b|\bawait\b|`[^`\n]{2,60}`"
+    r"|[;{}]\s*$|\bnull\b|\bNone\b|\bself\b|\bawait\b|`[^`\n]{2,60}`"
 )
 _TRACE = (
     r"\bTraceback\b|\b[A-Z]\w*(?:Error|Exception)\b|^[^\S\n]+at [\w.$<>]+\(|File \"[^\"]+\", line \d+"

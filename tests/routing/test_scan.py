@@ -61,3 +61,21 @@ def test_cased_patterns_read_the_original_text():
 def test_split_top_ignores_groups_and_classes():
     assert split_top(r"a|b(c|d)|[|]|e\|f") == ["a", "b(c|d)", "[|]", r"e\|f"]
     assert rx(r"\bab|\bcd|ef").pattern == r"\b(?:ab|cd)|ef"
+
+
+def test_the_factored_code_cue_matches_as_the_two_cues_it_replaced():
+    """features._CODE reads `a.b(...)` and `a[i] =` with one `\\b\\w+`: same matches as the two cues before it."""
+    import random
+
+    from gateway.routing.features import _SCAN
+
+    [factored] = [p for i, _, p in _SCAN._anywhere if _SCAN.names[i] == "code"]
+    rest = factored.pattern.split("|", 2)[2]  # the cues after the factored one
+    assert factored.pattern.startswith(r"\b\w+(?:\.\w+\([^)]*\)|\[\w*\]\s*=)|")
+    before = re.compile(r"\b(?:\w+\.\w+\([^)]*\)|\w+\[\w*\]\s*=)|" + rest, factored.flags)
+    rng = random.Random(5)
+    alphabet = "ab_9é.[]()= \n\tx;{}`"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(20000)]
+    texts += ["x = a.b(c) + d[1] = 2", "console.log(a.b(c))", "arr[] = f.g()", "déjà.vu(1)", "a.b.c(d)"]
+    for text in texts:
+        assert [m.span() for m in factored.finditer(text)] == [m.span() for m in before.finditer(text)], text
