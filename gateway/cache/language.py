@@ -61,6 +61,8 @@ def _grams(text: str) -> list[str]:
 
 def _script(text: str) -> str | None:
     """The non-Latin script most of the letters are written in, or None (Latin, or no letters)."""
+    if max(text, default="") <= "\u024f":  # Latin letters and punctuation only ("où", "été"): none to look up
+        return None
     counts: Counter[str] = Counter()
     letters = 0
     for char in text:
