@@ -331,8 +331,12 @@ def test_neighbour_inputs_equal_their_definition_bit_for_bit(scorer):
     rng = np.random.default_rng(7)
     vectors = [near.vectors[3], near.vectors[-4], np.zeros(128, np.float32)]  # a training row: exact ties
     vectors += [rng.standard_normal(128).astype(np.float32) for _ in range(200)]
-    for vector in vectors:
-        assert near.inputs(vector) == _neighbour_inputs_by_definition(near, vector)
+    broken = vectors[-1].copy()
+    broken[5] = np.nan
+    vectors += [broken, near.vectors[0] + np.float32(np.inf) * near.vectors[1]]  # NaN and inf cosines
+    with np.errstate(invalid="ignore"):  # inf x 0 in the broken vectors' products
+        for vector in vectors:
+            assert repr(near.inputs(vector)) == repr(_neighbour_inputs_by_definition(near, vector))
 
 
 def test_neighbour_inputs_with_a_tie_at_the_kth_nearest():
