@@ -355,7 +355,7 @@ class _Words:
 
 @lru_cache(maxsize=65536)
 def _words(text: str) -> _Words:
-    folded = _fold(text)
+    folded = _fold(question_part(text))  # the manners around the question dropped first (memoised: one pass)
     scrubbed = folded
     codes: set[str] = set()
     if "@" in folded:  # every e-mail has one
@@ -367,7 +367,6 @@ def _words(text: str) -> _Words:
     if _DIGIT.search(scrubbed):  # every code has a digit
         for match in _CODE.finditer(scrubbed):
             codes.add(match.group(1).replace("_", "-"))
-    scrubbed = _without_pleasantries(scrubbed)
     tokens = _TOKEN.findall(scrubbed)
     for i in range(1, len(tokens)):  # grade B, size M, plan C: a lone letter after a content word is a label
         letter = tokens[i]
@@ -416,7 +415,7 @@ _CLOSING = re.compile(  # a separator run starts a match only where it starts: l
 )
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=16384)
 def question_part(text: str) -> str:
     """The text, lower-cased, without the manners around the question (see `_without_pleasantries`); accents
     kept, for the language detector."""
@@ -492,18 +491,22 @@ def _without_polite_words(text: str) -> str:
     une petite question est-ce que ...", "... do you take them back thanks"): the words before the last
     politeness word of the run of politeness, filler and stop words that opens it, and from the first one of
     the run that closes it. A run that holds a question word ("how do I thank ...") or a digit stops there."""
-    words = list(_MANNER_WORD.finditer(text))
     start = 0
-    for match in words:
+    for match in _MANNER_WORD.finditer(text):  # lazily: most questions stop at their first word
         word = _fold_word(match.group(0))
         if word in _POLITE_WORDS:
             start = match.end()
         elif word in _QUESTION_WORDS or (word not in STOPWORDS and word not in MANNERS_FILLERS):
             break
     end = len(text)
-    for match in reversed(words):
-        if match.start() < start:
-            break
+    last = text.rstrip(_NOT_LETTERS).rsplit(None, 1)[-1:]  # the last word first: most questions end in content
+    if not last or _ends_run(_fold_word(last[0].lstrip(_NOT_LETTERS))):
+        return text[start:].strip() if start else text
+    window = max(start, end - _TAIL)  # a closing run is short: its words are within the last _TAIL characters
+    tail = list(_MANNER_WORD.finditer(text, window))
+    if tail and window > start and text[window - 1].isalnum():
+        tail = tail[1:]  # the window cut a word: not a word of the run
+    for match in reversed(tail):
         word = _fold_word(match.group(0))
         if word in _POLITE_WORDS:
             end = match.start()
@@ -518,6 +521,17 @@ _POLITE_WORDS = frozenset(MANNERS) - frozenset(
     "question questions advance assistance team equipe chose endroit forward bien renseignement bug bugging "
     "disturb disturbing bother bothering confused wondering wondered permets excusez pardon appreciation".split()
 )
+_TAIL = 100
+_NOT_LETTERS = " \t\n?!.,;:()'\"-"
+
+
+def _ends_run(word: str) -> bool:
+    """Whether a word stops a run of politeness words: a question word, or one neither stop word nor filler."""
+    return word not in _POLITE_WORDS and (
+        word in _QUESTION_WORDS or (word not in STOPWORDS and word not in MANNERS_FILLERS)
+    )
+
+
 # words that say what a question asks: never part of the politeness around it
 _QUESTION_WORDS = frozenset(
     "how what where when why which who whom whose can could may might do does did is are was were will would "

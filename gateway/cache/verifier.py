@@ -297,6 +297,7 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
+@lru_cache(maxsize=65536)
 def _slip(word: str, other: str) -> bool:
     """Whether one of two words is a misspelling of the other: a typo (`_typo`) of letters only, one of
     them unknown to the static table ("decrease" is a word, not a slip for "increase"; A1234 is a code)."""
