@@ -367,10 +367,17 @@ def _words(text: str) -> _Words:
     if _DIGIT.search(scrubbed):  # every code has a digit
         for match in _CODE.finditer(scrubbed):
             codes.add(match.group(1).replace("_", "-"))
-    tokens = _TOKEN.findall(scrubbed)
-    for i in range(1, len(tokens)):  # grade B, size M, plan C: a lone letter after a content word is a label
+    matches = list(_TOKEN.finditer(scrubbed))
+    tokens = [match.group(0) for match in matches]
+    for i in range(1, len(tokens)):  # grade B, size M, plan C: a lone letter right after a content word is a label
         letter = tokens[i]
-        if len(letter) == 1 and letter not in _WORD_LETTERS and letter.isalpha() and _is_content(tokens[i - 1]):
+        if (
+            len(letter) == 1
+            and letter not in _WORD_LETTERS
+            and letter.isalpha()
+            and _is_content(tokens[i - 1])
+            and matches[i].start() == matches[i - 1].end() + 1  # one space between: "ticket, c combien" is texting
+        ):
             codes.add(f"letter:{letter}")
     tokens = [t.rstrip("'") for t in tokens]
     kept = [info for info in map(_content_token, tokens) if info is not None]
@@ -379,7 +386,7 @@ def _words(text: str) -> _Words:
     return _Words(scrubbed, frozenset(codes) if codes else _NONE, tuple(tokens), wording, content)
 
 
-_WORD_LETTERS = frozenset("aiyucr")  # one-letter words: a, I, y (French), and texting's u, c, r (you, c'est, are)
+_WORD_LETTERS = frozenset("aiyur")  # one-letter words: a, I, y (French), and texting's u, r (you, are)
 
 # Greetings, lead-ins and thanks at either end of a message ("Hi team, I was wondering: ...", "... Merci
 # d'avance !") are manners, not part of the question: a closed class of formulas, stripped before a text is
