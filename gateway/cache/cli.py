@@ -149,7 +149,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_pool_eval(args: argparse.Namespace) -> int:
     import asyncio
 
-    from gateway.cache.evaluate import _key, evaluate_pool, load_pool
+    from gateway.cache.evaluate import answer_key, evaluate_pool, load_pool
     from gateway.cache.service import build_cache
     from gateway.config import ConfigError, load_config
     from gateway.embeddings import Embedder
@@ -174,7 +174,7 @@ def run_pool_eval(args: argparse.Namespace) -> int:
         reports.append(
             asyncio.run(evaluate_pool(rows, cache, embedder, detector, seed=seed, alias=next(iter(config.models))))
         )
-    keys = len({_key(row) for row in rows})
+    keys = len({answer_key(row) for row in rows})
     print(
         f"questions {len(rows)}  answer keys {keys}  seeds {len(reports)} from {args.seed}  embedding {embedder.name}"
     )

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from gateway.embeddings import Embedder
     from gateway.intents import IntentDetector
 
-__all__ = ["load_pairs", "evaluate_pairs", "load_pool", "evaluate_pool", "evaluate_variants", "variants"]
+__all__ = ["answer_key", "load_pairs", "evaluate_pairs", "load_pool", "evaluate_pool", "evaluate_variants", "variants"]
 
 
 def _read_jsonl(path: str | Path, valid: Callable[[Any], bool], expected: str) -> list[dict]:
@@ -66,9 +66,10 @@ def _verifier_reason(verifier, language, a: str, b: str, vectors: dict, score: f
     """Why the cache (language partition, then the verifier) would not serve A's answer to B, or None."""
     from gateway.cache.semantic import Candidates
 
-    la, lb = (language.detect(question_part(t)) for t in (a, b)) if language is not None else ("", "")
-    if language is not None and (la != lb or lb == "?"):
-        return "language"
+    if language is not None:
+        lang_a, lang_b = language.detect(question_part(a)), language.detect(question_part(b))
+        if lang_a != lang_b or lang_b == "?":
+            return "language"
     if score < verifier.floor:
         return "below floor"
     candidates = Candidates.from_rows([(a, vectors[a], 0)])
@@ -161,7 +162,7 @@ def _refusals(cache, text: str, same_answer: list[str], vectors: dict) -> list[s
     return ["probability" if verifier.probability(text, nearest, score) < verifier.threshold else "outranked"]
 
 
-def _key(row: dict) -> str:
+def answer_key(row: dict) -> str:
     """The answer a pool row expects: one per (group, lang), and per shop when the row names one."""
     return f"{row['shop']}/{row['group']}|{row['lang']}" if row.get("shop") else f"{row['group']}|{row['lang']}"
 
@@ -217,7 +218,7 @@ async def evaluate_pool(
         "miss_reasons": Counter(),
     }
     for row in order:
-        key = _key(row)
+        key = answer_key(row)
         req = ChatRequest(body={"model": alias, "messages": _messages(row)}, alias=alias, headers={})
         found = await cache.lookup_exact(req)
         if found is None:
@@ -367,7 +368,7 @@ async def evaluate_variants(
     for row in rows:
         req, found = await ask(row)
         if found is None:
-            answer = {"role": "assistant", "content": _key(row)}
+            answer = {"role": "assistant", "content": answer_key(row)}
             await cache.store(
                 req, {"model": alias, "choices": [{"index": 0, "finish_reason": "stop", "message": answer}]}
             )
@@ -378,7 +379,7 @@ async def evaluate_variants(
         tally["asked"] += 1
         if found is None:
             tally["missed"] += 1
-        elif found.message.get("content") == _key(row):
+        elif found.message.get("content") == answer_key(row):
             tally["served"] += 1
         else:
             tally["wrong"] += 1
@@ -386,7 +387,7 @@ async def evaluate_variants(
                 {
                     "kind": kind,
                     "text": row["text"],
-                    "key": _key(row),
+                    "key": answer_key(row),
                     "served": found.message.get("content"),
                 }
             )
