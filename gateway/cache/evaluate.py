@@ -176,6 +176,26 @@ def _messages(row: dict) -> list[dict]:
     return [{"role": "system", "content": f"You are the customer support assistant of {row['shop']}."}, user]
 
 
+async def _ask(cache, row: dict, vectors: dict, detector: "IntentDetector | None", alias: str):
+    """(request, what the cache served or None) for a pool row: the exact lookup, then the embedding, the
+    intent and the semantic lookup, as the gateway does."""
+    from gateway.request import ChatRequest
+
+    req = ChatRequest(body={"model": alias, "messages": _messages(row)}, alias=alias, headers={})
+    found = await cache.lookup_exact(req)
+    if found is None:
+        req.vector = vectors.get(row["text"])
+        req.intent = detector.detect(row["text"], req.vector) if detector is not None else "other"
+        found = await cache.lookup_semantic(req)
+    return req, found
+
+
+async def _store_answer(cache, req, key: str, alias: str) -> None:
+    """Store the answer `key` for a missed request, as the upstream's would be."""
+    answer = {"role": "assistant", "content": key}
+    await cache.store(req, {"model": alias, "choices": [{"index": 0, "finish_reason": "stop", "message": answer}]})
+
+
 def load_pool(path: str | Path) -> list[dict]:
     """Read a JSON Lines pool `{"group", "lang", "text"}`."""
     return _read_jsonl(
@@ -200,8 +220,6 @@ async def evaluate_pool(
     hit. recall = true hits / (true hits + misses whose (group, lang) was already cached)."""
     import random
 
-    from gateway.request import ChatRequest
-
     order = list(rows)
     random.Random(seed).shuffle(order)
     texts = list(dict.fromkeys(row["text"] for row in order))
@@ -219,12 +237,7 @@ async def evaluate_pool(
     }
     for row in order:
         key = answer_key(row)
-        req = ChatRequest(body={"model": alias, "messages": _messages(row)}, alias=alias, headers={})
-        found = await cache.lookup_exact(req)
-        if found is None:
-            req.vector = vectors.get(row["text"])
-            req.intent = detector.detect(row["text"], req.vector) if detector is not None else "other"
-            found = await cache.lookup_semantic(req)
+        req, found = await _ask(cache, row, vectors, detector, alias)
         if found is not None:
             served = found.message.get("content")
             if served == key:
@@ -248,11 +261,7 @@ async def evaluate_pool(
             reasons = _refusals(cache, row["text"], cached_keys[key], vectors)
             result["miss_reasons"].update(reasons)
             result["missed"].append({"text": row["text"], "key": key, "reasons": reasons})
-        parsed = {
-            "model": alias,
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": key}}],
-        }
-        await cache.store(req, parsed)
+        await _store_answer(cache, req, key, alias)
         cached_keys.setdefault(key, []).append(row["text"])
     hits = result["true_hits"] + len(result["false_hits"])
     result["hits"] = hits
@@ -352,29 +361,13 @@ async def evaluate_variants(
     texts = list(dict.fromkeys([row["text"] for row in rows] + [row["text"] for row, _ in asked]))
     vectors = dict(zip(texts, embedder.encode(texts))) if embedder is not None and embedder.available else {}
 
-    async def ask(row: dict):
-        """(request, what the cache served or None): the exact lookup, then the semantic one, as in the pool eval"""
-        from gateway.request import ChatRequest
-
-        text = row["text"]
-        req = ChatRequest(body={"model": alias, "messages": _messages(row)}, alias=alias, headers={})
-        found = await cache.lookup_exact(req)
-        if found is None:
-            req.vector = vectors.get(text)
-            req.intent = detector.detect(text, req.vector) if detector is not None else "other"
-            found = await cache.lookup_semantic(req)
-        return req, found
-
     for row in rows:
-        req, found = await ask(row)
+        req, found = await _ask(cache, row, vectors, detector, alias)
         if found is None:
-            answer = {"role": "assistant", "content": answer_key(row)}
-            await cache.store(
-                req, {"model": alias, "choices": [{"index": 0, "finish_reason": "stop", "message": answer}]}
-            )
+            await _store_answer(cache, req, answer_key(row), alias)
     result: dict[str, Any] = {"kinds": {}, "false_hits": []}
     for row, kind in asked:
-        _, found = await ask(row)
+        _, found = await _ask(cache, row, vectors, detector, alias)
         tally = result["kinds"].setdefault(kind, Counter())
         tally["asked"] += 1
         if found is None:

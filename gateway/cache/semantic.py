@@ -503,7 +503,7 @@ def _without_polite_words(text: str) -> str:
         word = _fold_word(match.group(0))
         if word in _POLITE_WORDS:
             start = match.end()
-        elif word in _QUESTION_WORDS or (word not in STOPWORDS and word not in MANNERS_FILLERS):
+        elif _ends_run(word):
             break
     end = len(text)
     last = text.rstrip(_NOT_LETTERS).rsplit(None, 1)[-1:]  # the last word first: most questions end in content
@@ -517,7 +517,7 @@ def _without_polite_words(text: str) -> str:
         word = _fold_word(match.group(0))
         if word in _POLITE_WORDS:
             end = match.start()
-        elif word in _QUESTION_WORDS or (word not in STOPWORDS and word not in MANNERS_FILLERS):
+        elif _ends_run(word):
             break
     return text[start:end].strip() if (start, end) != (0, len(text)) else text
 

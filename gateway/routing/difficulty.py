@@ -199,8 +199,8 @@ class _Neighbours:
         The same values as `argpartition` and `.mean()` give, for a fraction of their numpy calls: one sort
         finds the k-th largest cosine; when the next one is strictly smaller, the k nearest are the rows at or
         above it and the hard ones among them are counted (a tie at the k-th, or a NaN, falls back to
-        argpartition). Each
-        side's mean is `.mean()`'s own arithmetic: the float32 sum divided by m in float64, rounded to float32."""
+        argpartition). Each side's mean is `.mean()`'s own arithmetic: the float32 sum divided by m in float64,
+        rounded to float32."""
         sims = self.vectors @ vector  # a cosine ranking: the request vector's length does not change it
         k, n_hard = self.k, self.n_hard
         ordered = np.sort(sims)  # NaN sorts last: a NaN cosine (a broken vector) takes the argpartition path
