@@ -138,9 +138,10 @@ def verifier_decisions(texts: list[str], embedder, out) -> None:
     for i, text in enumerate(texts):
         vector = embedder._model.embed(text)
         content = _content(text)
+        kind, directions, words = _kind_direction(text)
         row = [
             repr(question_part(text)),
-            repr(_kind_direction(text)),
+            repr((kind, sorted(directions), words)),
             repr((content.keys, content.tokens, content.heavy)),
         ]
         if i % 2 == 0:
