@@ -227,6 +227,7 @@ class _Content:
     tokens: tuple[str, ...]  # each as written: its vector is the table's (`_token`), not its stem's pieces'
     weights: tuple[float, ...]  # 0 for a light word (see LIGHT)
     heavy: tuple[int, ...]  # the words whose weight is not 0: those `_unmatched` looks at
+    unknown: frozenset[str]  # the tokens the static table lacks: a slip (`_slip`) needs one on either side
 
 
 @lru_cache(maxsize=16384)
@@ -241,7 +242,9 @@ def _content(text: str) -> _Content:
     weights = tuple([_weight(token) for token in tokens])
     heavy = tuple([i for i, weight in enumerate(weights) if weight != 0.0])
     keys = tuple(f.content)
-    return _Content(keys, frozenset(keys), tokens, weights, heavy)
+    model = _table()
+    unknown = frozenset(tokens) if model is None else frozenset([t for t in tokens if t not in model.index])
+    return _Content(keys, frozenset(keys), tokens, weights, heavy, unknown)
 
 
 def _weight(token: str) -> float:
@@ -287,8 +290,10 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
             token = mine.tokens[i]
             if _close_to_any(token, other.tokens):
                 continue
-            if len(token) >= 5 and any(
-                abs(len(token) - len(theirs)) <= 2 and _slip(token, theirs) for theirs in other.tokens
+            if (
+                len(token) >= 5
+                and (other.unknown or token in mine.unknown)
+                and any(abs(len(token) - len(theirs)) <= 2 and _slip(token, theirs) for theirs in other.tokens)
             ):
                 continue
             counts[side] += 1
