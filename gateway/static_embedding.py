@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CONTINUATION", "DEFAULT_PATH", "NUMBER", "StaticModel", "WORD"]
+__all__ = ["CONTINUATION", "DEFAULT_PATH", "NUMBER", "StaticModel", "WORD", "default_model"]
 
 DEFAULT_PATH = Path(__file__).with_name("static_model.npz")
 CONTINUATION = "##"
@@ -102,3 +102,14 @@ class StaticModel:
         for i, text in enumerate(texts):
             out[i] = self.embed(text)
         return out
+
+
+_DEFAULT: list = []
+
+
+def default_model() -> StaticModel | None:
+    """The shipped table, loaded once per process (None when gateway/static_model.npz is absent): the word
+    tables the cache's checks read, apart from the Embedder's own copy."""
+    if not _DEFAULT:
+        _DEFAULT.append(StaticModel.load(DEFAULT_PATH) if DEFAULT_PATH.exists() else None)
+    return _DEFAULT[0]

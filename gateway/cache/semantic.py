@@ -65,6 +65,7 @@ from gateway.cache.lexicon import (
     TOPICS,
     UNITS,
 )
+from gateway.cache.manners import is_manners
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -451,7 +452,28 @@ _MANNER_WORD = re.compile(r"[^\W\d_]+|\d")
 _POLITE, _FILLER, _OTHER = 2, 1, 0
 
 
-def _politeness(clause: str) -> int:
+def _learned_politeness(clause: str) -> bool:
+    """Whether a clause the word lists call _OTHER is politeness all the same, as the model learned from
+    examples reads its unknown words (cache/manners.py: "Hope you're having a lovely week!"). A question or a
+    number never is."""
+    if "?" in clause or _HAS_DIGIT.search(clause):
+        return False
+    rest = unknown_words(clause)
+    return bool(rest) and is_manners(rest)
+
+
+def unknown_words(clause: str) -> str:
+    """The words of a clause the politeness word lists do not know (neither MANNERS, filler nor stopword),
+    folded, in order: what the learned model judges. "Sorry to bother you, should I size up" is politeness
+    words and "size": the words it does not know say whether it is content."""
+    words = map(_fold_word, _MANNER_WORD.findall(clause))
+    return " ".join([w for w in words if w not in MANNERS and w not in MANNERS_FILLERS and w not in STOPWORDS])
+
+
+_HAS_DIGIT = re.compile(r"\d")
+
+
+def word_list_politeness(clause: str) -> int:
     """_POLITE: a politeness word (MANNERS) and otherwise stopwords or fillers; _FILLER: fillers and stopwords
     ("have a great weekend"); _OTHER: anything else, and any clause with a question mark or a digit ("how do
     I tell you" is all stopwords and a question; "not me" a statement)."""
@@ -468,25 +490,40 @@ def _politeness(clause: str) -> int:
     return _POLITE if polite else _FILLER if filler else _OTHER
 
 
+def clauses_of(text: str) -> list[str]:
+    """A text's clauses, each with the marks that end it; blank ones left out."""
+    parts = _CLAUSES.split(text)  # clause, delimiter, clause, delimiter, ..., clause
+    clauses = [parts[i] + (parts[i + 1] if i + 1 < len(parts) else "") for i in range(0, len(parts), 2)]
+    return [c for c in clauses if c.strip()]
+
+
 def _without_manners(text: str) -> str:
     """`text` without its politeness at either end: the leading clauses up to the last politeness clause of
     the run of politeness and filler clauses that opens it ("Hi, I hope this finds you well."), the trailing
     clauses from the first politeness clause of the run that closes it ("Thanks, have a great weekend!"),
     and a signature of one or two words after those ("Cheers, Tom")."""
-    parts = _CLAUSES.split(text)  # clause, delimiter, clause, delimiter, ..., clause
-    clauses = [parts[i] + (parts[i + 1] if i + 1 < len(parts) else "") for i in range(0, len(parts), 2)]
-    clauses = [c for c in clauses if c.strip()]
-    kinds = [_politeness(c) for c in clauses]
+    clauses = clauses_of(text)
+    kinds = [word_list_politeness(c) for c in clauses]
+    asked = [False] * len(clauses)
+
+    def kind(i: int) -> int:  # the learned model is asked only about the clauses the edges reach
+        if kinds[i] == _OTHER and not asked[i]:
+            asked[i] = True
+            if _learned_politeness(clauses[i]):
+                kinds[i] = _POLITE
+        return kinds[i]
+
     start = 0
-    for i, kind in enumerate(kinds):
-        if kind == _OTHER:
+    for i in range(len(clauses)):
+        if kind(i) == _OTHER:
             break
-        if kind == _POLITE:
+        if kinds[i] == _POLITE:
             start = i + 1
     end = len(clauses)
-    last = end - 1 if end - start >= 2 and kinds[end - 1] == _OTHER and _signature(clauses[end - 1]) else end
+    signed = end - start >= 2 and kinds[end - 1] == _OTHER and _signature(clauses[end - 1])
+    last = end - 1 if signed else end
     for i in range(last - 1, start - 1, -1):
-        if kinds[i] == _OTHER:
+        if kind(i) == _OTHER:
             break
         if kinds[i] == _POLITE:
             end = i

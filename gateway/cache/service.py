@@ -513,6 +513,10 @@ def build_cache(
     else:
         store = MemoryStore(cache.max_entries_per_intent)
     verifier = Verifier.load(model_path(embedding or config.embedding.model))
+    if semantic and cache.semantic:
+        from gateway.cache.manners import shipped
+
+        shipped()  # the politeness examples are embedded now, not on the first request that needs them
     return IntentCache(
         cache, intents, store, metrics, cost_of=cost_of, semantic=semantic, side_of=side_of, verifier=verifier
     )

@@ -1,7 +1,8 @@
-"""Build-time training of the cache's two small models, shipped as JSON in the package:
+"""Build-time training of the cache's small models, shipped as JSON in the package:
 
     gateway cache train-language   character n-gram language model (cache/language_model.json)
     gateway cache train-verifier   pair verifier: "one answer serves both questions" (cache/verifier.json)
+    gateway cache train-manners    politeness clauses by example (cache/manners_model.json)
 
 Both read only training data: gettext catalogs of the build machine and data/cache/pool_dev.jsonl,
 data/cache/pool_train.jsonl, data/cache/pairs.jsonl. The held-out files (pool_test.jsonl,
@@ -122,6 +123,24 @@ def add_commands(cache_subparsers) -> None:
     )
     verifier.add_argument("--out", default=None, help="default: the packaged model for --embedding")
     verifier.set_defaults(func=run_train_verifier)
+    manners = cache_subparsers.add_parser(
+        "train-manners", help="rebuild cache/manners_model.json: politeness and content clauses by example"
+    )
+    manners.add_argument(
+        "--manners", nargs="*", default=["data/cache/manners_train.json", "data/cache/manners_dev.json"]
+    )
+    manners.add_argument("--content", nargs="*", default=["data/cache/context_train.json"])
+    manners.add_argument(
+        "--pool",
+        nargs="*",
+        default=["data/cache/pool_train.jsonl", "data/cache/pool_train2.jsonl", "data/cache/pool_dev.jsonl"],
+        help="support questions: their clauses are content",
+    )
+    manners.add_argument("--k", type=int, default=3)
+    manners.add_argument("--gap", type=float, default=0.02, help="added to the highest content clause's margin")
+    manners.add_argument("--folds", type=int, default=5)
+    manners.add_argument("--out", default=None, help="default: the packaged model")
+    manners.set_defaults(func=run_train_manners)
 
 
 def run_train_language(args) -> int:
@@ -382,5 +401,76 @@ def run_train_verifier(args) -> int:
         f"wrote {out}: {args.model}, {len(y)} pairs ({int(y.sum())} same), threshold {model.threshold:.3f}; "
         f"cross-validated over {args.folds} family folds: {len(served)} of {len(decisions)} best candidates "
         f"served, {len(served) - right} wrong (upper bound {model.info['cross_validated']['false_hit_upper_bound']})"
+    )
+    return 0
+
+
+def manners_clauses(strings: list[str], *, unknown_only: bool = False) -> list[str]:
+    """What the manners model is asked about the clauses of `strings` (no question mark, no digit; cut as
+    cache/semantic.py cuts a lower-cased message): their words the politeness word lists do not know; with
+    `unknown_only`, only of the clauses those lists call neither politeness nor filler (a "thanks." inside a
+    content sentence is not content)."""
+    from gateway.cache.semantic import _OTHER, clauses_of, unknown_words, word_list_politeness
+
+    out = []
+    for text in strings:
+        for clause in clauses_of(text.lower()):
+            if "?" in clause or any(c.isdigit() for c in clause):
+                continue
+            if unknown_only and word_list_politeness(clause) != _OTHER:
+                continue
+            rest = unknown_words(clause)
+            if rest:
+                out.append(rest)
+    return list(dict.fromkeys(out))
+
+
+def _json_strings(paths: list[str]) -> list[str]:
+    strings: list[str] = []
+    for path in paths:
+        for values in json.loads(Path(path).read_text(encoding="utf-8")).values():
+            strings += [v for v in values if isinstance(v, str)]
+    return strings
+
+
+def run_train_manners(args) -> int:
+    import numpy as np
+
+    from gateway.cache.manners import MODEL_PATH, MannersModel
+    from gateway.static_embedding import default_model
+
+    static = default_model()
+    if static is None:
+        print("the static embedding (gateway/static_model.npz) is missing")
+        return 1
+    manners = manners_clauses(_json_strings(args.manners))
+    questions = [json.loads(line)["text"] for path in args.pool for line in Path(path).read_text().splitlines() if line]
+    content = manners_clauses(_json_strings(args.content) + questions, unknown_only=True)
+    content = [c for c in content if c not in set(manners)]
+    rng = np.random.default_rng(0)
+    folds_m = np.array_split(rng.permutation(len(manners)), args.folds)
+    folds_c = np.array_split(rng.permutation(len(content)), args.folds)
+    scores_m, scores_c = np.zeros(len(manners)), np.zeros(len(content))
+    for fm, fc in zip(folds_m, folds_c):
+        keep_m, keep_c = np.setdiff1d(np.arange(len(manners)), fm), np.setdiff1d(np.arange(len(content)), fc)
+        model = MannersModel([manners[i] for i in keep_m], [content[i] for i in keep_c], args.k, 0.0, static.embed)
+        scores_m[fm] = [model.score(manners[i]) for i in fm]
+        scores_c[fc] = [model.score(content[i]) for i in fc]
+    margin = float(scores_c.max()) + args.gap
+
+    recall = float((scores_m >= margin).mean()) if len(manners) else 0.0
+    out = Path(args.out) if args.out else MODEL_PATH
+    info = {
+        "manners_clauses": len(manners),
+        "content_clauses": len(content),
+        "cv_recall": round(recall, 3),
+        "trained_on": args.manners + args.content + args.pool,
+    }
+    saved = {"k": args.k, "margin": round(margin, 4), "manners": manners, "content": content, "info": info}
+    out.write_text(json.dumps(saved, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+    print(
+        f"{len(manners)} politeness and {len(content)} content clauses; margin {margin:.3f} (the highest content "
+        f"clause in {args.folds}-fold cross-validation + {args.gap}); politeness clauses with words the lists "
+        f"do not know read as politeness in cross-validation: {recall:.3f}; wrote {out}"
     )
     return 0

@@ -151,15 +151,11 @@ def _surface(text: str) -> tuple[str, frozenset[str], frozenset[str], int]:
     return kind, directions, grams, len(words)
 
 
-_STATIC: list = []  # the static model's word table, loaded on first use
-
-
 def _table():
-    if not _STATIC:
-        from gateway.static_embedding import DEFAULT_PATH, StaticModel
+    """The static model's word table, loaded on first use."""
+    from gateway.static_embedding import default_model
 
-        _STATIC.append(StaticModel.load(DEFAULT_PATH) if DEFAULT_PATH.exists() else None)
-    return _STATIC[0]
+    return default_model()
 
 
 _NO_WORDS = (np.zeros((0, 1), dtype=np.float32), np.zeros(0))

@@ -1,0 +1,84 @@
+"""Learned politeness clauses: whether a clause at the edge of a message is manners the word lists of
+cache/semantic.py do not know ("Hope you're having a lovely week!", "Je sais que vous êtes débordés,").
+
+The word lists know the formulas; customers write others. This model generalises from examples instead: the
+static embedding of the clause's words that the lists do not know (cache/semantic.py `unknown_words`: "hope
+having lovely week") is compared with that of two sets of example clauses (cache/manners_model.json, built by
+`gateway cache train-manners` from data/cache/manners_train.json, manners_dev.json, context_train.json and
+the training pools): politeness, and clauses that carry content (where the customer lives, what went wrong,
+what they bought, and the clauses of support questions). A clause is politeness when the mean cosine of its
+`k` nearest politeness examples exceeds that of its `k` nearest content examples by `margin` or more, a
+margin chosen on the training data so that no content clause of it passes in cross-validation. Only clauses
+with neither a question mark nor a digit are asked (cache/semantic.py `_learned_politeness`): a question or a
+number is never manners.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["MODEL_PATH", "MannersModel", "is_manners", "shipped"]
+
+MODEL_PATH = Path(__file__).with_name("manners_model.json")
+
+
+class MannersModel:
+    def __init__(self, manners: list[str], content: list[str], k: int, margin: float, embed) -> None:
+        self.k, self.margin, self._embed = k, margin, embed
+        self.manners = _matrix(manners, embed)
+        self.content = _matrix(content, embed)
+
+    @classmethod
+    def load(cls, path: str | Path = MODEL_PATH) -> "MannersModel | None":
+        """The model, or None when its file or the static embedding is missing (the word lists alone)."""
+        from gateway.static_embedding import default_model
+
+        static = default_model()
+        if static is None or not Path(path).exists():
+            return None
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(data["manners"], data["content"], int(data["k"]), float(data["margin"]), static.embed)
+
+    def score(self, clause: str) -> float:
+        """Mean cosine of the k nearest politeness examples minus that of the k nearest content examples."""
+        vector = self._embed(clause)
+        return _top_mean(self.manners @ vector, self.k) - _top_mean(self.content @ vector, self.k)
+
+    def __call__(self, clause: str) -> bool:
+        return self.score(clause) >= self.margin
+
+
+def _matrix(texts: list[str], embed) -> np.ndarray:
+    return np.stack([embed(text) for text in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
+
+
+def _top_mean(scores: np.ndarray, k: int) -> float:
+    if len(scores) == 0:
+        return 0.0
+    k = min(k, len(scores))
+    return float(np.partition(scores, len(scores) - k)[-k:].mean())
+
+
+_LOADED: list = []
+
+
+def shipped() -> MannersModel | None:
+    """The shipped model, loaded on first use (the gateway loads it at start-up: build_cache)."""
+    if not _LOADED:
+        _LOADED.append(MannersModel.load())
+    return _LOADED[0]
+
+
+def is_manners(clause: str) -> bool:
+    """Whether the shipped model reads `clause` as politeness (False without a model)."""
+    model = shipped()
+    return model is not None and _memo(clause, model)
+
+
+@lru_cache(maxsize=16384)
+def _memo(clause: str, model: MannersModel) -> bool:
+    return model(clause)
