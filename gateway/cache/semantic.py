@@ -467,7 +467,13 @@ def unknown_words(clause: str) -> str:
     folded, in order: what the learned model judges. "Sorry to bother you, should I size up" is politeness
     words and "size": the words it does not know say whether it is content."""
     words = map(_fold_word, _MANNER_WORD.findall(clause))
-    return " ".join([w for w in words if w not in MANNERS and w not in MANNERS_FILLERS and w not in STOPWORDS])
+    return " ".join(
+        [w for w in words if w not in MANNERS and w not in MANNERS_FILLERS and w not in STOPWORDS and w not in _CONTRACTED]
+    )
+
+
+# what a contraction leaves after its apostrophe once words are split there ("you're" -> "you", "re")
+_CONTRACTED = frozenset({"re", "ve", "ll", "d", "m", "s"})
 
 
 _HAS_DIGIT = re.compile(r"\d")
@@ -485,7 +491,7 @@ def word_list_politeness(clause: str) -> int:
             polite = True
         elif word in MANNERS_FILLERS:
             filler = True
-        elif word not in STOPWORDS or word.isdigit():
+        elif (word not in STOPWORDS and word not in _CONTRACTED) or word.isdigit():
             return _OTHER
     return _POLITE if polite else _FILLER if filler else _OTHER
 
@@ -520,7 +526,7 @@ def _without_manners(text: str) -> str:
         if kinds[i] == _POLITE:
             start = i + 1
     end = len(clauses)
-    signed = end - start >= 2 and kinds[end - 1] == _OTHER and _signature(clauses[end - 1])
+    signed = end - start >= 2 and kind(end - 1) == _OTHER and _signature(clauses[end - 1])
     last = end - 1 if signed else end
     for i in range(last - 1, start - 1, -1):
         if kind(i) == _OTHER:
