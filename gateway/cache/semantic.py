@@ -468,7 +468,11 @@ def unknown_words(clause: str) -> str:
     words and "size": the words it does not know say whether it is content."""
     words = map(_fold_word, _MANNER_WORD.findall(clause))
     return " ".join(
-        [w for w in words if w not in MANNERS and w not in MANNERS_FILLERS and w not in STOPWORDS and w not in _CONTRACTED]
+        [
+            w
+            for w in words
+            if w not in MANNERS and w not in MANNERS_FILLERS and w not in STOPWORDS and w not in _CONTRACTED
+        ]
     )
 
 
