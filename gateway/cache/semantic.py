@@ -467,17 +467,12 @@ def unknown_words(clause: str) -> str:
     folded, in order: what the learned model judges. "Sorry to bother you, should I size up" is politeness
     words and "size": the words it does not know say whether it is content."""
     words = map(_fold_word, _MANNER_WORD.findall(clause))
-    return " ".join(
-        [
-            w
-            for w in words
-            if w not in MANNERS and w not in MANNERS_FILLERS and w not in STOPWORDS and w not in _CONTRACTED
-        ]
-    )
+    return " ".join([w for w in words if w not in _KNOWN_TO_THE_LISTS and w not in STOPWORDS])
 
 
 # what a contraction leaves after its apostrophe once words are split there ("you're" -> "you", "re")
 _CONTRACTED = frozenset({"re", "ve", "ll", "d", "m", "s"})
+_KNOWN_TO_THE_LISTS = frozenset(MANNERS) | frozenset(MANNERS_FILLERS) | _CONTRACTED
 
 
 _HAS_DIGIT = re.compile(r"\d")
