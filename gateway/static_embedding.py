@@ -35,6 +35,7 @@ class StaticModel:
         self.dims = int(self.table.shape[1])
         self.info = info
         self._split: dict[str, tuple[int, ...]] = {}  # out-of-table word → its pieces' rows
+        self._fixes: dict[str, str] = {}  # out-of-table word → the word it is a slip for (itself: none)
         number = self.index.get(NUMBER)
         self._number = () if number is None else (number,)
 
@@ -64,12 +65,44 @@ class StaticModel:
                 continue
             pieces = split.get(word)
             if pieces is None:
-                pieces = self._pieces(word)
+                meant = self._meant(word)
+                pieces = (index[meant],) if meant is not None else self._pieces(word)
                 if len(split) >= _MEMO_SIZE:
                     split.clear()
                 split[word] = pieces
             rows.extend(pieces)
         return rows
+
+    def spelled(self, text: str) -> str:
+        """A lower-case text with each unknown word that is a slip for one known word (`_meant`) written as
+        that word: what the language detector reads ("Comiben coûte un bagage ?" is French)."""
+        return WORD.sub(self._spelled_word, text)
+
+    def _spelled_word(self, match: re.Match) -> str:
+        word = match.group(0)
+        if word in self.index or len(word) < 5:
+            return word
+        meant = self._fixes.get(word, "")
+        if meant == "":
+            meant = self._fixes[word] = self._meant(word) or word
+            if len(self._fixes) >= _MEMO_SIZE:
+                self._fixes.clear()
+        return meant
+
+    def _meant(self, word: str) -> str | None:
+        """The one known word an unknown word of 5 letters or more is a slip for, if exactly one: two
+        neighbouring letters swapped ("abraod"), the commonest typing slip. Its pieces would embed another
+        sentence: "Can I use my phone abraod?" must stay near "... abroad?". (A letter more or less is not
+        read: "refunds" is "refund" + "##s", a word, not a slip.)"""
+        if len(word) < 5 or not word.isalpha():
+            return None
+        index = self.index
+        found = {
+            swapped
+            for i in range(len(word) - 1)
+            if word[i] != word[i + 1] and (swapped := word[:i] + word[i + 1] + word[i] + word[i + 2 :]) in index
+        }
+        return found.pop() if len(found) == 1 else None
 
     def _pieces(self, word: str) -> tuple[int, ...]:
         """Greedy longest match: a known word start, then known continuations; an unknown character is skipped."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
-from gateway.cache.semantic import SemanticSettings, guard, question_part
+from gateway.cache.semantic import SemanticSettings, guard, language_part
 
 if TYPE_CHECKING:
     from gateway.embeddings import Embedder
@@ -67,7 +67,7 @@ def _verifier_reason(verifier, language, a: str, b: str, vectors: dict, score: f
     from gateway.cache.semantic import Candidates
 
     if language is not None:
-        lang_a, lang_b = language.detect(question_part(a)), language.detect(question_part(b))
+        lang_a, lang_b = language.detect(language_part(a)), language.detect(language_part(b))
         if lang_a != lang_b or lang_b == "?":
             return "language"
     if score < verifier.floor:
@@ -152,7 +152,7 @@ def _refusals(cache, text: str, same_answer: list[str], vectors: dict) -> list[s
     if vector is None:
         return ["no embedding"]
     score, nearest = max((float(np.dot(vector, vectors[other])), other) for other in same_answer)
-    if cache.language.detect(question_part(nearest)) != cache.language.detect(question_part(text)):
+    if cache.language.detect(language_part(nearest)) != cache.language.detect(language_part(text)):
         return ["language"]
     if score < verifier.floor:
         return ["below floor"]

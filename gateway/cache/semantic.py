@@ -430,6 +430,17 @@ def question_part(text: str) -> str:
     return _without_pleasantries(text.lower().replace("\u2019", "'"))
 
 
+@lru_cache(maxsize=16384)
+def language_part(text: str) -> str:
+    """What the language detector reads: `question_part`, each slip for a known word read as that word (the
+    static table's `spelled`: a typo in a short question must not turn it into another language)."""
+    from gateway.static_embedding import default_model
+
+    model = default_model()
+    part = question_part(text)
+    return model.spelled(part) if model is not None else part
+
+
 def _without_pleasantries(text: str) -> str:
     """The text without the politeness clauses at either end (`_without_manners`), then without the greetings
     and lead-ins before it and thanks after it that the patterns know (see _OPENING), unless nothing else

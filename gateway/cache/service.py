@@ -34,7 +34,7 @@ from gateway.bounds import LOOP_TEXT_LIMIT, TEXT_LIMIT, off_loop
 from gateway.cache import keys
 from gateway.cache.language import UNKNOWN, LanguageDetector
 from gateway.cache.selfcheck import SelfCheck
-from gateway.cache.semantic import question_part
+from gateway.cache.semantic import language_part
 from gateway.cache.store import MemoryStore, RedisStore, StoreUnavailable, VectorRow
 from gateway.cache.verifier import Verifier
 from gateway.request import ChatRequest
@@ -204,7 +204,7 @@ class IntentCache:
         """The question's language (memoised): the semantic partition it reads and writes."""
         shared = self._shared(req)
         if not shared.lang:
-            shared.lang = self.language.detect(question_part(req.last_user_text))
+            shared.lang = self.language.detect(language_part(req.last_user_text))
         return shared
 
     # ---------------------------------------------------------------------------------------- lookups

@@ -355,21 +355,40 @@ def _as_read(a: str, b: str) -> tuple[str, str]:
 
 
 def _spelled_as(text: str, other: str) -> str:
-    mine, theirs = _content(text), _content(other)
-    model = _table()
-    known = model.index if model is not None else {}
+    theirs = _written(other)
     fixes = {}
-    for i in mine.heavy:
-        token = mine.tokens[i]
-        if mine.keys[i] in theirs.keyset or len(token) < 5 or token in known:
+    for token in _misspellable(text):
+        if token in theirs:
             continue
-        for word in theirs.tokens:
+        for word in theirs:
             if word != token and abs(len(token) - len(word)) <= 2 and _slip(token, word):
                 fixes[token] = word
                 break
     if not fixes:
         return text
     return _TEXT_WORD.sub(lambda m: fixes.get(m.group(0).lower(), m.group(0)), text)
+
+
+@lru_cache(maxsize=16384)
+def _written(text: str) -> tuple[str, ...]:
+    """A text's words as written (lower case, manners dropped) and its content words' tokens: what a slip of
+    the other side may stand for ("commnet" for "comment", "proecss" for "process", which is no content
+    word)."""
+    return tuple(dict.fromkeys(_kind_direction(text)[2] + _content(text).tokens))
+
+
+@lru_cache(maxsize=16384)
+def _misspellable(text: str) -> tuple[str, ...]:
+    """The words of a text a slip may explain: of 5 letters or more and unknown to the static table."""
+    model = _table()
+    known = model.index if model is not None else {}
+    return tuple(w for w in dict.fromkeys(_written(text)) if len(w) >= 5 and w.isalpha() and w not in known)
+
+
+def _read(a: str, b: str) -> tuple[str, str]:
+    """The pair as the checks compare it: `_as_read` when either side has a word a slip may explain, else
+    as it is (most pairs: no lookups)."""
+    return _as_read(a, b) if _misspellable(a) or _misspellable(b) else (a, b)
 
 
 def pair_features(a: str, b: str, cosine: float) -> np.ndarray:
@@ -506,7 +525,7 @@ class Verifier:
         return ((rows - self.mean) / self.scale) @ self.weights + self.bias
 
     def probability(self, a: str, b: str, cosine: float) -> float:
-        return float(1.0 / (1.0 + np.exp(-self.logits(pair_features(a, b, cosine)[None, :])[0])))
+        return float(1.0 / (1.0 + np.exp(-self.logits(pair_features(*_read(a, b), cosine)[None, :])[0])))
 
     def best(self, text: str, vector: np.ndarray, candidates: Candidates) -> Verified | None:
         """The stored question most likely to share `text`'s answer, if the verifier clears it."""
@@ -523,7 +542,7 @@ class Verifier:
         kept = [i for i in above.tolist() if not vetoed(text, texts[i])]
         if not kept:
             return None
-        rows = np.stack([pair_features(text, candidates.texts[i], float(scores[i])) for i in kept])
+        rows = np.stack([pair_features(*_read(text, candidates.texts[i]), float(scores[i])) for i in kept])
         logits = self.logits(rows)
         pick = int(np.argmax(logits))
         probability = float(1.0 / (1.0 + np.exp(-logits[pick])))
@@ -568,6 +587,12 @@ def _veto_checks(order: list[str]) -> tuple[Callable[[str, str], bool], ...]:
 
 def _kind_or_direction_differs(a: str, b: str) -> bool:
     ka, kb = _kind_direction(a), _kind_direction(b)
+    if ka[0] == kb[0] and ka[1] == kb[1]:
+        return False
+    ra, rb = _read(a, b)  # "Commnet bloquer ma carte ?" asks how: its question word is a slip
+    if ra is a and rb is b:
+        return True
+    ka, kb = _kind_direction(ra), _kind_direction(rb)
     return ka[0] != kb[0] or ka[1] != kb[1]
 
 
@@ -577,15 +602,19 @@ def _only(a: str, b: str) -> tuple[set, set]:
 
 
 def _unmatched_both(a: str, b: str) -> bool:
-    left_a, left_b = _unmatched(a, b)
+    left_a, left_b = _unmatched(*_read(a, b))
     return left_a > 0 and left_b > 0
 
 
+def _differs(part: int, a: str, b: str) -> bool:
+    return _kind_direction(a)[part] != _kind_direction(b)[part]
+
+
 _QUICK = {  # veto features computable without the rest, by cost
-    "question_kind_differs": lambda a, b: _kind_direction(a)[0] != _kind_direction(b)[0],
-    "direction_differs": lambda a, b: _kind_direction(a)[1] != _kind_direction(b)[1],
+    "question_kind_differs": lambda a, b: _differs(0, *_read(a, b)),
+    "direction_differs": lambda a, b: _differs(1, *_read(a, b)),
     "only_one_side": lambda a, b: any(_only(a, b)),
     "only_both_sides": lambda a, b: all(_only(a, b)),
-    "unmatched": lambda a, b: sum(_unmatched(a, b, first=True)) > 0,
+    "unmatched": lambda a, b: sum(_unmatched(*_read(a, b), first=True)) > 0,
     "unmatched_both_sides": _unmatched_both,
 }
