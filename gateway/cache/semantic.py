@@ -517,7 +517,8 @@ def _without_manners(text: str) -> str:
     """`text` without its politeness at either end: the leading clauses up to the last politeness clause of
     the run of politeness and filler clauses that opens it ("Hi, I hope this finds you well."), the trailing
     clauses from the first politeness clause of the run that closes it ("Thanks, have a great weekend!"),
-    and a signature of one or two words after those ("Cheers, Tom")."""
+    and a signature of one or two words after those ("Cheers, Tom"). A clause is politeness by the word lists
+    or, for the words they do not know, by the learned model (`_learned_politeness`)."""
     clauses = clauses_of(text)
     kinds = [word_list_politeness(c) for c in clauses]
     asked = [False] * len(clauses)
