@@ -159,6 +159,29 @@ def test_a_slip_is_one_neighbouring_swap_or_edit_of_an_unknown_word():
     )
 
 
+def test_a_slip_is_read_before_the_kind_and_the_unmatched_words():
+    from gateway.cache.verifier import Verifier, _kind_or_direction_differs, model_path
+
+    assert not _kind_or_direction_differs("Commnet bloquer ma carte ?", "Comment bloquer ma carte ?")
+    assert _kind_or_direction_differs("Commnet bloquer ma carte ?", "Pourquoi bloquer ma carte ?")
+    verifier = Verifier.load(model_path("static"))
+    assert not verifier.vetoed("I'd like a loan, what's the proecss?", "I'd like a loan, what's the process?")
+    assert verifier.vetoed("I'd like a loan, what's the proecss?", "I'd like a loan, what's the price?")
+    # a known word is never a slip, whatever its spelling distance: form / from, decrease / increase
+    assert verifier.vetoed("Can I decrease my limit?", "Can I increase my limit?")
+
+
+def test_the_static_table_embeds_a_swapped_word_as_the_word_it_slips_for():
+    from gateway.static_embedding import default_model
+
+    model = default_model()
+    assert model is not None
+    assert model._meant("abraod") == "abroad" and model._meant("refunds") is None  # a letter more: a word
+    assert model.spelled("comiben coûte un bagage ?") == "combien coûte un bagage ?"
+    typo, right = model.embed("Can I use my phone abraod?"), model.embed("Can I use my phone abroad?")
+    assert float(typo @ right) > 0.99
+
+
 def test_a_lone_letter_after_a_content_word_is_a_label_not_a_word():
     from gateway.cache.semantic import features
 

@@ -70,12 +70,19 @@ def test_near_miss_siblings_miss(client, stored, asked):
         "HOW LONG IS A GIFT CARD VALID?",  # capitals
         "How long is a gift card vaild?",  # a slip
         "Hello, I hope this message finds you well. How long is a gift card valid? Many thanks in advance, Paul",
+        "Greetings from a happy customer! How long is a gift card valid?",  # politeness the model learned
     ],
 )
 def test_a_question_asked_again_as_users_reask_it_is_served_from_the_cache(client, asked):
     ask(client, "How long is a gift card valid?")
     headers, _ = ask(client, asked)
     assert headers["x-gateway-cache"] in ("hit-exact", "hit-semantic")  # capitals: the exact key folds case
+
+
+def test_a_slip_of_the_question_word_still_asks_the_same(client):
+    ask(client, "Comment annuler ma commande ?")
+    assert ask(client, "Commnet annuler ma commande ?")[0]["x-gateway-cache"] == "hit-semantic"
+    assert ask(client, "Pourquoi annuler ma commande ?")[0]["x-gateway-cache"] == "miss"
 
 
 def test_a_slip_does_not_hide_who_gives_to_whom(client):
