@@ -347,6 +347,7 @@ def _reasons(a: str, b: str) -> frozenset[str]:
 _TEXT_WORD = re.compile(r"[\w']+")
 
 
+@lru_cache(maxsize=1024)  # a pair is read for its kind, its unmatched words and its features in turn
 def _as_read(a: str, b: str) -> tuple[str, str]:
     """The pair with each misspelt content word of one side (`_slip`: unknown to the static table, a typo
     of a word of the other side) written as the other side writes it."""
@@ -361,7 +362,7 @@ def _spelled_as(text: str, other: str) -> str:
         if token in theirs:
             continue
         for word in theirs:
-            if word != token and abs(len(token) - len(word)) <= 2 and _slip(token, word):
+            if word != token and abs(len(token) - len(word)) <= 1 and _slip(token, word):  # one edit at most
                 fixes[token] = word
                 break
     if not fixes:
@@ -379,10 +380,12 @@ def _written(text: str) -> tuple[str, ...]:
 
 @lru_cache(maxsize=16384)
 def _misspellable(text: str) -> tuple[str, ...]:
-    """The words of a text a slip may explain: of 5 letters or more and unknown to the static table."""
+    """The words of a text a slip may explain: as written, of 5 letters or more and unknown to the static
+    table (not the content words' rewritten tokens: "giftcard" is no slip)."""
     model = _table()
     known = model.index if model is not None else {}
-    return tuple(w for w in dict.fromkeys(_written(text)) if len(w) >= 5 and w.isalpha() and w not in known)
+    words = dict.fromkeys(_kind_direction(text)[2])
+    return tuple(w for w in words if len(w) >= 5 and w.isalpha() and w not in known)
 
 
 def _read(a: str, b: str) -> tuple[str, str]:
