@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ class StaticModel:
         self.info = info
         self._split: dict[str, tuple[int, ...]] = {}  # out-of-table word → its pieces' rows
         self._fixes: dict[str, str] = {}  # out-of-table word → the word it is a slip for (itself: none)
+        self._by_unaccented: dict[str, str] | None = None
         number = self.index.get(NUMBER)
         self._number = () if number is None else (number,)
 
@@ -89,14 +91,30 @@ class StaticModel:
                 self._fixes.clear()
         return meant
 
+    def _accented(self) -> dict[str, str]:
+        """Each accented word of the table by its unaccented spelling, when that spelling is no word of the
+        table and stands for one word only ("epargne" is "épargne" or "épargné": neither). Built on first use."""
+        if self._by_unaccented is None:
+            seen: dict[str, str | None] = {}
+            for word in self.index:
+                if not word.isascii() and word.isalpha():
+                    bare = "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
+                    if bare != word and bare not in self.index:
+                        seen[bare] = None if bare in seen else word
+            self._by_unaccented = {bare: word for bare, word in seen.items() if word is not None}
+        return self._by_unaccented
+
     def _meant(self, word: str) -> str | None:
-        """The one known word an unknown word of 5 letters or more is a slip for, if exactly one: two
-        neighbouring letters swapped ("abraod"), the commonest typing slip. Its pieces would embed another
+        """The known word an unknown word of 5 letters or more stands for: the one accented word it spells
+        without accents, or the one known word it is a slip for: two neighbouring letters swapped ("abraod"),
+        the commonest typing slip. Its pieces would embed another
         sentence: "Can I use my phone abraod?" must stay near "... abroad?". (A letter more or less is not
         read: "refunds" is "refund" + "##s", a word, not a slip.)"""
         if len(word) < 5 or not word.isalpha():
             return None
         index = self.index
+        if word.isascii() and (accented := self._accented().get(word)) is not None:
+            return accented  # French typed without accents: "beneficiaire" is "bénéficiaire"
         found = {
             swapped
             for i in range(len(word) - 1)

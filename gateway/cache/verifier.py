@@ -105,7 +105,7 @@ _KINDS = (
     ("why", r"why|pourquoi"),
     ("what", r"what|which|whats|quel|quelle|quels|quelles|qu'est"),
     ("can", r"can|could|may|is it possible|puis|peut|pouvez|est-il possible|possible"),
-    ("yesno", r"do|does|did|is|are|will|have|has|est-ce|avez|[eê]tes|proposez|acceptez|livrez|vendez"),
+    ("yesno", r"do|does|did|is|are|r|will|have|has|est-ce|avez|[eê]tes|proposez|acceptez|livrez|vendez"),
 )
 # One search finds the kind: the leftmost place any kind matches, and there the first kind in this order
 # (what searching each kind apart and keeping the earliest start, ties to the first listed, gives).
@@ -590,13 +590,26 @@ def _veto_checks(order: list[str]) -> tuple[Callable[[str, str], bool], ...]:
 
 def _kind_or_direction_differs(a: str, b: str) -> bool:
     ka, kb = _kind_direction(a), _kind_direction(b)
-    if ka[0] == kb[0] and ka[1] == kb[1]:
+    if ka[0] == kb[0] and _same_direction(ka, kb):
         return False
     ra, rb = _read(a, b)  # "Commnet bloquer ma carte ?" asks how: its question word is a slip
     if ra is a and rb is b:
         return True
     ka, kb = _kind_direction(ra), _kind_direction(rb)
-    return ka[0] != kb[0] or ka[1] != kb[1]
+    return ka[0] != kb[0] or not _same_direction(ka, kb)
+
+
+def _same_direction(ka: tuple, kb: tuple) -> bool:
+    """Same direction classes; or they differ only by the "to" that a bare "a" of French typed without
+    accents gives one side (`_kind_direction`), when the other side has the same bare "a": written with its
+    accents, "a été" is the verb, and without them both read alike."""
+    if ka[1] == kb[1]:
+        return True
+    return ka[1] ^ kb[1] == _TO and "a" in ka[2] and "a" in kb[2] and _to_only_from_a(ka if "to" in ka[1] else kb)
+
+
+def _to_only_from_a(kind_direction: tuple) -> bool:
+    return not any(_DIRECTIONS.get(word) == "to" for word in kind_direction[2])
 
 
 def _only(a: str, b: str) -> tuple[set, set]:
@@ -615,7 +628,7 @@ def _differs(part: int, a: str, b: str) -> bool:
 
 _QUICK = {  # veto features computable without the rest, by cost
     "question_kind_differs": lambda a, b: _differs(0, *_read(a, b)),
-    "direction_differs": lambda a, b: _differs(1, *_read(a, b)),
+    "direction_differs": lambda a, b: not _same_direction(*map(_kind_direction, _read(a, b))),
     "only_one_side": lambda a, b: any(_only(a, b)),
     "only_both_sides": lambda a, b: all(_only(a, b)),
     "unmatched": lambda a, b: sum(_unmatched(*_read(a, b), first=True)) > 0,
