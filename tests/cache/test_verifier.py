@@ -171,6 +171,22 @@ def test_a_slip_is_read_before_the_kind_and_the_unmatched_words():
     assert verifier.vetoed("Can I decrease my limit?", "Can I increase my limit?")
 
 
+def test_french_without_accents_reads_as_with_them():
+    from gateway.cache.verifier import _kind_or_direction_differs
+    from gateway.static_embedding import default_model
+
+    model = default_model()
+    assert model is not None
+    assert model._meant("beneficiaire") == "bénéficiaire"
+    assert model._meant("epargne") is None  # "épargne" or "épargné": neither
+    with_accents = "Ma voiture a été abîmée, comment faire une déclaration ?"
+    assert not _kind_or_direction_differs(with_accents, "Ma voiture a ete abimee, comment faire une declaration ?")
+    # a bare "a" is still "à" against a question that has none: who sends to whom differs
+    assert _kind_or_direction_differs(
+        "Puis-je envoyer mes bons a mon frere ?", "Mon frère peut-il m'envoyer ses bons ?"
+    )
+
+
 def test_the_static_table_embeds_a_swapped_word_as_the_word_it_slips_for():
     from gateway.static_embedding import default_model
 
