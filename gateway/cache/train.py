@@ -4,8 +4,9 @@
     gateway cache train-verifier   pair verifier: "one answer serves both questions" (cache/verifier.json)
     gateway cache train-manners    politeness clauses by example (cache/manners_model.json)
 
-Both read only training data: gettext catalogs of the build machine and data/cache/pool_dev.jsonl,
-data/cache/pool_train.jsonl, data/cache/pairs.jsonl. The held-out files (pool_test.jsonl,
+They read only training data: gettext catalogs of the build machine, data/cache/pool_dev.jsonl,
+pool_train.jsonl, pool_train2.jsonl, pairs.jsonl, manners_train.json, manners_dev.json and
+context_train.json. The held-out files (pool_test.jsonl,
 pairs_adversarial.jsonl, pairs_fresh.jsonl) are never read here.
 """
 
