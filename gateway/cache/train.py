@@ -6,8 +6,8 @@
 
 They read only training data: gettext catalogs of the build machine, data/cache/pool_dev.jsonl,
 pool_train.jsonl, pool_train2.jsonl, pairs.jsonl, manners_train.json, manners_dev.json and
-context_train.json. The held-out files (pool_test.jsonl,
-pairs_adversarial.jsonl, pairs_fresh.jsonl) are never read here.
+context_train.json. The held-out files (pool_test.jsonl, pool_fresh*.jsonl, pairs_adversarial.jsonl,
+pairs_fresh.jsonl, manners_test.json, context_test.json) are never read here.
 """
 
 from __future__ import annotations
