@@ -63,6 +63,11 @@ def _script(text: str) -> str | None:
     """The non-Latin script most of the letters are written in, or None (Latin, or no letters)."""
     if max(text, default="") <= "\u024f":  # Latin letters and punctuation only ("où", "été"): none to look up
         return None
+    return _script_of_letters(text)
+
+
+def _script_of_letters(text: str) -> str | None:
+    """`_script` by looking every letter above U+024F up by name."""
     counts: Counter[str] = Counter()
     letters = 0
     for char in text:
