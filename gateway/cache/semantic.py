@@ -467,10 +467,15 @@ def _learned_politeness(clause: str) -> bool:
     """Whether a clause the word lists call _OTHER is politeness all the same, as the model learned from
     examples reads its unknown words (cache/manners.py: "Hope you're having a lovely week!"). A question or a
     number never is."""
-    if "?" in clause or _HAS_DIGIT.search(clause):
+    if not may_be_learned(clause):
         return False
     rest = unknown_words(clause)
     return bool(rest) and is_manners(rest)
+
+
+def may_be_learned(clause: str) -> bool:
+    """Whether the model may be asked about a clause: a question or a number is never politeness."""
+    return "?" not in clause and not _HAS_DIGIT.search(clause)
 
 
 def unknown_words(clause: str) -> str:

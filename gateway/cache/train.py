@@ -417,12 +417,12 @@ def manners_clauses(strings: list[str], *, unknown_only: bool = False) -> list[s
     cache/semantic.py cuts a lower-cased message): their words the politeness word lists do not know; with
     `unknown_only`, only of the clauses those lists call neither politeness nor filler (a "thanks." inside a
     content sentence is not content)."""
-    from gateway.cache.semantic import _OTHER, clauses_of, unknown_words, word_list_politeness
+    from gateway.cache.semantic import _OTHER, clauses_of, may_be_learned, unknown_words, word_list_politeness
 
     out = []
     for text in strings:
         for clause in clauses_of(text.lower()):
-            if "?" in clause or any(c.isdigit() for c in clause):
+            if not may_be_learned(clause):
                 continue
             if unknown_only and word_list_politeness(clause) != _OTHER:
                 continue
