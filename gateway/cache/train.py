@@ -5,9 +5,10 @@
     gateway cache train-manners    politeness clauses by example (cache/manners_model.json)
 
 They read only training data: gettext catalogs of the build machine, data/cache/pool_dev.jsonl,
-pool_train.jsonl, pool_train2.jsonl, pairs.jsonl, manners_train.json, manners_dev.json and
-context_train.json. The held-out files (pool_test.jsonl, pool_fresh*.jsonl, pairs_adversarial.jsonl,
-pairs_fresh.jsonl, manners_test.json, context_test.json) are never read here.
+pool_train.jsonl, pool_train2.jsonl, pool_train3a.jsonl and pool_train3b.jsonl (TRAINING_POOLS), pairs.jsonl,
+manners_train.json, manners_dev.json and context_train.json. The held-out files (pool_test.jsonl,
+pool_fresh*.jsonl, pairs_adversarial.jsonl, pairs_fresh.jsonl, manners_test.json, context_test.json) are
+never read here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 
 __all__ = ["catalog_corpora", "LANGUAGES"]
 
+# the support questions the models may learn from (data/cache/README.md); every other pool is held out
+TRAINING_POOLS = ("pool_dev", "pool_train", "pool_train2", "pool_train3a", "pool_train3b")
 LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "nl", "pl", "sv", "tr", "ro", "cs", "da", "fi", "hu", "ca", "id", "vi")
 _MARKUP = re.compile(r"%[-#0-9.]*[a-zA-Z]|\{[^}]*\}|<[^>]*>|[_&](?=\w)|\\[nt]|\$\w+")
 
@@ -74,7 +77,12 @@ def add_commands(cache_subparsers) -> None:
         "train-language", help="rebuild cache/language_model.json from the system's gettext catalogs and the dev pool"
     )
     language.add_argument("--locale-dir", default="/usr/share/locale")
-    language.add_argument("--pool", default="data/cache/pool_dev.jsonl", help="labelled support questions")
+    language.add_argument(
+        "--pool",
+        nargs="*",
+        default=[f"data/cache/{name}.jsonl" for name in TRAINING_POOLS],
+        help="labelled support questions",
+    )
     language.add_argument("--out", default=None, help="default: the packaged model")
     language.set_defaults(func=run_train_language)
     verifier = cache_subparsers.add_parser(
@@ -158,8 +166,8 @@ def run_train_language(args) -> int:
     if not train["fr"]:
         print(f"error: no gettext catalogs under {args.locale_dir}", flush=True)
         return 2
-    for row in load_pool(args.pool):  # domain text, weighted up: support questions, not UI strings
-        train.setdefault(row["lang"], []).extend([row["text"]] * 10)
+    for row in (row for path in args.pool for row in load_pool(path)):  # domain text, weighted up: support
+        train.setdefault(row["lang"], []).extend([row["text"]] * 10)  # questions, not UI strings
     model = train_language_model(train, prior={"en": 0.05, "fr": 0.05})
     out = Path(args.out or MODEL_PATH)
     out.write_text(json.dumps(model, separators=(",", ":")), encoding="utf-8")
