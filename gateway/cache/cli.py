@@ -228,7 +228,7 @@ def _print_variants(args, rows, config, intents, detector, embedder) -> int:
             print(f"error: {path}: {exc}", file=sys.stderr)
             return 2
     totals: dict[str, Counter[str]] = {}
-    wrong = []
+    wrong, missed = [], []
     for seed in range(args.seed, args.seed + max(1, args.seeds)):
         cache = build_cache(config, intents, None, Metrics())
         report = asyncio.run(
@@ -239,10 +239,13 @@ def _print_variants(args, rows, config, intents, detector, embedder) -> int:
         for kind, tally in report["kinds"].items():
             totals.setdefault(kind, Counter()).update(tally)
         wrong += report["false_hits"]
+        missed += report["missed"]
     seeds = max(1, args.seeds)
     print(f"questions {len(rows)} stored, then asked again as users re-ask them; seeds {seeds} from {args.seed}")
     for hit in wrong:
         print(f"  false hit [{hit['key']} got {hit['served']}] ({hit['kind']}) {hit['text']!r}")
+    for miss in missed if args.verbose else ():
+        print(f"  miss [{miss['key']}] ({miss['kind']}) {miss['text']!r}")
     print(f"{'variant':28} {'asked':>6} {'served':>7} {'wrong':>6}")
     for kind, tally in totals.items():
         print(f"{kind:28} {tally['asked']:6d} {tally['served'] / tally['asked']:7.2f} {tally['wrong']:6d}")

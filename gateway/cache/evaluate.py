@@ -365,13 +365,14 @@ async def evaluate_variants(
         req, found = await _ask(cache, row, vectors, detector, alias)
         if found is None:
             await _store_answer(cache, req, answer_key(row), alias)
-    result: dict[str, Any] = {"kinds": {}, "false_hits": []}
+    result: dict[str, Any] = {"kinds": {}, "false_hits": [], "missed": []}
     for row, kind in asked:
         _, found = await _ask(cache, row, vectors, detector, alias)
         tally = result["kinds"].setdefault(kind, Counter())
         tally["asked"] += 1
         if found is None:
             tally["missed"] += 1
+            result["missed"].append({"kind": kind, "text": row["text"], "key": answer_key(row)})
         elif found.message.get("content") == answer_key(row):
             tally["served"] += 1
         else:

@@ -4,14 +4,14 @@ cache/semantic.py do not know ("Hope you're having a lovely week!", "Je sais que
 The word lists know the formulas; customers write others. This model generalises from examples instead: the
 static embedding of the clause's words that the lists do not know (cache/semantic.py `unknown_words`: "hope
 having lovely week") is compared with that of two sets of example clauses (cache/manners_model.json, built by
-`gateway cache train-manners` from data/cache/manners_train.json, manners_dev.json, context_train.json and
-the training pools): politeness, and clauses that carry content (where the customer lives, what went wrong,
-what they bought, and the clauses of support questions). A clause is politeness when the mean cosine of its
-`k` nearest politeness examples exceeds that of its `k` nearest content examples by `margin` or more, a
-margin chosen on the training data so that at most 0.5% of its content clauses pass it in cross-validation
-(`--content-rate`; the held-out data/cache/context_test.json is checked by the tests). Only clauses
-with neither a question mark nor a digit are asked (cache/semantic.py `_learned_politeness`): a question or a
-number is never manners.
+`gateway cache train-manners` from data/cache/manners_train.json, manners_dev.json, manners_dev2.json,
+context_train.json and the training pools): politeness, and clauses that carry content (where the customer
+lives, what went wrong, what they bought, and the clauses of support questions). A clause is politeness when
+the mean cosine of its `k` nearest politeness examples exceeds that of its `k` nearest content examples by
+`margin` or more, a margin chosen on the training data so that at most 0.5% of its content clauses pass it in
+cross-validation (`--content-rate`; the held-out data/cache/context_test.json is checked by the tests). Only
+clauses with neither a question mark nor a digit are asked (cache/semantic.py `_learned_politeness`): a
+question or a number is never manners.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 
 They read only training data: gettext catalogs of the build machine, data/cache/pool_dev.jsonl,
 pool_train.jsonl, pool_train2.jsonl, pool_train3a.jsonl and pool_train3b.jsonl (TRAINING_POOLS), pairs.jsonl,
-manners_train.json, manners_dev.json and context_train.json. The held-out files (pool_test.jsonl,
+manners_train.json, manners_dev.json, manners_dev2.json and context_train.json. The held-out files (pool_test.jsonl,
 pool_fresh*.jsonl, pairs_adversarial.jsonl, pairs_fresh.jsonl, manners_test.json, context_test.json) are
 never read here.
 """
@@ -136,7 +136,9 @@ def add_commands(cache_subparsers) -> None:
         "train-manners", help="rebuild cache/manners_model.json: politeness and content clauses by example"
     )
     manners.add_argument(
-        "--manners", nargs="*", default=["data/cache/manners_train.json", "data/cache/manners_dev.json"]
+        "--manners",
+        nargs="*",
+        default=["data/cache/manners_train.json", "data/cache/manners_dev.json", "data/cache/manners_dev2.json"],
     )
     manners.add_argument("--content", nargs="*", default=["data/cache/context_train.json"])
     manners.add_argument(

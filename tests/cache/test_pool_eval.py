@@ -98,3 +98,33 @@ def test_rows_of_two_shops_live_in_two_partitions(tmp_path, capsys):
     # the gym's question is not served the bank's answer; its rewording is served the gym's
     assert "answer keys 2" in out and "false hit" not in out
     assert out.strip().splitlines()[-1] == "precision 1.000 recall 1.000"
+
+
+def test_variants_eval_lists_each_variant_that_missed_when_verbose(tmp_path, capsys):
+    if not Embedder.load(model="static").available:
+        pytest.skip("static embedding table absent")
+    manners = tmp_path / "manners.json"
+    manners.write_text(
+        json.dumps(
+            {
+                "en_openers": ["Hi team,"],
+                "fr_openers": ["Bonjour,"],
+                "en_closers": ["Thanks!"],
+                "fr_closers": ["Merci !"],
+            }
+        ),
+        encoding="utf-8",
+    )
+    quiet = run(tmp_path, capsys, "--variants", "--seeds", "2", "--manners", str(manners))
+    lines = run(tmp_path, capsys, "--variants", "--seeds", "2", "--manners", str(manners), "-v")
+    assert not any(line.startswith("  miss [") for line in quiet)
+    header = next(i for i, line in enumerate(lines) if line.startswith("variant "))
+    table = {line[:28].strip(): line[28:].split() for line in lines[header + 1 : -1]}  # up to the summary line
+    keys = {f"{row['group']}|{row['lang']}" for row in POOL}
+    for kind, (asked, served, wrong) in table.items():
+        listed = [
+            line for line in lines if line.startswith("  miss [") and line.split("] (", 1)[1].startswith(kind + ")")
+        ]
+        assert len(listed) == int(asked) - round(float(served) * int(asked)) - int(wrong), kind
+        assert all(line[len("  miss [") :].split("]", 1)[0] in keys for line in listed)
+    assert any(line.startswith("  miss [") for line in lines)  # this pool has variants that miss
