@@ -12,6 +12,12 @@ the mean cosine of its `k` nearest politeness examples exceeds that of its `k` n
 cross-validation (`--content-rate`; the held-out data/cache/context_test.json is checked by the tests). Only
 clauses with neither a question mark nor a digit are asked (cache/semantic.py `_learned_politeness`): a
 question or a number is never manners.
+
+A question that opens a message before another clause ("Hi, how are you? Where is my order?") is judged the
+same way by a second model (`opening_questions`, `is_small_talk`), on all its words ("how are you" is
+nothing but stopwords): the small-talk questions of the same examples against the question clauses of the
+training pools, its own margin set the same way. A question with more words than the longest small-talk
+example is never asked.
 """
 
 from __future__ import annotations
@@ -22,16 +28,26 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MODEL_PATH", "MannersModel", "is_manners", "shipped"]
+__all__ = ["MODEL_PATH", "MannersModel", "is_manners", "is_small_talk", "shipped"]
 
 MODEL_PATH = Path(__file__).with_name("manners_model.json")
 
 
 class MannersModel:
-    def __init__(self, manners: list[str], content: list[str], k: int, margin: float, embed) -> None:
+    def __init__(
+        self,
+        manners: list[str],
+        content: list[str],
+        k: int,
+        margin: float,
+        embed,
+        opening_questions: "MannersModel | None" = None,
+    ) -> None:
         self.k, self.margin, self._embed = k, margin, embed
         self.manners = _matrix(manners, embed)
         self.content = _matrix(content, embed)
+        self.longest = max((len(text.split()) for text in manners), default=0)  # words of the longest example
+        self.opening_questions = opening_questions  # the same method for questions that open a message
 
     @classmethod
     def load(cls, path: str | Path = MODEL_PATH) -> "MannersModel | None":
@@ -42,12 +58,16 @@ class MannersModel:
         if static is None or not Path(path).exists():
             return None
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(data["manners"], data["content"], int(data["k"]), float(data["margin"]), static.embed)
+        k, asking = int(data["k"]), data.get("opening_questions")
+        questions = None
+        if asking:
+            questions = cls(asking["manners"], asking["content"], k, float(asking["margin"]), static.embed)
+        return cls(data["manners"], data["content"], k, float(data["margin"]), static.embed, questions)
 
     def score(self, clause: str) -> float:
         """Mean cosine of the k nearest politeness examples minus that of the k nearest content examples."""
         vector = self._embed(clause)
-        return _top_mean(self.manners @ vector, self.k) - _top_mean(self.content @ vector, self.k)
+        return _nearest(self.manners, vector, self.k) - _nearest(self.content, vector, self.k)
 
     def __call__(self, clause: str) -> bool:
         return self.score(clause) >= self.margin
@@ -55,6 +75,11 @@ class MannersModel:
 
 def _matrix(texts: list[str], embed) -> np.ndarray:
     return np.stack([embed(text) for text in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
+
+
+def _nearest(examples: np.ndarray, vector: np.ndarray, k: int) -> float:
+    """Mean cosine of the k examples nearest to `vector` (0 without examples)."""
+    return _top_mean(examples @ vector, k) if len(examples) else 0.0
 
 
 def _top_mean(scores: np.ndarray, k: int) -> float:
@@ -78,6 +103,15 @@ def is_manners(clause: str) -> bool:
     """Whether the shipped model reads `clause` as politeness (False without a model)."""
     model = shipped()
     return model is not None and _memo(clause, model)
+
+
+def is_small_talk(words: str) -> bool:
+    """Whether the shipped model reads a question that opens a message (its words, cache/semantic.py
+    `question_words`) as small talk or a request for help: "how are you", "could you help me out"."""
+    model = shipped()
+    asking = None if model is None else model.opening_questions
+    # longer than every example of small talk: never asked (most questions are; the model costs ~0.1 ms)
+    return asking is not None and words.count(" ") < asking.longest and _memo(words, asking)
 
 
 @lru_cache(maxsize=16384)

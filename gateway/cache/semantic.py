@@ -65,7 +65,7 @@ from gateway.cache.lexicon import (
     TOPICS,
     UNITS,
 )
-from gateway.cache.manners import is_manners
+from gateway.cache.manners import is_manners, is_small_talk
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -473,8 +473,25 @@ def _learned_politeness(clause: str) -> bool:
     return bool(rest) and is_manners(rest)
 
 
+def _asking_politeness(clause: str) -> bool:
+    """Whether a question that opens a message, before another clause, is small talk or a request for help
+    ("Hi, how are you?", "Ça va ?", "Could you help me out?"), as the learned model reads all its words
+    (cache/manners.py `is_small_talk`). A number never is."""
+    if "?" not in clause or _HAS_DIGIT.search(clause):
+        return False
+    words = question_words(clause)
+    return bool(words) and is_small_talk(words)
+
+
+def question_words(clause: str) -> str:
+    """Every word of a question clause, folded, in order: what the opening-question model judges ("how are
+    you" is all stopwords, and small talk; "what do I do" too, and not)."""
+    return " ".join(map(_fold_word, _MANNER_WORD.findall(clause)))
+
+
 def may_be_learned(clause: str) -> bool:
-    """Whether the model may be asked about a clause: a question or a number is never politeness."""
+    """Whether the model may be asked about a clause: a question or a number is never politeness (a question
+    that opens a message may be small talk: `_asking_politeness`)."""
     return "?" not in clause and not _HAS_DIGIT.search(clause)
 
 
@@ -523,21 +540,22 @@ def _without_manners(text: str) -> str:
     the run of politeness and filler clauses that opens it ("Hi, I hope this finds you well."), the trailing
     clauses from the first politeness clause of the run that closes it ("Thanks, have a great weekend!"),
     and a signature of one or two words after those ("Cheers, Tom"). A clause is politeness by the word lists
-    or, for the words they do not know, by the learned model (`_learned_politeness`)."""
+    or, for the words they do not know, by the learned model (`_learned_politeness`); a question before
+    another clause at the start, when the model reads it as small talk (`_asking_politeness`: "how are you?")."""
     clauses = clauses_of(text)
     kinds = [word_list_politeness(c) for c in clauses]
     asked = [False] * len(clauses)
 
-    def kind(i: int) -> int:  # the learned model is asked only about the clauses the edges reach
+    def kind(i: int, opening: bool = False) -> int:  # the model is asked only about the clauses the edges reach
         if kinds[i] == _OTHER and not asked[i]:
             asked[i] = True
-            if _learned_politeness(clauses[i]):
+            if _learned_politeness(clauses[i]) or (opening and _asking_politeness(clauses[i])):
                 kinds[i] = _POLITE
         return kinds[i]
 
     start = 0
     for i in range(len(clauses)):
-        if kind(i) == _OTHER:
+        if kind(i, opening=i < len(clauses) - 1) == _OTHER:
             break
         if kinds[i] == _POLITE:
             start = i + 1

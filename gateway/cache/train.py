@@ -147,6 +147,12 @@ def add_commands(cache_subparsers) -> None:
         default=["data/cache/pool_train.jsonl", "data/cache/pool_train2.jsonl", "data/cache/pool_dev.jsonl"],
         help="support questions: their clauses are content",
     )
+    manners.add_argument(
+        "--question-pool",
+        nargs="*",
+        default=[f"data/cache/{name}.jsonl" for name in TRAINING_POOLS],
+        help="support questions: their question clauses are content for the opening-question model",
+    )
     manners.add_argument("--k", type=int, default=3)
     manners.add_argument(
         "--content-rate",
@@ -442,6 +448,10 @@ def manners_clauses(strings: list[str], *, unknown_only: bool = False) -> list[s
     return list(dict.fromkeys(out))
 
 
+def _pool_texts(paths: list[str]) -> list[str]:
+    return [json.loads(line)["text"] for path in paths for line in Path(path).read_text().splitlines() if line]
+
+
 def _json_strings(paths: list[str]) -> list[str]:
     strings: list[str] = []
     for path in paths:
@@ -450,48 +460,90 @@ def _json_strings(paths: list[str]) -> list[str]:
     return strings
 
 
-def run_train_manners(args) -> int:
+def opening_questions(strings: list[str]) -> list[str]:
+    """The question clauses of `strings` the opening-question model may be asked about (a question mark, no
+    digit; cut as cache/semantic.py cuts a lower-cased message), as it reads them (`question_words`)."""
+    from gateway.cache.semantic import _HAS_DIGIT, clauses_of, question_words
+
+    out = [
+        question_words(clause)
+        for text in strings
+        for clause in clauses_of(text.lower())
+        if "?" in clause and not _HAS_DIGIT.search(clause)
+    ]
+    return list(dict.fromkeys(w for w in out if w))
+
+
+def _calibrated(manners: list[str], content: list[str], args, embed) -> tuple[float, int, float]:
+    """(margin, content clauses reaching it, politeness clauses reaching it) in `args.folds`-fold
+    cross-validation: the margin at or above which at most `content_rate` of the content clauses score, plus
+    the gap."""
     import numpy as np
 
-    from gateway.cache.manners import MODEL_PATH, MannersModel
-    from gateway.static_embedding import default_model
+    from gateway.cache.manners import MannersModel
 
-    static = default_model()
-    if static is None:
-        print("the static embedding (gateway/static_model.npz) is missing")
-        return 1
-    manners = manners_clauses(_json_strings(args.manners))
-    questions = [json.loads(line)["text"] for path in args.pool for line in Path(path).read_text().splitlines() if line]
-    content = manners_clauses(_json_strings(args.content) + questions, unknown_only=True)
-    content = [c for c in content if c not in set(manners)]
     rng = np.random.default_rng(0)
     folds_m = np.array_split(rng.permutation(len(manners)), args.folds)
     folds_c = np.array_split(rng.permutation(len(content)), args.folds)
     scores_m, scores_c = np.zeros(len(manners)), np.zeros(len(content))
     for fm, fc in zip(folds_m, folds_c):
         keep_m, keep_c = np.setdiff1d(np.arange(len(manners)), fm), np.setdiff1d(np.arange(len(content)), fc)
-        model = MannersModel([manners[i] for i in keep_m], [content[i] for i in keep_c], args.k, 0.0, static.embed)
+        model = MannersModel([manners[i] for i in keep_m], [content[i] for i in keep_c], args.k, 0.0, embed)
         scores_m[fm] = [model.score(manners[i]) for i in fm]
         scores_c[fc] = [model.score(content[i]) for i in fc]
-    # the margin at or above which at most `content_rate` of the content clauses score, plus the gap
     allowed = int(args.content_rate * len(scores_c))
     margin = float(np.sort(scores_c)[::-1][allowed]) + args.gap if len(scores_c) else args.gap
     passing = int((scores_c >= margin).sum())
-
     recall = float((scores_m >= margin).mean()) if len(manners) else 0.0
+    return margin, passing, recall
+
+
+def run_train_manners(args) -> int:
+    from gateway.cache.manners import MODEL_PATH
+    from gateway.static_embedding import default_model
+
+    static = default_model()
+    if static is None:
+        print("the static embedding (gateway/static_model.npz) is missing")
+        return 1
+    examples = _json_strings(args.manners)
+    manners = manners_clauses(examples)
+    questions = _pool_texts(args.pool)
+    content = manners_clauses(_json_strings(args.content) + questions, unknown_only=True)
+    content = [c for c in content if c not in set(manners)]
+    margin, passing, recall = _calibrated(manners, content, args, static.embed)
+    # questions that open a message ("Hi, how are you?"): small talk against the pools' question clauses
+    asking = opening_questions(examples)
+    asked = [c for c in opening_questions(_pool_texts(args.question_pool)) if c not in set(asking)]
+    asking_margin, asking_passing, asking_recall = _calibrated(asking, asked, args, static.embed)
     out = Path(args.out) if args.out else MODEL_PATH
     info = {
         "manners_clauses": len(manners),
         "content_clauses": len(content),
         "cv_recall": round(recall, 3),
         "cv_content_passing": f"{passing} of {len(content)}",
-        "trained_on": args.manners + args.content + args.pool,
+        "opening_questions": {
+            "manners_clauses": len(asking),
+            "content_clauses": len(asked),
+            "cv_recall": round(asking_recall, 3),
+            "cv_content_passing": f"{asking_passing} of {len(asked)}",
+        },
+        "trained_on": list(dict.fromkeys(args.manners + args.content + args.pool + args.question_pool)),
     }
-    saved = {"k": args.k, "margin": round(margin, 4), "manners": manners, "content": content, "info": info}
+    saved = {
+        "k": args.k,
+        "margin": round(margin, 4),
+        "manners": manners,
+        "content": content,
+        "opening_questions": {"margin": round(asking_margin, 4), "manners": asking, "content": asked},
+        "info": info,
+    }
     out.write_text(json.dumps(saved, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
     print(
         f"{len(manners)} politeness and {len(content)} content clauses; margin {margin:.3f} (in {args.folds}-fold "
         f"cross-validation {passing} content clauses reach it); politeness clauses with words the lists do not "
-        f"know read as politeness in cross-validation: {recall:.3f}; wrote {out}"
+        f"know read as politeness in cross-validation: {recall:.3f}. Opening questions: {len(asking)} small talk "
+        f"and {len(asked)} content; margin {asking_margin:.3f} ({asking_passing} content questions reach it); "
+        f"small talk read as such: {asking_recall:.3f}; wrote {out}"
     )
     return 0

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from gateway.cache.manners import MannersModel, is_manners
-from gateway.cache.semantic import question_part, unknown_words
+from gateway.cache.semantic import _asking_politeness, clauses_of, question_part, unknown_words
 from gateway.cache.train import _json_strings, manners_clauses
 from gateway.cli import main as cli
 
@@ -43,21 +43,51 @@ def test_held_out_content_clauses_are_almost_never_read_as_politeness():
     assert len(read_as_manners) <= 0.02 * len(clauses), read_as_manners
 
 
+def test_small_talk_that_opens_a_message_is_dropped_and_a_question_with_content_is_not():
+    for opener in ("Hey, how's your week going?", "Hi, how are you doing today?", "Hello, can anyone help me?"):
+        assert question_part(f"{opener} Where is my order?") == "where is my order?", opener  # none trained on
+    for first in ("Do you ship to Canada?", "Is it in stock?", "What do I do?"):
+        assert question_part(f"{first} Where is my order?").startswith(first.lower()), first
+    assert question_part("Hi, how are you?") == "how are you?"  # the last clause is the question: never asked
+    assert not _asking_politeness("how are you")  # a question mark makes a clause a question
+
+
+def test_held_out_questions_are_almost_never_read_as_small_talk():
+    """The question clauses of the held-out pools, as if each opened a message."""
+    texts = [json.loads(line)["text"] for name in HELD_OUT_POOLS for line in (DATA / name).read_text().splitlines()]
+    questions = [clause for text in texts for clause in clauses_of(text.lower()) if "?" in clause]
+    assert len(questions) > 500
+    small_talk = [clause for clause in questions if _asking_politeness(clause)]
+    assert len(small_talk) <= 0.01 * len(questions), len(small_talk)
+
+
+HELD_OUT_POOLS = ("pool_test.jsonl", "pool_fresh.jsonl", "pool_fresh2.jsonl", "pool_fresh3.jsonl", "pool_fresh4.jsonl")
+
+
 def test_train_manners_builds_a_model_whose_margin_no_content_clause_reaches(tmp_path):
     manners = tmp_path / "manners.json"
-    manners.write_text(json.dumps({"en_openers": ["Hope your week is going great!", "Happy Friday!", "Hey Anna,"]}))
+    openers = ["Hope your week is going great!", "Happy Friday!", "Hey Anna,", "Hi, how are you?"]
+    manners.write_text(json.dumps({"en_openers": openers}))
     content = tmp_path / "content.json"
     content.write_text(json.dumps({"en_before": ["I live in Canada.", "My parcel came broken.", "I paid by card."]}))
     pool = tmp_path / "pool.jsonl"
     pool.write_text(json.dumps({"group": "g", "lang": "en", "text": "My order never arrived, what now"}) + "\n")
+    questions = tmp_path / "questions.jsonl"
+    rows = [{"group": "g", "lang": "en", "text": t} for t in ("Where is my order?", "Can I pay by card?", "How?")]
+    questions.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "model.json"
     args = ["cache", "train-manners", "--manners", str(manners), "--content", str(content), "--pool", str(pool)]
+    args += ["--question-pool", str(questions)]
     assert cli([*args, "--folds", "2", "--k", "1", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert "live canada" in data["content"] and "order arrived" in data["content"]  # the words the lists miss
+    assert data["opening_questions"]["manners"] == ["how are you"]  # every word of a question: all stopwords
+    assert data["opening_questions"]["content"] == ["where is my order", "can i pay by card", "how"]
     model = MannersModel.load(out)
-    assert model is not None and model.k == 1
+    assert model is not None and model.k == 1 and model.opening_questions is not None
     assert model("happy friday") and not any(model(clause) for clause in data["content"])
+    asking = model.opening_questions
+    assert asking("how are you") and not any(asking(clause) for clause in data["opening_questions"]["content"])
 
 
 def test_without_a_model_file_the_word_lists_decide_alone(tmp_path):
