@@ -554,7 +554,7 @@ def _without_manners(text: str) -> str:
         return kinds[i]
 
     start = 0
-    for i in range(len(clauses)):
+    for i in range(min(len(clauses), _EDGE_CLAUSES)):
         if kind(i, opening=i < len(clauses) - 1) == _OTHER:
             break
         if kinds[i] == _POLITE:
@@ -562,12 +562,17 @@ def _without_manners(text: str) -> str:
     end = len(clauses)
     signed = end - start >= 2 and kind(end - 1) == _OTHER and _signature(clauses[end - 1])
     last = end - 1 if signed else end
-    for i in range(last - 1, start - 1, -1):
+    for i in range(last - 1, max(start, last - _EDGE_CLAUSES) - 1, -1):
         if kind(i) == _OTHER:
             break
         if kinds[i] == _POLITE:
             end = i
     return "".join(clauses[start:end]).strip() if (start, end) != (0, len(clauses)) else text
+
+
+# at most this many clauses at each end are politeness: a longer run is content, and the model (~0.1 ms a
+# clause) is asked about a bounded number of clauses whatever the message
+_EDGE_CLAUSES = 8
 
 
 def _without_polite_words(text: str) -> str:

@@ -92,3 +92,14 @@ def test_train_manners_builds_a_model_whose_margin_no_content_clause_reaches(tmp
 
 def test_without_a_model_file_the_word_lists_decide_alone(tmp_path):
     assert MannersModel.load(tmp_path / "absent.json") is None
+
+
+def test_the_model_is_asked_about_a_bounded_number_of_clauses_whatever_the_message(monkeypatch):
+    from gateway.cache import semantic
+
+    asked = []
+    monkeypatch.setattr(semantic, "_learned_politeness", lambda clause: asked.append(clause) or True)
+    monkeypatch.setattr(semantic, "_asking_politeness", lambda clause: asked.append(clause) or True)
+    text = " ".join(f"clause number {word} here." for word in ("one two three four five six " * 50).split())
+    semantic._without_manners(text.lower() + " where is my order?")
+    assert 0 < len(asked) <= 2 * semantic._EDGE_CLAUSES
