@@ -538,7 +538,8 @@ def clauses_of(text: str) -> list[str]:
 def _without_manners(text: str) -> str:
     """`text` without its politeness at either end: the leading clauses up to the last politeness clause of
     the run of politeness and filler clauses that opens it ("Hi, I hope this finds you well."), the trailing
-    clauses from the first politeness clause of the run that closes it ("Thanks, have a great weekend!"),
+    clauses from the first politeness clause of the run that closes it ("Thanks, have a great weekend!"), or
+    from the first after a question mark when the run holds only politeness and filler ("…? Have a good one!"),
     and a signature of one or two words after those ("Cheers, Tom"). A clause is politeness by the word lists
     or, for the words they do not know, by the learned model (`_learned_politeness`); a question before
     another clause at the start, when the model reads it as small talk (`_asking_politeness`: "how are you?")."""
@@ -564,6 +565,8 @@ def _without_manners(text: str) -> str:
     last = end - 1 if signed else end
     for i in range(last - 1, max(start, last - _EDGE_CLAUSES) - 1, -1):
         if kind(i) == _OTHER:
+            if i < last - 1 and clauses[i].rstrip().endswith("?") and all(map(_signs_off, clauses[i + 1 : last])):
+                end = i + 1  # after the question, only politeness and filler: "…? Have a good one!"
             break
         if kinds[i] == _POLITE:
             end = i
@@ -573,6 +576,13 @@ def _without_manners(text: str) -> str:
 # at most this many clauses at each end are politeness: a longer run is content, and the model (~0.1 ms a
 # clause) is asked about a bounded number of clauses whatever the message
 _EDGE_CLAUSES = 8
+
+
+def _signs_off(clause: str) -> bool:
+    """Whether a clause after the question may be a sign-off: it ends with a mark (".", "!", an emoji), not
+    like a second question typed without one ("do you take them back"), and denies nothing ("Not me.")."""
+    last = clause.rstrip()[-1:]
+    return bool(last) and not last.isalnum() and last != "?" and not _NEGATION_RX.search(clause)
 
 
 def _without_polite_words(text: str) -> str:

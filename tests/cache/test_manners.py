@@ -103,3 +103,12 @@ def test_the_model_is_asked_about_a_bounded_number_of_clauses_whatever_the_messa
     text = " ".join(f"clause number {word} here." for word in ("one two three four five six " * 50).split())
     semantic._without_manners(text.lower() + " where is my order?")
     assert 0 < len(asked) <= 2 * semantic._EDGE_CLAUSES
+
+
+def test_what_follows_the_question_goes_when_it_only_signs_off():
+    for closer in ("Have a good one!", "Bonne journée à vous.", "Have a nice weekend!", "Belle journée 🌸"):
+        assert question_part(f"Where is my order? {closer}") == "where is my order?", closer
+    # a second question typed without its mark, a denial, or no question mark before: kept
+    assert question_part("Where is my order? do you take them back").endswith("do you take them back")
+    assert question_part("Where is my order? Not me.").endswith("not me.")
+    assert question_part("My parcel is late. Have a good one!").endswith("have a good one!")
