@@ -426,8 +426,21 @@ _CLOSING = re.compile(  # a separator run starts a match only where it starts: l
 @lru_cache(maxsize=16384)
 def question_part(text: str) -> str:
     """The text, lower-cased, without the manners around the question (see `_without_pleasantries`); accents
-    kept, for the language detector."""
-    return _without_pleasantries(text.lower().replace("\u2019", "'"))
+    kept, for the language detector. A sign-off glued to a question typed without its mark ("where do i put
+    my voucher Warm regards, Priya") starts at the last capital after a lower-case word."""
+    glued = max(map(re.Match.start, _GLUED.finditer(text)), default=None)  # the last one
+    if glued is not None:
+        head, tail = _lower(text[:glued]), _lower(text[glued + 1 :])
+        if len(head.split()) >= 2 and _without_manners("q? " + tail) == "q?":
+            return _without_pleasantries(head)
+    return _without_pleasantries(_lower(text))
+
+
+def _lower(text: str) -> str:
+    return text.lower().replace("\u2019", "'")
+
+
+_GLUED = re.compile(r"(?<=[^\W\d_])(?<![A-ZÀ-Ý]) (?=[A-ZÀ-Ý][a-zà-ÿ'])")  # "…voucher Warm …": no mark between
 
 
 @lru_cache(maxsize=16384)

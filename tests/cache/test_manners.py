@@ -112,3 +112,12 @@ def test_what_follows_the_question_goes_when_it_only_signs_off():
     assert question_part("Where is my order? do you take them back").endswith("do you take them back")
     assert question_part("Where is my order? Not me.").endswith("not me.")
     assert question_part("My parcel is late. Have a good one!").endswith("have a good one!")
+
+
+def test_a_sign_off_glued_to_a_question_typed_without_its_mark_starts_at_the_capital():
+    assert question_part("where do i put my voucher Warm regards, Priya") == "where do i put my voucher"
+    assert question_part("whens my photo order getting here Sent from my phone") == "whens my photo order getting here"
+    # a capital that starts no sign-off is a name: nothing goes
+    assert question_part("do you ship to Canada") == "do you ship to canada"
+    assert question_part("is the Nike Air in stock") == "is the nike air in stock"
+    assert question_part("Where Is My Order") == "where is my order"
