@@ -79,12 +79,9 @@ def _matrix(texts: list[str], embed) -> np.ndarray:
 
 def _nearest(examples: np.ndarray, vector: np.ndarray, k: int) -> float:
     """Mean cosine of the k examples nearest to `vector` (0 without examples)."""
-    return _top_mean(examples @ vector, k) if len(examples) else 0.0
-
-
-def _top_mean(scores: np.ndarray, k: int) -> float:
-    if len(scores) == 0:
+    if len(examples) == 0:
         return 0.0
+    scores = examples @ vector
     k = min(k, len(scores))
     return float(np.partition(scores, len(scores) - k)[-k:].mean())
 

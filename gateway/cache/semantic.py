@@ -431,7 +431,8 @@ def question_part(text: str) -> str:
     glued = max(map(re.Match.start, _GLUED.finditer(text)), default=None)  # the last one
     if glued is not None:
         head, tail = _lower(text[:glued]), _lower(text[glued + 1 :])
-        if len(head.split()) >= 2 and _without_manners("q? " + tail) == "q?":
+        # all of the tail goes after a question: "0?" stands for one, and a number is never politeness
+        if len(head.split()) >= 2 and _without_manners("0? " + tail) == "0?":
             return _without_pleasantries(head)
     return _without_pleasantries(_lower(text))
 
@@ -490,15 +491,16 @@ def _asking_politeness(clause: str) -> bool:
     """Whether a question that opens a message, before another clause, is small talk or a request for help
     ("Hi, how are you?", "Ça va ?", "Could you help me out?"), as the learned model reads all its words
     (cache/manners.py `is_small_talk`). A number never is."""
-    if "?" not in clause or _HAS_DIGIT.search(clause):
-        return False
     words = question_words(clause)
     return bool(words) and is_small_talk(words)
 
 
 def question_words(clause: str) -> str:
-    """Every word of a question clause, folded, in order: what the opening-question model judges ("how are
-    you" is all stopwords, and small talk; "what do I do" too, and not)."""
+    """What the opening-question model judges of a clause: every word of it, folded, in order ("how are you"
+    is all stopwords, and small talk; "what do I do" too, and not); "" when it is no question or holds a
+    number (never small talk)."""
+    if "?" not in clause or _HAS_DIGIT.search(clause):
+        return ""
     return " ".join(map(_fold_word, _MANNER_WORD.findall(clause)))
 
 

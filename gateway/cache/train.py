@@ -449,7 +449,9 @@ def manners_clauses(strings: list[str], *, unknown_only: bool = False) -> list[s
 
 
 def _pool_texts(paths: list[str]) -> list[str]:
-    return [json.loads(line)["text"] for path in paths for line in Path(path).read_text().splitlines() if line]
+    from gateway.cache.evaluate import load_pool
+
+    return [row["text"] for path in paths for row in load_pool(path)]
 
 
 def _json_strings(paths: list[str]) -> list[str]:
@@ -461,16 +463,11 @@ def _json_strings(paths: list[str]) -> list[str]:
 
 
 def opening_questions(strings: list[str]) -> list[str]:
-    """The question clauses of `strings` the opening-question model may be asked about (a question mark, no
-    digit; cut as cache/semantic.py cuts a lower-cased message), as it reads them (`question_words`)."""
-    from gateway.cache.semantic import _HAS_DIGIT, clauses_of, question_words
+    """The question clauses of `strings` the opening-question model may be asked about (cut as
+    cache/semantic.py cuts a lower-cased message), as it reads them (`question_words`)."""
+    from gateway.cache.semantic import clauses_of, question_words
 
-    out = [
-        question_words(clause)
-        for text in strings
-        for clause in clauses_of(text.lower())
-        if "?" in clause and not _HAS_DIGIT.search(clause)
-    ]
+    out = [question_words(clause) for text in strings for clause in clauses_of(text.lower())]
     return list(dict.fromkeys(w for w in out if w))
 
 

@@ -33,6 +33,19 @@ def run(tmp_path, capsys, *extra: str) -> list[str]:
     return capsys.readouterr().out.strip().splitlines()
 
 
+def write_manners(tmp_path):
+    """One opener and one closer per language, for `--variants --manners`."""
+    path = tmp_path / "manners.json"
+    manners = {
+        "en_openers": ["Hi team,"],
+        "fr_openers": ["Bonjour,"],
+        "en_closers": ["Thanks!"],
+        "fr_closers": ["Merci !"],
+    }
+    path.write_text(json.dumps(manners), encoding="utf-8")
+    return path
+
+
 def test_pool_eval_counts_false_hits_recall_and_why_a_cached_answer_missed(tmp_path, capsys):
     if not Embedder.load(model="static").available:
         pytest.skip("static embedding table absent")
@@ -57,18 +70,7 @@ def test_pool_eval_refuses_a_malformed_pool(tmp_path, capsys):
 def test_variants_eval_asks_each_stored_question_again_as_users_reask_it(tmp_path, capsys):
     if not Embedder.load(model="static").available:
         pytest.skip("static embedding table absent")
-    manners = tmp_path / "manners.json"
-    manners.write_text(
-        json.dumps(
-            {
-                "en_openers": ["Hi team,"],
-                "fr_openers": ["Bonjour,"],
-                "en_closers": ["Thanks!"],
-                "fr_closers": ["Merci !"],
-            }
-        ),
-        encoding="utf-8",
-    )
+    manners = write_manners(tmp_path)
     lines = run(tmp_path, capsys, "--variants", "--seeds", "2", "--manners", str(manners))
     table = {line[:28].strip(): line[28:].split() for line in lines if line[:1].isalpha() and "asked" not in line}
     assert table["opener"][0] == "12" and table["capitals"][0] == "12"  # 6 questions x 2 seeds, each changed
@@ -103,18 +105,7 @@ def test_rows_of_two_shops_live_in_two_partitions(tmp_path, capsys):
 def test_variants_eval_lists_each_variant_that_missed_when_verbose(tmp_path, capsys):
     if not Embedder.load(model="static").available:
         pytest.skip("static embedding table absent")
-    manners = tmp_path / "manners.json"
-    manners.write_text(
-        json.dumps(
-            {
-                "en_openers": ["Hi team,"],
-                "fr_openers": ["Bonjour,"],
-                "en_closers": ["Thanks!"],
-                "fr_closers": ["Merci !"],
-            }
-        ),
-        encoding="utf-8",
-    )
+    manners = write_manners(tmp_path)
     quiet = run(tmp_path, capsys, "--variants", "--seeds", "2", "--manners", str(manners))
     lines = run(tmp_path, capsys, "--variants", "--seeds", "2", "--manners", str(manners), "-v")
     assert not any(line.startswith("  miss [") for line in quiet)
