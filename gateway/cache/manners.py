@@ -1,17 +1,19 @@
 """Learned politeness clauses: whether a clause at the edge of a message is manners the word lists of
-cache/semantic.py do not know ("Hope you're having a lovely week!", "Je sais que vous êtes débordés,").
+cache/semantic.py do not know ("I hope this email finds you well.", "Je sais que vous êtes débordés,").
 
 The word lists know the formulas; customers write others. This model generalises from examples instead: the
-static embedding of the clause's words that the lists do not know (cache/semantic.py `unknown_words`: "hope
-having lovely week") is compared with that of two sets of example clauses (cache/manners_model.json, built by
-`gateway cache train-manners` from data/cache/manners_train.json, manners_dev.json, manners_dev2.json,
-context_train.json and the training pools): politeness, and clauses that carry content (where the customer
-lives, what went wrong, what they bought, and the clauses of support questions). A clause is politeness when
-the mean cosine of its `k` nearest politeness examples exceeds that of its `k` nearest content examples by
-`margin` or more, a margin chosen on the training data so that at most 0.5% of its content clauses pass it in
-cross-validation (`--content-rate`; the held-out data/cache/context_test.json is checked by the tests). Only
-clauses with neither a question mark nor a digit are asked (cache/semantic.py `_learned_politeness`): a
-question or a number is never manners.
+static embedding of all the clause's words (cache/semantic.py `clause_words`) is compared with that of two sets
+of example clauses (cache/manners_model.json, built by `gateway cache train-manners` from
+data/cache/manners_train.json, manners_dev.json, manners_dev2.json, context_train.json and the training pools):
+politeness, and clauses that carry content (where the customer lives, what went wrong, what they bought, and the
+clauses of support questions). A clause is politeness when the mean cosine of its `k` nearest politeness
+examples exceeds that of its `k` nearest content examples by `margin` or more, a margin chosen on the training
+data so that at most 0.5% of its content clauses pass it in cross-validation (`--content-rate`; the held-out
+data/cache/context_test.json is checked by the tests); and when its words that the lists do not know
+(`unknown_words`), compared the same way with the same examples' unknown words, score at least
+`content_floor`: "hello i'm vegan" reads as a greeting, "vegan" as content. Only clauses with neither a
+question mark nor a digit are asked (cache/semantic.py `_learned_politeness`), those of filler words too ("just a
+quick one"): a question or a number is never manners.
 
 A question that opens a message before another clause ("Hi, how are you? Where is my order?") is judged the
 same way by a second model (`opening_questions`, `is_small_talk`), on all its words ("how are you" is
@@ -28,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MODEL_PATH", "MannersModel", "is_manners", "is_small_talk", "shipped"]
+from gateway.cache.lexicon import MANNERS, MANNERS_FILLERS, STOPWORDS
+
+__all__ = ["MODEL_PATH", "MannersModel", "is_manners", "is_small_talk", "shipped", "unknown_words"]
 
 MODEL_PATH = Path(__file__).with_name("manners_model.json")
 
@@ -42,10 +46,16 @@ class MannersModel:
         margin: float,
         embed,
         opening_questions: "MannersModel | None" = None,
+        content_floor: float | None = None,
     ) -> None:
         self.k, self.margin, self._embed = k, margin, embed
         self.manners = _matrix(manners, embed)
         self.content = _matrix(content, embed)
+        # the second look: the same examples, only their words the lists do not know (see `__call__`)
+        self.content_floor = content_floor
+        if content_floor is not None:
+            self.manners_unknown = _matrix([w for w in map(unknown_words, manners) if w], embed)
+            self.content_unknown = _matrix([w for w in map(unknown_words, content) if w], embed)
         self.longest = max((len(text.split()) for text in manners), default=0)  # words of the longest example
         self.opening_questions = opening_questions  # the same method for questions that open a message
 
@@ -62,15 +72,44 @@ class MannersModel:
         questions = None
         if asking:
             questions = cls(asking["manners"], asking["content"], k, float(asking["margin"]), static.embed)
-        return cls(data["manners"], data["content"], k, float(data["margin"]), static.embed, questions)
+        floor = data.get("content_floor")
+        return cls(
+            data["manners"], data["content"], k, float(data["margin"]), static.embed, questions, floor and float(floor)
+        )
 
-    def score(self, clause: str) -> float:
+    def score(self, words: str) -> float:
         """Mean cosine of the k nearest politeness examples minus that of the k nearest content examples."""
-        vector = self._embed(clause)
+        vector = self._embed(words)
         return _nearest(self.manners, vector, self.k) - _nearest(self.content, vector, self.k)
 
-    def __call__(self, clause: str) -> bool:
-        return self.score(clause) >= self.margin
+    def content_score(self, words: str) -> float | None:
+        """The same score for the words the lists do not know alone (None when there are none)."""
+        rest = unknown_words(words)
+        if not rest:
+            return None
+        vector = self._embed(rest)
+        return _nearest(self.manners_unknown, vector, self.k) - _nearest(self.content_unknown, vector, self.k)
+
+    def __call__(self, words: str) -> bool:
+        """Politeness when all the words read as politeness and, with a `content_floor`, the words the lists do
+        not know do not read as content ("sorry to bother you i moved": "moved" does)."""
+        if self.score(words) < self.margin:
+            return False
+        if self.content_floor is None:
+            return True
+        rest = self.content_score(words)
+        return rest is None or rest >= self.content_floor
+
+
+# what a contraction leaves after its apostrophe once words are split there ("you're" -> "you", "re")
+_CONTRACTED = frozenset({"re", "ve", "ll", "d", "m", "s"})
+_KNOWN_TO_THE_LISTS = frozenset(MANNERS) | frozenset(MANNERS_FILLERS) | frozenset(STOPWORDS) | _CONTRACTED
+
+
+def unknown_words(words: str) -> str:
+    """The words (folded, as cache/semantic.py `clause_words` gives them) that the politeness word lists do not
+    know: neither politeness, filler nor stopword ("greetings from a happy customer" -> "happy customer")."""
+    return " ".join([word for word in words.split() if word not in _KNOWN_TO_THE_LISTS])
 
 
 def _matrix(texts: list[str], embed) -> np.ndarray:

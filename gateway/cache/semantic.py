@@ -65,7 +65,7 @@ from gateway.cache.lexicon import (
     TOPICS,
     UNITS,
 )
-from gateway.cache.manners import is_manners, is_small_talk
+from gateway.cache.manners import _CONTRACTED, is_manners, is_small_talk
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -459,32 +459,45 @@ def _without_pleasantries(text: str) -> str:
     """The text without the politeness clauses at either end (`_without_manners`), then without the greetings
     and lead-ins before it and thanks after it that the patterns know (see _OPENING), unless nothing else
     would be left. Works on folded text and on lower-cased text as written alike."""
-    stripped = _without_manners(text) if _clauses_inside(text) else text
-    stripped = _CLOSING.sub("", _OPENING.sub("", stripped, count=1), count=1)
-    stripped = _without_polite_words(stripped)
+    whole = _without_manners(text) if _clauses_inside(text) else text
+    stripped = _without_polite_words(_CLOSING.sub("", _OPENING.sub("", whole, count=1), count=1))
+    if stripped != whole and _clauses_inside(stripped):  # what a greeting left of its clause: "the interruption,"
+        stripped = _without_manners(stripped)
+    if stripped != text:
+        stripped = _LEFT_BEFORE.sub("", stripped)
     return stripped if stripped.strip() else text
+
+
+# what greetings leave before the question once their words are gone: an emoji, a smiley, a mark ("hi :) where…",
+# "hiya 👋 i want…"); not a currency sign, a number sign or a word
+_LEFT_BEFORE = re.compile(r"^(?:[:;=][-'^]?[()\[\]dpo3|/\\*]+(?!\w)|x+d+(?!\w)|<3|[^\w\s$€£#@&%+]|\s)+")
 
 
 def _clauses_inside(text: str) -> bool:
     """Whether a text has more than one clause (a mark before its last characters, or but / mais): most
     questions are one ("How do I ...?") and need no splitting."""
     body = text.rstrip(" ?!.")
-    return any(mark in body for mark in ",.!?:;") or " but " in body or " mais " in body
+    return any(mark in body for mark in ",.!?:;") or " but " in body or " mais " in body or bool(_EMOJI.search(body))
 
 
-_CLAUSES = re.compile(r"((?<![.!?:;,])[.!?:;,]++(?:\s++|$)|(?<!\s)\s++(?:but|mais)\s++)")  # linear: see _CLOSING
+# an emoji ends a clause as a mark does ("Hi, it's Jake here 👋 is it possible…")
+_EMOJI_CHARS = "\U0001f000-\U0001faff\u2600-\u27bf\ufe0f\u200d"
+_EMOJI = re.compile(f"[{_EMOJI_CHARS}]")
+_CLAUSES = re.compile(  # linear: see _CLOSING
+    rf"((?<![.!?:;,])[.!?:;,]++(?:\s++|$)|(?<!\s)\s++(?:but|mais)\s++|[{_EMOJI_CHARS}]++(?:\s++|$))"
+)
 _MANNER_WORD = re.compile(r"[^\W\d_]+|\d")
 _POLITE, _FILLER, _OTHER = 2, 1, 0
 
 
 def _learned_politeness(clause: str) -> bool:
-    """Whether a clause the word lists call _OTHER is politeness all the same, as the model learned from
-    examples reads its unknown words (cache/manners.py: "Hope you're having a lovely week!"). A question or a
-    number never is."""
+    """Whether a clause the word lists do not call politeness is politeness all the same, as the model learned
+    from examples reads all its words (cache/manners.py: "I hope this email finds you well.", "Me again!"). A
+    question or a number never is."""
     if not may_be_learned(clause):
         return False
-    rest = unknown_words(clause)
-    return bool(rest) and is_manners(rest)
+    words = clause_words(clause)
+    return bool(words) and is_manners(words)
 
 
 def _asking_politeness(clause: str) -> bool:
@@ -501,7 +514,7 @@ def question_words(clause: str) -> str:
     number (never small talk)."""
     if "?" not in clause or _HAS_DIGIT.search(clause):
         return ""
-    return " ".join(map(_fold_word, _MANNER_WORD.findall(clause)))
+    return clause_words(clause)
 
 
 def may_be_learned(clause: str) -> bool:
@@ -510,17 +523,10 @@ def may_be_learned(clause: str) -> bool:
     return "?" not in clause and not _HAS_DIGIT.search(clause)
 
 
-def unknown_words(clause: str) -> str:
-    """The words of a clause the politeness word lists do not know (neither MANNERS, filler nor stopword),
-    folded, in order: what the learned model judges. "Sorry to bother you, should I size up" is politeness
-    words and "size": the words it does not know say whether it is content."""
-    words = map(_fold_word, _MANNER_WORD.findall(clause))
-    return " ".join([w for w in words if w not in _KNOWN_TO_THE_LISTS and w not in STOPWORDS])
-
-
-# what a contraction leaves after its apostrophe once words are split there ("you're" -> "you", "re")
-_CONTRACTED = frozenset({"re", "ve", "ll", "d", "m", "s"})
-_KNOWN_TO_THE_LISTS = frozenset(MANNERS) | frozenset(MANNERS_FILLERS) | _CONTRACTED
+def clause_words(clause: str) -> str:
+    """What the politeness model judges of a clause: every word of it, folded, in order ("sorry to bother you
+    i moved" is politeness words and content: the model learned from examples of both how such mixtures read)."""
+    return " ".join(map(_fold_word, _MANNER_WORD.findall(clause)))
 
 
 _HAS_DIGIT = re.compile(r"\d")
@@ -529,11 +535,14 @@ _HAS_DIGIT = re.compile(r"\d")
 def word_list_politeness(clause: str) -> int:
     """_POLITE: a politeness word (MANNERS) and otherwise stopwords or fillers; _FILLER: fillers and stopwords
     ("have a great weekend"); _OTHER: anything else, and any clause with a question mark or a digit ("how do
-    I tell you" is all stopwords and a question; "not me" a statement)."""
+    I tell you" is all stopwords and a question; "not me" a statement); an emoji alone is filler."""
     if "?" in clause:
         return _OTHER
+    words = _MANNER_WORD.findall(clause)
+    if not words:
+        return _FILLER if _EMOJI.search(clause) else _OTHER
     polite = filler = False
-    for word in map(_fold_word, _MANNER_WORD.findall(clause)):
+    for word in map(_fold_word, words):
         if word in MANNERS:
             polite = True
         elif word in MANNERS_FILLERS:
@@ -563,9 +572,9 @@ def _without_manners(text: str) -> str:
     asked = [False] * len(clauses)
 
     def kind(i: int, opening: bool = False) -> int:  # the model is asked only about the clauses the edges reach
-        if kinds[i] == _OTHER and not asked[i]:
+        if kinds[i] != _POLITE and not asked[i]:  # a filler clause may be politeness too ("Just a quick one.")
             asked[i] = True
-            if _learned_politeness(clauses[i]) or (opening and _asking_politeness(clauses[i])):
+            if _learned_politeness(clauses[i]) or (opening and kinds[i] == _OTHER and _asking_politeness(clauses[i])):
                 kinds[i] = _POLITE
         return kinds[i]
 

@@ -144,7 +144,7 @@ def add_commands(cache_subparsers) -> None:
     manners.add_argument(
         "--pool",
         nargs="*",
-        default=["data/cache/pool_train.jsonl", "data/cache/pool_train2.jsonl", "data/cache/pool_dev.jsonl"],
+        default=[f"data/cache/{name}.jsonl" for name in TRAINING_POOLS],
         help="support questions: their clauses are content",
     )
     manners.add_argument(
@@ -152,6 +152,12 @@ def add_commands(cache_subparsers) -> None:
         nargs="*",
         default=[f"data/cache/{name}.jsonl" for name in TRAINING_POOLS],
         help="support questions: their question clauses are content for the opening-question model",
+    )
+    manners.add_argument(
+        "--content-floor",
+        type=float,
+        default=0.1,
+        help="a clause whose words the lists do not know score below this (politeness minus content) is content",
     )
     manners.add_argument("--k", type=int, default=3)
     manners.add_argument(
@@ -430,10 +436,10 @@ def run_train_verifier(args) -> int:
 
 def manners_clauses(strings: list[str], *, unknown_only: bool = False) -> list[str]:
     """What the manners model is asked about the clauses of `strings` (no question mark, no digit; cut as
-    cache/semantic.py cuts a lower-cased message): their words the politeness word lists do not know; with
-    `unknown_only`, only of the clauses those lists call neither politeness nor filler (a "thanks." inside a
-    content sentence is not content)."""
-    from gateway.cache.semantic import _OTHER, clauses_of, may_be_learned, unknown_words, word_list_politeness
+    cache/semantic.py cuts a lower-cased message): all their words, folded (`clause_words`); with
+    `unknown_only`, only of the clauses the politeness word lists call neither politeness nor filler (a
+    "thanks." inside a content sentence is not content)."""
+    from gateway.cache.semantic import _OTHER, clause_words, clauses_of, may_be_learned, word_list_politeness
 
     out = []
     for text in strings:
@@ -442,9 +448,9 @@ def manners_clauses(strings: list[str], *, unknown_only: bool = False) -> list[s
                 continue
             if unknown_only and word_list_politeness(clause) != _OTHER:
                 continue
-            rest = unknown_words(clause)
-            if rest:
-                out.append(rest)
+            words = clause_words(clause)
+            if words:
+                out.append(words)
     return list(dict.fromkeys(out))
 
 
@@ -532,6 +538,7 @@ def run_train_manners(args) -> int:
         "margin": round(margin, 4),
         "manners": manners,
         "content": content,
+        "content_floor": args.content_floor,
         "opening_questions": {"margin": round(asking_margin, 4), "manners": asking, "content": asked},
         "info": info,
     }

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from gateway.cache.manners import MannersModel, is_manners
-from gateway.cache.semantic import _asking_politeness, clauses_of, question_part, unknown_words
+from gateway.cache.semantic import _asking_politeness, clause_words, clauses_of, question_part
 from gateway.cache.train import _json_strings, manners_clauses
 from gateway.cli import main as cli
 
@@ -14,7 +14,7 @@ DATA = Path(__file__).resolve().parents[2] / "data" / "cache"
 
 
 def test_politeness_the_word_lists_do_not_know_is_dropped_by_the_model():
-    assert unknown_words("greetings from a happy customer!") == "happy customer"  # what the model is asked
+    assert clause_words("greetings from a happy customer!") == "greetings from a happy customer"  # what it reads
     for opener in (
         "Greetings from a happy customer!",
         "Sorry for the late reply.",
@@ -24,7 +24,7 @@ def test_politeness_the_word_lists_do_not_know_is_dropped_by_the_model():
 
 
 def test_content_around_a_question_stays_even_among_politeness_words():
-    # "sorry to bother you" is politeness, "moved" is not: the model reads only the words the lists do not know
+    # "sorry to bother you" is politeness, "moved" is not
     assert question_part("Sorry to bother you, I moved, how do I update my address?") == (
         "i moved, how do i update my address?"
     )
@@ -80,7 +80,7 @@ def test_train_manners_builds_a_model_whose_margin_no_content_clause_reaches(tmp
     args += ["--question-pool", str(questions)]
     assert cli([*args, "--folds", "2", "--k", "1", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert "live canada" in data["content"] and "order arrived" in data["content"]  # the words the lists miss
+    assert "i live in canada" in data["content"] and "my order never arrived" in data["content"]  # every word
     assert data["opening_questions"]["manners"] == ["how are you"]  # every word of a question: all stopwords
     assert data["opening_questions"]["content"] == ["where is my order", "can i pay by card", "how"]
     model = MannersModel.load(out)
@@ -108,10 +108,11 @@ def test_the_model_is_asked_about_a_bounded_number_of_clauses_whatever_the_messa
 def test_what_follows_the_question_goes_when_it_only_signs_off():
     for closer in ("Have a good one!", "Bonne journée à vous.", "Have a nice weekend!", "Belle journée 🌸"):
         assert question_part(f"Where is my order? {closer}") == "where is my order?", closer
-    # a second question typed without its mark, a denial, or no question mark before: kept
+    # a second question typed without its mark, a denial: kept
     assert question_part("Where is my order? do you take them back").endswith("do you take them back")
     assert question_part("Where is my order? Not me.").endswith("not me.")
-    assert question_part("My parcel is late. Have a good one!").endswith("have a good one!")
+    # without a question before it, a sign-off goes when the model reads it as one (its words are all filler)
+    assert question_part("My parcel is late. Have a good one!") == "my parcel is late."
 
 
 def test_a_sign_off_glued_to_a_question_typed_without_its_mark_starts_at_the_capital():
@@ -121,3 +122,15 @@ def test_a_sign_off_glued_to_a_question_typed_without_its_mark_starts_at_the_cap
     assert question_part("do you ship to Canada") == "do you ship to canada"
     assert question_part("is the Nike Air in stock") == "is the nike air in stock"
     assert question_part("Where Is My Order") == "where is my order"
+
+
+def test_a_clause_of_filler_words_is_asked_too_and_an_emoji_ends_a_clause():
+    for opener in ("Hey, one quick thing.", "So, here is the thing.", "Hey there 👋", "hi :)", "Salut 😊"):
+        assert question_part(f"{opener} where is my order?") == "where is my order?", opener
+    assert question_part("Where is my order? 😊") == "where is my order?"  # an emoji alone signs off
+
+
+def test_content_glued_to_a_greeting_stays():
+    """All the words of "hello i'm vegan" read as a greeting; "vegan" alone reads as content (the second look)."""
+    assert question_part("Hello I'm vegan. Is the soup ok?") == "i'm vegan. is the soup ok?"
+    assert question_part("Bonjour je suis en Norvège. Livrez-vous ici ?").startswith("je suis en norvège.")
