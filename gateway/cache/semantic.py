@@ -459,10 +459,8 @@ def _without_pleasantries(text: str) -> str:
     """The text without the politeness clauses at either end (`_without_manners`), then without the greetings
     and lead-ins before it and thanks after it that the patterns know (see _OPENING), unless nothing else
     would be left. Works on folded text and on lower-cased text as written alike."""
-    whole = _without_manners(text) if _clauses_inside(text) else text
-    stripped = _without_polite_words(_CLOSING.sub("", _OPENING.sub("", whole, count=1), count=1))
-    if stripped != whole and _clauses_inside(stripped):  # what a greeting left of its clause: "the interruption,"
-        stripped = _without_manners(stripped)
+    stripped = _without_manners(text) if _clauses_inside(text) else text
+    stripped = _without_polite_words(_CLOSING.sub("", _OPENING.sub("", stripped, count=1), count=1))
     if stripped != text:
         stripped = _LEFT_BEFORE.sub("", stripped)
     return stripped if stripped.strip() else text
