@@ -4,7 +4,8 @@ cache/semantic.py do not know ("I hope this email finds you well.", "Je sais que
 The word lists know the formulas; customers write others. This model generalises from examples instead: the
 static embedding of all the clause's words (cache/semantic.py `clause_words`) is compared with that of two sets
 of example clauses (cache/manners_model.json, built by `gateway cache train-manners` from
-data/cache/manners_train.json, manners_dev.json, manners_dev2.json, context_train.json and the training pools):
+data/cache/manners_train.json, manners_dev.json, manners_dev2.json, manners_dev3.json, context_train.json,
+context_dev2.json and the training pools):
 politeness, and clauses that carry content (where the customer lives, what went wrong, what they bought, and the
 clauses of support questions). A clause is politeness when the mean cosine of its `k` nearest politeness
 examples exceeds that of its `k` nearest content examples by `margin` or more, a margin chosen on the training
