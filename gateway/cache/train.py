@@ -138,9 +138,13 @@ def add_commands(cache_subparsers) -> None:
     manners.add_argument(
         "--manners",
         nargs="*",
-        default=[f"data/cache/{name}.json" for name in ("manners_train", "manners_dev", "manners_dev2", "manners_dev3")],
+        default=[
+            f"data/cache/{name}.json" for name in ("manners_train", "manners_dev", "manners_dev2", "manners_dev3")
+        ],
     )
-    manners.add_argument("--content", nargs="*", default=["data/cache/context_train.json", "data/cache/context_dev2.json"])
+    manners.add_argument(
+        "--content", nargs="*", default=["data/cache/context_train.json", "data/cache/context_dev2.json"]
+    )
     manners.add_argument(
         "--pool",
         nargs="*",
