@@ -30,11 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.cache.lexicon import EN_MARKERS, FR_MARKERS
+
 __all__ = ["LanguageDetector", "UNKNOWN", "train_language_model"]
 
 UNKNOWN = "?"
 MODEL_PATH = Path(__file__).with_name("language_model.json")
 MIN_LETTERS = 4
+_MARKERS = {"en": EN_MARKERS, "fr": FR_MARKERS}  # function words: a closed class says which language a text is in
 _NOT_LETTERS = re.compile(r"[\W\d_]+")
 _SCRIPTS = (
     ("CYRILLIC", "x-cyrillic"),
@@ -191,11 +194,24 @@ class LanguageDetector:
             second, best = np.argsort(mean)[-2:]
             if mean[best] - mean[second] < self.min_margin:
                 return UNKNOWN
-            return self.languages[int(best)]
+            return self._unless_words_disagree(self.languages[int(best)], norm)
         best = values.index(top)
         if mean[best] - np.float32(max(values[:best] + values[best + 1 :])) < self.min_margin:
             return UNKNOWN
-        return self.languages[best]
+        return self._unless_words_disagree(self.languages[best], norm)
+
+    def _unless_words_disagree(self, lang: str, norm: str) -> str:
+        """`lang`, or "?" when the text's function words say another language: "prix du roaming" reads as English
+        by its letters ("roaming") and as French by "du". Two signals that disagree: do not know. Only English
+        and French have function word lists ("de", "la" are Spanish too)."""
+        if lang not in _MARKERS:
+            return lang
+        words = norm.split()
+        counts = {marked: sum(word in markers for word in words) for marked, markers in _MARKERS.items()}
+        said = max(counts, key=counts.__getitem__)
+        if counts[said] and list(counts.values()).count(counts[said]) == 1 and said != lang:
+            return UNKNOWN
+        return lang
 
 
 def train_language_model(

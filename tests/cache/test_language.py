@@ -22,3 +22,13 @@ def test_script_reads_latin_text_as_latin_without_looking_letters_up():
     texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) for _ in range(20000)]
     for text in texts:
         assert _script(text) == _script_of_letters(text), text
+
+
+def test_function_words_that_say_another_language_make_it_unknown():
+    detector = LanguageDetector.load()
+    # its letters read as English ("roaming"), its function words ("du") as French: do not know
+    assert detector.detect("prix du roaming ?") == UNKNOWN
+    assert detector.detect("le roaming est inclus ?") == UNKNOWN
+    assert detector.detect("roaming price?") == "en"
+    assert detector.detect("quel est le prix du roaming ?") == "fr"  # enough French to outweigh one English word
+    assert detector.detect("¿Dónde está mi pedido de la tienda?") == "es"  # "de", "la" are Spanish too

@@ -34,6 +34,8 @@ def test_a_french_question_never_gets_an_english_answer(client):
         ("How do I get a refund?", "Comment me faire rembourser ?"),
         ("Where is my order?", "Où est ma commande ?"),
         ("How do I reset my password?", "Comment réinitialiser mon mot de passe ?"),
+        ("Roaming price?", "Prix du roaming ?"),  # an English word in a short French question
+        ("Wifi price?", "Prix du wifi ?"),
     ]:
         ask(client, english)
         headers, answer = ask(client, french)
