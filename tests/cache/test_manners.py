@@ -61,7 +61,9 @@ def test_held_out_questions_are_almost_never_read_as_small_talk():
     assert len(small_talk) <= 0.01 * len(questions), len(small_talk)
 
 
-HELD_OUT_POOLS = tuple(f"pool_{name}.jsonl" for name in ("test", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6"))
+HELD_OUT_POOLS = tuple(
+    f"pool_{name}.jsonl" for name in ("test", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6")
+)
 
 
 def test_train_manners_builds_a_model_whose_margin_no_content_clause_reaches(tmp_path):
