@@ -33,7 +33,7 @@ import numpy as np
 
 from gateway.cache.lexicon import MANNERS, MANNERS_FILLERS, STOPWORDS
 
-__all__ = ["MODEL_PATH", "MannersModel", "is_manners", "is_small_talk", "shipped", "unknown_words"]
+__all__ = ["CONTRACTED", "MODEL_PATH", "MannersModel", "is_manners", "is_small_talk", "shipped", "unknown_words"]
 
 MODEL_PATH = Path(__file__).with_name("manners_model.json")
 
@@ -74,8 +74,15 @@ class MannersModel:
         if asking:
             questions = cls(asking["manners"], asking["content"], k, float(asking["margin"]), static.embed)
         floor = data.get("content_floor")
+        margin = float(data["margin"])
         return cls(
-            data["manners"], data["content"], k, float(data["margin"]), static.embed, questions, floor and float(floor)
+            data["manners"],
+            data["content"],
+            k,
+            margin,
+            static.embed,
+            questions,
+            None if floor is None else float(floor),
         )
 
     def score(self, words: str) -> float:
@@ -103,8 +110,8 @@ class MannersModel:
 
 
 # what a contraction leaves after its apostrophe once words are split there ("you're" -> "you", "re")
-_CONTRACTED = frozenset({"re", "ve", "ll", "d", "m", "s"})
-_KNOWN_TO_THE_LISTS = frozenset(MANNERS) | frozenset(MANNERS_FILLERS) | frozenset(STOPWORDS) | _CONTRACTED
+CONTRACTED = frozenset({"re", "ve", "ll", "d", "m", "s"})
+_KNOWN_TO_THE_LISTS = frozenset(MANNERS) | frozenset(MANNERS_FILLERS) | frozenset(STOPWORDS) | CONTRACTED
 
 
 def unknown_words(words: str) -> str:

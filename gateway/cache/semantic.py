@@ -65,7 +65,7 @@ from gateway.cache.lexicon import (
     TOPICS,
     UNITS,
 )
-from gateway.cache.manners import _CONTRACTED, is_manners, is_small_talk
+from gateway.cache.manners import CONTRACTED, is_manners, is_small_talk
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -545,7 +545,7 @@ def word_list_politeness(clause: str) -> int:
             polite = True
         elif word in MANNERS_FILLERS:
             filler = True
-        elif (word not in STOPWORDS and word not in _CONTRACTED) or word.isdigit():
+        elif (word not in STOPWORDS and word not in CONTRACTED) or word.isdigit():
             return _OTHER
     return _POLITE if polite else _FILLER if filler else _OTHER
 

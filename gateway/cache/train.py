@@ -438,10 +438,10 @@ def run_train_verifier(args) -> int:
     return 0
 
 
-def manners_clauses(strings: list[str], *, unknown_only: bool = False) -> list[str]:
+def manners_clauses(strings: list[str], *, content_only: bool = False) -> list[str]:
     """What the manners model is asked about the clauses of `strings` (no question mark, no digit; cut as
     cache/semantic.py cuts a lower-cased message): all their words, folded (`clause_words`); with
-    `unknown_only`, only of the clauses the politeness word lists call neither politeness nor filler (a
+    `content_only`, only of the clauses the politeness word lists call neither politeness nor filler (a
     "thanks." inside a content sentence is not content)."""
     from gateway.cache.semantic import _OTHER, clause_words, clauses_of, may_be_learned, word_list_politeness
 
@@ -450,7 +450,7 @@ def manners_clauses(strings: list[str], *, unknown_only: bool = False) -> list[s
         for clause in clauses_of(text.lower()):
             if not may_be_learned(clause):
                 continue
-            if unknown_only and word_list_politeness(clause) != _OTHER:
+            if content_only and word_list_politeness(clause) != _OTHER:
                 continue
             words = clause_words(clause)
             if words:
@@ -516,7 +516,7 @@ def run_train_manners(args) -> int:
     examples = _json_strings(args.manners)
     manners = manners_clauses(examples)
     questions = _pool_texts(args.pool)
-    content = manners_clauses(_json_strings(args.content) + questions, unknown_only=True)
+    content = manners_clauses(_json_strings(args.content) + questions, content_only=True)
     content = [c for c in content if c not in set(manners)]
     margin, passing, recall = _calibrated(manners, content, args, static.embed)
     # questions that open a message ("Hi, how are you?"): small talk against the pools' question clauses
@@ -549,8 +549,9 @@ def run_train_manners(args) -> int:
     out.write_text(json.dumps(saved, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
     print(
         f"{len(manners)} politeness and {len(content)} content clauses; margin {margin:.3f} (in {args.folds}-fold "
-        f"cross-validation {passing} content clauses reach it); politeness clauses with words the lists do not "
-        f"know read as politeness in cross-validation: {recall:.3f}. Opening questions: {len(asking)} small talk "
+        f"cross-validation {passing} content clauses reach it; the second look, content floor {args.content_floor}, "
+        f"comes after); politeness clauses read as politeness in cross-validation: {recall:.3f}. Opening questions: "
+        f"{len(asking)} small talk "
         f"and {len(asked)} content; margin {asking_margin:.3f} ({asking_passing} content questions reach it); "
         f"small talk read as such: {asking_recall:.3f}; wrote {out}"
     )

@@ -37,7 +37,7 @@ def test_content_around_a_question_stays_even_among_politeness_words():
 
 def test_held_out_content_clauses_are_almost_never_read_as_politeness():
     """context_test.json was written with context_train.json (alternate lines) and never trained on."""
-    clauses = manners_clauses(_json_strings([str(DATA / "context_test.json")]), unknown_only=True)
+    clauses = manners_clauses(_json_strings([str(DATA / "context_test.json")]), content_only=True)
     assert len(clauses) > 150
     read_as_manners = [clause for clause in clauses if is_manners(clause)]
     assert len(read_as_manners) <= 0.02 * len(clauses), read_as_manners
