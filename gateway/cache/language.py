@@ -14,13 +14,16 @@ translations of the system's programs: a few million characters per language, De
 /usr/share/locale) plus the project's training pools of support questions in French and English, weighted
 up (2,869 questions of 35 businesses; no held-out pool); nothing is downloaded at run time. Each language
 keeps its most frequent 1-3 character n-grams; a text scores, per language, the mean log-probability of its
-known n-grams.
+known n-grams. Then its words vote: each word's French-against-English log-odds in the same corpora ("prix"
++5, "price" -5, "roaming" nothing); when the letters say English or French and the words say the other by the
+model's `word_margin`, the language is "?" ("prix du roaming": English letters, French words).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import unicodedata
 from collections import Counter
@@ -30,14 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.cache.lexicon import EN_MARKERS, FR_MARKERS
-
-__all__ = ["LanguageDetector", "UNKNOWN", "train_language_model"]
+__all__ = ["LanguageDetector", "UNKNOWN", "train_language_model", "word_log_odds"]
 
 UNKNOWN = "?"
 MODEL_PATH = Path(__file__).with_name("language_model.json")
 MIN_LETTERS = 4
-_MARKERS = {"en": EN_MARKERS, "fr": FR_MARKERS}  # function words: a closed class says which language a text is in
+_VOTED = ("en", "fr")  # the languages whose words vote (`word_log_odds`)
 _NOT_LETTERS = re.compile(r"[\W\d_]+")
 _SCRIPTS = (
     ("CYRILLIC", "x-cyrillic"),
@@ -90,8 +91,18 @@ def _script_of_letters(text: str) -> str | None:
 
 
 class LanguageDetector:
-    def __init__(self, languages: list[str], grams: list[str], logp: np.ndarray, min_margin: float) -> None:
+    def __init__(
+        self,
+        languages: list[str],
+        grams: list[str],
+        logp: np.ndarray,
+        min_margin: float,
+        words: dict[str, float] | None = None,
+        word_margin: float = 2.0,
+    ) -> None:
         self.languages = list(languages)
+        self._word_odds = words or {}  # word -> French-against-English log-odds (`word_log_odds`)
+        self.word_margin = word_margin
         self._index = {gram: i for i, gram in enumerate(grams)}
         self._unknown = len(grams)  # a row of zeros: n-grams the model does not know count for nothing
         self._logp = np.vstack([np.asarray(logp, dtype=np.float32), np.zeros((1, len(languages)), np.float32)])
@@ -109,6 +120,8 @@ class LanguageDetector:
             data["grams"],
             logp.reshape(len(data["grams"]), len(data["languages"])),
             data["min_margin"],
+            data.get("words"),
+            data.get("word_margin", 2.0),
         )
 
     def scores(self, text: str) -> dict[str, float]:
@@ -201,15 +214,16 @@ class LanguageDetector:
         return self._unless_words_disagree(self.languages[best], norm)
 
     def _unless_words_disagree(self, lang: str, norm: str) -> str:
-        """`lang`, or "?" when the text's function words say another language: "prix du roaming" reads as English
-        by its letters ("roaming") and as French by "du". Two signals that disagree: do not know. Only English
-        and French have function word lists ("de", "la" are Spanish too)."""
-        if lang not in _MARKERS:
+        """`lang`, or "?" when the text's words vote for the other of English and French by `word_margin` or more:
+        "prix du roaming" reads as English by its letters ("roaming") and as French by "prix" and "du"; "horaires
+        magasin" as English by its letters and as French by both its words. Two signals that disagree: do not
+        know. Each word's vote is its learned French-against-English log-odds (`words`: "du" +5, "the" -5,
+        "roaming" and "wifi" nothing: both languages use them)."""
+        if lang not in _VOTED or not self._word_odds:
             return lang
-        words = norm.split()
-        counts = {marked: sum(word in markers for word in words) for marked, markers in _MARKERS.items()}
-        said = max(counts, key=counts.__getitem__)
-        if counts[said] and list(counts.values()).count(counts[said]) == 1 and said != lang:
+        get = self._word_odds.get
+        vote = sum([get(word, 0.0) for word in norm.split()])  # > 0: French
+        if (vote >= self.word_margin and lang == "en") or (vote <= -self.word_margin and lang == "fr"):
             return UNKNOWN
         return lang
 
@@ -241,9 +255,30 @@ def train_language_model(
     logp -= logp.mean(axis=1, keepdims=True)
     for j, lang in enumerate(languages):  # a per-gram prior: the languages the gateway mostly sees win a tie
         logp[:, j] += (prior or {}).get(lang, 0.0)
-    return {
+    model = {
         "languages": languages,
         "grams": grams,
         "min_margin": min_margin,
         "logp": base64.b64encode(logp.astype(np.float16).tobytes()).decode(),
     }
+    if all(lang in corpora for lang in _VOTED):
+        model["word_margin"] = 2.0
+        model["words"] = word_log_odds(corpora["fr"], corpora["en"])
+    return model
+
+
+def word_log_odds(french: list[str], english: list[str], *, min_count: int = 3, min_odds: float = 1.0) -> dict:
+    """Each word's log-odds of French against English in the two corpora (smoothed, clipped to +-5), for the words
+    seen `min_count` times or more whose odds reach `min_odds` either way: "prix" +5, "price" -5; a word both
+    languages use ("roaming", "wifi", "code") is left out and votes for neither."""
+    fr = Counter(word for text in french for word in _normalise(text).split())
+    en = Counter(word for text in english for word in _normalise(text).split())
+    total_fr, total_en = sum(fr.values()) or 1, sum(en.values()) or 1
+    out = {}
+    for word in sorted(set(fr) | set(en)):
+        if fr[word] + en[word] < min_count:
+            continue
+        odds = math.log((fr[word] + 0.5) / total_fr) - math.log((en[word] + 0.5) / total_en)
+        if abs(odds) >= min_odds:
+            out[word] = round(max(-5.0, min(5.0, odds)), 2)
+    return out

@@ -6,9 +6,10 @@
 
 They read only training data: gettext catalogs of the build machine, data/cache/pool_dev.jsonl,
 pool_train.jsonl, pool_train2.jsonl, pool_train3a.jsonl and pool_train3b.jsonl (TRAINING_POOLS), pairs.jsonl,
-manners_train.json, manners_dev.json, manners_dev2.json and context_train.json. The held-out files (pool_test.jsonl,
-pool_fresh*.jsonl, pairs_adversarial.jsonl, pairs_fresh.jsonl, manners_test.json, context_test.json) are
-never read here.
+manners_train.json, manners_dev.json, manners_dev2.json, manners_dev3.json, context_train.json and
+context_dev2.json. The held-out files (pool_test.jsonl, pool_fresh*.jsonl, pairs_adversarial.jsonl,
+pairs_fresh.jsonl, manners_test.json, manners_test2.json, context_test.json, context_test2.json) are never read
+here.
 """
 
 from __future__ import annotations

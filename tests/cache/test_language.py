@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from gateway.cache.language import UNKNOWN, LanguageDetector, _script, _script_of_letters
+from gateway.cache.language import UNKNOWN, LanguageDetector, _script, _script_of_letters, word_log_odds
 
 
 def test_languages_and_scripts():
@@ -24,11 +24,19 @@ def test_script_reads_latin_text_as_latin_without_looking_letters_up():
         assert _script(text) == _script_of_letters(text), text
 
 
-def test_function_words_that_say_another_language_make_it_unknown():
+def test_words_that_vote_for_the_other_language_make_it_unknown():
     detector = LanguageDetector.load()
-    # its letters read as English ("roaming"), its function words ("du") as French: do not know
+    # its letters read as English ("roaming"), its words ("prix", "du") vote French: do not know
     assert detector.detect("prix du roaming ?") == UNKNOWN
     assert detector.detect("le roaming est inclus ?") == UNKNOWN
+    assert detector.detect("horaires magasin") == UNKNOWN  # English by its letters, French by both words
     assert detector.detect("roaming price?") == "en"
-    assert detector.detect("quel est le prix du roaming ?") == "fr"  # enough French to outweigh one English word
-    assert detector.detect("¿Dónde está mi pedido de la tienda?") == "es"  # "de", "la" are Spanish too
+    assert detector.detect("store hours") == "en"
+    assert detector.detect("quel est le prix du roaming ?") == "fr"  # its letters say French too
+    assert detector.detect("¿Dónde está mi pedido de la tienda?") == "es"  # only English and French words vote
+
+
+def test_word_log_odds_keep_the_words_of_one_language():
+    odds = word_log_odds(["le prix du forfait", "le prix", "prix du wifi"] * 3, ["the price", "wifi price"] * 3)
+    assert odds["prix"] > 1 and odds["le"] > 1 and odds["price"] < -1 and odds["the"] < -1
+    assert "wifi" not in odds  # both languages use it: it votes for neither
