@@ -62,7 +62,7 @@ def test_held_out_questions_are_almost_never_read_as_small_talk():
 
 
 HELD_OUT_POOLS = tuple(
-    f"pool_{name}.jsonl" for name in ("test", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6")
+    f"pool_{name}.jsonl" for name in ("test", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7")
 )
 
 
