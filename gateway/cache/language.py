@@ -39,6 +39,7 @@ UNKNOWN = "?"
 MODEL_PATH = Path(__file__).with_name("language_model.json")
 MIN_LETTERS = 4
 _VOTED = ("en", "fr")  # the languages whose words vote (`word_log_odds`)
+WORDS_DECIDE = 5.0  # the vote that settles English against French when the letters are too close to call
 _NOT_LETTERS = re.compile(r"[\W\d_]+")
 _SCRIPTS = (
     ("CYRILLIC", "x-cyrillic"),
@@ -103,6 +104,7 @@ class LanguageDetector:
         self.languages = list(languages)
         self._word_odds = words or {}  # word -> French-against-English log-odds (`word_log_odds`)
         self.word_margin = word_margin
+        self.words_decide = WORDS_DECIDE
         self._index = {gram: i for i, gram in enumerate(grams)}
         self._unknown = len(grams)  # a row of zeros: n-grams the model does not know count for nothing
         self._logp = np.vstack([np.asarray(logp, dtype=np.float32), np.zeros((1, len(languages)), np.float32)])
@@ -206,12 +208,26 @@ class LanguageDetector:
         if values.count(top) > 1:  # a tie for the best: as argsort orders it
             second, best = np.argsort(mean)[-2:]
             if mean[best] - mean[second] < self.min_margin:
-                return UNKNOWN
+                return self._close_call(int(best), int(second), norm)
             return self._unless_words_disagree(self.languages[int(best)], norm)
         best = values.index(top)
-        if mean[best] - np.float32(max(values[:best] + values[best + 1 :])) < self.min_margin:
-            return UNKNOWN
+        runner_up = max(values[:best] + values[best + 1 :])
+        if mean[best] - np.float32(runner_up) < self.min_margin:
+            return self._close_call(best, values.index(runner_up) if values.index(runner_up) != best else -1, norm)
         return self._unless_words_disagree(self.languages[best], norm)
+
+    def _close_call(self, best: int, second: int, norm: str) -> str:
+        """When the letters cannot tell English from French (French typed without its accents: "comment offrir
+        un ebook a un ami"), the words decide if they vote by `words_decide` or more; else "?"."""
+        if second < 0 or {self.languages[best], self.languages[second]} != set(_VOTED) or not self._word_odds:
+            return UNKNOWN
+        vote = self._vote(norm)
+        return "fr" if vote >= self.words_decide else "en" if vote <= -self.words_decide else UNKNOWN
+
+    def _vote(self, norm: str) -> float:
+        """The text's words' French-against-English log-odds, summed (> 0: French)."""
+        get = self._word_odds.get
+        return sum([get(word, 0.0) for word in norm.split()])
 
     def _unless_words_disagree(self, lang: str, norm: str) -> str:
         """`lang`, or "?" when the text's words vote for the other of English and French by `word_margin` or more:
@@ -221,8 +237,7 @@ class LanguageDetector:
         "roaming" and "wifi" nothing: both languages use them)."""
         if lang not in _VOTED or not self._word_odds:
             return lang
-        get = self._word_odds.get
-        vote = sum([get(word, 0.0) for word in norm.split()])  # > 0: French
+        vote = self._vote(norm)
         if (vote >= self.word_margin and lang == "en") or (vote <= -self.word_margin and lang == "fr"):
             return UNKNOWN
         return lang

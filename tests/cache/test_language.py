@@ -40,3 +40,10 @@ def test_word_log_odds_keep_the_words_of_one_language():
     odds = word_log_odds(["le prix du forfait", "le prix", "prix du wifi"] * 3, ["the price", "wifi price"] * 3)
     assert odds["prix"] > 1 and odds["le"] > 1 and odds["price"] < -1 and odds["the"] < -1
     assert "wifi" not in odds  # both languages use it: it votes for neither
+
+
+def test_the_words_settle_a_close_call_between_english_and_french():
+    detector = LanguageDetector.load()
+    # typed without its accents, the letters cannot tell French from English; "offrir", "un", "ami" can
+    assert detector.detect("comment offrir un ebook a un ami ?") == "fr"
+    assert detector.detect("mes documents sont en word, c'est accepte ?") == "fr"
