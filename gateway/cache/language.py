@@ -217,11 +217,15 @@ class LanguageDetector:
         return self._unless_words_disagree(self.languages[best], norm)
 
     def _close_call(self, best: int, second: int, norm: str) -> str:
-        """When the letters cannot tell English from French (French typed without its accents: "comment offrir
-        un ebook a un ami"), the words decide if they vote by `words_decide` or more; else "?"."""
-        if second < 0 or {self.languages[best], self.languages[second]} != set(_VOTED) or not self._word_odds:
+        """When the letters cannot tell the language (French typed without its accents: "comment offrir un ebook a
+        un ami"; "old furniture disposal service": Italian or English?) and English or French is one of the two
+        front-runners, the words decide if they vote by `words_decide` or more; else "?"."""
+        front = {self.languages[best]} | ({self.languages[second]} if second >= 0 else set())
+        if not front & set(_VOTED) or not self._word_odds:
             return UNKNOWN
-        vote = self._vote(norm)
+        return self._voted(self._vote(norm))
+
+    def _voted(self, vote: float) -> str:
         return "fr" if vote >= self.words_decide else "en" if vote <= -self.words_decide else UNKNOWN
 
     def _vote(self, norm: str) -> float:
@@ -230,16 +234,16 @@ class LanguageDetector:
         return sum([get(word, 0.0) for word in norm.split()])
 
     def _unless_words_disagree(self, lang: str, norm: str) -> str:
-        """`lang`, or "?" when the text's words vote for the other of English and French by `word_margin` or more:
-        "prix du roaming" reads as English by its letters ("roaming") and as French by "prix" and "du"; "horaires
-        magasin" as English by its letters and as French by both its words. Two signals that disagree: do not
-        know. Each word's vote is its learned French-against-English log-odds (`words`: "du" +5, "the" -5,
-        "roaming" and "wifi" nothing: both languages use them)."""
+        """`lang`, unless the text's words vote for the other of English and French by `word_margin` or more:
+        "prix du roaming" reads as English by its letters ("roaming") and as French by "prix" and "du"; "cost per
+        lesson" as French by its letters. Two signals that disagree: the words decide when they vote by
+        `words_decide` or more, else "?". Each word's vote is its learned French-against-English log-odds
+        (`words`: "du" +5, "the" -5, "roaming" and "wifi" nothing: both languages use them)."""
         if lang not in _VOTED or not self._word_odds:
             return lang
         vote = self._vote(norm)
         if (vote >= self.word_margin and lang == "en") or (vote <= -self.word_margin and lang == "fr"):
-            return UNKNOWN
+            return self._voted(vote)
         return lang
 
 

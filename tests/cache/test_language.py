@@ -24,16 +24,20 @@ def test_script_reads_latin_text_as_latin_without_looking_letters_up():
         assert _script(text) == _script_of_letters(text), text
 
 
-def test_words_that_vote_for_the_other_language_make_it_unknown():
+def test_words_that_vote_for_the_other_language_decide_or_make_it_unknown():
     detector = LanguageDetector.load()
-    # its letters read as English ("roaming"), its words ("prix", "du") vote French: do not know
-    assert detector.detect("prix du roaming ?") == UNKNOWN
-    assert detector.detect("le roaming est inclus ?") == UNKNOWN
-    assert detector.detect("horaires magasin") == UNKNOWN  # English by its letters, French by both words
+    # its letters read as English ("roaming"), its words ("prix", "du") vote French by 5 or more: French
+    assert detector.detect("prix du roaming ?") == "fr"
+    assert detector.detect("le roaming est inclus ?") == "fr"
+    assert detector.detect("horaires magasin") == "fr"  # English by its letters, French by both words
+    assert detector.detect("cost per lesson") == "en"  # French by its letters
     assert detector.detect("roaming price?") == "en"
     assert detector.detect("store hours") == "en"
     assert detector.detect("quel est le prix du roaming ?") == "fr"  # its letters say French too
     assert detector.detect("¿Dónde está mi pedido de la tienda?") == "es"  # only English and French words vote
+    # letters one way, words the other by less than `words_decide`: do not know
+    weak = next(w for w, odds in detector._word_odds.items() if 2 <= odds < 5 and w.isalpha() and len(w) > 3)
+    assert detector._unless_words_disagree("en", f" {weak} ") == UNKNOWN
 
 
 def test_word_log_odds_keep_the_words_of_one_language():

@@ -33,11 +33,11 @@ def run(tmp_path, capsys, *extra: str) -> list[str]:
     return capsys.readouterr().out.strip().splitlines()
 
 
-def write_manners(tmp_path):
+def write_manners(tmp_path, en_opener: str = "Hi team,"):
     """One opener and one closer per language, for `--variants --manners`."""
     path = tmp_path / "manners.json"
     manners = {
-        "en_openers": ["Hi team,"],
+        "en_openers": [en_opener],
         "fr_openers": ["Bonjour,"],
         "en_closers": ["Thanks!"],
         "fr_closers": ["Merci !"],
@@ -105,7 +105,7 @@ def test_rows_of_two_shops_live_in_two_partitions(tmp_path, capsys):
 def test_variants_eval_lists_each_variant_that_missed_when_verbose(tmp_path, capsys):
     if not Embedder.load(model="static").available:
         pytest.skip("static embedding table absent")
-    manners = write_manners(tmp_path)
+    manners = write_manners(tmp_path, "I moved to Lyon last week.")  # content, not manners: those variants miss
     quiet = run(tmp_path, capsys, "--variants", "--seeds", "2", "--manners", str(manners))
     lines = run(tmp_path, capsys, "--variants", "--seeds", "2", "--manners", str(manners), "-v")
     assert not any(line.startswith("  miss [") for line in quiet)
