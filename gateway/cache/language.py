@@ -15,8 +15,9 @@ translations of the system's programs: a few million characters per language, De
 up (2,869 questions of 35 businesses; no held-out pool); nothing is downloaded at run time. Each language
 keeps its most frequent 1-3 character n-grams; a text scores, per language, the mean log-probability of its
 known n-grams. Then its words vote: each word's French-against-English log-odds in the same corpora ("prix"
-+5, "price" -5, "roaming" nothing); when the letters say English or French and the words say the other by the
-model's `word_margin`, the language is "?" ("prix du roaming": English letters, French words).
++5, "price" -5, "roaming" nothing). When the letters say English or French and the words say the other by the
+model's `word_margin`, or the letters cannot tell, the words decide if they vote by WORDS_DECIDE or more, and
+the language is "?" otherwise ("prix du roaming": English letters, French words, French).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ UNKNOWN = "?"
 MODEL_PATH = Path(__file__).with_name("language_model.json")
 MIN_LETTERS = 4
 _VOTED = ("en", "fr")  # the languages whose words vote (`word_log_odds`)
+WORD_MARGIN = 2.0  # a vote this strong against the letters' English or French: they disagree
 WORDS_DECIDE = 5.0  # the vote that settles English against French when the letters are too close to call
 _NOT_LETTERS = re.compile(r"[\W\d_]+")
 _SCRIPTS = (
@@ -99,7 +101,7 @@ class LanguageDetector:
         logp: np.ndarray,
         min_margin: float,
         words: dict[str, float] | None = None,
-        word_margin: float = 2.0,
+        word_margin: float = WORD_MARGIN,
     ) -> None:
         self.languages = list(languages)
         self._word_odds = words or {}  # word -> French-against-English log-odds (`word_log_odds`)
@@ -123,7 +125,7 @@ class LanguageDetector:
             logp.reshape(len(data["grams"]), len(data["languages"])),
             data["min_margin"],
             data.get("words"),
-            data.get("word_margin", 2.0),
+            data.get("word_margin", WORD_MARGIN),
         )
 
     def scores(self, text: str) -> dict[str, float]:
@@ -211,17 +213,16 @@ class LanguageDetector:
                 return self._close_call(int(best), int(second), norm)
             return self._unless_words_disagree(self.languages[int(best)], norm)
         best = values.index(top)
-        runner_up = max(values[:best] + values[best + 1 :])
+        runner_up = max(values[:best] + values[best + 1 :])  # below the best: a tie was handled above
         if mean[best] - np.float32(runner_up) < self.min_margin:
-            return self._close_call(best, values.index(runner_up) if values.index(runner_up) != best else -1, norm)
+            return self._close_call(best, values.index(runner_up), norm)
         return self._unless_words_disagree(self.languages[best], norm)
 
     def _close_call(self, best: int, second: int, norm: str) -> str:
         """When the letters cannot tell the language (French typed without its accents: "comment offrir un ebook a
         un ami"; "old furniture disposal service": Italian or English?) and English or French is one of the two
         front-runners, the words decide if they vote by `words_decide` or more; else "?"."""
-        front = {self.languages[best]} | ({self.languages[second]} if second >= 0 else set())
-        if not front & set(_VOTED) or not self._word_odds:
+        if not {self.languages[best], self.languages[second]} & set(_VOTED) or not self._word_odds:
             return UNKNOWN
         return self._voted(self._vote(norm))
 
@@ -281,7 +282,7 @@ def train_language_model(
         "logp": base64.b64encode(logp.astype(np.float16).tobytes()).decode(),
     }
     if all(lang in corpora for lang in _VOTED):
-        model["word_margin"] = 2.0
+        model["word_margin"] = WORD_MARGIN
         model["words"] = word_log_odds(corpora["fr"], corpora["en"])
     return model
 
