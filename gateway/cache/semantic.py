@@ -904,9 +904,12 @@ def _check_order(a: TextFeatures, b: TextFeatures) -> str | None:
 
 
 def _check_wording(a: TextFeatures, b: TextFeatures) -> str | None:
+    # the same words in other roles: another question ("miles into hotel points" / "hotel points into miles",
+    # "my child's card" / "my child ... my card"); in another order only, the same one reworded ("the
+    # warranty on the frame" / "the frame warranty")
+    if _roles_swapped(_roles(a._text, a.wording, a.lang), _roles(b._text, b.wording, b.lang)):
+        return "word order"
     if a.lang == b.lang and a.lang != "?":
-        if len(a.wording) >= 2 and a.wording != b.wording and Counter(a.wording) == Counter(b.wording):
-            return "word order"
         return _substitution(a.content, b.content)
     return None
 
@@ -926,6 +929,100 @@ _CHECKS = (
 def _unit_clash(a: frozenset, b: frozenset) -> bool:
     a_units, b_units = dict(a), dict(b)
     return any(n in b_units and b_units[n] != u for n, u in a_units.items())
+
+
+# Who does what to whom: words that give the words after them a role ("from A to B", "X for Y", "paint over
+# oil", "convertir X en Y", "basculer X sur Y", "la carte de mon enfant"), and possessors ("my child's card"):
+# two texts with the same words in other roles ask other questions.
+_ROLE_WORDS = {
+    "en": frozenset("from to into onto over for than instead with by towards versus vs of".split()),
+    "fr": frozenset("a au aux en pour vers depuis contre par sur avec de du des".split()),  # folded: à is a
+}
+_COMPLEMENT = frozenset(["of", "de", "du", "des"])  # "billet de ferry": the complement belongs to the phrase
+_POSSESSIVE_DETERMINERS = frozenset(
+    "my your his her our their mon ma mes ton ta tes son sa ses notre nos votre vos leur leurs".split()
+)
+_PERSON = {  # one word per person: "to me" and "Can I ..." name the same one
+    **dict.fromkeys("i me my mine myself je moi mon ma mes".split(), "me"),
+    **dict.fromkeys("you your yours tu toi te ton ta tes vous votre vos".split(), "you"),
+}
+_ROLE_TOKEN = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*(?:'s?(?![^\W\d_]))?|\d+|[.,;:!?]")
+
+
+@dataclass(frozen=True, slots=True)
+class _Roles:
+    phrases: tuple[tuple[str, frozenset[str]], ...]  # (role word, the words it leads)
+    owned: tuple[tuple[str, str], ...]  # (possessor, what it owns): "my child's card", "la carte de mon enfant"
+    owner_before: frozenset[str]  # words right after a possessive determiner ("my card")
+    words: frozenset[str]
+
+
+@lru_cache(maxsize=16384)
+def _roles(text: str, wording: tuple[str, ...], lang: str) -> _Roles:
+    """The role words of a text and what each leads (its first content word, or its first word when it has
+    none: "to me", "en Go"; and a complement: "en billet de car"), and what is owned by whom."""
+    role_words = _ROLE_WORDS.get(lang) or _ROLE_WORDS["en"] | _ROLE_WORDS["fr"] - {"a"}
+    content = {_stem(word.rstrip("'")) if word.endswith("'") else word for word in wording}  # "my child's card"
+    stems, possessive = [], []
+    for token in _ROLE_TOKEN.findall(_fold(text)):
+        owner = token.endswith("'s") or (token.endswith("'") and len(token) > 2)
+        word = token[: -2 if token.endswith("'s") else -1] if owner else token
+        if word in _PERSON:
+            stems.append(_PERSON[word])
+        else:
+            stems.append(word if word in role_words or not word[0].isalpha() else _stem(word))
+        possessive.append(owner and stems[-1] in content)
+    phrases, owned, owner_before = [], [], set()
+    for i, stem in enumerate(stems):
+        nxt = stems[i + 1] if i + 1 < len(stems) else ""
+        if possessive[i] and nxt in content:
+            owned.append((stem, nxt))
+        if stem in _POSSESSIVE_DETERMINERS or (stem in ("me", "you") and nxt in content):
+            owner_before.add(nxt)
+        if stem not in role_words or not nxt:
+            continue
+        if stem in _COMPLEMENT and (nxt in _POSSESSIVE_DETERMINERS or nxt in ("me", "you")):
+            # "la carte de mon enfant": the word before "de" is owned by the one after the determiner
+            if i >= 1 and stems[i - 1] in content and i + 2 < len(stems) and stems[i + 2] in content:
+                owned.append((stems[i + 2], stems[i - 1]))
+        led = _led(stems, i + 1, role_words, content)
+        if led:
+            phrases.append((stem, led))
+    return _Roles(tuple(phrases), tuple(owned), frozenset(owner_before), frozenset(stems))
+
+
+def _led(stems: list[str], start: int, role_words: frozenset[str], content: set[str]) -> frozenset[str]:
+    """What a role word at start - 1 leads: its first content word within four words (and that word's
+    complement: "billet de car"), else its first word."""
+    for j in range(start, min(start + 4, len(stems))):
+        if (stems[j] in role_words and stems[j] not in _COMPLEMENT) or not stems[j][0].isalnum():
+            break
+        if stems[j] in content:
+            led = [stems[j]]
+            for k in range(j + 1, min(j + 3, len(stems))):  # "compte perso", "billet de car"
+                if stems[k] in content:
+                    led.append(stems[k])
+                elif not (stems[k] in _COMPLEMENT and k == j + 1):
+                    break
+            return frozenset(led)
+    return frozenset(stems[start : start + 1]) if stems[start][0].isalnum() else frozenset()
+
+
+def _roles_swapped(ra: _Roles, rb: _Roles) -> bool:
+    """Two texts give the same words other roles: a role word both use leads, in each, a word the other
+    has only elsewhere ("points into miles" / "miles into points", "to me" / "I ... to a friend"); or what
+    one text's possessor owns has an owner named by a determiner in the other ("my child's card" / "my
+    child ... my card")."""
+    for role in {role for role, _ in ra.phrases} & {role for role, _ in rb.phrases}:
+        led_a = frozenset().union(*(led for r, led in ra.phrases if r == role))
+        led_b = frozenset().union(*(led for r, led in rb.phrases if r == role))
+        if (led_a - led_b) & rb.words and (led_b - led_a) & ra.words:
+            return True
+    for mine, theirs in ((ra, rb), (rb, ra)):
+        for owner, thing in mine.owned:
+            if owner in theirs.words and (owner, thing) not in theirs.owned and thing in theirs.owner_before:
+                return True
+    return False
 
 
 def _order_differs(a: tuple, b: tuple) -> bool:

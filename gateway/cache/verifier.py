@@ -98,15 +98,27 @@ SIGNS = (1, 1, 1, 1, -1, -1, -1, -1, -1, 0, -1) + (-1,) * (len(REASONS) + len(AL
 
 # closed classes: the first of these words in a question says what kind of answer it wants
 _KINDS = (
-    ("amount", r"how (?:much|many|long)|combien|quel (?:est le )?(?:prix|montant|d[ée]lai)"),
-    ("how", r"how|comment"),
+    (
+        "amount",
+        r"how (?:much|many|long)|combien|quel (?:est le )?(?:prix|montant|d[ée]lai)"
+        r"|what(?:'s| is| are)(?: the)? (?:price|cost|fee|charge|rate)s?|what do(?:es)? (?:you|it) (?:charge|cost)"
+        r"|quel(?:le)? est (?:le |la )?(?:prix|tarif|co[uû]t|dur[ée]e)|quels sont (?:les|vos) (?:prix|tarifs)",
+    ),
+    ("how", r"how|comment|what(?:'s| is) the (?:best |easiest |quickest )?way to"),
     ("where", r"where|o[uù]|wheres"),
-    ("when", r"when|quand|[àa] quelle heure"),
+    ("when", r"when|quand|[àa] quelle heure|what time|quelle heure"),
     ("why", r"why|pourquoi"),
     ("what", r"what|which|whats|quel|quelle|quels|quelles|qu'est"),
-    ("can", r"can|could|may|is it possible|puis|peut|pouvez|est-il possible|possible"),
+    (
+        "can",
+        r"can|could|may|is it possible|puis|peut|peux|pouvez|pourrais|pourriez|pourrait|est-il possible|possible"
+        r"|would you be able|are you able",
+    ),
     ("yesno", r"do|does|did|is|are|r|will|have|has|est-ce|avez|[eê]tes|proposez|acceptez|livrez|vendez"),
 )
+# "est-ce que" only says that a French sentence is a question: the kind is read after it ("est-ce que je
+# peux" asks what "je peux ... ?" and "puis-je" ask)
+_EST_CE_QUE = re.compile(r"(?<![\w'])est[- ]ce qu(?:e\b|')\s*")
 # One search finds the kind: the leftmost place any kind matches, and there the first kind in this order
 # (what searching each kind apart and keeping the earliest start, ties to the first listed, gives).
 _KIND_RX = re.compile(r"(?<![\w'])(?:" + "|".join(f"(?P<{kind}>{rx})" for kind, rx in _KINDS) + r")(?![\w])")
@@ -124,16 +136,27 @@ _DIRECTIONS = {
     "out": "from",
 }
 _WORD = re.compile(r"[\w']+")
+# an English "to" after these words leads a verb, not a place ("is it possible to pay", "going to be")
+_TO_VERB = frozenset(
+    "possible able want wants wanted wanna need needs needed going like love prefer have has had how way allowed"
+    " supposed try trying plan planning hoping hope wish order about decide forgot forget remember easy hard"
+    " impossible ok okay due used cost costs".split()
+)
 
 
 @lru_cache(maxsize=16384)
 def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
     """(kind of question, direction classes, words) of one text."""
     lower = question_part(text)  # lower-cased, the manners around it dropped (memoised: the language reads it)
-    match = _KIND_RX.search(lower)
+    match = _KIND_RX.search(_EST_CE_QUE.sub("", lower) if "ce qu" in lower else lower)
     kind = match.lastgroup if match is not None and match.lastgroup else "statement"
+    kind = "yesno" if kind == "can" else kind  # "Can you deliver?" and "Do you deliver?" both ask yes or no
     words = tuple(_WORD.findall(lower))
-    directions = frozenset(_DIRECTIONS[w] for w in words if w in _DIRECTIONS)
+    directions = frozenset(
+        _DIRECTIONS[w]
+        for i, w in enumerate(words)
+        if w in _DIRECTIONS and not (w == "to" and i and words[i - 1] in _TO_VERB)
+    )
     if "a" in words and "to" not in directions and lower.isascii() and features(text).lang == "fr":
         directions |= _TO  # French typed without accents writes "à" as "a"
     return kind, directions, words
@@ -281,10 +304,14 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
     if not loose_a and not loose_b:
         return 0, 0
     counts = [0, 0]
+    kind = _kind_direction(a)[0]
+    said = _SAID_BY_KIND.get(kind, ()) if kind == _kind_direction(b)[0] else ()
     for side, loose, mine, other in ((0, loose_a, ca, cb), (1, loose_b, cb, ca)):
         for i in loose:
             token = mine.tokens[i]
-            if _close_to_any(token, other.tokens):
+            if not _negated_in(token, other.tokens) and (
+                token in said or _close_to_any(token, other.tokens) or _same_root(token, other.tokens)
+            ):
                 continue
             if (
                 len(token) >= 5
@@ -296,6 +323,79 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
             if first:
                 return counts[0], counts[1]
     return counts[0], counts[1]
+
+
+# words that say no more than the kind of question both sides ask: "How much does a filling cost?" asks what
+# "How much is a filling?" asks
+_SAID_BY_KIND = {
+    "amount": frozenset(
+        [
+            "price",
+            "prices",
+            "cost",
+            "costs",
+            "fee",
+            "fees",
+            "prix",
+            "tarif",
+            "tarifs",
+            "coute",
+            "coûte",
+            "coutent",
+            "coûtent",
+        ]
+    ),
+    "when": frozenset(["time", "heure"]),
+    "yesno": frozenset(["allowed", "permitted", "okay", "ok", "autorisé", "autorise", "permis"]),
+}
+# inflections: a word and its root, or two words of one root ("partager" / "partages", "booked" / "booking")
+_ENDINGS = (
+    "ements",
+    "ement",
+    "ings",
+    "ing",
+    "ées",
+    "ees",
+    "és",
+    "es",
+    "ée",
+    "ee",
+    "é",
+    "ed",
+    "er",
+    "ez",
+    "ant",
+    "ent",
+    "ons",
+    "s",
+    "e",
+)
+
+
+@lru_cache(maxsize=65536)
+def _roots(token: str) -> frozenset[str]:
+    """The token and what it leaves without one of _ENDINGS, when at least 4 letters remain."""
+    return frozenset(
+        [token] + [token[: -len(end)] for end in _ENDINGS if token.endswith(end) and len(token) - len(end) >= 4]
+    )
+
+
+# a word made the other's opposite by a prefix ("tinted" / "untinted", "verrouiller" / "déverrouiller") is no
+# counterpart of it however close the two are in the static table
+_NEGATING_PREFIXES = ("un", "non-", "non", "dis", "in", "im", "ir", "il", "dé", "dés", "de", "des")
+
+
+def _negated_in(token: str, others: tuple[str, ...]) -> bool:
+    for theirs in others:
+        short, long = (token, theirs) if len(token) < len(theirs) else (theirs, token)
+        if len(short) >= 4 and long.endswith(short) and long[: len(long) - len(short)] in _NEGATING_PREFIXES:
+            return True
+    return False
+
+
+def _same_root(token: str, others: tuple[str, ...]) -> bool:
+    roots = _roots(token)
+    return any(not roots.isdisjoint(_roots(theirs)) for theirs in others)
 
 
 @lru_cache(maxsize=65536)
@@ -406,7 +506,7 @@ def pair_features(a: str, b: str, cosine: float) -> np.ndarray:
         _overlap(fa.content, fb.content),
         len(only_a) + len(only_b),
         float(bool(only_a) and bool(only_b)),
-        float(sa[0] != sb[0]),
+        float(not _same_kind(sa[0], sb[0])),
         float(sa[1] != sb[1]),
         abs(math.log((sa[3] + 1) / (sb[3] + 1))),
         float(min(sa[3], sb[3]) <= 3),
@@ -593,10 +693,20 @@ def _kind_or_direction_differs(a: str, b: str) -> bool:
     if ka[0] == kb[0] and _same_direction(ka, kb):
         return False
     ra, rb = _read(a, b)  # "Commnet bloquer ma carte ?" asks how: its question word is a slip
-    if ra is a and rb is b:
-        return True
-    ka, kb = _kind_direction(ra), _kind_direction(rb)
-    return ka[0] != kb[0] or not _same_direction(ka, kb)
+    if ra is not a or rb is not b:
+        ka, kb = _kind_direction(ra), _kind_direction(rb)
+    return not _same_kind(ka[0], kb[0]) or not _same_direction(ka, kb)
+
+
+def _same_kind(ka: str, kb: str) -> bool:
+    """The same kind of question; or a statement or fragment ("I want to cancel my order", "student
+    discount?") against a question of what to do or whether ("How do I cancel my order?", "Do you have a
+    student discount?"). Not against where, when, why, what or how much: those ask for more than the
+    statement names."""
+    return ka == kb or (ka == "statement" and kb in _ASKS_TO_DO) or (kb == "statement" and ka in _ASKS_TO_DO)
+
+
+_ASKS_TO_DO = frozenset(["how", "yesno"])
 
 
 def _same_direction(ka: tuple, kb: tuple) -> bool:
@@ -622,12 +732,8 @@ def _unmatched_both(a: str, b: str) -> bool:
     return left_a > 0 and left_b > 0
 
 
-def _differs(part: int, a: str, b: str) -> bool:
-    return _kind_direction(a)[part] != _kind_direction(b)[part]
-
-
 _QUICK = {  # veto features computable without the rest, by cost
-    "question_kind_differs": lambda a, b: _differs(0, *_read(a, b)),
+    "question_kind_differs": lambda a, b: not _same_kind(*(_kind_direction(t)[0] for t in _read(a, b))),
     "direction_differs": lambda a, b: not _same_direction(*map(_kind_direction, _read(a, b))),
     "only_one_side": lambda a, b: any(_only(a, b)),
     "only_both_sides": lambda a, b: all(_only(a, b)),

@@ -206,3 +206,77 @@ def test_a_lone_letter_after_a_content_word_is_a_label_not_a_word():
     assert features("what does grade c mean").codes == {"letter:c"}
     for text in ("c possible de payer en plusieurs fois ?", "ticket, c combien", "l'adresse", "can u help", "plan a"):
         assert not features(text).codes, text  # texting "c'est" (not right after a word), an elision, "you", "a"
+
+
+def test_the_kind_of_question_is_read_after_est_ce_que_and_in_its_other_wordings():
+    from gateway.cache.verifier import _kind_direction, _same_kind
+
+    kind = lambda text: _kind_direction(text)[0]  # noqa: E731
+    assert kind("Est-ce que je peux venir ?") == kind("Je peux venir ?") == kind("Puis-je venir ?") == "yesno"
+    assert kind("Est-ce que vous livrez ?") == kind("Can you deliver?") == "yesno"  # can and do: yes or no
+    assert kind("What's the price of a filling?") == kind("How much is a filling?") == "amount"
+    assert kind("Quelle est la durée de la garantie ?") == "amount"
+    assert kind("What time do you open?") == kind("When do you open?") == "when"
+    assert kind("What's the best way to pause my plan?") == "how"
+    assert kind("What is your returns policy?") == "what"
+    # a statement or fragment asks what to do or whether, not where, when or how much
+    assert _same_kind("statement", "how") and _same_kind("statement", "yesno")
+    assert not _same_kind("statement", "where") and not _same_kind("how", "yesno")
+
+
+def test_an_infinitive_to_is_no_direction():
+    from gateway.cache.verifier import _kind_direction
+
+    assert _kind_direction("Is it possible to get a refund?")[1] == frozenset()
+    assert _kind_direction("I want to ship a parcel to Canada")[1] == frozenset({"to"})
+    assert _kind_direction("Do you ship to Canada?")[1] == frozenset({"to"})
+
+
+def test_inflections_match_and_a_negating_prefix_never_does():
+    from gateway.cache.verifier import _negated_in, _same_root, _unmatched
+
+    assert _same_root("partager", ("partages",)) and _same_root("booked", ("booking",))
+    assert not _same_root("refund", ("return",))
+    assert _negated_in("untinted", ("tinted",)) and _negated_in("déverrouiller", ("verrouiller",))
+    assert not _negated_in("tinted", ("painted",))
+    assert _unmatched("Can I return tinted paint?", "Can I return untinted paint?") != (0, 0)
+    assert _unmatched("Comment partager un album ?", "Comment on partage un album ?") == (0, 0)
+    # a word that only restates the kind of question both ask ("how much ... cost")
+    assert _unmatched("How much does a filling cost?", "How much is a filling?") == (0, 0)
+    assert _unmatched("How much does a filling cost?", "How long does a filling last?") != (0, 0)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Can I convert my miles into hotel points?", "Can I convert my hotel points into miles?"),
+        ("Can a friend transfer their points to me?", "Can I transfer my points to a friend?"),
+        ("Can I borrow with my child's card?", "Can my child borrow with my card?"),
+        ("Je peux emprunter avec la carte de mon enfant ?", "Mon enfant peut emprunter avec ma carte ?"),
+        (
+            "Puis-je passer de mon compte pro vers mon compte perso ?",
+            "Puis-je passer de mon compte perso vers mon compte pro ?",
+        ),
+        ("Est-ce que je peux convertir mes points en Go ?", "Est-ce que je peux convertir mes Go en points ?"),
+    ],
+)
+def test_the_same_words_in_other_roles_are_another_question(a, b):
+    from gateway.cache.semantic import guard
+
+    assert guard(a, b) == "word order"
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("How long is the warranty on the frame?", "How long is the frame warranty?"),
+        ("Do you have a senior discount?", "Do you have a discount for seniors?"),
+        ("What are the store's opening hours?", "What are the store opening hours?"),
+        ("Vous fermez à quelle heure le samedi ?", "Le samedi, vous fermez à quelle heure ?"),
+        ("Mot de passe oublié", "J'ai oublié mon mot de passe."),
+    ],
+)
+def test_the_same_words_in_another_order_are_the_same_question(a, b):
+    from gateway.cache.semantic import guard
+
+    assert guard(a, b) is None
