@@ -909,6 +909,8 @@ def _check_wording(a: TextFeatures, b: TextFeatures) -> str | None:
     # warranty on the frame" / "the frame warranty")
     if _roles_swapped(_roles(a._text, a.wording, a.lang), _roles(b._text, b.wording, b.lang)):
         return "word order"
+    if _swapped_pair(a.wording, b.wording):  # "Does the X price include Y?" / "Does the Y price include X?"
+        return "word order"
     if a.lang == b.lang and a.lang != "?":
         return _substitution(a.content, b.content)
     return None
@@ -935,17 +937,21 @@ def _unit_clash(a: frozenset, b: frozenset) -> bool:
 # oil", "convertir X en Y", "basculer X sur Y", "la carte de mon enfant"), and possessors ("my child's card"):
 # two texts with the same words in other roles ask other questions.
 _ROLE_WORDS = {
-    "en": frozenset("from to into onto over for than instead with by towards versus vs of".split()),
-    "fr": frozenset("a au aux en pour vers depuis contre par sur avec de du des".split()),  # folded: à is a
+    "en": frozenset("from to into onto over in for than instead with by towards versus vs of".split()),
+    "fr": frozenset("a au aux en dans pour vers depuis contre par sur avec de du des".split()),  # folded: à is a
 }
 _COMPLEMENT = frozenset(["of", "de", "du", "des"])  # "billet de ferry": the complement belongs to the phrase
 _POSSESSIVE_DETERMINERS = frozenset(
     "my your his her our their mon ma mes ton ta tes son sa ses notre nos votre vos leur leurs".split()
 )
 _PERSON = {  # one word per person: "to me" and "Can I ..." name the same one
-    **dict.fromkeys("i me my mine myself je moi mon ma mes".split(), "me"),
-    **dict.fromkeys("you your yours tu toi te ton ta tes vous votre vos".split(), "you"),
+    **dict.fromkeys("i me my mine myself je moi mon ma mes m'".split(), "me"),
+    **dict.fromkeys("you your yours tu toi te ton ta tes vous votre vos t'".split(), "you"),
 }
+# a person a verb does something for without a role word ("book me a table", "ma mère peut me réserver"): as
+# if "for" led it (only the pronouns that are never a subject or a determiner)
+_OBJECT_PRONOUNS = {"en": frozenset("me him us them".split()), "fr": frozenset("me m' te t' lui".split())}
+_IMPLICIT_ROLE = {"en": "for", "fr": "pour"}
 _ROLE_TOKEN = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*(?:'s?(?![^\W\d_]))?|\d+|[.,;:!?]")
 
 
@@ -953,7 +959,7 @@ _ROLE_TOKEN = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*(?:'s?(?![^\W\d_]))?|\d+|[.,;
 class _Roles:
     phrases: tuple[tuple[str, frozenset[str]], ...]  # (role word, the words it leads)
     owned: tuple[tuple[str, str], ...]  # (possessor, what it owns): "my child's card", "la carte de mon enfant"
-    owner_before: frozenset[str]  # words right after a possessive determiner ("my card")
+    owner_before: frozenset[str]  # words right after a possessive determiner or a person ("my card")
     words: frozenset[str]
 
 
@@ -963,11 +969,17 @@ def _roles(text: str, wording: tuple[str, ...], lang: str) -> _Roles:
     none: "to me", "en Go"; and a complement: "en billet de car"), and what is owned by whom."""
     role_words = _ROLE_WORDS.get(lang) or _ROLE_WORDS["en"] | _ROLE_WORDS["fr"] - {"a"}
     content = {_stem(word.rstrip("'")) if word.endswith("'") else word for word in wording}  # "my child's card"
-    stems, possessive = [], []
+    objects = _OBJECT_PRONOUNS.get(lang, frozenset())
+    stems: list[str] = []
+    possessive: list[bool] = []
+    given: list[bool] = []  # an object pronoun: "me" of "ma mère peut me réserver"
     for token in _ROLE_TOKEN.findall(_fold(text)):
         owner = token.endswith("'s") or (token.endswith("'") and len(token) > 2)
         word = token[: -2 if token.endswith("'s") else -1] if owner else token
-        if word in _PERSON:
+        given.append(word in objects and not (stems and stems[-1] in role_words))
+        if word == "d'":  # "passer d'une offre"
+            stems.append("de")
+        elif word in _PERSON:
             stems.append(_PERSON[word])
         else:
             stems.append(word if word in role_words or not word[0].isalpha() else _stem(word))
@@ -977,6 +989,8 @@ def _roles(text: str, wording: tuple[str, ...], lang: str) -> _Roles:
         nxt = stems[i + 1] if i + 1 < len(stems) else ""
         if possessive[i] and nxt in content:
             owned.append((stem, nxt))
+        if given[i]:
+            phrases.append((_IMPLICIT_ROLE[lang], frozenset([stem])))
         if stem in _POSSESSIVE_DETERMINERS or (stem in ("me", "you") and nxt in content):
             owner_before.add(nxt)
         if stem not in role_words or not nxt:
@@ -1014,15 +1028,44 @@ def _roles_swapped(ra: _Roles, rb: _Roles) -> bool:
     one text's possessor owns has an owner named by a determiner in the other ("my child's card" / "my
     child ... my card")."""
     for role in {role for role, _ in ra.phrases} & {role for role, _ in rb.phrases}:
-        led_a = frozenset().union(*(led for r, led in ra.phrases if r == role))
-        led_b = frozenset().union(*(led for r, led in rb.phrases if r == role))
-        if (led_a - led_b) & rb.words and (led_b - led_a) & ra.words:
+        in_a = [led for r, led in ra.phrases if r == role]
+        in_b = [led for r, led in rb.phrases if r == role]
+        if len(in_a) > 1 and in_a != in_b and sorted(map(sorted, in_a)) == sorted(map(sorted, in_b)):
+            return True  # "for my mum ... for me" / "for me ... for my mum"
+        led_a, led_b = frozenset().union(*in_a), frozenset().union(*in_b)
+        if _elsewhere(led_a - led_b, led_b, rb.words) and _elsewhere(led_b - led_a, led_a, ra.words):
             return True
     for mine, theirs in ((ra, rb), (rb, ra)):
         for owner, thing in mine.owned:
             if owner in theirs.words and (owner, thing) not in theirs.owned and thing in theirs.owner_before:
                 return True
     return False
+
+
+def _swapped_pair(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """The same words where two that are not neighbours trade places, the rest in place."""
+    if len(a) != len(b) or a == b:
+        return False
+    differ = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    return (
+        len(differ) == 2 and differ[1] - differ[0] >= 2 and (a[differ[0]], a[differ[1]]) == (b[differ[1]], b[differ[0]])
+    )
+
+
+def _elsewhere(words: frozenset[str], led: frozenset[str], other: frozenset[str]) -> bool:
+    """Whether one of `words` (led by a role word in one text) is in the other text but not led by that role
+    word there (`led`), as written or as the start of a longer word ("prepay" / "prepayment")."""
+    for word in words:
+        if not any(word == theirs or _prefix_of(word, theirs) for theirs in led) and any(
+            word == theirs or _prefix_of(word, theirs) for theirs in other
+        ):
+            return True
+    return False
+
+
+def _prefix_of(a: str, b: str) -> bool:
+    short, long = (a, b) if len(a) <= len(b) else (b, a)
+    return len(short) >= 5 and long.startswith(short)
 
 
 def _order_differs(a: tuple, b: tuple) -> bool:

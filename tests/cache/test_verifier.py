@@ -258,6 +258,15 @@ def test_inflections_match_and_a_negating_prefix_never_does():
             "Puis-je passer de mon compte perso vers mon compte pro ?",
         ),
         ("Est-ce que je peux convertir mes points en Go ?", "Est-ce que je peux convertir mes Go en points ?"),
+        ("Can I switch from a prepayment meter to a credit meter?", "switching from credit meter to prepay meter"),
+        ("Is the brow tint included in the brow shaping?", "Is brow shaping included in the brow tint?"),
+        ("Does the brow shaping price include a tint?", "Does the brow tint price include shaping?"),
+        ("Is it possible for my mum to book for me?", "Is it possible for me to book for my mum?"),
+        (
+            "Je peux passer d'une offre variable à une offre fixe ?",
+            "Je peux passer d'une offre fixe à une offre variable ?",
+        ),
+        ("Puis-je réserver un rdv pour ma mère ?", "ma mère peut me réserver un rdv ?"),
     ],
 )
 def test_the_same_words_in_other_roles_are_another_question(a, b):
@@ -274,6 +283,8 @@ def test_the_same_words_in_other_roles_are_another_question(a, b):
         ("What are the store's opening hours?", "What are the store opening hours?"),
         ("Vous fermez à quelle heure le samedi ?", "Le samedi, vous fermez à quelle heure ?"),
         ("Mot de passe oublié", "J'ai oublié mon mot de passe."),
+        ("How do I delete photos permanently?", "How do I permanently delete photos?"),
+        ("Is it possible for my mum to book an appointment for me?", "Can my mum book me an appointment?"),
     ],
 )
 def test_the_same_words_in_another_order_are_the_same_question(a, b):
