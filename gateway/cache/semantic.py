@@ -937,15 +937,21 @@ def _unit_clash(a: frozenset, b: frozenset) -> bool:
 # oil", "convertir X en Y", "basculer X sur Y", "la carte de mon enfant"), and possessors ("my child's card"):
 # two texts with the same words in other roles ask other questions.
 _ROLE_WORDS = {
-    "en": frozenset("from to into onto over in for than instead with by towards versus vs of".split()),
-    "fr": frozenset("a au aux en dans pour vers depuis contre par sur avec de du des".split()),  # folded: à is a
+    "en": frozenset("from to into onto over in for than instead with by towards versus vs of not no never".split()),
+    "fr": frozenset("a au aux en dans pour vers depuis contre par sur avec de du des pas rien jamais".split()),
 }
-_COMPLEMENT = frozenset(["of", "de", "du", "des"])  # "billet de ferry": the complement belongs to the phrase
+# one role under several words: "du mensuel à l'annuel" / "de l'annuel au mensuel" (folded: à is a), and a
+# negation ("charged but no game" / "got the game but not charged": what is denied)
+_ROLE_CLASS = {
+    **{"du": "de", "des": "de", "au": "a", "aux": "a"},
+    **dict.fromkeys("no never pas rien jamais".split(), "not"),
+}
+_COMPLEMENT = frozenset(["of", "de"])  # "billet de ferry": the complement belongs to the phrase
 _POSSESSIVE_DETERMINERS = frozenset(
     "my your his her our their mon ma mes ton ta tes son sa ses notre nos votre vos leur leurs".split()
 )
 _PERSON = {  # one word per person: "to me" and "Can I ..." name the same one
-    **dict.fromkeys("i me my mine myself je moi mon ma mes m'".split(), "me"),
+    **dict.fromkeys("i me my mine myself je j' moi mon ma mes m'".split(), "me"),
     **dict.fromkeys("you your yours tu toi te ton ta tes vous votre vos t'".split(), "you"),
 }
 # a person a verb does something for without a role word ("book me a table", "ma mère peut me réserver"): as
@@ -961,6 +967,8 @@ class _Roles:
     owned: tuple[tuple[str, str], ...]  # (possessor, what it owns): "my child's card", "la carte de mon enfant"
     owner_before: frozenset[str]  # words right after a possessive determiner or a person ("my card")
     words: frozenset[str]
+    voices: frozenset[tuple[str, str]]  # (verb, "doer", "done" or "passive"): who did it (_voices)
+    done_by_others: frozenset[str]  # words a content word does (_done_by_others)
 
 
 @lru_cache(maxsize=16384)
@@ -968,22 +976,27 @@ def _roles(text: str, wording: tuple[str, ...], lang: str) -> _Roles:
     """The role words of a text and what each leads (its first content word, or its first word when it has
     none: "to me", "en Go"; and a complement: "en billet de car"), and what is owned by whom."""
     role_words = _ROLE_WORDS.get(lang) or _ROLE_WORDS["en"] | _ROLE_WORDS["fr"] - {"a"}
+    role_words = role_words | {_ROLE_CLASS[word] for word in role_words if word in _ROLE_CLASS}
     content = {_stem(word.rstrip("'")) if word.endswith("'") else word for word in wording}  # "my child's card"
     objects = _OBJECT_PRONOUNS.get(lang, frozenset())
     stems: list[str] = []
     possessive: list[bool] = []
     given: list[bool] = []  # an object pronoun: "me" of "ma mère peut me réserver"
+    raw: list[str] = []
     for token in _ROLE_TOKEN.findall(_fold(text)):
         owner = token.endswith("'s") or (token.endswith("'") and len(token) > 2)
         word = token[: -2 if token.endswith("'s") else -1] if owner else token
         given.append(word in objects and not (stems and stems[-1] in role_words))
         if word == "d'":  # "passer d'une offre"
             stems.append("de")
+        elif word in role_words:
+            stems.append(_ROLE_CLASS.get(word, word))
         elif word in _PERSON:
             stems.append(_PERSON[word])
         else:
-            stems.append(word if word in role_words or not word[0].isalpha() else _stem(word))
+            stems.append(word if not word[0].isalpha() else _stem(word))
         possessive.append(owner and stems[-1] in content)
+        raw.append(word)
     phrases, owned, owner_before = [], [], set()
     for i, stem in enumerate(stems):
         nxt = stems[i + 1] if i + 1 < len(stems) else ""
@@ -1002,7 +1015,101 @@ def _roles(text: str, wording: tuple[str, ...], lang: str) -> _Roles:
         led = _led(stems, i + 1, role_words, content)
         if led:
             phrases.append((stem, led))
-    return _Roles(tuple(phrases), tuple(owned), frozenset(owner_before), frozenset(stems))
+    return _Roles(
+        tuple(phrases),
+        tuple(owned),
+        frozenset(owner_before),
+        frozenset(stems),
+        _voices(raw, stems, content, lang),
+        _done_by_others(raw, stems, content),
+    )
+
+
+# Who did it: a verb after "I" / "je" is done by me ("doer"), one after French "me" / "m'" or before English
+# "me" is done to me ("done"), as is one after "I was" / "je ... été" with a participle ("I was charged"), and
+# one after "been" / "being" / "got" / "été" is done to someone ("passive"): "I referred a friend" / "A
+# friend referred me" / "for being referred by a friend"
+_SUBJECTS = frozenset("i we je j' on".split())
+_OBJECTS = {"en": frozenset("me us".split()), "fr": frozenset("me m' te t'".split())}
+_PASSIVE = frozenset("been being got get gets getting ete".split())
+_BE = frozenset("was were is am are been being got get ete".split())
+_AUXILIARIES = frozenset(
+    "am is are was were be been being have has had do does did will would can could should may might must just"
+    " also already really ai as a avons avez ont suis es est sommes etes sont ete vais vas va allons peux peut"
+    " veux veut dois doit ne n' y en me m' te t' se s' not never pas rien jamais".split()
+)
+
+
+def _voices(raw: list[str], stems: list[str], content: set[str], lang: str) -> frozenset[tuple[str, str]]:
+    """(verb, who did it) pairs of a text, for its content words a person or a passive stands before."""
+    voices = set()
+    objects = _OBJECTS.get(lang, frozenset())
+    for i, word in enumerate(raw):
+        if word in _SUBJECTS or word in _PASSIVE or (lang == "fr" and word in objects):
+            passive, verb, participle = word in _PASSIVE, "", False
+            for j in range(i + 1, min(i + 5, len(raw))):
+                if raw[j] not in _AUXILIARIES and not _adverb(raw[j]):
+                    verb, participle = stems[j], lang == "fr" or raw[j].endswith("ed")
+                    break
+                passive = passive or (raw[j] in _BE)
+            if verb not in content:
+                continue
+            if word in _PASSIVE:
+                if participle:
+                    voices.add((verb, "passive"))
+            elif word in _SUBJECTS:
+                voices.add((verb, "done" if passive and participle else "doer"))
+            else:
+                voices.add((verb, "done"))
+        elif lang == "en" and word in objects and i and stems[i - 1] in content:
+            voices.add((stems[i - 1], "done"))
+    return frozenset(voices)
+
+
+def _adverb(word: str) -> bool:
+    return len(word) > 5 and word.endswith(("ly", "ment"))
+
+
+_DETERMINERS = _POSSESSIVE_DETERMINERS | frozenset("the a an this that le la les l' un une ce cette".split())
+
+
+def _done_by_others(raw: list[str], stems: list[str], content: set[str]) -> frozenset[str]:
+    """The verbs of a clause whose subject is a thing or another person ("My company booked my room", "Ma
+    société a réservé"): a verb after an auxiliary or ending in "ed", right after a determiner and a content
+    word (not "my order was paid": done to it; not "mot de passe oublié": no determiner, no auxiliary)."""
+    done = set()
+    for i in range(2, len(stems)):
+        j, helped = i - 1, False
+        while j >= 0 and (raw[j] in _AUXILIARIES or _adverb(raw[j])):
+            if raw[j] in _BE:
+                break
+            helped, j = helped or raw[j] in _AUXILIARIES, j - 1
+        else:
+            if (
+                j >= 1
+                and (helped or raw[i].endswith("ed"))
+                and stems[j] in content
+                and stems[j] not in ("me", "you")
+                and raw[j - 1] in _DETERMINERS
+            ):
+                done.add(stems[i])
+    return frozenset(done & content)
+
+
+def _voices_differ(ra: "_Roles", rb: "_Roles") -> bool:
+    """One text says I did what the other says was done to me; or one says it was done (passive) where the
+    other has the same verb otherwise ("for being referred" / "for referring")."""
+    for mine, theirs in ((ra, rb), (rb, ra)):
+        for verb, voice in mine.voices:
+            if verb not in theirs.words:
+                continue
+            if voice == "doer" and (verb, "done") in theirs.voices and (verb, "doer") not in theirs.voices:
+                return True
+            if voice == "passive" and not {(verb, "passive"), (verb, "done")} & theirs.voices:
+                return True
+            if voice == "doer" and (verb, "doer") not in theirs.voices and verb in theirs.done_by_others:
+                return True  # "I booked my room" / "My company booked my room"
+    return False
 
 
 def _led(stems: list[str], start: int, role_words: frozenset[str], content: set[str]) -> frozenset[str]:
@@ -1035,6 +1142,8 @@ def _roles_swapped(ra: _Roles, rb: _Roles) -> bool:
         led_a, led_b = frozenset().union(*in_a), frozenset().union(*in_b)
         if _elsewhere(led_a - led_b, led_b, rb.words) and _elsewhere(led_b - led_a, led_a, ra.words):
             return True
+    if _voices_differ(ra, rb):
+        return True
     for mine, theirs in ((ra, rb), (rb, ra)):
         for owner, thing in mine.owned:
             if owner in theirs.words and (owner, thing) not in theirs.owned and thing in theirs.owner_before:

@@ -217,6 +217,8 @@ def test_a_question_reworded_lightly_hits(client, stored, asked):
         ),
         ("Je peux emprunter avec la carte de mon enfant ?", "Mon enfant peut emprunter avec ma carte ?"),
         ("Can I return tinted paint?", "Can I return untinted paint?"),
+        ("I referred a friend, when do I get my bonus?", "A friend referred me, when do I get my bonus?"),
+        ("I was charged but didn't get the game", "I got the game but wasn't charged"),
     ],
 )
 def test_the_same_words_in_other_roles_miss(client, stored, asked):
