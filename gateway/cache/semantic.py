@@ -937,8 +937,8 @@ def _unit_clash(a: frozenset, b: frozenset) -> bool:
 # oil", "convertir X en Y", "basculer X sur Y", "la carte de mon enfant"), and possessors ("my child's card"):
 # two texts with the same words in other roles ask other questions.
 _ROLE_WORDS = {
-    "en": frozenset("from to into onto over in for than instead with by towards versus vs of not no never".split()),
-    "fr": frozenset("a au aux en dans pour vers depuis contre par sur avec de du des pas rien jamais".split()),
+    "en": frozenset("from to into onto over in at for than instead with by towards versus vs of not no never".split()),
+    "fr": frozenset("a au aux en dans chez pour vers depuis contre par sur avec de du des pas rien jamais".split()),
 }
 # one role under several words: "du mensuel à l'annuel" / "de l'annuel au mensuel" (folded: à is a), and a
 # negation ("charged but no game" / "got the game but not charged": what is denied)
