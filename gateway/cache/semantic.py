@@ -983,7 +983,7 @@ def _roles(text: str, wording: tuple[str, ...], lang: str) -> _Roles:
     possessive: list[bool] = []
     given: list[bool] = []  # an object pronoun: "me" of "ma mère peut me réserver"
     raw: list[str] = []
-    for token in _ROLE_TOKEN.findall(_fold(text)):
+    for token in _ROLE_TOKEN.findall(_fold(question_part(text))):  # the manners around it aside
         owner = token.endswith("'s") or (token.endswith("'") and len(token) > 2)
         word = token[: -2 if token.endswith("'s") else -1] if owner else token
         given.append(word in objects and not (stems and stems[-1] in role_words))
