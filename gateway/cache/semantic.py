@@ -969,6 +969,7 @@ class _Roles:
     words: frozenset[str]
     voices: frozenset[tuple[str, str]]  # (verb, "doer", "done" or "passive"): who did it (_voices)
     done_by_others: frozenset[str]  # words a content word does (_done_by_others)
+    possessions: frozenset[tuple[str, str]]  # (whose, what): "your heads" / "your handle"
 
 
 @lru_cache(maxsize=16384)
@@ -1022,6 +1023,11 @@ def _roles(text: str, wording: tuple[str, ...], lang: str) -> _Roles:
         frozenset(stems),
         _voices(raw, stems, content, lang),
         _done_by_others(raw, stems, content),
+        frozenset(
+            (_PERSON.get(word, word), stems[i + 1])
+            for i, word in enumerate(raw[:-1])
+            if word in _POSSESSIVE_DETERMINERS and stems[i + 1] in content
+        ),
     )
 
 
@@ -1144,6 +1150,12 @@ def _roles_swapped(ra: _Roles, rb: _Roles) -> bool:
             return True
     if _voices_differ(ra, rb):
         return True
+    for whose in {who for who, _ in ra.possessions} & {who for who, _ in rb.possessions}:
+        # "your heads ... an Oral-B handle" / "Oral-B heads ... your handle"
+        mine_a = {thing for who, thing in ra.possessions if who == whose}
+        mine_b = {thing for who, thing in rb.possessions if who == whose}
+        if (mine_a - mine_b) & rb.words and (mine_b - mine_a) & ra.words:
+            return True
     for mine, theirs in ((ra, rb), (rb, ra)):
         for owner, thing in mine.owned:
             if owner in theirs.words and (owner, thing) not in theirs.owned and thing in theirs.owner_before:

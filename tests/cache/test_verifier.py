@@ -278,6 +278,10 @@ def test_inflections_match_and_a_negating_prefix_never_does():
         ("passer du mensuel à l'annuel svp", "passer de l'annuel au mensuel svp"),
         ("I booked my room myself, can my company pay the bill?", "My company booked my room, can I pay the bill?"),
         ("vous avez livré ma commande chez le voisin", "vous avez livré la commande du voisin chez moi"),
+        (
+            "Are your replacement heads compatible with an Oral-B handle?",
+            "Are Oral-B heads compatible with your handle?",
+        ),
     ],
 )
 def test_the_same_words_in_other_roles_are_another_question(a, b):
