@@ -280,7 +280,7 @@ def test_inflections_match_and_a_negating_prefix_never_does():
         ("vous avez livré ma commande chez le voisin", "vous avez livré la commande du voisin chez moi"),
         (
             "Are your replacement heads compatible with an Oral-B handle?",
-            "Are Oral-B heads compatible with your handle?",
+            "Are Oral-B replacement heads compatible with your handle?",
         ),
     ],
 )
