@@ -136,6 +136,7 @@ _DIRECTIONS = {
     "out": "from",
 }
 _WORD = re.compile(r"[\w']+")
+_ASKING = frozenset("what when which quelle quel quand".split())
 # an English "to" after these words leads a verb, not a place ("is it possible to pay", "going to be")
 _TO_VERB = frozenset(
     "possible able want wants wanted wanna need needs needed going like love prefer have has had how way allowed"
@@ -155,7 +156,9 @@ def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
     directions = frozenset(
         _DIRECTIONS[w]
         for i, w in enumerate(words)
-        if w in _DIRECTIONS and not (w == "to" and i and words[i - 1] in _TO_VERB)
+        if w in _DIRECTIONS
+        and not (w == "to" and i and words[i - 1] in _TO_VERB)
+        and not (i + 1 < len(words) and words[i + 1] in _ASKING)  # "from what time": a time, no place
     )
     if "a" in words and "to" not in directions and lower.isascii() and features(text).lang == "fr":
         directions |= _TO  # French typed without accents writes "à" as "a"
@@ -380,9 +383,11 @@ def _roots(token: str) -> frozenset[str]:
     )
 
 
-# a word made the other's opposite by a prefix ("tinted" / "untinted", "verrouiller" / "déverrouiller") is no
-# counterpart of it however close the two are in the static table
+# a word made the other's opposite by a prefix ("tinted" / "untinted", "verrouiller" / "déverrouiller") or by
+# its particle ("check-in" / "check-out", "login" / "logout") is no counterpart of it however close the two are
+# in the static table
 _NEGATING_PREFIXES = ("un", "non-", "non", "dis", "in", "im", "ir", "il", "dé", "dés", "de", "des")
+_PARTICLES = ("in", "out", "on", "off", "up", "down")
 
 
 def _negated_in(token: str, others: tuple[str, ...]) -> bool:
@@ -390,7 +395,18 @@ def _negated_in(token: str, others: tuple[str, ...]) -> bool:
         short, long = (token, theirs) if len(token) < len(theirs) else (theirs, token)
         if len(short) >= 4 and long.endswith(short) and long[: len(long) - len(short)] in _NEGATING_PREFIXES:
             return True
+        (base, particle), (their_base, their_particle) = _particle(token), _particle(theirs)
+        if particle and their_particle and particle != their_particle and base == their_base:
+            return True
     return False
+
+
+def _particle(token: str) -> tuple[str, str]:
+    """(the rest, the particle) of a word that ends in one: "check-in" -> ("check", "in")."""
+    for particle in _PARTICLES:
+        if token.endswith(particle) and len(token) > len(particle) + 2:
+            return token[: -len(particle)].rstrip("-"), particle
+    return token, ""
 
 
 def _same_root(token: str, others: tuple[str, ...]) -> bool:

@@ -230,6 +230,7 @@ def test_an_infinitive_to_is_no_direction():
     assert _kind_direction("Is it possible to get a refund?")[1] == frozenset()
     assert _kind_direction("I want to ship a parcel to Canada")[1] == frozenset({"to"})
     assert _kind_direction("Do you ship to Canada?")[1] == frozenset({"to"})
+    assert _kind_direction("From what time is check-in?")[1] == frozenset()  # a time, not a place
 
 
 def test_inflections_match_and_a_negating_prefix_never_does():
@@ -238,6 +239,7 @@ def test_inflections_match_and_a_negating_prefix_never_does():
     assert _same_root("partager", ("partages",)) and _same_root("booked", ("booking",))
     assert not _same_root("refund", ("return",))
     assert _negated_in("untinted", ("tinted",)) and _negated_in("déverrouiller", ("verrouiller",))
+    assert _negated_in("check-in", ("check-out",)) and _negated_in("login", ("logout",))
     assert not _negated_in("tinted", ("painted",))
     assert _unmatched("Can I return tinted paint?", "Can I return untinted paint?") != (0, 0)
     assert _unmatched("Comment partager un album ?", "Comment on partage un album ?") == (0, 0)

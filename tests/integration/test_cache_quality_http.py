@@ -219,6 +219,7 @@ def test_a_question_reworded_lightly_hits(client, stored, asked):
         ("Can I return tinted paint?", "Can I return untinted paint?"),
         ("I referred a friend, when do I get my bonus?", "A friend referred me, when do I get my bonus?"),
         ("I was charged but didn't get the game", "I got the game but wasn't charged"),
+        ("From what time is check-in for the mobile homes?", "What time do we have to check out of our mobile home?"),
     ],
 )
 def test_the_same_words_in_other_roles_miss(client, stored, asked):
