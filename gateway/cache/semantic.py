@@ -1039,6 +1039,7 @@ _SUBJECTS = frozenset("i we je j' on".split())
 _OBJECTS = {"en": frozenset("me us".split()), "fr": frozenset("me m' te t'".split())}
 _PASSIVE = frozenset("been being got get gets getting ete".split())
 _BE = frozenset("was were is am are been being got get ete".split())
+_STATE = frozenset("was were is are".split())
 _AUXILIARIES = frozenset(
     "am is are was were be been being have has had do does did will would can could should may might must just"
     " also already really ai as a avons avez ont suis es est sommes etes sont ete vais vas va allons peux peut"
@@ -1069,6 +1070,9 @@ def _voices(raw: list[str], stems: list[str], content: set[str], lang: str) -> f
                 voices.add((verb, "done"))
         elif lang == "en" and word in objects and i and stems[i - 1] in content:
             voices.add((stems[i - 1], "done"))
+        elif word in _STATE and i and raw[i - 1] not in _SUBJECTS and i + 1 < len(raw) and raw[i + 1].endswith("ed"):
+            if stems[i + 1] in content:  # "my order was cancelled", "my card is blocked"
+                voices.add((stems[i + 1], "passive"))
     return frozenset(voices)
 
 
@@ -1104,16 +1108,19 @@ def _done_by_others(raw: list[str], stems: list[str], content: set[str]) -> froz
 
 def _voices_differ(ra: "_Roles", rb: "_Roles") -> bool:
     """One text says I did what the other says was done to me; or one says it was done (passive) where the
-    other has the same verb otherwise ("for being referred" / "for referring")."""
+    other has the same verb otherwise ("for being referred" / "for referring", "My order was cancelled" /
+    "How do I cancel my order?"); the verb as written or the start of a longer form ("annule" / "annuler")."""
     for mine, theirs in ((ra, rb), (rb, ra)):
         for verb, voice in mine.voices:
-            if verb not in theirs.words:
+            alike = {word for word in theirs.words if word == verb or _prefix_of(word, verb)}
+            if not alike:
                 continue
-            if voice == "doer" and (verb, "done") in theirs.voices and (verb, "doer") not in theirs.voices:
+            their = {how for word, how in theirs.voices if word in alike}
+            if voice == "doer" and "done" in their and "doer" not in their:
                 return True
-            if voice == "passive" and not {(verb, "passive"), (verb, "done")} & theirs.voices:
+            if voice == "passive" and not their & {"passive", "done"}:
                 return True
-            if voice == "doer" and (verb, "doer") not in theirs.voices and verb in theirs.done_by_others:
+            if voice == "doer" and "doer" not in their and alike & theirs.done_by_others:
                 return True  # "I booked my room" / "My company booked my room"
     return False
 

@@ -145,12 +145,27 @@ _TO_VERB = frozenset(
 )
 
 
+# A text with no question word asks what to do or whether, unless it tells what happened: a verb in the
+# past ("I returned my order", "Mon colis est arrivé") with no question mark and no request ("I want to").
+_REQUEST = re.compile(
+    r"\b(?:want|wanna|would like|i'd like|need|trying to|looking for|veux|voudrais|voudrait|aimerais"
+    r"|souhaite|souhaiterais|besoin|cherche)\b"
+)
+_PAST = re.compile(r"\b[a-z]{3,}ed\b|\b(?:est|a|ai|as|ont|suis|sont|été|ete)\s+\w{2,}(?:é|ée|és|ées|i|u|ue|us)\b")
+
+
+def _statement_kind(lower: str) -> str:
+    if "?" in lower or _REQUEST.search(lower) or not _PAST.search(lower):
+        return "statement"
+    return "telling"
+
+
 @lru_cache(maxsize=16384)
 def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
     """(kind of question, direction classes, words) of one text."""
     lower = question_part(text)  # lower-cased, the manners around it dropped (memoised: the language reads it)
     match = _KIND_RX.search(_EST_CE_QUE.sub("", lower) if "ce qu" in lower else lower)
-    kind = match.lastgroup if match is not None and match.lastgroup else "statement"
+    kind = match.lastgroup if match is not None and match.lastgroup else _statement_kind(lower)
     kind = "yesno" if kind == "can" else kind  # "Can you deliver?" and "Do you deliver?" both ask yes or no
     words = tuple(_WORD.findall(lower))
     directions = frozenset(
@@ -715,10 +730,10 @@ def _kind_or_direction_differs(a: str, b: str) -> bool:
 
 
 def _same_kind(ka: str, kb: str) -> bool:
-    """The same kind of question; or a statement or fragment ("I want to cancel my order", "student
-    discount?") against a question of what to do or whether ("How do I cancel my order?", "Do you have a
-    student discount?"). Not against where, when, why, what or how much: those ask for more than the
-    statement names."""
+    """The same kind of question; or a request or fragment ("I want to cancel my order", "student
+    discount?", `_statement_kind`) against a question of what to do or whether ("How do I cancel my
+    order?", "Do you have a student discount?"). Not against where, when, why, what or how much: those ask
+    for more than the statement names."""
     return ka == kb or (ka == "statement" and kb in _ASKS_TO_DO) or (kb == "statement" and ka in _ASKS_TO_DO)
 
 

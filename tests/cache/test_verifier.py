@@ -222,6 +222,9 @@ def test_the_kind_of_question_is_read_after_est_ce_que_and_in_its_other_wordings
     # a statement or fragment asks what to do or whether, not where, when or how much
     assert _same_kind("statement", "how") and _same_kind("statement", "yesno")
     assert not _same_kind("statement", "where") and not _same_kind("how", "yesno")
+    # a text that tells what happened asks nothing of the kind: "I returned my order" is no "how do I return"
+    assert kind("I want to return my order") == kind("student discount") == kind("Mon colis est arrivé ?")
+    assert kind("I returned my order") == kind("Mon colis est arrivé") == "telling"
 
 
 def test_an_infinitive_to_is_no_direction():
@@ -280,6 +283,8 @@ def test_inflections_match_and_a_negating_prefix_never_does():
         ("passer du mensuel à l'annuel svp", "passer de l'annuel au mensuel svp"),
         ("I booked my room myself, can my company pay the bill?", "My company booked my room, can I pay the bill?"),
         ("vous avez livré ma commande chez le voisin", "vous avez livré la commande du voisin chez moi"),
+        ("My order was cancelled", "How do I cancel my order?"),  # done to it / what I would do
+        ("Ma commande a été annulée", "Comment annuler ma commande ?"),
         (
             "Are your replacement heads compatible with an Oral-B handle?",
             "Are Oral-B replacement heads compatible with your handle?",
