@@ -734,7 +734,12 @@ def _same_kind(ka: str, kb: str) -> bool:
     discount?", `_statement_kind`) against a question of what to do or whether ("How do I cancel my
     order?", "Do you have a student discount?"). Not against where, when, why, what or how much: those ask
     for more than the statement names."""
-    return ka == kb or (ka == "statement" and kb in _ASKS_TO_DO) or (kb == "statement" and ka in _ASKS_TO_DO)
+    if ka == kb or {ka, kb} == _NO_QUESTION_WORD:
+        return True
+    return (ka == "statement" and kb in _ASKS_TO_DO) or (kb == "statement" and ka in _ASKS_TO_DO)
+
+
+_NO_QUESTION_WORD = frozenset(["statement", "telling"])  # "mon colis est arrivé ?" typed without its mark
 
 
 _ASKS_TO_DO = frozenset(["how", "yesno"])
