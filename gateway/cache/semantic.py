@@ -1106,13 +1106,13 @@ def _done_by_others(raw: list[str], stems: list[str], content: set[str]) -> froz
     return frozenset(done & content)
 
 
-def _voices_differ(ra: "_Roles", rb: "_Roles") -> bool:
+def _voices_differ(ra: _Roles, rb: _Roles) -> bool:
     """One text says I did what the other says was done to me; or one says it was done (passive) where the
     other has the same verb otherwise ("for being referred" / "for referring", "My order was cancelled" /
     "How do I cancel my order?"); the verb as written or the start of a longer form ("annule" / "annuler")."""
     for mine, theirs in ((ra, rb), (rb, ra)):
         for verb, voice in mine.voices:
-            alike = {word for word in theirs.words if word == verb or _prefix_of(word, verb)}
+            alike = {word for word in theirs.words if _alike(word, verb)}
             if not alike:
                 continue
             their = {how for word, how in theirs.voices if word in alike}
@@ -1184,16 +1184,15 @@ def _elsewhere(words: frozenset[str], led: frozenset[str], other: frozenset[str]
     """Whether one of `words` (led by a role word in one text) is in the other text but not led by that role
     word there (`led`), as written or as the start of a longer word ("prepay" / "prepayment")."""
     for word in words:
-        if not any(word == theirs or _prefix_of(word, theirs) for theirs in led) and any(
-            word == theirs or _prefix_of(word, theirs) for theirs in other
-        ):
+        if not any(_alike(word, theirs) for theirs in led) and any(_alike(word, theirs) for theirs in other):
             return True
     return False
 
 
-def _prefix_of(a: str, b: str) -> bool:
+def _alike(a: str, b: str) -> bool:
+    """The same word, or one the start of the other, of 5 letters or more ("prepay" / "prepayment")."""
     short, long = (a, b) if len(a) <= len(b) else (b, a)
-    return len(short) >= 5 and long.startswith(short)
+    return a == b or (len(short) >= 5 and long.startswith(short))
 
 
 def _order_differs(a: tuple, b: tuple) -> bool:

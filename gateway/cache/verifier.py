@@ -346,48 +346,12 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
 # words that say no more than the kind of question both sides ask: "How much does a filling cost?" asks what
 # "How much is a filling?" asks
 _SAID_BY_KIND = {
-    "amount": frozenset(
-        [
-            "price",
-            "prices",
-            "cost",
-            "costs",
-            "fee",
-            "fees",
-            "prix",
-            "tarif",
-            "tarifs",
-            "coute",
-            "coûte",
-            "coutent",
-            "coûtent",
-        ]
-    ),
+    "amount": frozenset("price prices cost costs fee fees prix tarif tarifs coute coûte coutent coûtent".split()),
     "when": frozenset(["time", "heure"]),
-    "yesno": frozenset(["allowed", "permitted", "okay", "ok", "autorisé", "autorise", "permis"]),
+    "yesno": frozenset("allowed permitted okay ok autorisé autorise permis".split()),
 }
 # inflections: a word and its root, or two words of one root ("partager" / "partages", "booked" / "booking")
-_ENDINGS = (
-    "ements",
-    "ement",
-    "ings",
-    "ing",
-    "ées",
-    "ees",
-    "és",
-    "es",
-    "ée",
-    "ee",
-    "é",
-    "ed",
-    "er",
-    "ez",
-    "ant",
-    "ent",
-    "ons",
-    "s",
-    "e",
-)
+_ENDINGS = tuple("ements ement ings ing ées ees és es ée ee é ed er ez ant ent ons s e".split())
 
 
 @lru_cache(maxsize=65536)
@@ -406,11 +370,12 @@ _PARTICLES = ("in", "out", "on", "off", "up", "down")
 
 
 def _negated_in(token: str, others: tuple[str, ...]) -> bool:
+    base, particle = _particle(token)
     for theirs in others:
         short, long = (token, theirs) if len(token) < len(theirs) else (theirs, token)
         if len(short) >= 4 and long.endswith(short) and long[: len(long) - len(short)] in _NEGATING_PREFIXES:
             return True
-        (base, particle), (their_base, their_particle) = _particle(token), _particle(theirs)
+        their_base, their_particle = _particle(theirs)
         if particle and their_particle and particle != their_particle and base == their_base:
             return True
     return False
