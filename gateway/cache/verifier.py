@@ -327,9 +327,9 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
     for side, loose, mine, other in ((0, loose_a, ca, cb), (1, loose_b, cb, ca)):
         for i in loose:
             token = mine.tokens[i]
-            if not _negated_in(token, other.tokens) and (
+            if (
                 token in said or _close_to_any(token, other.tokens) or _same_root(token, other.tokens)
-            ):
+            ) and not _negated_in(token, other.tokens):  # the rarer test last: most loose words match nothing
                 continue
             if (
                 len(token) >= 5
@@ -390,8 +390,12 @@ def _particle(token: str) -> tuple[str, str]:
 
 
 def _same_root(token: str, others: tuple[str, ...]) -> bool:
-    roots = _roots(token)
-    return any(not roots.isdisjoint(_roots(theirs)) for theirs in others)
+    return not _roots(token).isdisjoint(_all_roots(others))
+
+
+@lru_cache(maxsize=16384)
+def _all_roots(tokens: tuple[str, ...]) -> frozenset[str]:
+    return frozenset().union(*map(_roots, tokens))
 
 
 @lru_cache(maxsize=65536)
