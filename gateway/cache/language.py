@@ -41,6 +41,7 @@ MODEL_PATH = Path(__file__).with_name("language_model.json")
 MIN_LETTERS = 4
 _VOTED = ("en", "fr")  # the languages whose words vote (`word_log_odds`)
 WORD_MARGIN = 2.0  # a vote this strong against the letters' English or French: they disagree
+MIXED = 4.0  # a word this French and one this English in one text: the words' vote decides nothing
 WORDS_DECIDE = 5.0  # the vote that settles English against French when the letters are too close to call
 _NOT_LETTERS = re.compile(r"[\W\d_]+")
 _SCRIPTS = (
@@ -224,15 +225,20 @@ class LanguageDetector:
         front-runners, the words decide if they vote by `words_decide` or more; else "?"."""
         if not {self.languages[best], self.languages[second]} & set(_VOTED) or not self._word_odds:
             return UNKNOWN
-        return self._voted(self._vote(norm))
+        return self._voted(*self._vote(norm))
 
-    def _voted(self, vote: float) -> str:
+    def _voted(self, vote: float, mixed: bool = False) -> str:
+        if mixed:
+            return UNKNOWN
         return "fr" if vote >= self.words_decide else "en" if vote <= -self.words_decide else UNKNOWN
 
-    def _vote(self, norm: str) -> float:
-        """The text's words' French-against-English log-odds, summed (> 0: French)."""
+    def _vote(self, norm: str) -> tuple[float, bool]:
+        """The text's words' French-against-English log-odds, summed (> 0: French), and whether strong words of
+        both languages are there ("click and collect c'est possible ?": a loan phrase's words add up against
+        the sentence around it, so such a vote decides nothing)."""
         get = self._word_odds.get
-        return sum([get(word, 0.0) for word in norm.split()])
+        odds = [get(word, 0.0) for word in norm.split()]
+        return sum(odds), bool(odds) and max(odds) >= MIXED and min(odds) <= -MIXED
 
     def _unless_words_disagree(self, lang: str, norm: str) -> str:
         """`lang`, unless the text's words vote for the other of English and French by `word_margin` or more:
@@ -242,7 +248,9 @@ class LanguageDetector:
         (`words`: "du" +5, "the" -5, "roaming" and "wifi" nothing: both languages use them)."""
         if lang not in _VOTED or not self._word_odds:
             return lang
-        vote = self._vote(norm)
+        vote, mixed = self._vote(norm)
+        if mixed:  # words of both languages: their net must name the letters' language as clearly as a deciding vote
+            return lang if self._voted(vote) == lang else UNKNOWN
         if (vote >= self.word_margin and lang == "en") or (vote <= -self.word_margin and lang == "fr"):
             return self._voted(vote)
         return lang

@@ -1155,6 +1155,9 @@ def _roles_swapped(ra: _Roles, rb: _Roles) -> bool:
         led_a, led_b = frozenset().union(*in_a), frozenset().union(*in_b)
         if _elsewhere(led_a - led_b, led_b, rb.words) and _elsewhere(led_b - led_a, led_a, ra.words):
             return True
+    (to_a, from_a), (to_b, from_b) = _whereabouts(ra), _whereabouts(rb)
+    if to_a & from_b or from_a & to_b:
+        return True  # "fly into Geneva" / "fly to ... from Geneva": where one goes is where the other leaves
     if _voices_differ(ra, rb):
         return True
     for whose in {who for who, _ in ra.possessions} & {who for who, _ in rb.possessions}:
@@ -1168,6 +1171,19 @@ def _roles_swapped(ra: _Roles, rb: _Roles) -> bool:
             if owner in theirs.words and (owner, thing) not in theirs.owned and thing in theirs.owner_before:
                 return True
     return False
+
+
+# where to and where from: a word led by one in a text and by the other in another text is another place
+_TOWARDS = frozenset("to into onto towards vers a".split())  # folded "à" and, by _ROLE_CLASS, "au", "aux"
+_AWAY = frozenset("from depuis".split())
+
+
+def _whereabouts(roles: _Roles) -> tuple[frozenset[str], frozenset[str]]:
+    """(the words only a "to" leads, the words only a "from" leads): "from my contract line to my prepaid line"
+    gives (prepaid,), (contract,)."""
+    to = frozenset().union(*[led for role, led in roles.phrases if role in _TOWARDS])
+    away = frozenset().union(*[led for role, led in roles.phrases if role in _AWAY])
+    return to - away, away - to
 
 
 def _swapped_pair(a: tuple[str, ...], b: tuple[str, ...]) -> bool:

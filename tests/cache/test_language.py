@@ -51,3 +51,13 @@ def test_the_words_settle_a_close_call_between_english_and_french():
     # typed without its accents, the letters cannot tell French from English; "offrir", "un", "ami" can
     assert detector.detect("comment offrir un ebook a un ami ?") == "fr"
     assert detector.detect("mes documents sont en word, c'est accepte ?") == "fr"
+
+
+def test_words_of_both_languages_decide_only_when_their_net_names_the_letters_language():
+    detector = LanguageDetector.load()
+    # an English loan phrase in a French question: "click", "and", "collect" outvote "c'est" by their number
+    assert detector.detect("click and collect c'est possible ?") == UNKNOWN
+    assert detector.detect("comment marche le click and collect ?") == UNKNOWN
+    # the same loan phrase inside a clearly French sentence: the letters and the net of the words agree
+    assert detector.detect("Est-ce que je peux annuler ma commande click and collect déjà passée ?") == "fr"
+    assert detector.detect("Is the Bordeaux boutique open on Sundays?") == "en"

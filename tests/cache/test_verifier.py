@@ -289,6 +289,8 @@ def test_inflections_match_and_a_negating_prefix_never_does():
             "Are your replacement heads compatible with an Oral-B handle?",
             "Are Oral-B replacement heads compatible with your handle?",
         ),
+        ("where can i fly into geneva from", "Where can I fly to from Geneva?"),  # arriving at / leaving from
+        ("Quels vols vers Genève ?", "Quels vols depuis Genève ?"),
     ],
 )
 def test_the_same_words_in_other_roles_are_another_question(a, b):
@@ -310,6 +312,8 @@ def test_the_same_words_in_other_roles_are_another_question(a, b):
         ("You charged me twice", "I was charged twice"),
         ("Can I book a room?", "room booking?"),
         ("I paid for my order but it has not shipped", "My order was paid but has not shipped"),
+        ("Can I transfer data from my contract line to my prepaid line?", "transfer data from contract line to prepaid line"),
+        ("Can I send a parcel to you from France?", "Can I send a parcel from France to you?"),
     ],
 )
 def test_the_same_words_in_another_order_are_the_same_question(a, b):
