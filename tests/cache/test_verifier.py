@@ -312,7 +312,10 @@ def test_the_same_words_in_other_roles_are_another_question(a, b):
         ("You charged me twice", "I was charged twice"),
         ("Can I book a room?", "room booking?"),
         ("I paid for my order but it has not shipped", "My order was paid but has not shipped"),
-        ("Can I transfer data from my contract line to my prepaid line?", "transfer data from contract line to prepaid line"),
+        (
+            "Can I transfer data from my contract line to my prepaid line?",
+            "transfer data from contract line to prepaid line",
+        ),
         ("Can I send a parcel to you from France?", "Can I send a parcel from France to you?"),
     ],
 )
