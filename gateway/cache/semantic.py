@@ -937,8 +937,12 @@ def _unit_clash(a: frozenset, b: frozenset) -> bool:
 # oil", "convertir X en Y", "basculer X sur Y", "la carte de mon enfant"), and possessors ("my child's card"):
 # two texts with the same words in other roles ask other questions.
 _ROLE_WORDS = {
-    "en": frozenset("from to into onto over in at for than instead with by towards versus vs of not no never".split()),
-    "fr": frozenset("a au aux en dans chez pour vers depuis contre par sur avec de du des pas rien jamais".split()),
+    "en": frozenset(
+        "from to into onto over in at for than instead with without by towards versus vs of not no never".split()
+    ),
+    "fr": frozenset(
+        "a au aux en dans chez pour vers depuis contre par sur avec sans de du des pas rien jamais".split()
+    ),
 }
 # one role under several words: "du mensuel à l'annuel" / "de l'annuel au mensuel" (folded: à is a), and a
 # negation ("charged but no game" / "got the game but not charged": what is denied)
@@ -1155,9 +1159,10 @@ def _roles_swapped(ra: _Roles, rb: _Roles) -> bool:
         led_a, led_b = frozenset().union(*in_a), frozenset().union(*in_b)
         if _elsewhere(led_a - led_b, led_b, rb.words) and _elsewhere(led_b - led_a, led_a, ra.words):
             return True
-    (to_a, from_a), (to_b, from_b) = _whereabouts(ra), _whereabouts(rb)
-    if to_a & from_b or from_a & to_b:
-        return True  # "fly into Geneva" / "fly to ... from Geneva": where one goes is where the other leaves
+    for one, other in _OPPOSITE_ROLES:
+        (one_a, other_a), (one_b, other_b) = _led_only(ra, one, other), _led_only(rb, one, other)
+        if one_a & other_b or other_a & one_b:
+            return True  # "fly into Geneva" / "fly to ... from Geneva"; "with my badge" / "without my badge"
     if _voices_differ(ra, rb):
         return True
     for whose in {who for who, _ in ra.possessions} & {who for who, _ in rb.possessions}:
@@ -1173,17 +1178,20 @@ def _roles_swapped(ra: _Roles, rb: _Roles) -> bool:
     return False
 
 
-# where to and where from: a word led by one in a text and by the other in another text is another place
-_TOWARDS = frozenset("to into onto towards vers a".split())  # folded "à" and, by _ROLE_CLASS, "au", "aux"
-_AWAY = frozenset("from depuis".split())
+# opposite roles: a word led by one of a pair in a text and by the other in another text is another question
+# (where one goes / where one leaves from; what one has / what one goes without)
+_OPPOSITE_ROLES = (
+    (frozenset("to into onto towards vers a".split()), frozenset("from depuis".split())),  # folded "à", "au", "aux"
+    (frozenset("with avec".split()), frozenset("without sans".split())),
+)
 
 
-def _whereabouts(roles: _Roles) -> tuple[frozenset[str], frozenset[str]]:
-    """(the words only a "to" leads, the words only a "from" leads): "from my contract line to my prepaid line"
+def _led_only(roles: _Roles, one: frozenset[str], other: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """(the words only `one` leads, the words only `other` leads): "from my contract line to my prepaid line"
     gives (prepaid,), (contract,)."""
-    to = frozenset().union(*[led for role, led in roles.phrases if role in _TOWARDS])
-    away = frozenset().union(*[led for role, led in roles.phrases if role in _AWAY])
-    return to - away, away - to
+    by_one = frozenset().union(*[led for role, led in roles.phrases if role in one])
+    by_other = frozenset().union(*[led for role, led in roles.phrases if role in other])
+    return by_one - by_other, by_other - by_one
 
 
 def _swapped_pair(a: tuple[str, ...], b: tuple[str, ...]) -> bool:

@@ -291,6 +291,12 @@ def test_inflections_match_and_a_negating_prefix_never_does():
         ),
         ("where can i fly into geneva from", "Where can I fly to from Geneva?"),  # arriving at / leaving from
         ("Quels vols vers Genève ?", "Quels vols depuis Genève ?"),
+        # a negation elsewhere in both does not hide a "with" turned "without"
+        (
+            "Can I get into the gym at night with my badge when there's no staff?",
+            "Can I get into the gym at night without my badge when there's no staff?",
+        ),
+        ("La voiture ne se déverrouille pas avec l'appli", "La voiture ne se déverrouille pas sans l'appli"),
     ],
 )
 def test_the_same_words_in_other_roles_are_another_question(a, b):
@@ -317,6 +323,7 @@ def test_the_same_words_in_other_roles_are_another_question(a, b):
             "transfer data from contract line to prepaid line",
         ),
         ("Can I send a parcel to you from France?", "Can I send a parcel from France to you?"),
+        ("Can gifted toys be returned with no receipt?", "Can gifted toys be returned without a receipt?"),
     ],
 )
 def test_the_same_words_in_another_order_are_the_same_question(a, b):
