@@ -141,7 +141,7 @@ _ASKING = frozenset("what when which quelle quel quand".split())
 _TO_VERB = frozenset(
     "possible able want wants wanted wanna need needs needed going like love prefer have has had how way allowed"
     " supposed try trying plan planning hoping hope wish order about decide forgot forget remember easy hard"
-    " impossible ok okay due used cost costs".split()
+    " impossible ok okay due used cost costs much many long".split()  # "how much to rent", "how long to ship"
 )
 
 
@@ -175,8 +175,11 @@ def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
         and not (w == "to" and i and words[i - 1] in _TO_VERB)
         and not (i + 1 < len(words) and words[i + 1] in _ASKING)  # "from what time": a time, no place
     )
-    if "a" in words and "to" not in directions and lower.isascii() and features(text).lang == "fr":
-        directions |= _TO  # French typed without accents writes "à" as "a"
+    bare_a = any(w == "a" and not (i + 1 < len(words) and words[i + 1] in _ASKING) for i, w in enumerate(words))
+    if bare_a and "to" not in directions and lower.isascii() and features(text).lang == "fr":
+        directions |= (
+            _TO  # French typed without accents writes "à" as "a" (not before a question word: "a quelle heure")
+        )
     return kind, directions, words
 
 

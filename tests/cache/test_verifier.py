@@ -234,6 +234,11 @@ def test_an_infinitive_to_is_no_direction():
     assert _kind_direction("I want to ship a parcel to Canada")[1] == frozenset({"to"})
     assert _kind_direction("Do you ship to Canada?")[1] == frozenset({"to"})
     assert _kind_direction("From what time is check-in?")[1] == frozenset()  # a time, not a place
+    assert _kind_direction("how much to rent a bike for a half day")[1] == frozenset()
+    assert _kind_direction("How much to ship to Canada?")[1] == frozenset({"to"})
+    # French typed without accents: a bare "a" is "à", unless a question word follows ("a quelle heure")
+    assert _kind_direction("A quelle heure commence la derniere seance aujourd'hui ?")[1] == frozenset()
+    assert _kind_direction("vous livrez a Montreal ?")[1] == frozenset({"to"})
 
 
 def test_inflections_match_and_a_negating_prefix_never_does():
