@@ -168,6 +168,8 @@ def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
     kind = match.lastgroup if match is not None and match.lastgroup else _statement_kind(lower)
     kind = "yesno" if kind == "can" else kind  # "Can you deliver?" and "Do you deliver?" both ask yes or no
     words = tuple(_WORD.findall(lower))
+    if kind in _NAMES_ITS_AMOUNT and not _SAID_BY_KIND["amount"].isdisjoint(words):
+        kind = _NAMES_ITS_AMOUNT[kind]  # "What's the exit fee on ...?" asks how much; "Plant delivery fee?" may
     directions = frozenset(
         _DIRECTIONS[w]
         for i, w in enumerate(words)
@@ -701,17 +703,27 @@ def _kind_or_direction_differs(a: str, b: str) -> bool:
     return not _same_kind(ka[0], kb[0]) or not _same_direction(ka, kb)
 
 
+# a question of what, or a fragment, whose words name a price asks how much, or may ask it (_same_kind)
+_NAMES_ITS_AMOUNT = {"what": "amount", "statement": "statement-amount"}
+
+
 def _same_kind(ka: str, kb: str) -> bool:
     """The same kind of question; or a request or fragment ("I want to cancel my order", "student
     discount?", `_statement_kind`) against a question of what to do or whether ("How do I cancel my
     order?", "Do you have a student discount?"). Not against where, when, why, what or how much: those ask
     for more than the statement names."""
-    if ka == kb or {ka, kb} == _NO_QUESTION_WORD:
+    if ka == kb or {ka, kb} <= _NO_QUESTION_WORD:
         return True
+    if "statement-amount" in (ka, kb) and {ka, kb} & {"amount", "statement"}:
+        return True  # "Plant delivery fee?" / "How much is the plant delivery fee?"
+    ka, kb = (_STATEMENT.get(ka, ka), _STATEMENT.get(kb, kb))
     return (ka == "statement" and kb in _ASKS_TO_DO) or (kb == "statement" and ka in _ASKS_TO_DO)
 
 
-_NO_QUESTION_WORD = frozenset(["statement", "telling"])  # "mon colis est arrivé ?" typed without its mark
+_NO_QUESTION_WORD = frozenset(
+    ["statement", "statement-amount", "telling"]
+)  # "mon colis est arrivé ?" typed without its mark
+_STATEMENT = {"statement-amount": "statement"}
 
 
 _ASKS_TO_DO = frozenset(["how", "yesno"])

@@ -225,6 +225,12 @@ def test_the_kind_of_question_is_read_after_est_ce_que_and_in_its_other_wordings
     # a text that tells what happened asks nothing of the kind: "I returned my order" is no "how do I return"
     assert kind("I want to return my order") == kind("student discount") == kind("Mon colis est arrivé ?")
     assert kind("I returned my order") == kind("Mon colis est arrivé") == "telling"
+    # a question of what or a fragment that names a price asks how much, or may: not when or where
+    assert kind("What's the exit fee on the Green Fix 24 tariff?") == kind("How much is the exit fee?") == "amount"
+    assert _same_kind(kind("Plant delivery fee?"), kind("How much is the plant delivery fee?"))
+    assert _same_kind(kind("Plant delivery fee?"), kind("Is there a delivery fee for plants?"))
+    assert not _same_kind(kind("Plant delivery fee?"), kind("When is the delivery fee charged?"))
+    assert not _same_kind(kind("student discount?"), kind("How much is the student discount?"))
 
 
 def test_an_infinitive_to_is_no_direction():
