@@ -155,9 +155,14 @@ _PAST = re.compile(r"\b[a-z]{3,}ed\b|\b(?:est|a|ai|as|ont|suis|sont|été|ete)\s
 
 
 def _statement_kind(lower: str) -> str:
-    if "?" in lower or _REQUEST.search(lower) or not _PAST.search(lower):
+    if "?" in lower or _REQUEST.search(lower):
         return "statement"
-    return "telling"
+    # a participle right after a determiner names a state, it tells nothing: "returning an opened toy"
+    told = any(not _AFTER_DETERMINER.search(lower, 0, m.start()) for m in _PAST.finditer(lower))
+    return "telling" if told else "statement"
+
+
+_AFTER_DETERMINER = re.compile(r"(?<![\w'])(?:a|an|the|my|your|this|that|these|those|un|une|le|la|les|mon|ma|mes)\s+$")
 
 
 @lru_cache(maxsize=16384)
@@ -168,6 +173,8 @@ def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
     kind = match.lastgroup if match is not None and match.lastgroup else _statement_kind(lower)
     kind = "yesno" if kind == "can" else kind  # "Can you deliver?" and "Do you deliver?" both ask yes or no
     words = tuple(_WORD.findall(lower))
+    if kind == "what" and match is not None and _WHAT_IS.match(lower, match.start()):
+        kind = "what-is"
     if kind in _NAMES_ITS_AMOUNT and not _SAID_BY_KIND["amount"].isdisjoint(words):
         kind = _NAMES_ITS_AMOUNT[kind]  # "What's the exit fee on ...?" asks how much; "Plant delivery fee?" may
     directions = frozenset(
@@ -704,7 +711,11 @@ def _kind_or_direction_differs(a: str, b: str) -> bool:
 
 
 # a question of what, or a fragment, whose words name a price asks how much, or may ask it (_same_kind)
-_NAMES_ITS_AMOUNT = {"what": "amount", "statement": "statement-amount"}
+_NAMES_ITS_AMOUNT = {"what": "amount", "what-is": "amount", "statement": "statement-amount"}
+# "What's the luggage allowance on the ferry?" asks what "ferry luggage allowance?" names
+_WHAT_IS = re.compile(
+    r"(?:what(?:'s| is| are)|quel(?:le)?s? (?:est|sont))(?: (?:the|your|my|le|la|les|l'|votre|vos))?\s"
+)
 
 
 def _same_kind(ka: str, kb: str) -> bool:
@@ -716,6 +727,8 @@ def _same_kind(ka: str, kb: str) -> bool:
         return True
     if "statement-amount" in (ka, kb) and {ka, kb} & {"amount", "statement"}:
         return True  # "Plant delivery fee?" / "How much is the plant delivery fee?"
+    if "what-is" in (ka, kb):
+        return bool({ka, kb} & {"what", "statement"})  # "What's the luggage allowance?" / "luggage allowance?"
     ka, kb = (_STATEMENT.get(ka, ka), _STATEMENT.get(kb, kb))
     return (ka == "statement" and kb in _ASKS_TO_DO) or (kb == "statement" and ka in _ASKS_TO_DO)
 

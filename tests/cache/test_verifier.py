@@ -218,7 +218,7 @@ def test_the_kind_of_question_is_read_after_est_ce_que_and_in_its_other_wordings
     assert kind("Quelle est la durée de la garantie ?") == "amount"
     assert kind("What time do you open?") == kind("When do you open?") == "when"
     assert kind("What's the best way to pause my plan?") == "how"
-    assert kind("What is your returns policy?") == "what"
+    assert kind("What is your returns policy?") == "what-is" and _same_kind("what-is", "what")
     # a statement or fragment asks what to do or whether, not where, when or how much
     assert _same_kind("statement", "how") and _same_kind("statement", "yesno")
     assert not _same_kind("statement", "where") and not _same_kind("how", "yesno")
@@ -231,6 +231,11 @@ def test_the_kind_of_question_is_read_after_est_ce_que_and_in_its_other_wordings
     assert _same_kind(kind("Plant delivery fee?"), kind("Is there a delivery fee for plants?"))
     assert not _same_kind(kind("Plant delivery fee?"), kind("When is the delivery fee charged?"))
     assert not _same_kind(kind("student discount?"), kind("How much is the student discount?"))
+    # "what is" the thing a fragment names; not "what" that asks for more ("What do you sell?")
+    assert _same_kind(kind("What's the luggage allowance on the ferry?"), kind("ferry baggage allowance?"))
+    assert not _same_kind(kind("What do you sell?"), kind("sell?"))
+    # a participle after a determiner names a state: the fragment asks, it does not tell
+    assert kind("returning an opened toy") == "statement" and kind("I returned my order") == "telling"
 
 
 def test_an_infinitive_to_is_no_direction():
