@@ -162,6 +162,10 @@ def _statement_kind(lower: str) -> str:
     return "telling" if told else "statement"
 
 
+_TRAILING_ASK = re.compile(
+    r"(?<![\w'])(why|when|where|how|pourquoi|quand|où|comment|combien|quoi|(?:what|which|quel(?:le)?s?) [\w-]+"
+    r"|(?:[àa] )?quelle heure)\s*[?!.]*\s*$"
+)
 _AFTER_DETERMINER = re.compile(r"(?<![\w'])(?:a|an|the|my|your|this|that|these|those|un|une|le|la|les|mon|ma|mes)\s+$")
 
 
@@ -169,11 +173,19 @@ _AFTER_DETERMINER = re.compile(r"(?<![\w'])(?:a|an|the|my|your|this|that|these|t
 def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
     """(kind of question, direction classes, words) of one text."""
     lower = question_part(text)  # lower-cased, the manners around it dropped (memoised: the language reads it)
-    match = _KIND_RX.search(_EST_CE_QUE.sub("", lower) if "ce qu" in lower else lower)
+    searched = _EST_CE_QUE.sub("", lower) if "ce qu" in lower else lower
+    match = _KIND_RX.search(searched)
     kind = match.lastgroup if match is not None and match.lastgroup else _statement_kind(lower)
+    if kind in ("yesno", "can", "statement", "telling"):
+        # a question word that ends the question asks its kind: "My direct debit is more than my bill, why?",
+        # "je peux déposer mon vélo quand ?", "Size 86 is for what age?"
+        tail = _TRAILING_ASK.search(searched)
+        asked = _KIND_RX.match(tail.group(1)) if tail is not None else None
+        if tail is not None and asked is not None and asked.lastgroup:
+            match, kind, searched = asked, asked.lastgroup, tail.group(1)
     kind = "yesno" if kind == "can" else kind  # "Can you deliver?" and "Do you deliver?" both ask yes or no
     words = tuple(_WORD.findall(lower))
-    if kind == "what" and match is not None and _WHAT_IS.match(lower, match.start()):
+    if kind == "what" and match is not None and _WHAT_IS.match(searched, match.start()):
         kind = "what-is"
     if kind in _NAMES_ITS_AMOUNT and not _SAID_BY_KIND["amount"].isdisjoint(words):
         kind = _NAMES_ITS_AMOUNT[kind]  # "What's the exit fee on ...?" asks how much; "Plant delivery fee?" may

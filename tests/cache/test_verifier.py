@@ -234,6 +234,11 @@ def test_the_kind_of_question_is_read_after_est_ce_que_and_in_its_other_wordings
     # "what is" the thing a fragment names; not "what" that asks for more ("What do you sell?")
     assert _same_kind(kind("What's the luggage allowance on the ferry?"), kind("ferry baggage allowance?"))
     assert not _same_kind(kind("What do you sell?"), kind("sell?"))
+    # a question word that ends the question asks its kind, whatever opened it
+    assert kind("My direct debit is more than my bill, why?") == kind("Why is my direct debit more than my bill?")
+    assert kind("Je peux déposer mon vélo quand ?") == kind("Quand est-ce que je peux déposer mon vélo ?") == "when"
+    assert kind("Size 86 is for what age?") == kind("What age is a size 86?")
+    assert kind("Can I pay with PayPal?") == "yesno"
     # a participle after a determiner names a state: the fragment asks, it does not tell
     assert kind("returning an opened toy") == "statement" and kind("I returned my order") == "telling"
 
