@@ -141,7 +141,8 @@ _ASKING = frozenset("what when which quelle quel quand".split())
 _TO_VERB = frozenset(
     "possible able want wants wanted wanna need needs needed going like love prefer have has had how way allowed"
     " supposed try trying plan planning hoping hope wish order about decide forgot forget remember easy hard"
-    " impossible ok okay due used cost costs much many long".split()  # "how much to rent", "how long to ship"
+    " impossible ok okay due used cost costs much many long price prices fee fees take takes took ask asked"
+    " who what where when which whom whether".split()  # "how much to rent", "who to call", "does it take to ship"
 )
 
 

@@ -252,6 +252,8 @@ def test_an_infinitive_to_is_no_direction():
     assert _kind_direction("From what time is check-in?")[1] == frozenset()  # a time, not a place
     assert _kind_direction("how much to rent a bike for a half day")[1] == frozenset()
     assert _kind_direction("How much to ship to Canada?")[1] == frozenset({"to"})
+    assert _kind_direction("gas leak who to call")[1] == frozenset()
+    assert _kind_direction("How many days does it take to deliver a wine order?")[1] == frozenset()
     # French typed without accents: a bare "a" is "à", unless a question word follows ("a quelle heure")
     assert _kind_direction("A quelle heure commence la derniere seance aujourd'hui ?")[1] == frozenset()
     assert _kind_direction("vous livrez a Montreal ?")[1] == frozenset({"to"})
