@@ -974,6 +974,7 @@ class _Roles:
     voices: frozenset[tuple[str, str]]  # (verb, "doer", "done" or "passive"): who did it (_voices)
     done_by_others: frozenset[str]  # words a content word does (_done_by_others)
     possessions: frozenset[tuple[str, str]]  # (whose, what): "your heads" / "your handle"
+    participles: frozenset[str]  # the content words written as an English participle ("shipped", "tinted")
 
 
 @lru_cache(maxsize=16384)
@@ -1032,7 +1033,21 @@ def _roles(text: str, wording: tuple[str, ...], lang: str) -> _Roles:
             for i, word in enumerate(raw[:-1])
             if word in _POSSESSIVE_DETERMINERS and stems[i + 1] in content
         ),
+        _participles(raw, stems, content) if lang == "en" else _NONE,
     )
+
+
+def _participles(raw: list[str], stems: list[str], content: set[str]) -> frozenset[str]:
+    """The content words written as a participle with no object after it: a state ("tinted paint", "it hasn't
+    shipped"), not a verb whose subject was left out ("referred a friend")."""
+    return frozenset(
+        stem
+        for i, (word, stem) in enumerate(zip(raw, stems))
+        if word.endswith("ed") and stem in content and not (i + 1 < len(raw) and raw[i + 1] in _OBJECT_STARTS)
+    )
+
+
+_OBJECT_STARTS = frozenset("a an the my your his her our their this that these those me you him us them it".split())
 
 
 # Who did it: a verb after "I" / "je" is done by me ("doer"), one after French "me" / "m'" or before English
@@ -1042,7 +1057,7 @@ def _roles(text: str, wording: tuple[str, ...], lang: str) -> _Roles:
 _SUBJECTS = frozenset("i we je j' on".split())
 _OBJECTS = {"en": frozenset("me us".split()), "fr": frozenset("me m' te t'".split())}
 _PASSIVE = frozenset("been being got get gets getting ete".split())
-_BE = frozenset("was were is am are been being got get ete".split())
+_BE = frozenset("be was were is am are been being got get ete".split())
 _STATE = frozenset("was were is are".split())
 _AUXILIARIES = frozenset(
     "am is are was were be been being have has had do does did will would can could should may might must just"
@@ -1105,6 +1120,7 @@ def _done_by_others(raw: list[str], stems: list[str], content: set[str]) -> froz
                 and stems[j] in content
                 and stems[j] not in ("me", "you")
                 and raw[j - 1] in _DETERMINERS
+                and not (j >= 2 and raw[j - 2] in _STATE)  # "was my order cancelled": done to it (_voices)
             ):
                 done.add(stems[i])
     return frozenset(done & content)
@@ -1122,8 +1138,8 @@ def _voices_differ(ra: _Roles, rb: _Roles) -> bool:
             their = {how for word, how in theirs.voices if word in alike}
             if voice == "doer" and "done" in their and "doer" not in their:
                 return True
-            if voice == "passive" and not their & {"passive", "done"}:
-                return True
+            if voice == "passive" and not their & {"passive", "done"} and (their or not alike <= theirs.participles):
+                return True  # not against a participle with no doer: "tinted paint", "it hasn't shipped"
             if voice == "doer" and "doer" not in their and alike & theirs.done_by_others:
                 return True  # "I booked my room" / "My company booked my room"
     return False
