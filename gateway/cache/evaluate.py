@@ -67,7 +67,7 @@ def _verifier_reason(verifier, language, a: str, b: str, vectors: dict, score: f
     from gateway.cache.semantic import Candidates
 
     if language is not None:
-        lang_a, lang_b = language.detect(language_part(a)), language.detect(language_part(b))
+        lang_a, lang_b = language.detect_message(a, language_part(a)), language.detect_message(b, language_part(b))
         if lang_a != lang_b or lang_b == "?":
             return "language"
     if score < verifier.floor:
@@ -152,7 +152,9 @@ def _refusals(cache, text: str, same_answer: list[str], vectors: dict) -> list[s
     if vector is None:
         return ["no embedding"]
     score, nearest = max((float(np.dot(vector, vectors[other])), other) for other in same_answer)
-    if cache.language.detect(language_part(nearest)) != cache.language.detect(language_part(text)):
+    if cache.language.detect_message(nearest, language_part(nearest)) != cache.language.detect_message(
+        text, language_part(text)
+    ):
         return ["language"]
     if score < verifier.floor:
         return ["below floor"]

@@ -44,6 +44,7 @@ WORD_MARGIN = 2.0  # a vote this strong against the letters' English or French: 
 MIXED = 4.0  # a word this French and one this English in one text: the words' vote decides nothing
 WORDS_DECIDE = 5.0  # the vote that settles English against French when the letters are too close to call
 _NOT_LETTERS = re.compile(r"[\W\d_]+")
+_FRENCH_SPACING = re.compile(r"[^\W\d_]\s+[?!]")  # "possible ?": French puts a space before ? and !
 _SCRIPTS = (
     ("CYRILLIC", "x-cyrillic"),
     ("GREEK", "x-greek"),
@@ -128,6 +129,25 @@ class LanguageDetector:
             data.get("words"),
             data.get("word_margin", WORD_MARGIN),
         )
+
+    def detect_message(self, text: str, part: str) -> str:
+        """The language of `part`, the question of a message `text`, unless what the message has around it says
+        the other of English and French: French spacing before a question or exclamation mark, which no English
+        question of our pools has ("late check out possible ?"), or politeness that votes for the other language
+        by `words_decide` ("early check in possible svp"): a French customer typing English loan words is not
+        known to want an English answer."""
+        lang = self.detect(part)
+        if lang not in _VOTED:
+            return lang
+        if lang == "en" and _FRENCH_SPACING.search(text):
+            return UNKNOWN
+        around = Counter(_normalise(text).split())
+        around.subtract(_normalise(part).split())
+        get = self._word_odds.get
+        vote = sum(get(word, 0.0) * n for word, n in around.items() if n > 0)
+        if (lang == "en" and vote >= self.words_decide) or (lang == "fr" and vote <= -self.words_decide):
+            return UNKNOWN
+        return lang
 
     def scores(self, text: str) -> dict[str, float]:
         """Mean log-probability per known n-gram, per language (diagnostics)."""

@@ -204,7 +204,8 @@ class IntentCache:
         """The question's language (memoised): the semantic partition it reads and writes."""
         shared = self._shared(req)
         if not shared.lang:
-            shared.lang = self.language.detect(language_part(req.last_user_text))
+            text = req.last_user_text
+            shared.lang = self.language.detect_message(text, language_part(text))
         return shared
 
     # ---------------------------------------------------------------------------------------- lookups

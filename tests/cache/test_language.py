@@ -61,3 +61,19 @@ def test_words_of_both_languages_decide_only_when_their_net_names_the_letters_la
     # the same loan phrase inside a clearly French sentence: the letters and the net of the words agree
     assert detector.detect("Est-ce que je peux annuler ma commande click and collect déjà passée ?") == "fr"
     assert detector.detect("Is the Bordeaux boutique open on Sundays?") == "en"
+
+
+def test_what_is_around_the_question_can_make_its_language_unknown():
+    from gateway.cache.semantic import language_part
+
+    detector = LanguageDetector.load()
+
+    def message(text: str) -> str:
+        return detector.detect_message(text, language_part(text))
+
+    # a space before the question mark is French typography; "svp" is French politeness
+    assert message("late check out possible ?") == UNKNOWN
+    assert message("early check in possible svp") == UNKNOWN
+    assert message("Hi, where is my order? Thanks!") == "en"
+    assert message("Bonjour, où est ma commande ? Merci") == "fr"
+    assert message("Bonjour, est-ce que vous livrez en Belgique ?") == "fr"

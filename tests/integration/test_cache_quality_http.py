@@ -36,6 +36,10 @@ def test_a_french_question_never_gets_an_english_answer(client):
         ("How do I reset my password?", "Comment réinitialiser mon mot de passe ?"),
         ("Roaming price?", "Prix du roaming ?"),  # an English word in a short French question
         ("Wifi price?", "Prix du wifi ?"),
+        # English loan words only: French typography, French politeness or French words around them say French
+        ("click and collect?", "click and collect possible ?"),
+        ("Can I check in early?", "early check in possible svp"),
+        ("click and collect?", "click and collect c'est possible ?"),
     ]:
         ask(client, english)
         headers, answer = ask(client, french)
