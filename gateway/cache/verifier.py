@@ -188,8 +188,12 @@ def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
     words = tuple(_WORD.findall(lower))
     if kind == "what" and match is not None and _WHAT_IS.match(searched, match.start()):
         kind = "what-is"
-    if kind in _NAMES_ITS_AMOUNT and not _SAID_BY_KIND["amount"].isdisjoint(words):
-        kind = _NAMES_ITS_AMOUNT[kind]  # "What's the exit fee on ...?" asks how much; "Plant delivery fee?" may
+    if kind in _NAMES_ITS_AMOUNT:
+        topics = features(text).content
+        if not _SAID_BY_KIND["amount"].isdisjoint(words) or not _AMOUNT_TOPICS.isdisjoint(topics):
+            kind = _NAMES_ITS_AMOUNT[kind]  # "What's the exit fee on ...?" asks how much; "Plant delivery fee?" may
+        elif kind == "statement" and _HOURS_TOPIC in topics:
+            kind = "statement-when"  # "Sunday opening time?" may ask when
     directions = frozenset(
         _DIRECTIONS[w]
         for i, w in enumerate(words)
@@ -350,16 +354,20 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
     kind = _kind_direction(a)[0]
     said = _SAID_BY_KIND.get(kind, ()) if kind == _kind_direction(b)[0] else ()
     for side, loose, mine, other in ((0, loose_a, ca, cb), (1, loose_b, cb, ca)):
+        # a close word stands for one word: a word of the other side whose twin is here is taken ("I bought a
+        # used laptop, can I use it?": "used" is no "use", which "use" answers); an inflection of one root may
+        # still stand for it ("printer" / "printing")
+        free = other.tokens if not loose else tuple(t for t, k in zip(other.tokens, other.keys) if k not in mine.keyset)
         for i in loose:
             token = mine.tokens[i]
-            if (
-                token in said or _close_to_any(token, other.tokens) or _same_root(token, other.tokens)
-            ) and not _negated_in(token, other.tokens):  # the rarer test last: most loose words match nothing
+            if (token in said or _close_to_any(token, free) or _same_root(token, other.tokens)) and not _negated_in(
+                token, other.tokens
+            ):  # the rarer test last: most loose words match nothing
                 continue
             if (
                 len(token) >= 5
                 and (other.unknown or token in mine.unknown)
-                and any(abs(len(token) - len(theirs)) <= 2 and _slip(token, theirs) for theirs in other.tokens)
+                and any(abs(len(token) - len(theirs)) <= 2 and _slip(token, theirs) for theirs in free)
             ):
                 continue
             counts[side] += 1
@@ -725,6 +733,10 @@ def _kind_or_direction_differs(a: str, b: str) -> bool:
 
 # a question of what, or a fragment, whose words name a price asks how much, or may ask it (_same_kind)
 _NAMES_ITS_AMOUNT = {"what": "amount", "what-is": "amount", "statement": "statement-amount"}
+_AMOUNT_TOPICS = frozenset(
+    ["#price", "#duration"]
+)  # the lexicon's topics (semantic.TOPICS) of a price, a length of time
+_HOURS_TOPIC = "=hours"  # its class of the time of day ("time", "heure", "hours")
 # "What's the luggage allowance on the ferry?" asks what "ferry luggage allowance?" names
 _WHAT_IS = re.compile(
     r"(?:what(?:'s| is| are)|quel(?:le)?s? (?:est|sont))(?: (?:the|your|my|le|la|les|l'|votre|vos))?\s"
@@ -740,6 +752,8 @@ def _same_kind(ka: str, kb: str) -> bool:
         return True
     if "statement-amount" in (ka, kb) and {ka, kb} & {"amount", "statement"}:
         return True  # "Plant delivery fee?" / "How much is the plant delivery fee?"
+    if "statement-when" in (ka, kb) and {ka, kb} & {"when", "statement"}:
+        return True  # "Sunday opening time?" / "What time do you open on Sundays?"
     if "what-is" in (ka, kb):
         return bool({ka, kb} & {"what", "statement"})  # "What's the luggage allowance?" / "luggage allowance?"
     ka, kb = (_STATEMENT.get(ka, ka), _STATEMENT.get(kb, kb))
@@ -747,9 +761,9 @@ def _same_kind(ka: str, kb: str) -> bool:
 
 
 _NO_QUESTION_WORD = frozenset(
-    ["statement", "statement-amount", "telling"]
+    ["statement", "statement-amount", "statement-when", "telling"]
 )  # "mon colis est arrivé ?" typed without its mark
-_STATEMENT = {"statement-amount": "statement"}
+_STATEMENT = {"statement-amount": "statement", "statement-when": "statement"}
 
 
 _ASKS_TO_DO = frozenset(["how", "yesno"])

@@ -231,6 +231,11 @@ def test_the_kind_of_question_is_read_after_est_ce_que_and_in_its_other_wordings
     assert _same_kind(kind("Plant delivery fee?"), kind("Is there a delivery fee for plants?"))
     assert not _same_kind(kind("Plant delivery fee?"), kind("When is the delivery fee charged?"))
     assert not _same_kind(kind("student discount?"), kind("How much is the student discount?"))
+    # the lexicon's topics of a price, a length of time and a time of day say what a fragment may ask
+    assert _same_kind(kind("frais de livraison svp"), kind("Combien coûte la livraison ?"))
+    assert _same_kind(kind("Eye test duration?"), kind("How long does an eye test take?"))
+    assert _same_kind(kind("Sunday opening time?"), kind("What time do you open on Sundays?"))
+    assert not _same_kind(kind("delivery time?"), kind("How much is delivery?"))
     # "what is" the thing a fragment names; not "what" that asks for more ("What do you sell?")
     assert _same_kind(kind("What's the luggage allowance on the ferry?"), kind("ferry baggage allowance?"))
     assert not _same_kind(kind("What do you sell?"), kind("sell?"))
@@ -257,6 +262,19 @@ def test_an_infinitive_to_is_no_direction():
     # French typed without accents: a bare "a" is "à", unless a question word follows ("a quelle heure")
     assert _kind_direction("A quelle heure commence la derniere seance aujourd'hui ?")[1] == frozenset()
     assert _kind_direction("vous livrez a Montreal ?")[1] == frozenset({"to"})
+
+
+def test_a_close_word_stands_for_one_word_only():
+    from gateway.cache.verifier import _read, _unmatched
+
+    used = "I bought a used laptop that still has your extended warranty, can I use it?"
+    new = "I bought a new laptop that still has your extended warranty, can I use it?"
+    assert _unmatched(*_read(used, new)) != (0, 0)  # "use" answers "use", it cannot answer "used" too
+    # an inflection of one root still stands for it
+    assert _unmatched("I don't have a printer, how can I print the return label?", "printing the return label") == (
+        0,
+        0,
+    )
 
 
 def test_inflections_match_and_a_negating_prefix_never_does():
