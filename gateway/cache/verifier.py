@@ -202,10 +202,9 @@ def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
         and not (i + 1 < len(words) and words[i + 1] in _ASKING)  # "from what time": a time, no place
     )
     bare_a = any(w == "a" and not (i + 1 < len(words) and words[i + 1] in _ASKING) for i, w in enumerate(words))
+    # French typed without accents writes "à" as "a" (not before a question word: "a quelle heure")
     if bare_a and "to" not in directions and lower.isascii() and features(text).lang == "fr":
-        directions |= (
-            _TO  # French typed without accents writes "à" as "a" (not before a question word: "a quelle heure")
-        )
+        directions |= _TO
     return kind, directions, words
 
 
@@ -733,10 +732,9 @@ def _kind_or_direction_differs(a: str, b: str) -> bool:
 
 # a question of what, or a fragment, whose words name a price asks how much, or may ask it (_same_kind)
 _NAMES_ITS_AMOUNT = {"what": "amount", "what-is": "amount", "statement": "statement-amount"}
-_AMOUNT_TOPICS = frozenset(
-    ["#price", "#duration"]
-)  # the lexicon's topics (semantic.TOPICS) of a price, a length of time
-_HOURS_TOPIC = "=hours"  # its class of the time of day ("time", "heure", "hours")
+# the lexicon's topics of a price and of a length of time, and its class of the time of day ("time", "heure")
+_AMOUNT_TOPICS = frozenset(["#price", "#duration"])
+_HOURS_TOPIC = "=hours"
 # "What's the luggage allowance on the ferry?" asks what "ferry luggage allowance?" names
 _WHAT_IS = re.compile(
     r"(?:what(?:'s| is| are)|quel(?:le)?s? (?:est|sont))(?: (?:the|your|my|le|la|les|l'|votre|vos))?\s"
@@ -747,22 +745,22 @@ def _same_kind(ka: str, kb: str) -> bool:
     """The same kind of question; or a request or fragment ("I want to cancel my order", "student
     discount?", `_statement_kind`) against a question of what to do or whether ("How do I cancel my
     order?", "Do you have a student discount?"). Not against where, when, why, what or how much: those ask
-    for more than the statement names."""
+    for more than the statement names, unless the fragment names it (a price or a length of time: how much;
+    a time of day: when) or the question asks what the fragment names ("What's the luggage allowance?")."""
     if ka == kb or {ka, kb} <= _NO_QUESTION_WORD:
         return True
     if "statement-amount" in (ka, kb) and {ka, kb} & {"amount", "statement"}:
         return True  # "Plant delivery fee?" / "How much is the plant delivery fee?"
     if "statement-when" in (ka, kb) and {ka, kb} & {"when", "statement"}:
         return True  # "Sunday opening time?" / "What time do you open on Sundays?"
-    if "what-is" in (ka, kb):
-        return bool({ka, kb} & {"what", "statement"})  # "What's the luggage allowance?" / "luggage allowance?"
+    if "what-is" in (ka, kb):  # "What's the luggage allowance?" / "luggage allowance?"
+        return bool({ka, kb} & {"what", "statement", "statement-when"})
     ka, kb = (_STATEMENT.get(ka, ka), _STATEMENT.get(kb, kb))
     return (ka == "statement" and kb in _ASKS_TO_DO) or (kb == "statement" and ka in _ASKS_TO_DO)
 
 
-_NO_QUESTION_WORD = frozenset(
-    ["statement", "statement-amount", "statement-when", "telling"]
-)  # "mon colis est arrivé ?" typed without its mark
+# no question word: each pairs with the others ("mon colis est arrivé ?" typed without its mark)
+_NO_QUESTION_WORD = frozenset(["statement", "statement-amount", "statement-when", "telling"])
 _STATEMENT = {"statement-amount": "statement", "statement-when": "statement"}
 
 
