@@ -59,6 +59,16 @@ def test_a_french_question_never_gets_an_english_answer(client):
         ("Where is my refund?", "How do I request a refund?"),
         ("Can I pay in instalments?", "Can I pay the full amount at once?"),
         ("Do gift cards expire?", "How do I check my gift card balance?"),
+        # found on held-out pools written by people who read no code (2026-12-02)
+        ("where can i fly into geneva from", "Where can I fly to from Geneva?"),
+        (
+            "Can I get into the gym at night with my badge when there's no staff?",
+            "Can I get into the gym at night without my badge when there's no staff?",
+        ),
+        (
+            "I bought a used laptop that still has your extended warranty, can I use it?",
+            "I bought a new laptop that still has your extended warranty, can I use it?",
+        ),
     ],
 )
 def test_near_miss_siblings_miss(client, stored, asked):
@@ -83,6 +93,22 @@ def test_a_question_asked_again_as_users_reask_it_is_served_from_the_cache(clien
     ask(client, "How long is a gift card valid?")
     headers, _ = ask(client, asked)
     assert headers["x-gateway-cache"] in ("hit-exact", "hit-semantic")  # capitals: the exact key folds case
+
+
+@pytest.mark.parametrize(
+    "stored, asked",
+    [
+        ("How much is the plant delivery fee?", "Plant delivery fee?"),
+        ("What time is check-in?", "check-in time?"),
+        ("À quelle heure ouvrez-vous le dimanche ?", "heure d'ouverture le dimanche ?"),
+        ("Why is my direct debit more than my bill?", "My direct debit is more than my bill, why?"),
+        ("Is it possible to return tinted paint?", "Can I return paint that was tinted?"),
+        ("How much does it cost to rent a bike for half a day?", "how much to rent a bike for half a day"),
+    ],
+)
+def test_the_same_question_in_another_form_is_served(client, stored, asked):
+    ask(client, stored)
+    assert ask(client, asked)[0]["x-gateway-cache"] == "hit-semantic"
 
 
 def test_a_slip_of_the_question_word_still_asks_the_same(client):
