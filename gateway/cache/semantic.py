@@ -1104,8 +1104,9 @@ _DETERMINERS = _POSSESSIVE_DETERMINERS | frozenset("the a an this that le la les
 
 def _done_by_others(raw: list[str], stems: list[str], content: set[str]) -> frozenset[str]:
     """The verbs of a clause whose subject is a thing or another person ("My company booked my room", "Ma
-    société a réservé"): a verb after an auxiliary or ending in "ed", right after a determiner and a content
-    word (not "my order was paid": done to it; not "mot de passe oublié": no determiner, no auxiliary)."""
+    société a réservé", "Can the seller cancel my order?"): a verb after an auxiliary or ending in "ed", right
+    after a determiner and a content word, or after one an auxiliary asks of (not "my order was paid": done to
+    it; not "mot de passe oublié": no determiner, no auxiliary)."""
     done = set()
     for i in range(2, len(stems)):
         j, helped = i - 1, False
@@ -1114,9 +1115,10 @@ def _done_by_others(raw: list[str], stems: list[str], content: set[str]) -> froz
                 break
             helped, j = helped or raw[j] in _AUXILIARIES, j - 1
         else:
+            asked = j >= 2 and raw[j - 2] in _ASKING_AUXILIARIES  # "Can the seller cancel my order?"
             if (
                 j >= 1
-                and (helped or raw[i].endswith("ed"))
+                and (helped or asked or raw[i].endswith("ed"))
                 and stems[j] in content
                 and stems[j] not in ("me", "you")
                 and raw[j - 1] in _DETERMINERS
@@ -1124,6 +1126,9 @@ def _done_by_others(raw: list[str], stems: list[str], content: set[str]) -> froz
             ):
                 done.add(stems[i])
     return frozenset(done & content)
+
+
+_ASKING_AUXILIARIES = frozenset("can could will would do does did should may might must".split())
 
 
 def _voices_differ(ra: _Roles, rb: _Roles) -> bool:
