@@ -909,8 +909,8 @@ def _check_wording(a: TextFeatures, b: TextFeatures) -> str | None:
     # warranty on the frame" / "the frame warranty")
     if _roles_swapped(_roles(a._text, a.wording, a.lang), _roles(b._text, b.wording, b.lang)):
         return "word order"
-    if _swapped_pair(a.wording, b.wording):  # "Does the X price include Y?" / "Does the Y price include X?"
-        return "word order"
+    if _swapped_pair(a.wording, b.wording) and not _one_fragment(a._text, b._text):
+        return "word order"  # "Does the X price include Y?" / "Does the Y price include X?"
     if a.lang == b.lang and a.lang != "?":
         return _substitution(a.content, b.content)
     return None
@@ -1213,6 +1213,14 @@ def _led_only(roles: _Roles, one: frozenset[str], other: frozenset[str]) -> tupl
     by_one = frozenset().union(*[led for role, led in roles.phrases if role in one])
     by_other = frozenset().union(*[led for role, led in roles.phrases if role in other])
     return by_one - by_other, by_other - by_one
+
+
+def _one_fragment(a: str, b: str) -> bool:
+    """Whether one text has no question word and the other has one: a fragment orders its words otherwise
+    ("Sunday opening time?" / "What time do you open on Sundays?")."""
+    from gateway.cache.verifier import is_fragment
+
+    return is_fragment(a) != is_fragment(b)
 
 
 def _swapped_pair(a: tuple[str, ...], b: tuple[str, ...]) -> bool:

@@ -741,6 +741,11 @@ _WHAT_IS = re.compile(
 )
 
 
+def is_fragment(text: str) -> bool:
+    """A text with no question word: a fragment, a request or a statement."""
+    return _kind_direction(text)[0] in _NO_QUESTION_WORD
+
+
 def _same_kind(ka: str, kb: str) -> bool:
     """The same kind of question; or a request or fragment ("I want to cancel my order", "student
     discount?", `_statement_kind`) against a question of what to do or whether ("How do I cancel my
