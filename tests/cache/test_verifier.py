@@ -367,6 +367,7 @@ def test_the_same_words_in_other_roles_are_another_question(a, b):
             "transfer data from contract line to prepaid line",
         ),
         ("Can I send a parcel to you from France?", "Can I send a parcel from France to you?"),
+        ("What time do you open on Sundays?", "Sunday opening time?"),  # a fragment orders its words otherwise
         ("Can gifted toys be returned with no receipt?", "Can gifted toys be returned without a receipt?"),
         # a participle with no doer and no object is a state, as a passive is
         ("How many times can I renew a DVD?", "How many times can a DVD be renewed?"),

@@ -100,6 +100,7 @@ def test_a_question_asked_again_as_users_reask_it_is_served_from_the_cache(clien
     [
         ("How much is the plant delivery fee?", "Plant delivery fee?"),
         ("What time is check-in?", "check-in time?"),
+        ("What time do you open on Sundays?", "Sunday opening time?"),
         ("À quelle heure ouvrez-vous le dimanche ?", "heure d'ouverture le dimanche ?"),
         ("Why is my direct debit more than my bill?", "My direct debit is more than my bill, why?"),
         ("Is it possible to return tinted paint?", "Can I return paint that was tinted?"),
