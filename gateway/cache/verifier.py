@@ -356,7 +356,9 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
         # a close word stands for one word: a word of the other side whose twin is here is taken ("I bought a
         # used laptop, can I use it?": "used" is no "use", which "use" answers); an inflection of one root may
         # still stand for it ("printer" / "printing")
-        free = other.tokens if not loose else tuple(t for t, k in zip(other.tokens, other.keys) if k not in mine.keyset)
+        if not loose:
+            continue
+        free = tuple(t for t, k in zip(other.tokens, other.keys) if k not in mine.keyset)
         for i in loose:
             token = mine.tokens[i]
             if (token in said or _close_to_any(token, free) or _same_root(token, other.tokens)) and not _negated_in(
