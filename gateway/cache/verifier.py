@@ -371,6 +371,12 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
                 and any(abs(len(token) - len(theirs)) <= 2 and _slip(token, theirs) for theirs in free)
             ):
                 continue
+            if any(
+                (token in mine.unknown and _abbreviation(token, theirs))
+                or (theirs in other.unknown and _abbreviation(theirs, token))
+                for theirs in free
+            ):
+                continue
             counts[side] += 1
             if first:
                 return counts[0], counts[1]
@@ -440,6 +446,17 @@ def _slip(word: str, other: str) -> bool:
         return False
     model = _table()
     return model is None or word not in model.index or other not in model.index
+
+
+@lru_cache(maxsize=65536)
+def _abbreviation(short: str, word: str) -> bool:
+    """Whether `short`, a word the static table lacks, abbreviates `word`: its letters in order within it,
+    the first one first, and at least three letters fewer ("appt" / "appointment", "qqn" / "quelqu'un")."""
+    letters = "".join(c for c in word if c.isalpha())
+    if not (3 <= len(short) <= 5 and short.isalpha() and len(letters) >= len(short) + 3 and short[0] == letters[0]):
+        return False
+    rest = iter(letters)
+    return all(c in rest for c in short)
 
 
 def _close_to_any(token: str, others: tuple[str, ...]) -> bool:

@@ -171,6 +171,23 @@ def test_a_slip_is_read_before_the_kind_and_the_unmatched_words():
     assert verifier.vetoed("Can I decrease my limit?", "Can I increase my limit?")
 
 
+def test_an_unknown_short_word_abbreviates_a_word_of_the_other_side():
+    from gateway.cache.verifier import Verifier, _abbreviation, _unmatched, model_path
+
+    assert (
+        _abbreviation("appt", "appointment") and _abbreviation("qqn", "quelqu'un") and _abbreviation("acct", "account")
+    )
+    assert not _abbreviation("appt", "apartment")  # its letters in order
+    assert not _abbreviation("pmt", "appointment")  # the first letter first
+    assert not _abbreviation("bk", "booking") and not _abbreviation("accnt", "account")  # 3 letters at least; 3 fewer
+    assert _unmatched("How do I reschedule my appointment?", "How do I reschedule my appt?") == (0, 0)
+    verifier = Verifier.load(model_path("static"))
+    assert not verifier.vetoed("comment partager un album avec qqn", "Comment partager un album avec quelqu'un ?")
+    # a known word is no abbreviation ("app" is a word of the table), and another word stays another word
+    assert verifier.vetoed("How do I reschedule my app?", "How do I reschedule my appointment?")
+    assert verifier.vetoed("How do I reschedule my appt?", "How do I reschedule my delivery?")
+
+
 def test_french_without_accents_reads_as_with_them():
     from gateway.cache.verifier import _kind_or_direction_differs
     from gateway.static_embedding import default_model
