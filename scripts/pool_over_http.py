@@ -19,6 +19,7 @@ import json
 import random
 import sys
 from collections import Counter
+from pathlib import Path
 
 ECHO = "Mock answer to: "
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from openai import OpenAI
 
-    rows = [json.loads(line) for line in open(args.pool, encoding="utf-8") if line.strip()]
+    rows = [json.loads(line) for line in Path(args.pool).read_text(encoding="utf-8").splitlines() if line.strip()]
     shops = sorted({row["shop"] for row in rows if "shop" in row})
     if shops:
         shop = args.shop or shops[0]
