@@ -962,7 +962,9 @@ _PERSON = {  # one word per person: "to me" and "Can I ..." name the same one
 # if "for" led it (only the pronouns that are never a subject or a determiner)
 _OBJECT_PRONOUNS = {"en": frozenset("me him us them".split()), "fr": frozenset("me m' te t' lui".split())}
 _IMPLICIT_ROLE = {"en": "for", "fr": "pour"}
-_ROLE_TOKEN = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*(?:'s?(?![^\W\d_]))?|\d+|[.,;:!?]")
+_ROLE_TOKEN = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*(?:'s?(?![^\W\d_]))?|\d+|[.,;:!?]|-+>|=+>|\u2192|\u21d2")
+# an arrow between two phrases leads the second as "to" does ("retrait magasin -> livraison à domicile")
+_ARROW_ROLE = {"en": "to", "fr": "vers"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -995,6 +997,8 @@ def _roles(text: str, wording: tuple[str, ...], lang: str) -> _Roles:
         given.append(word in objects and not (stems and stems[-1] in role_words))
         if word == "d'":  # "passer d'une offre"
             stems.append("de")
+        elif word[-1] in ">\u2192\u21d2":
+            stems.append(_ARROW_ROLE.get(lang, "to"))
         elif word in role_words:
             stems.append(_ROLE_CLASS.get(word, word))
         elif word in _PERSON:

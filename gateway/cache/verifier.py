@@ -201,6 +201,8 @@ def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
         and not (w == "to" and i and words[i - 1] in _TO_VERB)
         and not (i + 1 < len(words) and words[i + 1] in _ASKING)  # "from what time": a time, no place
     )
+    if _ARROW.search(lower):  # "retrait magasin -> livraison à domicile": the arrow leads where to
+        directions |= _TO
     bare_a = any(w == "a" and not (i + 1 < len(words) and words[i + 1] in _ASKING) for i, w in enumerate(words))
     # French typed without accents writes "à" as "a" (not before a question word: "a quelle heure")
     if bare_a and "to" not in directions and lower.isascii() and features(text).lang == "fr":
@@ -209,6 +211,7 @@ def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
 
 
 _TO = frozenset({"to"})
+_ARROW = re.compile(r"[-=]+>|\u2192|\u21d2")
 
 
 @lru_cache(maxsize=16384)

@@ -188,6 +188,14 @@ def test_an_unknown_short_word_abbreviates_a_word_of_the_other_side():
     assert verifier.vetoed("How do I reschedule my appt?", "How do I reschedule my delivery?")
 
 
+def test_an_arrow_is_where_to():
+    from gateway.cache.verifier import Verifier, _kind_direction, model_path
+
+    assert _kind_direction("switch store pickup -> home delivery")[1] == frozenset({"to"})
+    verifier = Verifier.load(model_path("static"))
+    assert not verifier.vetoed("switch store pickup -> home delivery", "switch store pickup to home delivery")
+
+
 def test_french_without_accents_reads_as_with_them():
     from gateway.cache.verifier import _kind_or_direction_differs
     from gateway.static_embedding import default_model
@@ -339,6 +347,9 @@ def test_inflections_match_and_a_negating_prefix_never_does():
             "Un ami m'a parrainé, quand ai-je mon bonus ?",
         ),
         ("passer du mensuel à l'annuel svp", "passer de l'annuel au mensuel svp"),
+        # an arrow leads where to, as "to" does; the cue of a false hit found when accents were stripped
+        ("Changer livraison domicile -> retrait magasin svp", "Changer retrait magasin -> livraison a domicile ?"),
+        ("switch home delivery → store pickup please", "switch store pickup => home delivery please"),
         ("I booked my room myself, can my company pay the bill?", "My company booked my room, can I pay the bill?"),
         ("vous avez livré ma commande chez le voisin", "vous avez livré la commande du voisin chez moi"),
         ("My order was cancelled", "How do I cancel my order?"),  # done to it / what I would do
