@@ -428,6 +428,7 @@ def question_part(text: str) -> str:
     """The text, lower-cased, without the manners around the question (see `_without_pleasantries`); accents
     kept, for the language detector. A sign-off glued to a question typed without its mark ("where do i put
     my voucher Warm regards, Priya") starts at the last capital after a lower-case word."""
+    text = _without_glued_opener(text)
     glued = max(map(re.Match.start, _GLUED.finditer(text)), default=None)  # the last one
     if glued is not None:
         head, tail = _lower(text[:glued]), _lower(text[glued + 1 :])
@@ -442,6 +443,28 @@ def _lower(text: str) -> str:
 
 
 _GLUED = re.compile(r"(?<=[^\W\d_])(?<![A-ZÀ-Ý]) (?=[A-ZÀ-Ý][a-zà-ÿ'])")  # "…voucher Warm …": no mark between
+
+
+def _without_glued_opener(text: str) -> str:
+    """`text` from the question that starts after a greeting typed with no mark between ("heyyy Can you cut a
+    key?", "Salut la team Combien coûte ...", "Hi!! hope ur good How much ..."): a capitalised word that opens
+    a question, after a lower-case one, within the first words; what comes before it goes only when it is all
+    politeness (the word lists, then the learned model), so "I live in Lyon Do you deliver there?" keeps it."""
+    opened = _OPENER_GLUED.search(text, 0, _OPENER_CHARS)
+    if opened is None or opened.start() == 0:
+        return text
+    head = _lower(text[: opened.start()])
+    return text[opened.start() + 1 :] if _without_manners(head.rstrip() + ". 0?") == "0?" else text
+
+
+# the words a question or a request opens with, capitalised: where a glued greeting ends
+_OPENER_WORDS = (
+    "How|What|What's|Where|When|Why|Which|Who|Can|Could|Would|Will|Is|Are|Do|Does|Did|May|Should|Have|Has"
+    "|Comment|Combien|Où|Quand|Pourquoi|Quel|Quelle|Quels|Quelles|Qui|Est-ce|Puis-je|Pouvez-vous|Pouvez|Peux|Peut"
+    "|Peut-on|Pourriez|Pourrais|Avez|Avez-vous|Vous|Je|J'ai|Mon|Ma|Mes"
+)
+_OPENER_GLUED = re.compile(rf"(?<=[^\W\d_]|[!.)]) (?=(?:{_OPENER_WORDS})(?![\w'-]))")
+_OPENER_CHARS = 80  # a greeting glued to the question is short
 
 
 @lru_cache(maxsize=16384)

@@ -146,6 +146,20 @@ def test_greetings_and_thanks_at_the_edges_are_manners_not_words():
     assert features("WHERE IS MY ORDER FROM PARIS?").names == ("paris",)  # in capitals only known names count
 
 
+def test_a_greeting_glued_to_the_question_is_manners_and_a_glued_context_is_not():
+    from gateway.cache.semantic import question_part
+
+    assert question_part("heyyy Can you cut a copy of my house key?") == "can you cut a copy of my house key?"
+    assert (
+        question_part("Salut la team Combien coûte une recharge de 20 Go ?") == "combien coûte une recharge de 20 go ?"
+    )
+    assert question_part("Hi!! hope ur good How much is it?") == "how much is it?"
+    # what comes before is kept unless it is all politeness: a place, a person, the question itself
+    assert question_part("I live in Lyon Do you deliver there?") == "i live in lyon do you deliver there?"
+    assert question_part("my son Can he use my card?") == "my son can he use my card?"
+    assert question_part("Do you ship to Canada?") == "do you ship to canada?"
+
+
 def test_a_slip_is_one_neighbouring_swap_or_edit_of_an_unknown_word():
     from gateway.cache.verifier import _as_read, _slip, _typo
 
