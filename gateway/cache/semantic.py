@@ -638,7 +638,7 @@ def _without_polite_words(text: str) -> str:
     start = 0
     for match in _MANNER_WORD.finditer(text):  # lazily: most questions stop at their first word
         word = _fold_word(match.group(0))
-        if word in _POLITE_WORDS:
+        if _polite_word(word):
             start = match.end()
         elif _ends_run(word):
             break
@@ -652,7 +652,7 @@ def _without_polite_words(text: str) -> str:
         tail = tail[1:]  # the window cut a word: not a word of the run
     for match in reversed(tail):
         word = _fold_word(match.group(0))
-        if word in _POLITE_WORDS:
+        if _polite_word(word):
             end = match.start()
         elif _ends_run(word):
             break
@@ -665,13 +665,25 @@ _POLITE_WORDS = frozenset(MANNERS) - frozenset(
     "question questions advance assistance team equipe chose endroit forward bien renseignement bug bugging "
     "disturb disturbing bother bothering confused wondering wondered permets excusez pardon appreciation".split()
 )
+# a politeness word typed with its letters drawn out ("heyyy", "hiii", "merciii", "thxx"): each run of one
+# letter read once, on both sides
+_DOUBLED = re.compile(r"([^\W\d_])\1+")
+_POLITE_DRAWN_OUT = frozenset(_DOUBLED.sub(r"\1", word) for word in _POLITE_WORDS)
+
+
+def _polite_word(word: str) -> bool:
+    return word in _POLITE_WORDS or (
+        _DOUBLED.search(word) is not None and _DOUBLED.sub(r"\1", word) in _POLITE_DRAWN_OUT
+    )
+
+
 _TAIL = 100
 _NOT_LETTERS = " \t\n?!.,;:()'\"-"
 
 
 def _ends_run(word: str) -> bool:
     """Whether a word stops a run of politeness words: a question word, or one neither stop word nor filler."""
-    return word not in _POLITE_WORDS and (
+    return not _polite_word(word) and (
         word in _QUESTION_WORDS or (word not in STOPWORDS and word not in MANNERS_FILLERS)
     )
 
