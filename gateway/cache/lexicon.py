@@ -747,5 +747,6 @@ cordial expression sentiments respectueuses bientot plus journee soiree week-end
 petit rapide allez permettre ecrire ecris contacter sujet suivante suivant demander demande bete
 idiote encore moi fois attente tenir courant infiniment bcp svp stp plait  sais savais pourrez pourriez
 pourrais pourras greatly hugely really so savoir
+lol mdr haha hehe hmm euh um uh erm
 """.split()
 )

@@ -155,6 +155,7 @@ def test_a_greeting_glued_to_the_question_is_manners_and_a_glued_context_is_not(
     )
     assert question_part("Hi!! hope ur good How much is it?") == "how much is it?"
     assert question_part("heyyy oil based paint over water based paint?") == "oil based paint over water based paint?"
+    assert question_part("lol hi upgrade after contract end?") == "upgrade after contract end?"  # an interjection
     # what comes before is kept unless it is all politeness: a place, a person, the question itself
     assert question_part("I live in Lyon Do you deliver there?") == "i live in lyon do you deliver there?"
     assert question_part("my son Can he use my card?") == "my son can he use my card?"
