@@ -450,20 +450,23 @@ def _without_glued_opener(text: str) -> str:
     key?", "Salut la team Combien coûte ...", "Hi!! hope ur good How much ..."): a capitalised word that opens
     a question, after a lower-case one, within the first words; what comes before it goes only when it is all
     politeness (the word lists, then the learned model), so "I live in Lyon Do you deliver there?" keeps it."""
-    opened = _OPENER_GLUED.search(text, 0, _OPENER_CHARS)
-    if opened is None or opened.start() == 0:
-        return text
-    head = _lower(text[: opened.start()])
-    return text[opened.start() + 1 :] if _without_manners(head.rstrip() + ". 0?") == "0?" else text
+    for capital in _CAPITAL_AFTER_SPACE.finditer(text, 1, _OPENER_CHARS):  # cheaper than one regex of the words
+        at = capital.start()
+        word = _OPENER_TOKEN.match(text, at + 1, _OPENER_CHARS)
+        if (text[at - 1].isalpha() or text[at - 1] in "!.)") and word is not None and word.group(0) in _OPENER_WORDS:
+            head = _lower(text[:at])
+            return text[at + 1 :] if _without_manners(head.rstrip() + ". 0?") == "0?" else text
+    return text
 
 
 # the words a question or a request opens with, capitalised: where a glued greeting ends
-_OPENER_WORDS = (
-    "How|What|What's|Where|When|Why|Which|Who|Can|Could|Would|Will|Is|Are|Do|Does|Did|May|Should|Have|Has"
-    "|Comment|Combien|Où|Quand|Pourquoi|Quel|Quelle|Quels|Quelles|Qui|Est-ce|Puis-je|Pouvez-vous|Pouvez|Peux|Peut"
-    "|Peut-on|Pourriez|Pourrais|Avez|Avez-vous|Vous|Je|J'ai|Mon|Ma|Mes"
+_OPENER_WORDS = frozenset(
+    "How What What's Where When Why Which Who Can Could Would Will Is Are Do Does Did May Should Have Has"
+    " Comment Combien Où Quand Pourquoi Quel Quelle Quels Quelles Qui Est-ce Puis-je Pouvez-vous Pouvez Peux Peut"
+    " Peut-on Pourriez Pourrais Avez Avez-vous Vous Je J'ai Mon Ma Mes".split()
 )
-_OPENER_GLUED = re.compile(rf"(?<=[^\W\d_]|[!.)]) (?=(?:{_OPENER_WORDS})(?![\w'-]))")
+_CAPITAL_AFTER_SPACE = re.compile(r" (?=[A-ZÀ-Ý])")
+_OPENER_TOKEN = re.compile(r"[\w'-]+")
 _OPENER_CHARS = 80  # a greeting glued to the question is short
 
 
@@ -671,6 +674,7 @@ _DOUBLED = re.compile(r"([^\W\d_])\1+")
 _POLITE_DRAWN_OUT = frozenset(_DOUBLED.sub(r"\1", word) for word in _POLITE_WORDS)
 
 
+@lru_cache(maxsize=65536)
 def _polite_word(word: str) -> bool:
     return word in _POLITE_WORDS or (
         _DOUBLED.search(word) is not None and _DOUBLED.sub(r"\1", word) in _POLITE_DRAWN_OUT
