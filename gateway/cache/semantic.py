@@ -1001,8 +1001,10 @@ _PERSON = {  # one word per person: "to me" and "Can I ..." name the same one
 # if "for" led it (only the pronouns that are never a subject or a determiner)
 _OBJECT_PRONOUNS = {"en": frozenset("me him us them".split()), "fr": frozenset("me m' te t' lui".split())}
 _IMPLICIT_ROLE = {"en": "for", "fr": "pour"}
-_ROLE_TOKEN = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*(?:'s?(?![^\W\d_]))?|\d+|[.,;:!?]|-+>|=+>|\u2192|\u21d2")
-# an arrow between two phrases leads the second as "to" does ("retrait magasin -> livraison à domicile")
+# an arrow between two phrases leads the second as "to" does ("retrait magasin -> livraison à domicile"): for the
+# roles of its words here, for the direction of a question in cache/verifier.py
+ARROW = r"[-=]+>|\u2192|\u21d2"
+_ROLE_TOKEN = re.compile(rf"[^\W\d_]+(?:-[^\W\d_]+)*(?:'s?(?![^\W\d_]))?|\d+|[.,;:!?]|{ARROW}")
 _ARROW_ROLE = {"en": "to", "fr": "vers"}
 
 

@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gateway.cache.semantic import Candidates, _stem, features, objections, question_part
+from gateway.cache.semantic import ARROW, Candidates, _stem, features, objections, question_part
 
 __all__ = ["FEATURES", "Trees", "Verifier", "Verified", "pair_features"]
 
@@ -211,7 +211,7 @@ def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
 
 
 _TO = frozenset({"to"})
-_ARROW = re.compile(r"[-=]+>|\u2192|\u21d2")
+_ARROW = re.compile(ARROW)
 
 
 @lru_cache(maxsize=16384)
