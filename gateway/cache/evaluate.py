@@ -302,14 +302,16 @@ def _strip_accents(text: str) -> str:
 
 
 def variants(text: str, lang: str, rng, manners: dict | None = None) -> dict[str, str]:
-    """The same question as users re-ask it: after an opener, before a closer (`MANNERS`), with a typo, in
-    lower case without punctuation, in capitals, without accents, with "please", as a text message. Only
-    those that change the text."""
+    """The same question as users re-ask it: after an opener (also typed as in a chat window: all in lower case,
+    no punctuation), before a closer (`MANNERS`), with a typo, in lower case without punctuation, in capitals,
+    without accents, with "please", as a text message. Only those that change the text."""
     manners = manners or MANNERS
     lang = lang if lang in ("en", "fr") else "en"
     opener = rng.choice(manners[f"{lang}_openers"])
+    opened = opener + " " + (text[:1].lower() + text[1:] if opener[-1:] in ",:" else text)
     out = {
-        "opener": opener + " " + (text[:1].lower() + text[1:] if opener[-1:] in ",:" else text),
+        "opener": opened,
+        "opener, chat-typed": " ".join(re.sub(r"[?!.,;:]", "", opened.lower()).split()),
         "closer": text.rstrip() + " " + rng.choice(manners[f"{lang}_closers"]),
         "typo": _swap_letters(text, rng),
         "lower case, no punctuation": re.sub(r"[?!.,;:]", "", text.lower()).strip(),

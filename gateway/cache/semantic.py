@@ -35,6 +35,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise, takewhile
 from re._constants import AT as _AT
 from re._constants import BRANCH as _BRANCH
 from re._constants import LITERAL as _LITERAL
@@ -454,9 +455,59 @@ def _without_glued_opener(text: str) -> str:
         at = capital.start()
         word = _OPENER_TOKEN.match(text, at + 1, _OPENER_CHARS)
         if (text[at - 1].isalpha() or text[at - 1] in "!.)") and word is not None and word.group(0) in _OPENER_WORDS:
-            head = _lower(text[:at])
-            return text[at + 1 :] if _without_manners(head.rstrip() + ". 0?") == "0?" else text
-    return text
+            return text[at + 1 :] if _all_manners(_lower(text[:at])) else text
+    return _without_lower_case_opener(text)
+
+
+def _without_lower_case_opener(text: str) -> str:
+    """`text` from the question that starts after a greeting typed all in lower case, as in a chat window ("gud
+    morning can i get a refund", "bonjour ça va comment annuler", "hello i hope you are well do you ..."). Only
+    a text that opens with a politeness word is read. Of its first `_LOWER_CASE_CHECKS` words that may open a
+    question, each one whose words since the last cut (the start, at first) are all politeness (`_polite_head`)
+    is where it is cut: only the words since the last cut are read, so "hi | how do i" is cut before "how" and
+    not after it, which "hi how" read as one clause would allow. A word after a question word is inside the
+    question ("how do"), and a word after one that leads on ("merci de mettre fin à | mon abonnement") too."""
+    start = text[:_OPENER_CHARS]
+    low = _lower(start)
+    words = low.split(" ")
+    if len(words) < 3 or len(low) != len(start) or not _polite_word(_fold_word(words[0]).strip(_MARKS)):
+        return text
+    at, checks, cut = len(words[0]) + 1, 0, 0
+    for before, word in pairwise(words[:-1]):  # the last word may be cut short
+        last = before.strip(_MARKS)
+        if last in _ASKING_WORDS:  # the question has begun
+            break
+        if word in _LOWER_CASE_OPENERS and last not in _LEADS_ON:
+            if _polite_head(low[cut:at]):
+                cut = at
+            checks += 1
+            if checks == _LOWER_CASE_CHECKS:
+                break
+        at += len(word) + 1
+    return text[cut:]
+
+
+@lru_cache(maxsize=4096)
+def _polite_head(head: str) -> bool:
+    """Whether all of `head`, the words before a question, is politeness: after its greeting words, if any,
+    what is left must be politeness too, by the word lists or the model, and not only filler ("hello | if i
+    order today ..." is not cut after "if")."""
+    words = head.split()
+    if not words:
+        return False
+    rest = " ".join(words[len(list(takewhile(_polite_word, (_fold_word(w).strip(_MARKS) for w in words)))) :])
+    return (not rest or _has_polite_word(rest) or _learned_politeness(rest)) and _all_manners(head)
+
+
+@lru_cache(maxsize=4096)
+def _all_manners(head: str) -> bool:
+    """Whether `_without_manners` takes all of `head` away, as the clauses before a question ("0?" stands for
+    one, and a number is never politeness)."""
+    return _without_manners(head.rstrip() + ". 0?") == "0?"
+
+
+def _has_polite_word(text: str) -> bool:
+    return any(_polite_word(_fold_word(word)) for word in _MANNER_WORD.findall(text))
 
 
 # the words a question or a request opens with, capitalised: where a glued greeting ends
@@ -468,6 +519,16 @@ _OPENER_WORDS = frozenset(
 _CAPITAL_AFTER_SPACE = re.compile(r" (?=[A-ZÀ-Ý])")
 _OPENER_TOKEN = re.compile(r"[\w'-]+")
 _OPENER_CHARS = 80  # a greeting glued to the question is short
+# the same words in lower case, with "i", "am" and French "on", "y" (y a-t-il), "ou" (où without its accent)
+_LOWER_CASE_OPENERS = frozenset([word.lower() for word in _OPENER_WORDS] + "i am on y ou est".split())
+_LOWER_CASE_CHECKS = 3
+# the opening words that ask, not the pronouns and possessives a request may start with ("je", "my", "vous")
+_ASKING_WORDS = _LOWER_CASE_OPENERS - frozenset("i je j'ai vous on y mon ma mes".split())
+_MARKS = ",.;:!?)"
+# words that lead on to what follows them: "merci de mettre fin à | mon abonnement" is not cut there
+_LEADS_ON = frozenset(
+    "a an the to of for with about de d' à a du des le la les un une au aux en pour par avec sur".split()
+)
 
 
 @lru_cache(maxsize=16384)

@@ -162,6 +162,30 @@ def test_a_greeting_glued_to_the_question_is_manners_and_a_glued_context_is_not(
     assert question_part("Do you ship to Canada?") == "do you ship to canada?"
 
 
+def test_a_greeting_typed_all_in_lower_case_before_the_question_is_manners_and_content_is_not():
+    from gateway.cache.semantic import question_part
+
+    for typed, question in (
+        ("hi there hope ur well how do i get a refund", "how do i get a refund"),
+        ("salut la team combien coûte une recharge", "combien coûte une recharge"),
+        ("bonjour à tous comment annuler ma commande", "comment annuler ma commande"),
+        ("coucou les amis je voudrais annuler", "je voudrais annuler"),
+        ("hello i hope this message finds you well can i pay in installments", "can i pay in installments"),
+        ("thanks so much how do i track my parcel", "how do i track my parcel"),
+        ("hi how do i reset my password", "how do i reset my password"),  # cut before "how", not after it
+    ):
+        assert question_part(typed) == question, typed
+    # a text that does not open with politeness, filler after a greeting, content: kept, but for the greeting
+    for typed in (
+        "la boutique de bordeaux est ouverte le dimanche",
+        "hello if i order today when would it arrive",
+        "hello the person who came left a dent in the wall who do i contact",
+    ):
+        assert question_part(typed) in (typed, typed.split(" ", 1)[1]), typed
+    # a word that leads on to the next one ("à | mon") is no place to cut
+    assert question_part("bonjour merci de mettre fin à mon abonnement").endswith("mettre fin à mon abonnement")
+
+
 def test_a_slip_is_one_neighbouring_swap_or_edit_of_an_unknown_word():
     from gateway.cache.verifier import _as_read, _slip, _typo
 
