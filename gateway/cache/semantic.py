@@ -470,7 +470,7 @@ def _without_lower_case_opener(text: str) -> str:
     start = text[:_OPENER_CHARS]
     low = _lower(start)
     words = low.split(" ")
-    if len(words) < 3 or len(low) != len(start) or not _polite_word(_fold_word(words[0]).strip(_MARKS)):
+    if len(words) < 3 or len(low) != len(start) or not _greeting_word(_fold_word(words[0]).strip(_MARKS)):
         return text
     at, checks, cut = len(words[0]) + 1, 0, 0
     for before, word in pairwise(words[:-1]):  # the last word may be cut short
@@ -485,6 +485,31 @@ def _without_lower_case_opener(text: str) -> str:
                 break
         at += len(word) + 1
     return text[cut:]
+
+
+@lru_cache(maxsize=4096)
+def _greeting_word(word: str) -> bool:
+    """A politeness word, or a slip for one: a word of 4 letters or more that the static table lacks, one letter
+    added, dropped or changed ("helo", "bonjours", "boujour")."""
+    if _polite_word(word):
+        return True
+    if len(word) < 4:
+        return False
+    from gateway.static_embedding import default_model
+
+    model = default_model()
+    if model is not None and word in model.index:
+        return False
+    return any(len(polite) >= 4 and _one_edit(word, polite) for polite in _POLITE_WORDS)
+
+
+def _one_edit(a: str, b: str) -> bool:
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b)) == 1
+    if abs(len(a) - len(b)) != 1:
+        return False
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
 @lru_cache(maxsize=4096)
