@@ -465,8 +465,9 @@ def _without_lower_case_opener(text: str) -> str:
     a text that opens with a politeness word is read. Of its first `_LOWER_CASE_CHECKS` words that may open a
     question, each one whose words since the last cut (the start, at first) are all politeness (`_polite_head`)
     is where it is cut: only the words since the last cut are read, so "hi | how do i" is cut before "how" and
-    not after it, which "hi how" read as one clause would allow. A word after a question word is inside the
-    question ("how do"), and a word after one that leads on ("merci de mettre fin à | mon abonnement") too."""
+    not after it, which "hi how" read as one clause would allow. Once cut before a word that asks ("how",
+    "is"), the question has begun; a word after one that leads on ("merci de mettre fin à | mon abonnement") is
+    no place to cut."""
     start = text[:_OPENER_CHARS]
     low = _lower(start)
     words = low.split(" ")
@@ -475,7 +476,7 @@ def _without_lower_case_opener(text: str) -> str:
     at, checks, cut = len(words[0]) + 1, 0, 0
     for before, word in pairwise(words[:-1]):  # the last word may be cut short
         last = before.strip(_MARKS)
-        if last in _ASKING_WORDS:  # the question has begun
+        if cut and cut == at - len(before) - 1 and last in _ASKING_WORDS:  # the question begun at the cut
             break
         if word in _LOWER_CASE_OPENERS and last not in _LEADS_ON:
             if _polite_head(low[cut:at]):

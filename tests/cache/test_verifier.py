@@ -174,6 +174,7 @@ def test_a_greeting_typed_all_in_lower_case_before_the_question_is_manners_and_c
         ("thanks so much how do i track my parcel", "how do i track my parcel"),
         ("hi how do i reset my password", "how do i reset my password"),  # cut before "how", not after it
         ("helo can i pay in installments", "can i pay in installments"),  # a slip for a greeting
+        ("hi this is tom can my son watch a film", "can my son watch a film"),  # "is" inside the greeting
     ):
         assert question_part(typed) == question, typed
     # a text that does not open with politeness, filler after a greeting, content: kept, but for the greeting
