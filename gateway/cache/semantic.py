@@ -74,6 +74,7 @@ __all__ = [
     "Match",
     "Candidates",
     "find_match",
+    "framed_by_manners",
     "guard",
     "features",
     "contains_personal_data",
@@ -555,6 +556,32 @@ _MARKS = ",.;:!?)"
 _LEADS_ON = frozenset(
     "a an the to of for with about de d' à a du des le la les un une au aux en pour par avec sur".split()
 )
+
+
+def framed_by_manners(text: str, stored: str) -> bool:
+    """Whether `text` asks `stored`'s question word for word, with only politeness before or after it ("hi
+    there hope ur well how do i get a refund" / "How do I get a refund?"). Where a message typed without marks
+    starts its question is what the politeness checks cannot always find; a stored question that ends the
+    message finds it, and what is before it must then be politeness (`_polite_head`), what is after it too,
+    with a politeness word in it ("... mon chien d'assistance" is no signature after "... mon chien"). The
+    stored question must open as a question does ("how", "can", "est-ce", "i", ...) and have 3 words or more."""
+    a, b = _question_words(text), _question_words(stored)
+    if len(b) < 3 or len(a) <= len(b) or b[0] not in _LOWER_CASE_OPENERS:
+        return False
+    if a[-len(b) :] == b:  # not after another question ("how can i contact customer service | how can i ...")
+        return a[0] not in _ASKING_WORDS and _polite_head(" ".join(a[: -len(b)]) + " ")
+    if a[: len(b)] == b:  # a politeness word, not only a word or two that would read as a signature
+        tail = " ".join(a[len(b) :])
+        return _has_polite_word(tail) and _without_manners("0? " + tail) == "0?"
+    return False
+
+
+@lru_cache(maxsize=16384)
+def _question_words(text: str) -> tuple[str, ...]:
+    return tuple(_QUESTION_WORD.findall(_fold(question_part(text))))
+
+
+_QUESTION_WORD = re.compile(r"[\w']+")
 
 
 @lru_cache(maxsize=16384)

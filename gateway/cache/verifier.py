@@ -18,8 +18,9 @@ typo of one, not a close neighbour in the word table, and not a light word). It 
 `gateway cache train-verifier` on pairs drawn from the dev pools and the project's labelled pairs, and its
 threshold is calibrated there, on questions of families held out from the fold's training, at the upper
 confidence bound of the false-hit rate. Candidates are the nearest stored questions by cosine (at most
-`max_checks`, at or above `floor`); the one the verifier likes best wins if it clears the threshold. When
-in doubt: miss.
+`max_checks`, at or above `floor`); one whose words the question repeats with only politeness around them
+(`semantic.framed_by_manners`) wins at once, else the one the verifier likes best wins if it clears the
+threshold. When in doubt: miss.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gateway.cache.semantic import ARROW, Candidates, _stem, features, objections, question_part
+from gateway.cache.semantic import ARROW, Candidates, _stem, features, framed_by_manners, objections, question_part
 
 __all__ = ["FEATURES", "Trees", "Verifier", "Verified", "pair_features"]
 
@@ -510,7 +511,7 @@ def _as_read(a: str, b: str) -> tuple[str, str]:
 
 
 def _spelled_as(text: str, other: str) -> str:
-    theirs = _written(other)
+    theirs = tuple(dict.fromkeys(map(_unelided, _written(other))))
     fixes = {}
     for token in _misspellable(text):
         if token in theirs:
@@ -521,7 +522,24 @@ def _spelled_as(text: str, other: str) -> str:
                 break
     if not fixes:
         return text
-    return _TEXT_WORD.sub(lambda m: fixes.get(m.group(0).lower(), m.group(0)), text)
+
+    def fixed(match: re.Match) -> str:
+        token = match.group(0)
+        article, _, word = token.rpartition("'")
+        if article.lower() in _ELIDED and word.lower() in fixes:  # "l'anunel" is "l'" + a slip for "annuel"
+            return f"{article}'{fixes[word.lower()]}"
+        return fixes.get(token.lower(), token)
+
+    return _TEXT_WORD.sub(fixed, text)
+
+
+_ELIDED = frozenset("l d j m n s t c qu jusqu lorsqu puisqu".split())  # French words that drop their vowel
+
+
+def _unelided(token: str) -> str:
+    """A word without the elided article or pronoun glued to it: "l'annuel" -> "annuel"."""
+    article, _, word = token.rpartition("'")
+    return word if article in _ELIDED and word else token
 
 
 @lru_cache(maxsize=16384)
@@ -534,11 +552,12 @@ def _written(text: str) -> tuple[str, ...]:
 
 @lru_cache(maxsize=16384)
 def _misspellable(text: str) -> tuple[str, ...]:
-    """The words of a text a slip may explain: as written, of 5 letters or more and unknown to the static
-    table (not the content words' rewritten tokens: "giftcard" is no slip)."""
+    """The words of a text a slip may explain: as written (without an elided article: "l'anunel"), of 5
+    letters or more and unknown to the static table (not the content words' rewritten tokens: "giftcard" is no
+    slip)."""
     model = _table()
     known = model.index if model is not None else {}
-    words = dict.fromkeys(_kind_direction(text)[2])
+    words = dict.fromkeys(map(_unelided, _kind_direction(text)[2]))
     return tuple(w for w in words if len(w) >= 5 and w.isalpha() and w not in known)
 
 
@@ -694,8 +713,11 @@ class Verifier:
             return None
         if above.size > self.max_checks:
             above = above[(-scores[above]).argpartition(self.max_checks - 1)[: self.max_checks]]
-        # vetoes first, cheapest first: most near neighbours are refused before their features are computed
         texts, vetoed = candidates.texts, self.vetoed
+        for i in above.tolist():  # the same question word for word, politeness around it: no need to score
+            if framed_by_manners(text, texts[i]):
+                return Verified(i, texts[i], float(scores[i]), 1.0, candidates.payloads[i])
+        # vetoes first, cheapest first: most near neighbours are refused before their features are computed
         kept = [i for i in above.tolist() if not vetoed(text, texts[i])]
         if not kept:
             return None

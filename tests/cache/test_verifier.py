@@ -188,6 +188,20 @@ def test_a_greeting_typed_all_in_lower_case_before_the_question_is_manners_and_c
     assert question_part("bonjour merci de mettre fin à mon abonnement").endswith("mettre fin à mon abonnement")
 
 
+def test_a_stored_question_that_ends_a_message_after_politeness_is_its_question():
+    from gateway.cache.semantic import framed_by_manners
+
+    stored = "How do I get a refund?"
+    # where the politeness checks alone do not find the question's start or end
+    assert framed_by_manners("this is sarah here how do i get a refund", stored)
+    assert framed_by_manners("how do i get a refund thx a lot team", stored)
+    assert not framed_by_manners("i live in canada how do i get a refund", stored)  # content before it
+    assert not framed_by_manners("how do i get a refund for my sister", stored)  # content after it
+    assert not framed_by_manners("est ce que je peux amener mon chien d'assistance", "Je peux amener mon chien ?")
+    assert not framed_by_manners("hi there refund?", "refund?")  # too short to say where a question starts
+    assert not framed_by_manners("how do i get a refund", stored)  # the same words: nothing around them
+
+
 def test_a_slip_is_one_neighbouring_swap_or_edit_of_an_unknown_word():
     from gateway.cache.verifier import _as_read, _slip, _typo
 

@@ -118,6 +118,22 @@ def test_a_slip_of_the_question_word_still_asks_the_same(client):
     assert ask(client, "Pourquoi annuler ma commande ?")[0]["x-gateway-cache"] == "miss"
 
 
+def test_a_question_typed_in_a_chat_window_after_a_greeting_is_served_and_content_before_it_is_not(client):
+    ask(client, "How do I get a refund?")
+    for asked in ("hi there hope ur well how do i get a refund", "helo team how do i get a refund thx so much"):
+        assert ask(client, asked)[0]["x-gateway-cache"] == "hit-semantic", asked
+    # what comes before or after the question is content: another question
+    for asked in ("i live in canada how do i get a refund", "how do i get a refund for my sister"):
+        assert ask(client, asked)[0]["x-gateway-cache"] == "miss", asked
+    ask(client, "Est-ce que je peux amener mon chien ?")
+    assert ask(client, "est ce que je peux amener mon chien d'assistance")[0]["x-gateway-cache"] == "miss"
+
+
+def test_a_slip_in_a_word_after_an_elided_article_does_not_hide_the_direction(client):
+    ask(client, "passer du mensuel à l'annuel svp")
+    assert ask(client, "passer de l'anunel au mensuel svp")[0]["x-gateway-cache"] == "miss"
+
+
 def test_a_slip_does_not_hide_who_gives_to_whom(client):
     ask(client, "Can I send my vouchers to my sister?")
     assert ask(client, "Can my sister send her vochers to me?")[0]["x-gateway-cache"] == "miss"
