@@ -554,7 +554,7 @@ _ASKING_WORDS = _LOWER_CASE_OPENERS - frozenset("i je j'ai vous on y mon ma mes"
 _MARKS = ",.;:!?)"
 # words that lead on to what follows them: "merci de mettre fin à | mon abonnement" is not cut there
 _LEADS_ON = frozenset(
-    "a an the to of for with about de d' à a du des le la les un une au aux en pour par avec sur".split()
+    "a an the to of for with about de d' à du des le la les un une au aux en pour par avec sur".split()
 )
 
 
