@@ -358,7 +358,7 @@ class _Words:
 
 @lru_cache(maxsize=65536)
 def _words(text: str) -> _Words:
-    folded = _fold(question_part(text))  # the manners around the question dropped first (memoised: one pass)
+    folded = _folded_question(text)  # the manners around the question dropped first (memoised: one pass)
     scrubbed = folded
     codes: set[str] = set()
     if "@" in folded:  # every e-mail has one
@@ -438,6 +438,12 @@ def question_part(text: str) -> str:
         if len(head.split()) >= 2 and _without_manners("0? " + tail) == "0?":
             return _without_pleasantries(head)
     return _without_pleasantries(_lower(text))
+
+
+@lru_cache(maxsize=16384)
+def _folded_question(text: str) -> str:
+    """`question_part` folded (`_fold`): what the content words, the question's words and the roles read."""
+    return _fold(question_part(text))
 
 
 def _lower(text: str) -> str:
@@ -578,7 +584,7 @@ def framed_by_manners(text: str, stored: str) -> bool:
 
 @lru_cache(maxsize=16384)
 def _question_words(text: str) -> tuple[str, ...]:
-    return tuple(_QUESTION_WORD.findall(_fold(question_part(text))))
+    return tuple(_QUESTION_WORD.findall(_folded_question(text)))
 
 
 _QUESTION_WORD = re.compile(r"[\w']+")
@@ -1146,7 +1152,7 @@ def _roles(text: str, wording: tuple[str, ...], lang: str) -> _Roles:
     possessive: list[bool] = []
     given: list[bool] = []  # an object pronoun: "me" of "ma mère peut me réserver"
     raw: list[str] = []
-    for token in _ROLE_TOKEN.findall(_fold(question_part(text))):  # the manners around it aside
+    for token in _ROLE_TOKEN.findall(_folded_question(text)):  # the manners around it aside
         owner = token.endswith("'s") or (token.endswith("'") and len(token) > 2)
         word = token[: -2 if token.endswith("'s") else -1] if owner else token
         given.append(word in objects and not (stems and stems[-1] in role_words))

@@ -511,7 +511,7 @@ def _as_read(a: str, b: str) -> tuple[str, str]:
 
 
 def _spelled_as(text: str, other: str) -> str:
-    theirs = tuple(dict.fromkeys(map(_unelided, _written(other))))
+    theirs = _words_of_other(other)
     fixes = {}
     for token in _misspellable(text):
         if token in theirs:
@@ -548,6 +548,12 @@ def _written(text: str) -> tuple[str, ...]:
     the other side may stand for ("commnet" for "comment", "proecss" for "process", which is no content
     word)."""
     return tuple(dict.fromkeys(_kind_direction(text)[2] + _content(text).tokens))
+
+
+@lru_cache(maxsize=16384)
+def _words_of_other(text: str) -> tuple[str, ...]:
+    """`_written` without elided articles: the words a slip of the other side is read as."""
+    return tuple(dict.fromkeys(map(_unelided, _written(text))))
 
 
 @lru_cache(maxsize=16384)
