@@ -105,7 +105,7 @@ def add_commands(cache_subparsers) -> None:
     verifier.add_argument(
         "--z", type=float, default=1.0, help="width of that bound in standard deviations (Wilson score interval)"
     )
-    verifier.add_argument("--floor", type=float, default=0.5, help="cosine below which nothing is compared")
+    verifier.add_argument("--floor", type=float, default=0.4, help="cosine below which nothing is compared")
     verifier.add_argument("--max-checks", type=int, default=8)
     verifier.add_argument("--folds", type=int, default=5)
     verifier.add_argument("--l2", type=float, default=1.0)
