@@ -73,6 +73,17 @@ def test_a_sibling_misses(verifier, model, stored, asked):
     assert not served(verifier, model, asked, stored)
 
 
+def test_a_question_under_the_old_cosine_floor_whose_words_all_match_is_weighed(verifier, model):
+    """The vetoes keep the cache right, not the cosine: a paraphrase at 0.44 in the static table is served,
+    its siblings at any cosine are not."""
+    stored, asked = "Do you ship internationally?", "Do you deliver outside the country?"
+    assert 0.4 <= float(model.embed(stored) @ model.embed(asked)) < 0.5
+    assert verifier.floor <= 0.4
+    assert served(verifier, model, stored, asked)
+    assert not served(verifier, model, stored, "Do you ship inside the country?")
+    assert not served(verifier, model, "Do you deliver outside the country?", "Do you deliver inside the country?")
+
+
 def test_the_quick_vetoes_decide_as_the_feature_columns(verifier):
     texts = [json.loads(line)["text"] for line in (ROOT / "data/cache/pool_dev.jsonl").open(encoding="utf-8")]
     columns = [FEATURES.index(name) for name in verifier.vetoes]
