@@ -7,6 +7,8 @@ A partition of `--stored` bench questions (bench_semantic_path.questions: each o
 once first (as in the gateway, where a stored question was a miss whose analyses are memoised), then
 `--asked` new ones: what the language part, the language detector, the static embedding and the verifier
 (the partition's product, the vetoes on up to 8 neighbours, the features of those left) cost each on average.
+`--sweep MB`: that many MB of memory are read between two questions (not timed), so each question starts with
+the CPU caches as a server's other work leaves them (32: the whole L3 of these machines; 4: the L2).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stored", type=int, default=2000)
     parser.add_argument("--asked", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--sweep", type=float, default=0.0, help="MB of memory read between two questions")
     args = parser.parse_args(argv)
     sys.path.insert(0, args.gateway_dir)
     sys.path.insert(0, str(HERE))
@@ -42,10 +45,23 @@ def main(argv: list[str] | None = None) -> int:
     for text in stored:
         verifier.best(text, model.embed(text), candidates)
 
+    import numpy as np
+
+    sweep = np.ones(int(args.sweep * 2**20) // 4, dtype=np.float32) if args.sweep else None
+
     def stage(name, work, items):
-        started = time.process_time()
-        out = [work(item) for item in items]
-        print(f"{name:15s} {(time.process_time() - started) / len(items) * 1e6:8.1f} µs", flush=True)
+        if sweep is None:
+            started = time.process_time()
+            out = [work(item) for item in items]
+            spent = time.process_time() - started
+        else:
+            out, spent = [], 0.0
+            for item in items:
+                sweep.sum()
+                started = time.process_time()
+                out.append(work(item))
+                spent += time.process_time() - started
+        print(f"{name:15s} {spent / len(items) * 1e6:8.1f} µs", flush=True)
         return out
 
     parts = stage("language part", language_part, asked)
