@@ -115,7 +115,8 @@ _KINDS = (
         r"can|could|may|is it possible|puis|peut|peux|pouvez|pourrais|pourriez|pourrait|est-il possible|possible"
         r"|would you be able|are you able",
     ),
-    ("yesno", r"do|does|did|is|are|r|will|have|has|est-ce|avez|[eê]tes|proposez|acceptez|livrez|vendez"),
+    # "am" before "i" only: "Am I allowed to ...?" asks yes or no; "I am trying to ..." tells
+    ("yesno", r"do|does|did|is|are|am(?= i\b)|r|will|have|has|est-ce|avez|[eê]tes|proposez|acceptez|livrez|vendez"),
 )
 # "est-ce que" only says that a French sentence is a question: the kind is read after it ("est-ce que je
 # peux" asks what "je peux ... ?" and "puis-je" ask)

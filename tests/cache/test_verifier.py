@@ -306,6 +306,8 @@ def test_the_kind_of_question_is_read_after_est_ce_que_and_in_its_other_wordings
     kind = lambda text: _kind_direction(text)[0]  # noqa: E731
     assert kind("Est-ce que je peux venir ?") == kind("Je peux venir ?") == kind("Puis-je venir ?") == "yesno"
     assert kind("Est-ce que vous livrez ?") == kind("Can you deliver?") == "yesno"  # can and do: yes or no
+    assert kind("Am I allowed to keep the 3D glasses?") == kind("Can I keep the 3D glasses?") == "yesno"
+    assert kind("I am trying to cancel my order") == "statement"  # "am" asks only before "I"
     assert kind("What's the price of a filling?") == kind("How much is a filling?") == "amount"
     assert kind("Quelle est la durée de la garantie ?") == "amount"
     assert kind("What time do you open?") == kind("When do you open?") == "when"
