@@ -41,6 +41,11 @@ def served(verifier, model, stored: str, asked: str) -> bool:
         ("How much money is left on my gift card?", "HOW MUCH MONEY IS LEFT ON MY GIFT CARD?"),  # capitals
         ("Quand cet article sera-t-il de nouveau en stock ?", "Quand cet atricle sera-t-il de nouveau en stock ?"),
         ("Puis-je envoyer mon colis à une adresse en France ?", "Puis-je envoyer mon colis a une adresse en France ?"),
+        # chat's plural "you", a form of "faire" as in "comment faire pour", a hedge
+        ("Do you have a senior discount?", "do you guys have a senior discount"),
+        ("Comment résilier mon abonnement ?", "Comment je fais pour résilier mon abonnement ?"),
+        ("How long do the results of teeth whitening last?", "how long do the results of teeth whitening actually last"),
+        ("Can I keep the 3D glasses after the film?", "Am I allowed to keep the 3D glasses after the film?"),
     ],
 )
 def test_a_reworded_question_hits(verifier, model, stored, asked):
