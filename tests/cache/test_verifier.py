@@ -44,7 +44,10 @@ def served(verifier, model, stored: str, asked: str) -> bool:
         # chat's plural "you", a form of "faire" as in "comment faire pour", a hedge
         ("Do you have a senior discount?", "do you guys have a senior discount"),
         ("Comment résilier mon abonnement ?", "Comment je fais pour résilier mon abonnement ?"),
-        ("How long do the results of teeth whitening last?", "how long do the results of teeth whitening actually last"),
+        (
+            "How long do the results of teeth whitening last?",
+            "how long do the results of teeth whitening actually last",
+        ),
         ("Can I keep the 3D glasses after the film?", "Am I allowed to keep the 3D glasses after the film?"),
     ],
 )
