@@ -391,7 +391,9 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
 # words that say no more than the kind of question both sides ask: "How much does a filling cost?" asks what
 # "How much is a filling?" asks
 _SAID_BY_KIND = {
-    "amount": frozenset("price prices cost costs fee fees prix tarif tarifs coute coûte coutent coûtent".split()),
+    "amount": frozenset(
+        "price prices cost costs fee fees charge prix tarif tarifs coute coûte coutent coûtent".split()
+    ),
     "when": frozenset(["time", "heure"]),
     "yesno": frozenset("allowed permitted okay ok autorisé autorise permis".split()),
 }

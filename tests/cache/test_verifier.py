@@ -49,6 +49,7 @@ def served(verifier, model, stored: str, asked: str) -> bool:
             "how long do the results of teeth whitening actually last",
         ),
         ("Can I keep the 3D glasses after the film?", "Am I allowed to keep the 3D glasses after the film?"),
+        ("How much is it to fix a puncture?", "How much do you charge to fix a puncture?"),  # a price word
     ],
 )
 def test_a_reworded_question_hits(verifier, model, stored, asked):
