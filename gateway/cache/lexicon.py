@@ -9,6 +9,7 @@ REWRITES = [  # idioms and multi-word terms -> one canonical token, before anyth
     (r"\bweek[- ]end(s)?\b", "weekend"),
     (r"\bau moins\b", "at least"),
     (r"\byou guys\b", "you"),  # the plural "you" of chat: "do you guys deliver"
+    (r"\bdu coup\b", " "),  # "so", a filler of spoken French: "combien de temps ça dure du coup"
     (r"-(?:t-)?(je|tu|il|elle|on|nous|vous|ils|elles|ce)\b", r" \1"),  # puis-je, livrez-vous, est-ce
     (
         r"\boutside (of )?(the|my|your|this) country\b|\bhors de (france|mon pays)\b|\ba l'etranger\b"
@@ -698,7 +699,8 @@ done doing have has had having i me my mine we our you your yours he him his she
 theirs us ours this that
 these those there here what which who whom whose when where why how can could would should will shall may
 might must get got getting want wanted wants need needs needed like would just also still yet already
-please help possible way any some all much many very really actually too than then there's it's i'm i've i'd
+please help possible way any some all much many very really actually usually normally typically generally too
+than then there's it's i'm i've i'd
 let know tell make made give about into up out again ever hi hello thanks thank able go going
 le la les l un une des du de d au aux a et ou mais si donc que qu qui quoi quel quelle quels quelles n c
 comment pourquoi quand combien ou est sont suis es etre ete ai as avez avons ont avoir fait faire fais

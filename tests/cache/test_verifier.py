@@ -50,6 +50,8 @@ def served(verifier, model, stored: str, asked: str) -> bool:
         ),
         ("Can I keep the 3D glasses after the film?", "Am I allowed to keep the 3D glasses after the film?"),
         ("How much is it to fix a puncture?", "How much do you charge to fix a puncture?"),  # a price word
+        ("How long does a basic service take?", "How long does a basic service usually take?"),
+        ("Combien de temps dure un détartrage ?", "combien de temps dure un détartrage du coup"),
     ],
 )
 def test_a_reworded_question_hits(verifier, model, stored, asked):
