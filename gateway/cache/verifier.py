@@ -106,6 +106,7 @@ _KINDS = (
         r"|quel(?:le)? est (?:le |la )?(?:prix|tarif|co[uû]t|dur[ée]e)|quels sont (?:les|vos) (?:prix|tarifs)",
     ),
     ("how", r"how|comment|what(?:'s| is) the (?:best |easiest |quickest )?way to"),
+    ("where_to", r"where (?:can|do|should|could) (?:i|we)"),
     ("where", r"where|o[uù]|wheres"),
     ("when", r"when|quand|[àa] quelle heure|what time|quelle heure"),
     ("why", r"why|pourquoi"),
@@ -807,6 +808,8 @@ def _same_kind(ka: str, kb: str) -> bool:
     a time of day: when) or the question asks what the fragment names ("What's the luggage allowance?")."""
     if ka == kb or {ka, kb} <= _NO_QUESTION_WORD:
         return True
+    if "where_to" in (ka, kb) and {ka, kb} & {"how", "where"}:
+        return True  # "Where can I change my e-mail address?" / "How do I change my e-mail address?"
     if "statement-amount" in (ka, kb) and {ka, kb} & {"amount", "statement"}:
         return True  # "Plant delivery fee?" / "How much is the plant delivery fee?"
     if "statement-when" in (ka, kb) and {ka, kb} & {"when", "statement"}:

@@ -52,6 +52,7 @@ def served(verifier, model, stored: str, asked: str) -> bool:
         ("How much is it to fix a puncture?", "How much do you charge to fix a puncture?"),  # a price word
         ("How long does a basic service take?", "How long does a basic service usually take?"),
         ("Combien de temps dure un détartrage ?", "combien de temps dure un détartrage du coup"),
+        ("How do I change the email address on my account?", "Where do I change the email address on my account?"),
     ],
 )
 def test_a_reworded_question_hits(verifier, model, stored, asked):
@@ -319,6 +320,9 @@ def test_the_kind_of_question_is_read_after_est_ce_que_and_in_its_other_wordings
     assert kind("Est-ce que vous livrez ?") == kind("Can you deliver?") == "yesno"  # can and do: yes or no
     assert kind("Am I allowed to keep the 3D glasses?") == kind("Can I keep the 3D glasses?") == "yesno"
     assert kind("I am trying to cancel my order") == "statement"  # "am" asks only before "I"
+    # where to do something asks how to do it; where a thing is does not
+    assert _same_kind(kind("Where can I change my email address?"), kind("How do I change my email address?"))
+    assert not _same_kind(kind("Where is my order?"), kind("How is my order?"))
     assert kind("What's the price of a filling?") == kind("How much is a filling?") == "amount"
     assert kind("Quelle est la durée de la garantie ?") == "amount"
     assert kind("What time do you open?") == kind("When do you open?") == "when"
