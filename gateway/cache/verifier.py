@@ -105,6 +105,9 @@ _KINDS = (
         r"|what(?:'s| is| are)(?: the)? (?:price|cost|fee|charge|rate)s?|what do(?:es)? (?:you|it) (?:charge|cost)"
         r"|quel(?:le)? est (?:le |la )?(?:prix|tarif|co[uû]t|dur[ée]e)|quels sont (?:les|vos) (?:prix|tarifs)",
     ),
+    # what to do now that something happened: what the telling of it asks ("My order arrived damaged, what should I
+    # do?" / "order arrived damaged"); not what to do to get something done, which asks how
+    ("help", r"what (?:should|do|can|shall) (?:i|we) do(?! to\b)|que (?:dois-je|dois je|faut-il) faire|je fais quoi"),
     ("how", r"how|comment|what(?:'s| is) the (?:best |easiest |quickest )?way to"),
     ("where_to", r"where (?:can|do|should|could) (?:i|we)"),
     ("where", r"where|o[uù]|wheres"),
@@ -808,6 +811,8 @@ def _same_kind(ka: str, kb: str) -> bool:
     a time of day: when) or the question asks what the fragment names ("What's the luggage allowance?")."""
     if ka == kb or {ka, kb} <= _NO_QUESTION_WORD:
         return True
+    if "help" in (ka, kb) and {ka, kb} <= {"help", "telling", "statement"}:
+        return True  # "I lost my locker key, what do I do?" / "lost my locker key"
     if "where_to" in (ka, kb) and {ka, kb} & {"how", "where"}:
         return True  # "Where can I change my e-mail address?" / "How do I change my e-mail address?"
     if "statement-amount" in (ka, kb) and {ka, kb} & {"amount", "statement"}:

@@ -323,6 +323,10 @@ def test_the_kind_of_question_is_read_after_est_ce_que_and_in_its_other_wordings
     # where to do something asks how to do it; where a thing is does not
     assert _same_kind(kind("Where can I change my email address?"), kind("How do I change my email address?"))
     assert not _same_kind(kind("Where is my order?"), kind("How is my order?"))
+    # what to do now that something happened asks what telling it asks; what to do to get something done does not
+    assert _same_kind(kind("My order arrived damaged, what should I do?"), kind("order arrived damaged"))
+    assert _same_kind(kind("Mon canapé est arrivé abîmé, que dois-je faire ?"), kind("canapé arrivé abîmé"))
+    assert not _same_kind(kind("What should I do to return my order?"), kind("I returned my order"))
     assert kind("What's the price of a filling?") == kind("How much is a filling?") == "amount"
     assert kind("Quelle est la durée de la garantie ?") == "amount"
     assert kind("What time do you open?") == kind("When do you open?") == "when"
