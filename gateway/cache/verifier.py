@@ -119,8 +119,13 @@ _KINDS = (
         r"can|could|may|is it possible|puis|peut|peux|pouvez|pourrais|pourriez|pourrait|est-il possible|possible"
         r"|would you be able|are you able",
     ),
-    # "am" before "i" only: "Am I allowed to ...?" asks yes or no; "I am trying to ..." tells
-    ("yesno", r"do|does|did|is|are|am(?= i\b)|r|will|have|has|est-ce|avez|[eê]tes|proposez|acceptez|livrez|vendez"),
+    # "am" before "i" only: "Am I allowed to ...?" asks yes or no; "I am trying to ..." tells. "avez" not before a
+    # participle: "vous avez livré ma commande chez le voisin" tells what happened
+    (
+        "yesno",
+        r"do|does|did|is|are|am(?= i\b)|r|will|have|has|est-ce|avez(?! (?!vous\b)\w{2,}(?:é|ée|és|ées|i|u|ue|us)\b)"
+        r"|[eê]tes|proposez|acceptez|livrez|vendez",
+    ),
 )
 # "est-ce que" only says that a French sentence is a question: the kind is read after it ("est-ce que je
 # peux" asks what "je peux ... ?" and "puis-je" ask)
@@ -158,7 +163,9 @@ _REQUEST = re.compile(
     r"\b(?:want|wanna|would like|i'd like|need|trying to|looking for|veux|voudrais|voudrait|aimerais"
     r"|souhaite|souhaiterais|besoin|cherche)\b"
 )
-_PAST = re.compile(r"\b[a-z]{3,}ed\b|\b(?:est|a|ai|as|ont|suis|sont|été|ete)\s+\w{2,}(?:é|ée|és|ées|i|u|ue|us)\b")
+_PAST = re.compile(
+    r"\b[a-z]{3,}ed\b|\b(?:est|a|ai|as|avez|avons|ont|suis|sont|été|ete)\s+\w{2,}(?:é|ée|és|ées|i|u|ue|us)\b"
+)
 
 
 def _statement_kind(lower: str) -> str:

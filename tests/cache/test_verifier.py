@@ -327,6 +327,9 @@ def test_the_kind_of_question_is_read_after_est_ce_que_and_in_its_other_wordings
     assert _same_kind(kind("My order arrived damaged, what should I do?"), kind("order arrived damaged"))
     assert _same_kind(kind("Mon canapé est arrivé abîmé, que dois-je faire ?"), kind("canapé arrivé abîmé"))
     assert not _same_kind(kind("What should I do to return my order?"), kind("I returned my order"))
+    # "vous avez" and a participle tells what happened; "avez-vous" asks
+    assert kind("vous avez livré ma commande chez le voisin") == kind("Ma commande a été livrée chez mon voisin")
+    assert kind("Avez-vous des promos ?") == kind("vous avez des promos ?") == "yesno"
     assert kind("What's the price of a filling?") == kind("How much is a filling?") == "amount"
     assert kind("Quelle est la durée de la garantie ?") == "amount"
     assert kind("What time do you open?") == kind("When do you open?") == "when"
