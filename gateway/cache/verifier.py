@@ -367,7 +367,7 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
         return 0, 0
     counts = [0, 0]
     kind = _kind_direction(a)[0]
-    said = _SAID_BY_KIND.get(kind, ()) if kind == _kind_direction(b)[0] else ()
+    said = _said(kind, _kind_direction(b)[0])
     for side, loose, mine, other in ((0, loose_a, ca, cb), (1, loose_b, cb, ca)):
         # a close word stands for one word: a word of the other side whose twin is here is taken ("I bought a
         # used laptop, can I use it?": "used" is no "use", which "use" answers); an inflection of one root may
@@ -408,6 +408,17 @@ _SAID_BY_KIND = {
     "when": frozenset(["time", "heure"]),
     "yesno": frozenset("allowed permitted okay ok autorisé autorise permis".split()),
 }
+_SAID_BY_KIND["yesno-amount"] = _SAID_BY_KIND["amount"] | _SAID_BY_KIND["yesno"]
+# a question of how much, one of whether it costs and a fragment that names a price: the price words say no more
+_AMOUNT_KINDS = frozenset(["amount", "yesno-amount", "statement-amount"])
+
+
+def _said(ka: str, kb: str) -> frozenset[str]:
+    if ka == kb:
+        return _SAID_BY_KIND.get(ka, frozenset())
+    return _SAID_BY_KIND["amount"] if ka in _AMOUNT_KINDS and kb in _AMOUNT_KINDS else frozenset()
+
+
 # inflections: a word and its root, or two words of one root ("partager" / "partages", "booked" / "booking")
 _ENDINGS = tuple("ements ement ings ing ées ees és es ée ee é ed er ez ant ent ons s e".split())
 
@@ -795,7 +806,7 @@ def _kind_or_direction_differs(a: str, b: str) -> bool:
 
 
 # a question of what, or a fragment, whose words name a price asks how much, or may ask it (_same_kind)
-_NAMES_ITS_AMOUNT = {"what": "amount", "what-is": "amount", "statement": "statement-amount"}
+_NAMES_ITS_AMOUNT = {"what": "amount", "what-is": "amount", "statement": "statement-amount", "yesno": "yesno-amount"}
 # the lexicon's topics of a price and of a length of time, and its class of the time of day ("time", "heure")
 _AMOUNT_TOPICS = frozenset(["#price", "#duration"])
 _HOURS_TOPIC = "=hours"
@@ -822,6 +833,8 @@ def _same_kind(ka: str, kb: str) -> bool:
         return True  # "I lost my locker key, what do I do?" / "lost my locker key"
     if "where_to" in (ka, kb) and {ka, kb} & {"how", "where"}:
         return True  # "Where can I change my e-mail address?" / "How do I change my e-mail address?"
+    if "yesno-amount" in (ka, kb):  # "Are there fees for paying by card abroad?" / "How much is it to pay by card?"
+        return {ka, kb} <= {"yesno-amount", "yesno", "amount", "statement", "statement-amount"}
     if "statement-amount" in (ka, kb) and {ka, kb} & {"amount", "statement"}:
         return True  # "Plant delivery fee?" / "How much is the plant delivery fee?"
     if "statement-when" in (ka, kb) and {ka, kb} & {"when", "statement"}:

@@ -53,6 +53,7 @@ def served(verifier, model, stored: str, asked: str) -> bool:
         ("How long does a basic service take?", "How long does a basic service usually take?"),
         ("Combien de temps dure un détartrage ?", "combien de temps dure un détartrage du coup"),
         ("How do I change the email address on my account?", "Where do I change the email address on my account?"),
+        ("Are there fees for paying by card abroad?", "How much does it cost to pay by card abroad?"),
     ],
 )
 def test_a_reworded_question_hits(verifier, model, stored, asked):
@@ -330,6 +331,9 @@ def test_the_kind_of_question_is_read_after_est_ce_que_and_in_its_other_wordings
     # "vous avez" and a participle tells what happened; "avez-vous" asks
     assert kind("vous avez livré ma commande chez le voisin") == kind("Ma commande a été livrée chez mon voisin")
     assert kind("Avez-vous des promos ?") == kind("vous avez des promos ?") == "yesno"
+    # whether it costs and how much it costs: the same answer, the price words saying no more than the kind
+    assert _same_kind(kind("Is there a fee to cancel?"), kind("How much is the cancellation fee?"))
+    assert not _same_kind(kind("Is there a fee to cancel?"), kind("How do I cancel?"))
     assert kind("What's the price of a filling?") == kind("How much is a filling?") == "amount"
     assert kind("Quelle est la durée de la garantie ?") == "amount"
     assert kind("What time do you open?") == kind("When do you open?") == "when"
