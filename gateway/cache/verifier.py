@@ -97,6 +97,13 @@ FEATURES = (
 # fewer words than siblings").
 SIGNS = (1, 1, 1, 1, -1, -1, -1, -1, -1, 0, -1) + (-1,) * (len(REASONS) + len(ALIGN) + len(MATCHING))
 
+# what to do now that something happened: what the telling of it asks ("My order arrived damaged, what should I
+# do?" / "order arrived damaged"); not what to do to get something done, which asks how
+_HELP = (
+    r"what (?:should|do|can|shall) (?:i|we) do(?! to\b)|what happens now"
+    r"|que (?:dois-je|dois je|faut-il) faire|je fais quoi"
+)
+_HELP_RX = re.compile(rf"(?<![\w'])(?:{_HELP})(?![\w])")
 # closed classes: the first of these words in a question says what kind of answer it wants
 _KINDS = (
     (
@@ -105,11 +112,9 @@ _KINDS = (
         r"|what(?:'s| is| are)(?: the)? (?:price|cost|fee|charge|rate)s?|what do(?:es)? (?:you|it) (?:charge|cost)"
         r"|quel(?:le)? est (?:le |la )?(?:prix|tarif|co[uû]t|dur[ée]e)|quels sont (?:les|vos) (?:prix|tarifs)",
     ),
-    # what to do now that something happened: what the telling of it asks ("My order arrived damaged, what should I
-    # do?" / "order arrived damaged"); not what to do to get something done, which asks how
-    ("help", r"what (?:should|do|can|shall) (?:i|we) do(?! to\b)|que (?:dois-je|dois je|faut-il) faire|je fais quoi"),
+    ("help", _HELP),
     ("how", r"how|comment|what(?:'s| is) the (?:best |easiest |quickest )?way to"),
-    ("where_to", r"where (?:can|do|should|could) (?:i|we)"),
+    ("where_to", r"where (?:can|do|should|could) (?:i|we)|o[uù] (?:puis[- ]je|peut[- ]on|dois[- ]je|trouver|je|on)"),
     ("where", r"where|o[uù]|wheres"),
     ("when", r"when|quand|[àa] quelle heure|what time|quelle heure"),
     ("why", r"why|pourquoi"),
@@ -197,6 +202,8 @@ def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
         asked = _KIND_RX.match(tail.group(1)) if tail is not None else None
         if tail is not None and asked is not None and asked.lastgroup:
             match, kind, searched = asked, asked.lastgroup, tail.group(1)
+        elif _HELP_RX.search(searched):  # "An item is missing from my order, what should I do?"
+            kind = "help"
     kind = "yesno" if kind == "can" else kind  # "Can you deliver?" and "Do you deliver?" both ask yes or no
     words = tuple(_WORD.findall(lower))
     if kind == "what" and match is not None and _WHAT_IS.match(searched, match.start()):

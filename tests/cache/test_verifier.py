@@ -328,6 +328,9 @@ def test_the_kind_of_question_is_read_after_est_ce_que_and_in_its_other_wordings
     assert _same_kind(kind("My order arrived damaged, what should I do?"), kind("order arrived damaged"))
     assert _same_kind(kind("Mon canapé est arrivé abîmé, que dois-je faire ?"), kind("canapé arrivé abîmé"))
     assert not _same_kind(kind("What should I do to return my order?"), kind("I returned my order"))
+    assert kind("An item is missing from my order, what should I do?") == "help"  # not the "is" before it
+    assert _same_kind(kind("ou trouver des codes promos svp"), kind("Comment obtenir un code promo ?"))
+    assert not _same_kind(kind("Où est ma commande ?"), kind("Comment suivre ma commande ?"))
     # "vous avez" and a participle tells what happened; "avez-vous" asks
     assert kind("vous avez livré ma commande chez le voisin") == kind("Ma commande a été livrée chez mon voisin")
     assert kind("Avez-vous des promos ?") == kind("vous avez des promos ?") == "yesno"
