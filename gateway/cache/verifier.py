@@ -100,7 +100,7 @@ SIGNS = (1, 1, 1, 1, -1, -1, -1, -1, -1, 0, -1) + (-1,) * (len(REASONS) + len(AL
 # what to do now that something happened: what the telling of it asks ("My order arrived damaged, what should I
 # do?" / "order arrived damaged"); not what to do to get something done, which asks how
 _HELP = (
-    r"what (?:should|do|can|shall) (?:i|we) do(?! to\b)|what happens now"
+    r"what (?:should|do|can|shall) (?:i|we) do(?! to\b)|what happens now|can (?:you|u) help(?: me)?(?=\s*[?!.]*\s*$)"
     r"|que (?:dois-je|dois je|faut-il) faire|je fais quoi"
 )
 _HELP_RX = re.compile(rf"(?<![\w'])(?:{_HELP})(?![\w])")
@@ -214,6 +214,8 @@ def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
             kind = _NAMES_ITS_AMOUNT[kind]  # "What's the exit fee on ...?" asks how much; "Plant delivery fee?" may
         elif kind == "statement" and _HOURS_TOPIC in topics:
             kind = "statement-when"  # "Sunday opening time?" may ask when
+        elif kind == "what-is" and _HOURS_TOPIC in topics:
+            kind = "when"  # "Quels sont les horaires d'ouverture ?" asks "À quelle heure ouvrez-vous ?"
     directions = frozenset(
         _DIRECTIONS[w]
         for i, w in enumerate(words)

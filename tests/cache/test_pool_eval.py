@@ -19,7 +19,7 @@ POOL = [
     {"group": "password.reset", "lang": "en", "text": "How do I reset my password?"},
     # a paraphrase the verifier refuses (another kind of question, other words): a miss of a cached answer
     {"group": "ship.saturday", "lang": "en", "text": "When do you deliver on Saturdays?"},
-    {"group": "ship.saturday", "lang": "en", "text": "What are your delivery hours on Saturdays?"},
+    {"group": "ship.saturday", "lang": "en", "text": "Do you deliver on Saturdays, and at what hours?"},
 ]
 
 

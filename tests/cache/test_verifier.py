@@ -329,6 +329,10 @@ def test_the_kind_of_question_is_read_after_est_ce_que_and_in_its_other_wordings
     assert _same_kind(kind("Mon canapé est arrivé abîmé, que dois-je faire ?"), kind("canapé arrivé abîmé"))
     assert not _same_kind(kind("What should I do to return my order?"), kind("I returned my order"))
     assert kind("An item is missing from my order, what should I do?") == "help"  # not the "is" before it
+    assert (
+        kind("My locker key is lost, can you help?") == "help" and kind("Can you help me move my booking?") == "yesno"
+    )
+    assert kind("Quels sont les horaires d'ouverture ?") == kind("À quelle heure ouvrez-vous ?") == "when"
     assert _same_kind(kind("ou trouver des codes promos svp"), kind("Comment obtenir un code promo ?"))
     assert not _same_kind(kind("Où est ma commande ?"), kind("Comment suivre ma commande ?"))
     # "vous avez" and a participle tells what happened; "avez-vous" asks
