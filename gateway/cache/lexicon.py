@@ -703,7 +703,7 @@ please help possible way any some all much many very really actually usually nor
 than then there's it's i'm i've i'd
 let know tell make made give about into up out again ever hi hello thanks thank able go going
 le la les l un une des du de d au aux a et ou mais si donc que qu qui quoi quel quelle quels quelles n c
-comment pourquoi quand combien ou est sont suis es etre ete ai as avez avons ont avoir fait faire fais
+comment pourquoi quand combien ou est sont suis es etre ete soit soient ai as avez avons ont avoir fait faire fais faut
 je j me m moi mon ma mes tu te t ton ta tes il elle on nous vous votre vos leur leurs ce cet cette ces
 se s y en sur dans par pour avec chez puis peux peut pouvez pouvons veux voudrais voudrait souhaite
 souhaiterais aimerais besoin possible svp merci bonjour est-ce ca cela toujours deja encore tres

@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gateway.cache.lexicon import UNITS
 from gateway.cache.semantic import ARROW, Candidates, _stem, features, framed_by_manners, objections, question_part
 
 __all__ = ["FEATURES", "Trees", "Verifier", "Verified", "pair_features"]
@@ -212,8 +213,8 @@ def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
         topics = features(text).content
         if not _SAID_BY_KIND["amount"].isdisjoint(words) or not _AMOUNT_TOPICS.isdisjoint(topics):
             kind = _NAMES_ITS_AMOUNT[kind]  # "What's the exit fee on ...?" asks how much; "Plant delivery fee?" may
-        elif kind == "statement" and _HOURS_TOPIC in topics:
-            kind = "statement-when"  # "Sunday opening time?" may ask when
+        elif kind == "statement" and (_HOURS_TOPIC in topics or not _DATE_WORDS.isdisjoint(words)):
+            kind = "statement-when"  # "Sunday opening time?", "next workshop date?" may ask when
         elif kind == "what-is" and _HOURS_TOPIC in topics:
             kind = "when"  # "Quels sont les horaires d'ouverture ?" asks "À quelle heure ouvrez-vous ?"
     directions = frozenset(
@@ -376,7 +377,7 @@ def _unmatched(a: str, b: str, first: bool = False) -> tuple[int, int]:
         return 0, 0
     counts = [0, 0]
     kind = _kind_direction(a)[0]
-    said = _said(kind, _kind_direction(b)[0])
+    said = _said(kind, _kind_direction(b)[0]) | _units_both_name(a, b)
     for side, loose, mine, other in ((0, loose_a, ca, cb), (1, loose_b, cb, ca)):
         # a close word stands for one word: a word of the other side whose twin is here is taken ("I bought a
         # used laptop, can I use it?": "used" is no "use", which "use" answers); an inflection of one root may
@@ -414,18 +415,27 @@ _SAID_BY_KIND = {
     "amount": frozenset(
         "price prices cost costs fee fees charge prix tarif tarifs coute coûte coutent coûtent".split()
     ),
-    "when": frozenset(["time", "heure"]),
-    "yesno": frozenset("allowed permitted okay ok autorisé autorise permis".split()),
+    "when": frozenset(["time", "heure", "date", "dates"]),
+    "yesno": frozenset("allowed permitted okay ok autorisé autorise permis available disponible dispo offer".split()),
 }
 _SAID_BY_KIND["yesno-amount"] = _SAID_BY_KIND["amount"] | _SAID_BY_KIND["yesno"]
 # a question of how much, one of whether it costs and a fragment that names a price: the price words say no more
 _AMOUNT_KINDS = frozenset(["amount", "yesno-amount", "statement-amount"])
 
 
+def _units_both_name(a: str, b: str) -> frozenset[str]:
+    """The words of a unit that both texts give to the same number ("48h" / "48 hours", "€50" / "50 euros"): the
+    numbers' check compares them, they need no counterpart."""
+    shared = {unit for _, unit in features(a).units & features(b).units}
+    return frozenset(word for word, unit in UNITS.items() if unit in shared) if shared else frozenset()
+
+
 def _said(ka: str, kb: str) -> frozenset[str]:
     if ka == kb:
         return _SAID_BY_KIND.get(ka, frozenset())
-    return _SAID_BY_KIND["amount"] if ka in _AMOUNT_KINDS and kb in _AMOUNT_KINDS else frozenset()
+    if ka in _AMOUNT_KINDS and kb in _AMOUNT_KINDS:
+        return _SAID_BY_KIND["amount"]
+    return _SAID_BY_KIND["when"] if {ka, kb} == {"when", "statement-when"} else frozenset()
 
 
 # inflections: a word and its root, or two words of one root ("partager" / "partages", "booked" / "booking")
@@ -819,6 +829,7 @@ _NAMES_ITS_AMOUNT = {"what": "amount", "what-is": "amount", "statement": "statem
 # the lexicon's topics of a price and of a length of time, and its class of the time of day ("time", "heure")
 _AMOUNT_TOPICS = frozenset(["#price", "#duration"])
 _HOURS_TOPIC = "=hours"
+_DATE_WORDS = frozenset(["date", "dates"])
 # "What's the luggage allowance on the ferry?" asks what "ferry luggage allowance?" names
 _WHAT_IS = re.compile(
     r"(?:what(?:'s| is| are)|quel(?:le)?s? (?:est|sont))(?: (?:the|your|my|le|la|les|l'|votre|vos))?\s"
