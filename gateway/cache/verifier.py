@@ -215,6 +215,8 @@ def _kind_direction(text: str) -> tuple[str, frozenset[str], tuple[str, ...]]:
             kind = _NAMES_ITS_AMOUNT[kind]  # "What's the exit fee on ...?" asks how much; "Plant delivery fee?" may
         elif kind == "statement" and (_HOURS_TOPIC in topics or not _DATE_WORDS.isdisjoint(words)):
             kind = "statement-when"  # "Sunday opening time?", "next workshop date?" may ask when
+        elif kind == "statement" and not _SAID_BY_KIND["where"].isdisjoint(words):
+            kind = "statement-where"  # "refund status?" asks "Where is my refund?"
         elif kind == "what-is" and _HOURS_TOPIC in topics:
             kind = "when"  # "Quels sont les horaires d'ouverture ?" asks "À quelle heure ouvrez-vous ?"
     directions = frozenset(
@@ -416,6 +418,7 @@ _SAID_BY_KIND = {
         "price prices cost costs fee fees charge prix tarif tarifs coute coûte coutent coûtent".split()
     ),
     "when": frozenset(["time", "heure", "date", "dates"]),
+    "where": frozenset(["status", "statut"]),
     "yesno": frozenset("allowed permitted okay ok autorisé autorise permis available disponible dispo offer".split()),
 }
 _SAID_BY_KIND["yesno-amount"] = _SAID_BY_KIND["amount"] | _SAID_BY_KIND["yesno"]
@@ -435,6 +438,10 @@ def _said(ka: str, kb: str) -> frozenset[str]:
         return _SAID_BY_KIND.get(ka, frozenset())
     if ka in _AMOUNT_KINDS and kb in _AMOUNT_KINDS:
         return _SAID_BY_KIND["amount"]
+    if {ka, kb} == {"where", "statement-where"}:
+        return _SAID_BY_KIND["where"]
+    if {ka, kb} == {"yesno", "statement"}:  # "shipping to Canada available?" / "Do you ship to Canada?"
+        return _SAID_BY_KIND["yesno"]
     return _SAID_BY_KIND["when"] if {ka, kb} == {"when", "statement-when"} else frozenset()
 
 
@@ -857,6 +864,8 @@ def _same_kind(ka: str, kb: str) -> bool:
         return {ka, kb} <= {"yesno-amount", "yesno", "amount", "statement", "statement-amount"}
     if "statement-amount" in (ka, kb) and {ka, kb} & {"amount", "statement"}:
         return True  # "Plant delivery fee?" / "How much is the plant delivery fee?"
+    if "statement-where" in (ka, kb) and {ka, kb} & {"where", "statement"}:
+        return True  # "refund status?" / "Where is my refund?"
     if "statement-when" in (ka, kb) and {ka, kb} & {"when", "statement"}:
         return True  # "Sunday opening time?" / "What time do you open on Sundays?"
     if "what-is" in (ka, kb):  # "What's the luggage allowance?" / "luggage allowance?"
@@ -866,8 +875,8 @@ def _same_kind(ka: str, kb: str) -> bool:
 
 
 # no question word: each pairs with the others ("mon colis est arrivé ?" typed without its mark)
-_NO_QUESTION_WORD = frozenset(["statement", "statement-amount", "statement-when", "telling"])
-_STATEMENT = {"statement-amount": "statement", "statement-when": "statement"}
+_NO_QUESTION_WORD = frozenset(["statement", "statement-amount", "statement-when", "statement-where", "telling"])
+_STATEMENT = {"statement-amount": "statement", "statement-when": "statement", "statement-where": "statement"}
 
 
 _ASKS_TO_DO = frozenset(["how", "yesno"])

@@ -62,6 +62,8 @@ def served(verifier, model, stored: str, asked: str) -> bool:
             "Puis-je modifier ma commande avant son expédition ?",
             "on peut modifier une commande avant qu'elle soit expédiée",
         ),
+        ("Do you ship to Canada?", "shipping to Canada available?"),
+        ("Where is my refund?", "refund status?"),
     ],
 )
 def test_a_reworded_question_hits(verifier, model, stored, asked):
