@@ -422,8 +422,19 @@ _SAID_BY_KIND = {
     "yesno": frozenset("allowed permitted okay ok autorisé autorise permis available disponible dispo offer".split()),
 }
 _SAID_BY_KIND["yesno-amount"] = _SAID_BY_KIND["amount"] | _SAID_BY_KIND["yesno"]
-# a question of how much, one of whether it costs and a fragment that names a price: the price words say no more
-_AMOUNT_KINDS = frozenset(["amount", "yesno-amount", "statement-amount"])
+# two kinds between which one kind's words say no more: how much, whether it costs and a fragment that names a
+# price; a question and the fragment that names what it asks ("refund status?", "workshop date?", "… available?")
+_SAID_BETWEEN = {
+    frozenset(pair): name
+    for pair, name in (
+        (("amount", "yesno-amount"), "amount"),
+        (("amount", "statement-amount"), "amount"),
+        (("yesno-amount", "statement-amount"), "amount"),
+        (("where", "statement-where"), "where"),
+        (("when", "statement-when"), "when"),
+        (("yesno", "statement"), "yesno"),
+    )
+}
 
 
 def _units_both_name(a: str, b: str) -> frozenset[str]:
@@ -434,15 +445,8 @@ def _units_both_name(a: str, b: str) -> frozenset[str]:
 
 
 def _said(ka: str, kb: str) -> frozenset[str]:
-    if ka == kb:
-        return _SAID_BY_KIND.get(ka, frozenset())
-    if ka in _AMOUNT_KINDS and kb in _AMOUNT_KINDS:
-        return _SAID_BY_KIND["amount"]
-    if {ka, kb} == {"where", "statement-where"}:
-        return _SAID_BY_KIND["where"]
-    if {ka, kb} == {"yesno", "statement"}:  # "shipping to Canada available?" / "Do you ship to Canada?"
-        return _SAID_BY_KIND["yesno"]
-    return _SAID_BY_KIND["when"] if {ka, kb} == {"when", "statement-when"} else frozenset()
+    name = ka if ka == kb else _SAID_BETWEEN.get(frozenset((ka, kb)))
+    return _SAID_BY_KIND.get(name, frozenset()) if name else frozenset()
 
 
 # inflections: a word and its root, or two words of one root ("partager" / "partages", "booked" / "booking")
